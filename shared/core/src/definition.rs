@@ -1,0 +1,389 @@
+//! The workflow definition format (YAML or JSON). These types are the format: the JSON Schema
+//! that `tripline schema` prints is generated from them.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::time::Duration;
+
+/// A workflow: what starts it (`triggers`) and what it does (`steps`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Workflow {
+    /// Stable identifier: lowercase letters, digits, `-` and `_`.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub triggers: Vec<Trigger>,
+    pub steps: Vec<Step>,
+    /// A value template for the run's final output. Without it, the output of the last step
+    /// that ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// The longest a run may take from its start; past it the run ends `timed_out`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<Duration>,
+}
+
+/// What starts a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Trigger {
+    Webhook(WebhookTrigger),
+    Manual(ManualTrigger),
+}
+
+impl Trigger {
+    pub fn id(&self) -> &str {
+        match self {
+            Trigger::Webhook(t) => &t.id,
+            Trigger::Manual(t) => &t.id,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WebhookTrigger {
+    /// Names the trigger within the workflow; defaults to `webhook`.
+    #[serde(default = "default_webhook_id")]
+    pub id: String,
+    /// The secret in the URL `/hooks/{token}`: at least 22 characters of `A-Z a-z 0-9 - _`
+    /// (≥ 128 bits when random). Left out, the server generates one at deploy and keeps it
+    /// across revisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Accepted HTTP methods; default `[POST]`.
+    #[serde(default = "default_methods")]
+    pub methods: Vec<HttpMethod>,
+    #[serde(default)]
+    pub auth: WebhookAuth,
+    /// `async` (default) answers 202 once the request is durably recorded; `sync` waits
+    /// for the run to end and answers with its output.
+    #[serde(default)]
+    pub response: ResponseMode,
+    /// How long a `sync` reply waits for the run before answering 202; default 25s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_budget: Option<Duration>,
+    /// A custom reply instead of the default envelope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<CustomReply>,
+    /// JSON containment filter over the trigger input (`body`, `headers`, `query`, `method`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
+    /// A template expression over `trigger` that must be true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+}
+
+fn default_webhook_id() -> String {
+    "webhook".into()
+}
+fn default_manual_id() -> String {
+    "manual".into()
+}
+fn default_methods() -> Vec<HttpMethod> {
+    vec![HttpMethod::Post]
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ManualTrigger {
+    #[serde(default = "default_manual_id")]
+    pub id: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Patch => "PATCH",
+            HttpMethod::Delete => "DELETE",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "GET" => Self::Get,
+            "POST" => Self::Post,
+            "PUT" => Self::Put,
+            "PATCH" => Self::Patch,
+            "DELETE" => Self::Delete,
+            _ => return None,
+        })
+    }
+}
+
+/// Webhook authentication.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WebhookAuth {
+    #[default]
+    None,
+    /// A key in a header; several keys may be valid at once (rotation).
+    ApiKey {
+        #[serde(default = "default_api_key_header")]
+        header: String,
+        keys: Vec<String>,
+    },
+    /// HTTP Basic authentication.
+    Basic { username: String, password: String },
+}
+
+fn default_api_key_header() -> String {
+    "x-api-key".into()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseMode {
+    #[default]
+    Async,
+    Sync,
+}
+
+/// A reply the workflow writes itself. Templates see `trigger`, `run` and, for sync
+/// replies, `output` (the run's final output) and `status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CustomReply {
+    /// HTTP status; default 200 (sync) or 202 (async).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// A value template: a JSON body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+}
+
+/// One step of a workflow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Step {
+    pub id: String,
+    /// A template expression; the step runs only when it is true (else it is `skipped`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Per attempt; default 30s for `http`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// Values put into the run's `context`; templates also see `output` (this step's output).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extract: BTreeMap<String, Value>,
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Action {
+    /// An outbound HTTP request. Output: `{status, headers, body}`.
+    Http(HttpAction),
+    /// Produces a JSON value from a template.
+    Transform { value: Value },
+    /// Ends the run as failed with a message (a template).
+    Fail { message: String },
+}
+
+impl Action {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Http(_) => "http",
+            Action::Transform { .. } => "transform",
+            Action::Fail { .. } => "fail",
+        }
+    }
+    /// Pure steps need no I/O: the engine runs them itself.
+    pub fn is_pure(&self) -> bool {
+        !matches!(self, Action::Http(_))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HttpAction {
+    #[serde(default = "default_http_method")]
+    pub method: HttpMethod,
+    /// A string template.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    /// A value template sent as JSON; a string result is sent as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// Statuses that count as success: numbers or classes like `2xx`; default `[2xx]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_status: Option<Vec<StatusPattern>>,
+}
+
+fn default_http_method() -> HttpMethod {
+    HttpMethod::Get
+}
+
+/// `200` or a class like `"2xx"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StatusPattern {
+    Code(u16),
+    Class(String),
+}
+
+impl StatusPattern {
+    pub fn matches(&self, status: u16) -> bool {
+        match self {
+            StatusPattern::Code(c) => *c == status,
+            StatusPattern::Class(c) => c
+                .strip_suffix("xx")
+                .and_then(|d| d.parse::<u16>().ok())
+                .is_some_and(|d| status / 100 == d),
+        }
+    }
+    pub fn is_valid(&self) -> bool {
+        match self {
+            StatusPattern::Code(c) => (100..=599).contains(c),
+            StatusPattern::Class(c) => matches!(c.as_str(), "1xx" | "2xx" | "3xx" | "4xx" | "5xx"),
+        }
+    }
+}
+
+/// How a failed step is tried again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Retry {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// Wait before the second attempt; default 1s.
+    #[serde(default = "default_initial")]
+    pub initial: Duration,
+    /// Longest wait between attempts; default 5m.
+    #[serde(default = "default_max")]
+    pub max: Duration,
+    /// Spread each wait over [wait/2, wait] so retries from many runs do not align.
+    #[serde(default)]
+    pub jitter: bool,
+    /// Which failures retry; default `[timeout, connection, status_5xx, status_429]`.
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<RetryOn>,
+}
+
+fn default_initial() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![
+        RetryOn::Timeout,
+        RetryOn::Connection,
+        RetryOn::Status5xx,
+        RetryOn::Status429,
+    ]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Backoff {
+    Fixed,
+    #[default]
+    Exponential,
+}
+
+/// A class of step failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// The attempt took longer than the step's `timeout`.
+    Timeout,
+    /// The connection could not be made or broke.
+    Connection,
+    /// The downstream answered 5xx.
+    Status5xx,
+    /// The downstream answered 429.
+    Status429,
+    /// The downstream answered another status outside `success_status`.
+    Status4xx,
+}
+
+impl Retry {
+    /// The wait before attempt `next_attempt` (2 for the first retry). `jitter_unit` in [0, 1)
+    /// comes from the caller so that this stays a pure function.
+    pub fn delay_before(&self, next_attempt: u32, jitter_unit: f64) -> std::time::Duration {
+        let initial = self.initial.std();
+        let base = match self.backoff {
+            Backoff::Fixed => initial,
+            Backoff::Exponential => {
+                let exp = next_attempt.saturating_sub(2).min(30);
+                initial.saturating_mul(1u32 << exp)
+            }
+        };
+        let capped = base.min(self.max.std());
+        if self.jitter {
+            capped.mul_f64(0.5 + 0.5 * jitter_unit.clamp(0.0, 1.0))
+        } else {
+            capped
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry(backoff: Backoff) -> Retry {
+        Retry {
+            max_attempts: 5,
+            backoff,
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(350),
+            jitter: false,
+            on: default_retry_on(),
+        }
+    }
+
+    #[test]
+    fn exponential_backoff_doubles_up_to_its_cap() {
+        let r = retry(Backoff::Exponential);
+        let ms: Vec<u128> = (2..=5)
+            .map(|a| r.delay_before(a, 0.0).as_millis())
+            .collect();
+        assert_eq!(ms, vec![100, 200, 350, 350]);
+    }
+
+    #[test]
+    fn fixed_backoff_waits_the_same_each_time() {
+        let r = retry(Backoff::Fixed);
+        assert_eq!(r.delay_before(4, 0.0).as_millis(), 100);
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_whole_wait() {
+        let mut r = retry(Backoff::Fixed);
+        r.jitter = true;
+        assert_eq!(r.delay_before(2, 0.0).as_millis(), 50);
+        assert!(r.delay_before(2, 0.999).as_millis() <= 100);
+    }
+
+    #[test]
+    fn status_classes_match_their_hundreds() {
+        assert!(StatusPattern::Class("2xx".into()).matches(204));
+        assert!(!StatusPattern::Class("2xx".into()).matches(301));
+        assert!(StatusPattern::Code(409).matches(409));
+        assert!(!StatusPattern::Class("7xx".into()).is_valid());
+    }
+}

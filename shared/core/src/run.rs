@@ -1,0 +1,227 @@
+//! A run (execution) of a workflow and its step executions.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::time::Timestamp;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Waiting,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+impl RunStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::TimedOut
+        )
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Waiting => "waiting",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::TimedOut => "timed_out",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "waiting" => Self::Waiting,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            "timed_out" => Self::TimedOut,
+            _ => return None,
+        })
+    }
+}
+
+/// Which trigger started a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TriggerRef {
+    /// `webhook` or `manual`.
+    pub kind: String,
+    pub id: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+/// One attempt of one step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepExecution {
+    pub step_id: String,
+    pub attempt: u32,
+    pub status: StepStatus,
+    /// The rendered request of an `http` step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    pub duration_ms: i64,
+}
+
+/// How a step attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    Timeout,
+    Connection,
+    Status4xx,
+    Status429,
+    Status5xx,
+    /// The request could not even be built or was refused before it was sent.
+    Request,
+    Template,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepError {
+    pub class: FailureClass,
+    pub message: String,
+}
+
+/// Where a run stands in its steps.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Index of the step to run next (or running now).
+    pub step: usize,
+    /// Attempt of that step (0 before its first attempt).
+    pub attempt: u32,
+    /// When the next attempt is due, while a retry waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Timestamp>,
+    /// `started_at + max_duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub workflow: String,
+    pub revision: u32,
+    pub trigger: TriggerRef,
+    pub trigger_input: Value,
+    pub status: RunStatus,
+    /// Bumped by the store on every write; writes are conditional on it.
+    pub version: u64,
+    #[serde(default)]
+    pub step_executions: Vec<StepExecution>,
+    #[serde(default)]
+    pub context: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub inserted_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// The inbox message that started this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(default)]
+    pub cursor: Cursor,
+}
+
+impl Run {
+    /// A new run, `queued`.
+    pub fn new(
+        id: String,
+        workflow: &str,
+        revision: u32,
+        trigger: TriggerRef,
+        trigger_input: Value,
+        now: Timestamp,
+    ) -> Self {
+        Run {
+            id,
+            workflow: workflow.to_string(),
+            revision,
+            trigger,
+            trigger_input,
+            status: RunStatus::Queued,
+            version: 0,
+            step_executions: Vec::new(),
+            context: Map::new(),
+            final_output: None,
+            error_type: None,
+            error: None,
+            inserted_at: now,
+            claimed_at: None,
+            started_at: None,
+            finished_at: None,
+            message_id: None,
+            cursor: Cursor::default(),
+        }
+    }
+
+    /// The latest successful output of each step.
+    pub fn step_outputs(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        for e in &self.step_executions {
+            if e.status == StepStatus::Succeeded {
+                out.insert(e.step_id.clone(), e.output.clone().unwrap_or(Value::Null));
+            }
+        }
+        out
+    }
+
+    /// What templates see.
+    pub fn template_context(&self) -> Value {
+        json!({
+            "trigger": self.trigger_input,
+            "steps": self.step_outputs(),
+            "context": self.context,
+            "run": {
+                "id": self.id,
+                "workflow": self.workflow,
+                "revision": self.revision,
+                "attempt": self.cursor.attempt.max(1),
+            },
+        })
+    }
+
+    /// The `meta` part of the reply envelope.
+    pub fn meta(&self) -> Value {
+        json!({
+            "run_id": self.id,
+            "workflow": self.workflow,
+            "status": self.status,
+            "error_type": self.error_type,
+            "error": self.error,
+            "inserted_at": self.inserted_at,
+            "claimed_at": self.claimed_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        })
+    }
+}

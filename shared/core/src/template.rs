@@ -1,0 +1,209 @@
+//! Templates (Jinja syntax, minijinja, strict undefined).
+//!
+//! A *value template* is any JSON value whose strings are templates: a string that is one
+//! whole `{{ expression }}` yields the expression's value with its JSON type (a number stays
+//! a number, an object an object); any other string with `{{`/`{%` renders to a string;
+//! other values pass through. An *expression* (conditions, `when`) is written with or without
+//! the surrounding `{{ }}` and is true when its value is truthy.
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct TemplateError(pub String);
+
+fn env() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_recursion_limit(64);
+        env
+    })
+}
+
+fn err(e: minijinja::Error) -> TemplateError {
+    let mut msg = e.to_string();
+    // Keep the message about the template, not the engine's internal name for it.
+    msg = msg
+        .replace(" (in <string>:1)", "")
+        .replace(" (in <expression>:1)", "");
+    TemplateError(msg)
+}
+
+/// The expression inside a string that is exactly `{{ expr }}`.
+fn whole_expression(s: &str) -> Option<&str> {
+    let t = s.trim();
+    let inner = t.strip_prefix("{{")?.strip_suffix("}}")?;
+    let inner = inner.strip_prefix('-').unwrap_or(inner);
+    let inner = inner.strip_suffix('-').unwrap_or(inner);
+    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
+        return None;
+    }
+    Some(inner.trim())
+}
+
+fn is_templated(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%") || s.contains("{#")
+}
+
+fn to_json(v: minijinja::Value) -> Result<Value, TemplateError> {
+    if v.is_undefined() {
+        return Err(TemplateError("the expression is undefined".into()));
+    }
+    serde_json::to_value(&v).map_err(|e| TemplateError(format!("the value cannot be JSON: {e}")))
+}
+
+/// Evaluates an expression to a JSON value.
+pub fn eval(expr: &str, ctx: &Value) -> Result<Value, TemplateError> {
+    let expr = whole_expression(expr).unwrap_or(expr);
+    let compiled = env().compile_expression(expr).map_err(err)?;
+    to_json(compiled.eval(ctx).map_err(err)?)
+}
+
+/// Evaluates a condition: true when the expression's value is truthy.
+pub fn eval_condition(expr: &str, ctx: &Value) -> Result<bool, TemplateError> {
+    let expr = whole_expression(expr).unwrap_or(expr);
+    let compiled = env().compile_expression(expr).map_err(err)?;
+    let v = compiled.eval(ctx).map_err(err)?;
+    Ok(v.is_true())
+}
+
+/// Renders a string template to a string.
+pub fn render_string(tpl: &str, ctx: &Value) -> Result<String, TemplateError> {
+    if !is_templated(tpl) {
+        return Ok(tpl.to_string());
+    }
+    env().render_str(tpl, ctx).map_err(err)
+}
+
+/// Renders a value template (see the module docs).
+pub fn render_value(tpl: &Value, ctx: &Value) -> Result<Value, TemplateError> {
+    Ok(match tpl {
+        Value::String(s) => match whole_expression(s) {
+            Some(expr) => eval(expr, ctx)?,
+            None if is_templated(s) => Value::String(render_string(s, ctx)?),
+            None => tpl.clone(),
+        },
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| render_value(i, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => {
+            let mut out = serde_json::Map::with_capacity(map.len());
+            for (k, v) in map {
+                out.insert(k.clone(), render_value(v, ctx)?);
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    })
+}
+
+/// Parses a string template and returns the variable paths it reads (`trigger.body.id`,
+/// `steps.fetch.body`), for validation.
+pub fn check_string(tpl: &str) -> Result<BTreeSet<String>, TemplateError> {
+    if let Some(expr) = whole_expression(tpl) {
+        return check_expression(expr);
+    }
+    if !is_templated(tpl) {
+        return Ok(BTreeSet::new());
+    }
+    let t = env().template_from_str(tpl).map_err(err)?;
+    Ok(t.undeclared_variables(true).into_iter().collect())
+}
+
+/// Parses an expression and returns the variable paths it reads.
+pub fn check_expression(expr: &str) -> Result<BTreeSet<String>, TemplateError> {
+    let expr = whole_expression(expr).unwrap_or(expr);
+    let e = env().compile_expression(expr).map_err(err)?;
+    Ok(e.undeclared_variables(true).into_iter().collect())
+}
+
+/// Checks every string of a value template; returns `(json path suffix, result)` pairs.
+pub fn check_value(tpl: &Value) -> Vec<(String, Result<BTreeSet<String>, TemplateError>)> {
+    let mut out = Vec::new();
+    walk(tpl, String::new(), &mut out);
+    out
+}
+
+fn walk(v: &Value, path: String, out: &mut Vec<(String, Result<BTreeSet<String>, TemplateError>)>) {
+    match v {
+        Value::String(s) if is_templated(s) => out.push((path, check_string(s))),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                walk(item, format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                walk(item, format!("{path}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> Value {
+        json!({"trigger": {"body": {"n": 2, "name": "Ada", "tags": ["a", "b"]}}})
+    }
+
+    #[test]
+    fn a_whole_expression_keeps_its_json_type() {
+        let out = render_value(
+            &json!({"n": "{{ trigger.body.n + 1 }}", "tags": "{{ trigger.body.tags }}"}),
+            &ctx(),
+        );
+        assert_eq!(out.unwrap(), json!({"n": 3, "tags": ["a", "b"]}));
+    }
+
+    #[test]
+    fn mixed_text_renders_to_a_string() {
+        let out = render_value(&json!("Hello {{ trigger.body.name }}!"), &ctx()).unwrap();
+        assert_eq!(out, json!("Hello Ada!"));
+    }
+
+    #[test]
+    fn plain_values_pass_through() {
+        assert_eq!(
+            render_value(&json!([1, "x", null]), &ctx()).unwrap(),
+            json!([1, "x", null])
+        );
+    }
+
+    #[test]
+    fn strict_undefined_is_an_error_not_an_empty_string() {
+        let e = render_value(&json!("{{ trigger.body.missing.deeper }}"), &ctx()).unwrap_err();
+        assert!(e.0.contains("undefined"), "{e}");
+    }
+
+    #[test]
+    fn conditions_accept_braces_or_bare_expressions() {
+        assert!(eval_condition("trigger.body.n > 1", &ctx()).unwrap());
+        assert!(!eval_condition("{{ trigger.body.n > 5 }}", &ctx()).unwrap());
+    }
+
+    #[test]
+    fn checking_reports_the_paths_a_template_reads() {
+        let refs = check_string("{{ steps.fetch.body.id }} and {{ trigger.query }}").unwrap();
+        assert!(refs.contains("steps.fetch.body.id"), "{refs:?}");
+        assert!(refs.contains("trigger.query"), "{refs:?}");
+    }
+
+    #[test]
+    fn checking_reports_syntax_errors() {
+        assert!(check_string("{{ trigger.body. }}").is_err());
+        assert!(check_expression("a ==").is_err());
+    }
+}

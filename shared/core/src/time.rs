@@ -1,0 +1,161 @@
+//! Instants and durations as the domain sees them: plain values, never read from a clock here.
+
+use std::fmt;
+use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Milliseconds since the Unix epoch. Serialized as RFC 3339 (UTC, millisecond precision).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn from_millis(ms: i64) -> Self {
+        Self(ms)
+    }
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+    pub fn plus(self, d: StdDuration) -> Self {
+        Self(
+            self.0
+                .saturating_add(d.as_millis().min(i64::MAX as u128) as i64),
+        )
+    }
+    /// Time from `earlier` to `self`, zero when `earlier` is later.
+    pub fn since(self, earlier: Timestamp) -> StdDuration {
+        StdDuration::from_millis(self.0.saturating_sub(earlier.0).max(0) as u64)
+    }
+    pub fn to_system_time(self) -> SystemTime {
+        if self.0 >= 0 {
+            UNIX_EPOCH + StdDuration::from_millis(self.0 as u64)
+        } else {
+            UNIX_EPOCH - StdDuration::from_millis(self.0.unsigned_abs())
+        }
+    }
+    pub fn from_system_time(t: SystemTime) -> Self {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Self(d.as_millis() as i64),
+            Err(e) => Self(-(e.duration().as_millis() as i64)),
+        }
+    }
+    /// Parses RFC 3339 (`2026-11-22T10:00:00Z`, with or without fractional seconds).
+    pub fn parse_rfc3339(s: &str) -> Result<Self, String> {
+        humantime::parse_rfc3339_weak(s)
+            .map(Self::from_system_time)
+            .map_err(|e| {
+                format!("`{s}` is not an RFC 3339 time ({e}); write it like 2026-11-22T10:00:00Z")
+            })
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}",
+            humantime::format_rfc3339_millis(self.to_system_time())
+        )
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse_rfc3339(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A duration written the human way in definitions: `500ms`, `30s`, `5m`, `1h 30m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration(pub StdDuration);
+
+impl Duration {
+    pub fn from_millis(ms: u64) -> Self {
+        Self(StdDuration::from_millis(ms))
+    }
+    pub fn from_secs(s: u64) -> Self {
+        Self(StdDuration::from_secs(s))
+    }
+    pub fn std(self) -> StdDuration {
+        self.0
+    }
+    pub fn parse(s: &str) -> Result<Self, String> {
+        humantime::parse_duration(s.trim()).map(Self).map_err(|e| {
+            format!("`{s}` is not a duration ({e}); write it like 500ms, 30s, 5m or 1h 30m")
+        })
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration: 500ms, 30s, 5m, 1h 30m",
+            "pattern": "^\\s*[0-9]+\\s*[a-zA-Z]+(\\s*[0-9]+\\s*[a-zA-Z]+)*\\s*$"
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_human_units() {
+        assert_eq!(
+            Duration::parse("30s").unwrap().0,
+            StdDuration::from_secs(30)
+        );
+        assert_eq!(
+            Duration::parse("1h 30m").unwrap().0,
+            StdDuration::from_secs(5400)
+        );
+        assert_eq!(
+            Duration::parse("250ms").unwrap().0,
+            StdDuration::from_millis(250)
+        );
+    }
+
+    #[test]
+    fn a_bad_duration_names_the_fix() {
+        let e = Duration::parse("thirty").unwrap_err();
+        assert!(e.contains("500ms, 30s"), "{e}");
+    }
+
+    #[test]
+    fn timestamps_round_trip_through_rfc3339() {
+        let t = Timestamp(1_795_000_000_123);
+        let s = t.to_string();
+        assert_eq!(Timestamp::parse_rfc3339(&s).unwrap(), t);
+        assert!(s.ends_with('Z'));
+    }
+}
