@@ -1,1 +1,196 @@
+//! The `tripline` binary's library: `serve` wires every use case on the embedded adapters in
+//! one process. The tests start the same server in-process.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tripline_app::ports::{Clock, SystemClock};
+use tripline_app::{App, Config};
+use tripline_core::definition::Trigger;
+use tripline_core::validate::Format;
+use tripline_embedded::{EmbeddedQueue, EmbeddedStore};
+
+/// Settings of `tripline serve`.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Definitions deployed at start (every `.yaml`, `.yml`, `.json`); none when `None`.
+    pub workflows: Option<PathBuf>,
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    pub workers: usize,
+    /// How long in-flight steps may take to finish at shutdown.
+    pub grace: Duration,
+    pub config: Config,
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    pub queue: EmbeddedQueue,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<()>,
+    workers: JoinHandle<()>,
+}
+
+/// The definition files of a folder, sorted.
+pub fn definition_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the workflows folder {}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            )
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Validates and deploys every definition in `dir`; fails listing every problem of every
+/// file, deploying none, when any is invalid.
+async fn deploy_folder(app: &App, dir: &Path) -> anyhow::Result<()> {
+    let mut texts = Vec::new();
+    let mut report = String::new();
+    for file in definition_files(dir)? {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let format = Format::from_path(&file.to_string_lossy());
+        match tripline_core::validate::load(&text, format) {
+            Ok(_) => texts.push((file, text, format)),
+            Err(problems) => {
+                for p in problems {
+                    report.push_str(&format!("{}:{p}\n", file.display()));
+                }
+            }
+        }
+    }
+    if !report.is_empty() {
+        bail!("invalid workflow definitions; nothing was deployed:\n{report}");
+    }
+    for (file, text, format) in texts {
+        app.deployments
+            .deploy_text(app.store.as_ref(), &text, format, None, app.clock.now())
+            .await
+            .map_err(|e| match e {
+                tripline_app::deploy::DeployError::Invalid(ps) => {
+                    let list: Vec<String> = ps
+                        .iter()
+                        .map(|p| format!("{}:{p}", file.display()))
+                        .collect();
+                    anyhow::anyhow!("cannot deploy {}:\n{}", file.display(), list.join("\n"))
+                }
+                other => anyhow::anyhow!("cannot deploy {}: {other}", file.display()),
+            })?;
+    }
+    Ok(())
+}
+
+impl Server {
+    /// Opens the store, deploys the folder's workflows, binds, and starts the HTTP server
+    /// and the executor workers.
+    pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let store = EmbeddedStore::open(&opts.data)?;
+        let queue = EmbeddedQueue::new(store.clone(), clock.clone());
+        let app = Arc::new(App::new(
+            Arc::new(store),
+            Arc::new(queue.clone()),
+            clock,
+            opts.config.clone(),
+        ));
+        app.deployments
+            .load(app.store.as_ref())
+            .await
+            .context("cannot load the deployed workflows")?;
+        if let Some(dir) = &opts.workflows {
+            deploy_folder(&app, dir).await?;
+        }
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}; is another server using it? pass --listen",
+                    opts.listen
+                )
+            })?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+
+        let workers = tokio::spawn(app.clone().run_workers(
+            opts.workers,
+            stopped.clone(),
+            opts.grace,
+        ));
+        let router = app.router();
+        let mut http_stopped = stopped;
+        let http = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = http_stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "the HTTP server failed");
+            }
+        });
+        Ok(Server {
+            addr,
+            app,
+            queue,
+            stop,
+            http,
+            workers,
+        })
+    }
+
+    /// The webhook URLs of the deployed workflows, for the start-up banner.
+    pub fn hook_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for rec in self.app.deployments.all() {
+            for t in &rec.definition.triggers {
+                match t {
+                    Trigger::Webhook(w) => lines.push(format!(
+                        "  {:<7} http://{}/hooks/{}  ({} / {}, {})",
+                        w.methods
+                            .iter()
+                            .map(|m| m.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        self.addr,
+                        w.token.as_deref().unwrap_or_default(),
+                        rec.id,
+                        w.id,
+                        if w.response == tripline_core::definition::ResponseMode::Sync {
+                            "sync"
+                        } else {
+                            "async"
+                        },
+                    )),
+                    Trigger::Manual(_) => lines.push(format!(
+                        "  POST    http://{}/v1/workflows/{}/runs  ({} / manual)",
+                        self.addr, rec.id, rec.id
+                    )),
+                }
+            }
+        }
+        lines
+    }
+
+    /// Stops accepting requests, lets in-flight steps finish (within the grace period) and
+    /// returns. Work not finished stays in the durable queue for the next start.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.http.await;
+        let _ = self.workers.await;
+    }
+}

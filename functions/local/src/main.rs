@@ -1,1 +1,212 @@
-fn main() {}
+//! `tripline`: the local shape's server and CLI.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tripline_app::Config;
+use tripline_app::outbound::OutboundPolicy;
+use tripline_core::validate::{Format, load};
+use tripline_local::{ServeOptions, Server};
+
+#[derive(Parser)]
+#[command(
+    name = "tripline",
+    version,
+    about = "Tripline: workflow triggers, steps and runs that are never lost"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything in one process on the embedded store.
+    Serve(Serve),
+    /// Check workflow definitions; reports every problem with its line and column.
+    Validate {
+        /// Definition files (.yaml, .yml, .json).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of the workflow definition format (for editors).
+    Schema,
+}
+
+#[derive(clap::Args)]
+struct Serve {
+    /// Folder of workflow definitions to deploy at start.
+    #[arg(long, default_value = "examples", env = "TRIPLINE_WORKFLOWS")]
+    workflows: PathBuf,
+    /// Folder of the embedded store.
+    #[arg(long, default_value = "data", env = "TRIPLINE_DATA")]
+    data: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:8787", env = "TRIPLINE_LISTEN")]
+    listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_body: usize,
+    /// Answer unknown webhook tokens with 200 {"received": true} instead of 404.
+    #[arg(long)]
+    hide_unknown_tokens: bool,
+    /// Key required by the control API (/v1/...) as `Authorization: Bearer <key>`.
+    #[arg(long, env = "TRIPLINE_API_KEY")]
+    api_key: Option<String>,
+    /// Let http steps reach loopback and private networks.
+    #[arg(long)]
+    allow_private_network: bool,
+    /// Send http steps for a URL prefix elsewhere: FROM=TO (repeatable).
+    #[arg(long, value_parser = parse_rewrite)]
+    rewrite_url: Vec<(String, String)>,
+    /// Steps executed at once.
+    #[arg(long, default_value_t = 64)]
+    workers: usize,
+    /// Default wait of sync webhook replies, e.g. 25s.
+    #[arg(long, default_value = "25s", value_parser = parse_duration)]
+    sync_budget: Duration,
+}
+
+fn parse_rewrite(s: &str) -> Result<(String, String), String> {
+    let (from, to) = s
+        .split_once('=')
+        .ok_or("write it as FROM=TO, e.g. https://api.example.com=http://127.0.0.1:9000")?;
+    Ok((from.to_string(), to.to_string()))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    tripline_core::Duration::parse(s).map(|d| d.std())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Schema => {
+            let schema = schemars::schema_for!(tripline_core::Workflow);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Validate { files } => validate(&files),
+        Command::Serve(s) => serve(s),
+    }
+}
+
+fn validate(files: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for f in files {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{}: cannot read: {e}", f.display());
+                failed = true;
+                continue;
+            }
+        };
+        match load(&text, Format::from_path(&f.to_string_lossy())) {
+            Ok(wf) => println!(
+                "{}: ok (workflow `{}`, {} step(s))",
+                f.display(),
+                wf.id,
+                wf.steps.len()
+            ),
+            Err(problems) => {
+                failed = true;
+                for p in &problems {
+                    eprintln!("{}:{p}", f.display());
+                }
+                eprintln!("{}: {} problem(s)", f.display(), problems.len());
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn serve(s: Serve) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .init();
+    if !s.listen.ip().is_loopback() && s.api_key.is_none() {
+        eprintln!(
+            "error: listening on {} (not loopback) needs --api-key (or TRIPLINE_API_KEY) to protect the control API",
+            s.listen
+        );
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = ServeOptions {
+        workflows: Some(s.workflows),
+        data: s.data,
+        listen: s.listen,
+        workers: s.workers.max(1),
+        grace: Duration::from_secs(20),
+        config: Config {
+            max_body_bytes: s.max_body,
+            hide_unknown_tokens: s.hide_unknown_tokens,
+            sync_budget: s.sync_budget,
+            api_key: s.api_key,
+            outbound: OutboundPolicy {
+                allow_private_networks: s.allow_private_network,
+                rewrites: s.rewrite_url,
+            },
+        },
+    };
+    runtime.block_on(async move {
+        let server = match Server::start(opts).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("tripline listening on http://{}", server.addr);
+        for line in server.hook_lines() {
+            println!("{line}");
+        }
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight steps");
+        server.stop().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,1 +1,111 @@
+//! tripline-app: Tripline's use cases, generic over the ports in [`ports`]: webhook ingress
+//! (an axum Router), the step executor, and the control API.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+pub mod control;
+pub mod deploy;
+pub mod executor;
+pub mod ingress;
+pub mod outbound;
+pub mod ports;
+
+use deploy::Deployments;
+use executor::Completions;
+use outbound::{Outbound, OutboundPolicy};
+use ports::{Clock, Queue, Store};
+
+/// Settings read once at start-up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Request bodies over this many bytes get 413.
+    pub max_body_bytes: usize,
+    /// Answer an unknown webhook token like a known one (`200 {"received": true}`), so that
+    /// tokens cannot be enumerated. Off: 404.
+    pub hide_unknown_tokens: bool,
+    /// How long a sync reply waits by default.
+    pub sync_budget: Duration,
+    /// When set, `/v1/*` needs `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    pub outbound: OutboundPolicy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            hide_unknown_tokens: false,
+            sync_budget: Duration::from_secs(25),
+            api_key: None,
+            outbound: OutboundPolicy::default(),
+        }
+    }
+}
+
+/// Everything the use cases share: the ports, the deployed workflows, the settings.
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub clock: Arc<dyn Clock>,
+    pub deployments: Deployments,
+    pub completions: Completions,
+    pub outbound: Outbound,
+    pub config: Config,
+}
+
+impl App {
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        clock: Arc<dyn Clock>,
+        config: Config,
+    ) -> Self {
+        Self {
+            store,
+            queue,
+            clock,
+            deployments: Deployments::default(),
+            completions: Completions::default(),
+            outbound: Outbound::new(config.outbound.clone()),
+            config,
+        }
+    }
+
+    /// A new run id: a ULID, so ids sort by time.
+    pub fn new_id(&self) -> String {
+        ulid::Ulid::from_datetime(self.clock.now().to_system_time()).to_string()
+    }
+
+    /// The whole HTTP surface: webhooks and the control API.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        ingress::router(self.clone()).merge(control::router(self.clone()))
+    }
+}
+
+/// A JSON error: `{"error": {"code": ..., "message": ...}}`.
+pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message.into()}})),
+    )
+        .into_response()
+}
+
+/// The store failed: the request was not recorded, so the client must retry.
+pub fn unavailable(e: &ports::StoreError) -> Response {
+    tracing::error!(error = %e, "store failed");
+    let mut r = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the request could not be recorded; nothing was started; retry later",
+    );
+    r.headers_mut()
+        .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+    r
+}

@@ -1,1 +1,604 @@
+//! tripline-embedded: the ports on SQLite. Records, the durable queue and its timers live in
+//! one database file, so that accepting a message, recording its run and enqueueing it is a
+//! single transaction: a crash loses nothing acknowledged.
+//!
+//! One writer thread owns the write connection and commits in groups: every write waiting
+//! when a transaction starts joins it, each in its own savepoint, and all are answered after
+//! the one commit (WAL, `synchronous=FULL`: the commit is on disk when it returns). Reads use
+//! a small pool of other connections.
 
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::{Notify, oneshot};
+use tripline_app::ports::*;
+use tripline_core::{Run, Timestamp};
+
+mod queue;
+pub use queue::EmbeddedQueue;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS workflows (
+    id TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    deployed_at INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (id, revision)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    status TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    inserted_at INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, id);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, id);
+CREATE TABLE IF NOT EXISTS inbox (
+    id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inbox_by_workflow ON inbox (workflow, id);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    visible_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_by_visible ON queue (visible_at, seq);
+"#;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the data folder {path}: {source}")]
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "another tripline process is using the data folder {0}; stop it, or pass another --data folder"
+    )]
+    Locked(PathBuf),
+    #[error("cannot open the database {path}: {source}")]
+    Database {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
+fn corrupt(what: &str, e: serde_json::Error) -> StoreError {
+    StoreError::Unavailable(format!("a stored {what} cannot be read: {e}").into())
+}
+
+/// A write job: runs inside the group transaction and returns whether it succeeded (to keep
+/// or roll back its savepoint) and what to do once the commit's outcome is known.
+type Finisher = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Finisher) + Send>;
+
+struct Shared {
+    writer: Mutex<mpsc::Sender<Job>>,
+    readers: Mutex<Vec<Connection>>,
+    path: PathBuf,
+    /// Told after a commit that made queue items receivable.
+    pub(crate) queue_ready: Notify,
+    _lock: File,
+}
+
+/// The embedded store. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+}
+
+fn open_conn(path: &Path, read_only: bool) -> Result<Connection, rusqlite::Error> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Every commit is on disk before it is acknowledged.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    Ok(conn)
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `dir`, and locks it for this process.
+    pub fn open(dir: &Path) -> Result<Self, OpenError> {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Folder {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lock_path = dir.join("tripline.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| OpenError::Folder {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        if lock.try_lock().is_err() {
+            return Err(OpenError::Locked(dir.to_path_buf()));
+        }
+        let path = dir.join("tripline.db");
+        let db_err = |source| OpenError::Database {
+            path: path.clone(),
+            source,
+        };
+        let writer = open_conn(&path, false).map_err(db_err)?;
+        writer.execute_batch(SCHEMA).map_err(db_err)?;
+        let mut readers = Vec::new();
+        for _ in 0..4 {
+            readers.push(open_conn(&path, true).map_err(db_err)?);
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("tripline-writer".into())
+            .spawn(move || write_loop(writer, rx))
+            .map_err(|source| OpenError::Folder {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                writer: Mutex::new(tx),
+                readers: Mutex::new(readers),
+                path,
+                queue_ready: Notify::new(),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Runs `f` in the next group transaction; resolves after the commit.
+    async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let finish: Finisher = Box::new(move |commit| {
+                let _ = tx.send(match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(StoreError::Unavailable(
+                        format!("commit failed: {e}").into(),
+                    )),
+                });
+            });
+            (ok, finish)
+        });
+        self.shared
+            .writer
+            .lock()
+            .map_err(|_| StoreError::Unavailable("the writer is gone".into()))?
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))?
+    }
+
+    /// Runs `f` on a pooled read connection.
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = shared.readers.lock().ok().and_then(|mut p| p.pop());
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_conn(&shared.path, true).map_err(unavailable)?,
+            };
+            let r = f(&conn);
+            if let Ok(mut p) = shared.readers.lock() {
+                p.push(conn);
+            }
+            r
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    pub(crate) fn notify_queue(&self) {
+        self.shared.queue_ready.notify_waiters();
+    }
+}
+
+fn write_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut finishers = Vec::with_capacity(batch.len());
+        let begun = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = begun {
+            for job in batch {
+                let (_, finish) = job(&conn);
+                finish(Err(e.to_string()));
+            }
+            continue;
+        }
+        for job in batch {
+            let sp = conn.execute_batch("SAVEPOINT job");
+            let (ok, finish) = job(&conn);
+            if sp.is_ok() {
+                let end = if ok {
+                    "RELEASE job"
+                } else {
+                    "ROLLBACK TO job; RELEASE job"
+                };
+                if let Err(e) = conn.execute_batch(end) {
+                    tracing::error!(error = %e, "savepoint failed");
+                }
+            }
+            finishers.push(finish);
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            e.to_string()
+        });
+        for f in finishers {
+            f(committed.clone());
+        }
+    }
+}
+
+fn sql(e: rusqlite::Error) -> StoreError {
+    unavailable(e)
+}
+
+fn read_run(record: &str, version: i64) -> Result<Run, StoreError> {
+    let mut run: Run = serde_json::from_str(record).map_err(|e| corrupt("run", e))?;
+    run.version = version as u64;
+    Ok(run)
+}
+
+fn read_message(record: &str, body: Vec<u8>) -> Result<InboxMessage, StoreError> {
+    let mut m: InboxMessage =
+        serde_json::from_str(record).map_err(|e| corrupt("inbox message", e))?;
+    m.body = body;
+    Ok(m)
+}
+
+fn insert_message(conn: &Connection, m: &InboxMessage) -> Result<(), StoreError> {
+    let record = serde_json::to_string(m).map_err(|e| corrupt("inbox message", e))?;
+    conn.prepare_cached(
+        "INSERT INTO inbox (id, workflow, trigger, outcome, received_at, record, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![m.id, m.workflow, m.trigger, m.outcome.kind(), m.received_at.millis(), record, m.body])
+    })
+    .map_err(sql)?;
+    Ok(())
+}
+
+fn run_json(run: &Run) -> Result<String, StoreError> {
+    serde_json::to_string(run).map_err(|e| corrupt("run", e))
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn deploy(&self, record: &WorkflowRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record).map_err(|e| corrupt("workflow", e))?;
+        let (id, rev, at) = (
+            record.id.clone(),
+            record.revision,
+            record.deployed_at.millis(),
+        );
+        self.write(move |conn| {
+            let latest: u32 = conn
+                .query_row(
+                    "SELECT COALESCE(MAX(revision), 0) FROM workflows WHERE id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .map_err(sql)?;
+            if latest + 1 != rev {
+                return Err(StoreError::Conflict);
+            }
+            conn.execute(
+                "INSERT INTO workflows (id, revision, deployed_at, record) VALUES (?1, ?2, ?3, ?4)",
+                params![id, rev, at, json],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn latest_workflows(&self) -> Result<Vec<WorkflowRecord>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT w.record FROM workflows w JOIN (SELECT id, MAX(revision) AS rev FROM workflows GROUP BY id) l \
+                     ON w.id = l.id AND w.revision = l.rev ORDER BY w.id",
+                )
+                .map_err(sql)?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(sql)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(serde_json::from_str(&row.map_err(sql)?).map_err(|e| corrupt("workflow", e))?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn workflow(
+        &self,
+        id: &str,
+        revision: Option<u32>,
+    ) -> Result<Option<WorkflowRecord>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            let rec: Option<String> = match revision {
+                Some(rev) => conn
+                    .query_row(
+                        "SELECT record FROM workflows WHERE id = ?1 AND revision = ?2",
+                        params![id, rev],
+                        |r| r.get(0),
+                    )
+                    .optional(),
+                None => conn
+                    .query_row(
+                        "SELECT record FROM workflows WHERE id = ?1 ORDER BY revision DESC LIMIT 1",
+                        [&id],
+                        |r| r.get(0),
+                    )
+                    .optional(),
+            }
+            .map_err(sql)?;
+            rec.map(|s| serde_json::from_str(&s).map_err(|e| corrupt("workflow", e)))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn revisions(&self, id: &str) -> Result<Vec<(u32, Timestamp)>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT revision, deployed_at FROM workflows WHERE id = ?1 ORDER BY revision DESC")
+                .map_err(sql)?;
+            let rows = stmt.query_map([&id], |r| Ok((r.get::<_, u32>(0)?, Timestamp(r.get(1)?)))).map_err(sql)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+        })
+        .await
+    }
+
+    async fn admit(&self, admission: Admission) -> Result<Admitted, StoreError> {
+        let store = self.clone();
+        let mut runs_json = Vec::with_capacity(admission.runs.len());
+        for r in &admission.runs {
+            runs_json.push(run_json(r)?);
+        }
+        let enqueued = admission
+            .runs
+            .iter()
+            .any(|r| r.status == tripline_core::RunStatus::Queued);
+        let result = self
+            .write(move |conn| {
+                let Admission { mut message, runs, idempotency } = admission;
+                let now = message.received_at.millis();
+                if let Some(claim) = &idempotency {
+                    let existing: Option<(String, i64)> = conn
+                        .prepare_cached("SELECT run_id, expires_at FROM idempotency WHERE key = ?1")
+                        .and_then(|mut s| s.query_row([&claim.key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                        .map_err(sql)?;
+                    if let Some((run_id, expires)) = existing.filter(|(_, exp)| *exp > now) {
+                        let _ = expires;
+                        message.outcome = Outcome::Duplicate { run_id: run_id.clone() };
+                        insert_message(conn, &message)?;
+                        return Ok(Admitted::Duplicate { run_id });
+                    }
+                    if let Some(first) = runs.first() {
+                        conn.prepare_cached("INSERT OR REPLACE INTO idempotency (key, run_id, expires_at) VALUES (?1, ?2, ?3)")
+                            .and_then(|mut s| s.execute(params![claim.key, first.id, claim.expires_at.millis()]))
+                            .map_err(sql)?;
+                    }
+                }
+                insert_message(conn, &message)?;
+                for (run, json) in runs.iter().zip(runs_json) {
+                    conn.prepare_cached(
+                        "INSERT INTO runs (id, workflow, status, version, inserted_at, record) VALUES (?1, ?2, ?3, 0, ?4, ?5)",
+                    )
+                    .and_then(|mut s| s.execute(params![run.id, run.workflow, run.status.as_str(), run.inserted_at.millis(), json]))
+                    .map_err(sql)?;
+                    if run.status == tripline_core::RunStatus::Queued {
+                        conn.prepare_cached("INSERT INTO queue (run_id, visible_at) VALUES (?1, ?2)")
+                            .and_then(|mut s| s.execute(params![run.id, now]))
+                            .map_err(sql)?;
+                    }
+                }
+                Ok(Admitted::New { to_enqueue: Vec::new() })
+            })
+            .await;
+        if enqueued && matches!(result, Ok(Admitted::New { .. })) {
+            store.notify_queue();
+        }
+        result
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<Run>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            let row: Option<(String, i64)> = conn
+                .prepare_cached("SELECT record, version FROM runs WHERE id = ?1")
+                .and_then(|mut s| {
+                    s.query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(sql)?;
+            row.map(|(rec, v)| read_run(&rec, v)).transpose()
+        })
+        .await
+    }
+
+    async fn save_run(&self, run: &Run) -> Result<Run, StoreError> {
+        let mut next = run.clone();
+        next.version = run.version + 1;
+        let json = run_json(&next)?;
+        let (id, status, expected) = (run.id.clone(), run.status.as_str(), run.version as i64);
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached("UPDATE runs SET record = ?1, status = ?2, version = version + 1 WHERE id = ?3 AND version = ?4")
+                .and_then(|mut s| s.execute(params![json, status, id, expected]))
+                .map_err(sql)?;
+            if changed == 1 { Ok(next) } else { Err(StoreError::Conflict) }
+        })
+        .await
+    }
+
+    async fn runs(&self, q: &RunQuery) -> Result<Page<Run>, StoreError> {
+        let q = q.clone();
+        self.read(move |conn| {
+            let mut where_ = vec!["1 = 1".to_string()];
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(w) = &q.workflow {
+                where_.push("workflow = ?".into());
+                args.push(w.clone().into());
+            }
+            if let Some(s) = q.status {
+                where_.push("status = ?".into());
+                args.push(s.as_str().to_string().into());
+            }
+            if let Some(t) = q.since {
+                where_.push("inserted_at >= ?".into());
+                args.push(t.millis().into());
+            }
+            if let Some(t) = q.until {
+                where_.push("inserted_at < ?".into());
+                args.push(t.millis().into());
+            }
+            if let Some(c) = &q.cursor {
+                where_.push("id < ?".into());
+                args.push(c.clone().into());
+            }
+            let sql_text = format!(
+                "SELECT record, version FROM runs WHERE {} ORDER BY id DESC LIMIT {}",
+                where_.join(" AND "),
+                q.limit + 1
+            );
+            let mut stmt = conn.prepare(&sql_text).map_err(sql)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(sql)?;
+            let mut items = Vec::new();
+            for row in rows {
+                let (rec, v) = row.map_err(sql)?;
+                items.push(read_run(&rec, v)?);
+            }
+            let next_cursor = (items.len() > q.limit).then(|| {
+                items.truncate(q.limit);
+                items.last().map(|r| r.id.clone()).unwrap_or_default()
+            });
+            Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+
+    async fn message(&self, id: &str) -> Result<Option<InboxMessage>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            let row: Option<(String, Vec<u8>)> = conn
+                .query_row("SELECT record, body FROM inbox WHERE id = ?1", [&id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(sql)?;
+            row.map(|(rec, body)| read_message(&rec, body)).transpose()
+        })
+        .await
+    }
+
+    async fn messages(&self, q: &InboxQuery) -> Result<Page<InboxMessage>, StoreError> {
+        let q = q.clone();
+        self.read(move |conn| {
+            let mut where_ = vec!["1 = 1".to_string()];
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            for (col, v) in [
+                ("workflow", &q.workflow),
+                ("trigger", &q.trigger),
+                ("outcome", &q.outcome),
+            ] {
+                if let Some(v) = v {
+                    where_.push(format!("{col} = ?"));
+                    args.push(v.clone().into());
+                }
+            }
+            if let Some(t) = q.since {
+                where_.push("received_at >= ?".into());
+                args.push(t.millis().into());
+            }
+            if let Some(t) = q.until {
+                where_.push("received_at < ?".into());
+                args.push(t.millis().into());
+            }
+            if let Some(c) = &q.cursor {
+                where_.push("id < ?".into());
+                args.push(c.clone().into());
+            }
+            let sql_text = format!(
+                "SELECT record, body FROM inbox WHERE {} ORDER BY id DESC LIMIT {}",
+                where_.join(" AND "),
+                q.limit + 1
+            );
+            let mut stmt = conn.prepare(&sql_text).map_err(sql)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .map_err(sql)?;
+            let mut items = Vec::new();
+            for row in rows {
+                let (rec, body) = row.map_err(sql)?;
+                items.push(read_message(&rec, body)?);
+            }
+            let next_cursor = (items.len() > q.limit).then(|| {
+                items.truncate(q.limit);
+                items.last().map(|m| m.id.clone()).unwrap_or_default()
+            });
+            Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+}
+
+/// Leases held by this process (see `queue`): not stored, because one process owns the
+/// database; after a restart every item is receivable again at once.
+pub(crate) type Leases = Mutex<HashMap<i64, Timestamp>>;

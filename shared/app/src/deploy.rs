@@ -1,0 +1,253 @@
+//! Deploying workflows: validation, token resolution, revisions, and the in-memory registry
+//! that maps webhook tokens to triggers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use rand::Rng;
+use serde_json::Value;
+use tripline_core::definition::{Trigger, WebhookTrigger};
+use tripline_core::validate::{self, Format, Problem};
+use tripline_core::{Timestamp, Workflow};
+
+use crate::ports::{Store, StoreError, WorkflowRecord};
+
+/// A webhook trigger of the latest revision of a workflow.
+#[derive(Clone)]
+pub struct Hook {
+    pub record: Arc<WorkflowRecord>,
+    pub trigger: WebhookTrigger,
+}
+
+#[derive(Default)]
+struct Registry {
+    hooks: HashMap<String, Hook>,
+    latest: HashMap<String, Arc<WorkflowRecord>>,
+}
+
+/// What is deployed now, plus a cache of every revision runs refer to.
+#[derive(Default)]
+pub struct Deployments {
+    registry: RwLock<Registry>,
+    revisions: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("the definition is invalid ({} problem(s))", .0.len())]
+    Invalid(Vec<Problem>),
+    #[error("another deploy of this workflow happened at the same time; try again")]
+    Conflict,
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for DeployError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => DeployError::Conflict,
+            other => DeployError::Store(other),
+        }
+    }
+}
+
+/// The result of a deploy.
+pub struct Deployed {
+    pub record: Arc<WorkflowRecord>,
+    /// True when the definition equals the latest revision's: no new revision was made.
+    pub unchanged: bool,
+}
+
+fn problem(path: &str, message: String) -> Problem {
+    Problem {
+        path: path.into(),
+        line: None,
+        column: None,
+        message,
+    }
+}
+
+/// 24 characters of base62: about 143 random bits.
+pub fn new_token() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..24)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+impl Deployments {
+    pub fn hook(&self, token: &str) -> Option<Hook> {
+        self.registry.read().ok()?.hooks.get(token).cloned()
+    }
+
+    pub fn latest(&self, id: &str) -> Option<Arc<WorkflowRecord>> {
+        self.registry.read().ok()?.latest.get(id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<WorkflowRecord>> {
+        let mut v: Vec<_> = self
+            .registry
+            .read()
+            .map(|r| r.latest.values().cloned().collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    fn install(&self, record: Arc<WorkflowRecord>) {
+        let Ok(mut reg) = self.registry.write() else {
+            return;
+        };
+        reg.hooks.retain(|_, h| h.record.id != record.id);
+        for t in &record.definition.triggers {
+            if let Trigger::Webhook(w) = t {
+                if let Some(token) = &w.token {
+                    reg.hooks.insert(
+                        token.clone(),
+                        Hook {
+                            record: record.clone(),
+                            trigger: w.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        if let Ok(mut revs) = self.revisions.lock() {
+            revs.insert(
+                (record.id.clone(), record.revision),
+                Arc::new(record.definition.clone()),
+            );
+        }
+        reg.latest.insert(record.id.clone(), record);
+    }
+
+    /// Loads what the store has deployed (at start-up).
+    pub async fn load(&self, store: &dyn Store) -> Result<(), StoreError> {
+        for r in store.latest_workflows().await? {
+            self.install(Arc::new(r));
+        }
+        Ok(())
+    }
+
+    /// The definition of one revision, from the cache or the store.
+    pub async fn revision(
+        &self,
+        store: &dyn Store,
+        id: &str,
+        revision: u32,
+    ) -> Result<Option<Arc<Workflow>>, StoreError> {
+        if let Some(w) = self
+            .revisions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(id.to_string(), revision)).cloned())
+        {
+            return Ok(Some(w));
+        }
+        let Some(rec) = store.workflow(id, Some(revision)).await? else {
+            return Ok(None);
+        };
+        let wf = Arc::new(rec.definition);
+        if let Ok(mut m) = self.revisions.lock() {
+            m.insert((id.to_string(), revision), wf.clone());
+        }
+        Ok(Some(wf))
+    }
+
+    /// Validates and deploys a definition's text.
+    pub async fn deploy_text(
+        &self,
+        store: &dyn Store,
+        text: &str,
+        format: Format,
+        expected_id: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Deployed, DeployError> {
+        let parsed = match format {
+            Format::Json => tripline_core::source::parse_json(text),
+            Format::Yaml => tripline_core::source::parse(text),
+        };
+        let (source, positions) = parsed.map_err(|e| {
+            DeployError::Invalid(vec![Problem {
+                path: String::new(),
+                line: e.position.map(|p| p.line),
+                column: e.position.map(|p| p.column),
+                message: e.message,
+            }])
+        })?;
+        let wf = validate::load_value(&source, &positions).map_err(DeployError::Invalid)?;
+        if let Some(expected) = expected_id {
+            if wf.id != expected {
+                let msg = format!(
+                    "the definition's id is `{}` but it was deployed as `{expected}`; make them the same",
+                    wf.id
+                );
+                return Err(DeployError::Invalid(vec![problem("id", msg)]));
+            }
+        }
+        self.deploy(store, wf, source, now).await
+    }
+
+    /// Deploys a validated definition: fills in webhook tokens (keeping those of the
+    /// previous revision), refuses a token another workflow uses, and makes a new revision
+    /// unless the definition is unchanged.
+    pub async fn deploy(
+        &self,
+        store: &dyn Store,
+        mut wf: Workflow,
+        source: Value,
+        now: Timestamp,
+    ) -> Result<Deployed, DeployError> {
+        let previous = store.workflow(&wf.id, None).await?;
+        if let Some(prev) = &previous {
+            if prev.source == source {
+                let rec = Arc::new(prev.clone());
+                self.install(rec.clone());
+                return Ok(Deployed {
+                    record: rec,
+                    unchanged: true,
+                });
+            }
+        }
+        let old_tokens: HashMap<String, String> = previous
+            .iter()
+            .flat_map(|p| p.definition.triggers.iter())
+            .filter_map(|t| match t {
+                Trigger::Webhook(w) => w.token.clone().map(|tok| (w.id.clone(), tok)),
+                _ => None,
+            })
+            .collect();
+        let mut problems = Vec::new();
+        for (i, t) in wf.triggers.iter_mut().enumerate() {
+            let Trigger::Webhook(w) = t else { continue };
+            let token = w
+                .token
+                .get_or_insert_with(|| old_tokens.get(&w.id).cloned().unwrap_or_else(new_token));
+            if let Some(other) = self.hook(token).filter(|h| h.record.id != wf.id) {
+                problems.push(problem(
+                    &format!("triggers[{i}].token"),
+                    format!("this token is already used by workflow `{}`; every webhook needs its own token", other.record.id),
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(DeployError::Invalid(problems));
+        }
+        let record = WorkflowRecord {
+            id: wf.id.clone(),
+            revision: previous.as_ref().map_or(1, |p| p.revision + 1),
+            definition: wf,
+            source,
+            deployed_at: now,
+        };
+        store.deploy(&record).await?;
+        let rec = Arc::new(record);
+        self.install(rec.clone());
+        tracing::info!(workflow = %rec.id, revision = rec.revision, "workflow deployed");
+        Ok(Deployed {
+            record: rec,
+            unchanged: false,
+        })
+    }
+}

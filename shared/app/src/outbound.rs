@@ -1,0 +1,319 @@
+//! Outbound HTTP for `http` steps: one client, the private-network guard, and the mapping of
+//! responses and failures to step outputs and failure classes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use serde_json::{Map, Value, json};
+use tripline_core::engine::{HttpRequest, SuccessRule};
+use tripline_core::run::{FailureClass, StepError};
+
+/// Which destinations `http` steps may reach.
+#[derive(Clone, Debug, Default)]
+pub struct OutboundPolicy {
+    /// Allow loopback, private, link-local and carrier-grade NAT addresses (for local
+    /// development and tests). Off by default: such addresses are refused.
+    pub allow_private_networks: bool,
+    /// URL prefixes sent elsewhere: `(from, to)`. A request whose URL starts with `from`
+    /// goes to `to` + the rest (to point workflows at a staging or stub server). The run
+    /// records the URL the workflow asked for.
+    pub rewrites: Vec<(String, String)>,
+}
+
+impl OutboundPolicy {
+    fn rewrite(&self, url: &str) -> String {
+        for (from, to) in &self.rewrites {
+            if let Some(rest) = url.strip_prefix(from.as_str()) {
+                return format!("{to}{rest}");
+            }
+        }
+        url.to_string()
+    }
+}
+
+/// True for addresses a workflow must not reach unless allowed: loopback, private,
+/// link-local (cloud metadata), carrier-grade NAT, unspecified, multicast.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || o[0] == 0
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| allow || !is_private(a.ip()))
+                .collect();
+            if allowed.is_empty() && !addrs.is_empty() {
+                return Err(format!(
+                    "refused: `{host}` resolves to a private or loopback address; allow private networks in the server's configuration to reach it"
+                )
+                .into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Performs `http` steps.
+#[derive(Clone)]
+pub struct Outbound {
+    client: reqwest::Client,
+    policy: OutboundPolicy,
+    max_response_bytes: usize,
+}
+
+fn literal_refused(url: &reqwest::Url, policy: &OutboundPolicy) -> Option<String> {
+    if policy.allow_private_networks {
+        return None;
+    }
+    let ip = match url.host()? {
+        url::Host::Ipv4(v4) => IpAddr::V4(v4),
+        url::Host::Ipv6(v6) => IpAddr::V6(v6),
+        url::Host::Domain(_) => return None,
+    };
+    is_private(ip).then(|| {
+        format!("refused: {ip} is a private or loopback address; allow private networks in the server's configuration to reach it")
+    })
+}
+
+impl Outbound {
+    pub fn new(policy: OutboundPolicy) -> Self {
+        let redirect_policy = policy.clone();
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow_private: policy.allow_private_networks,
+            }))
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 5 {
+                    return attempt.error("too many redirects (more than 5)");
+                }
+                match literal_refused(attempt.url(), &redirect_policy) {
+                    Some(msg) => attempt.error(msg),
+                    None => attempt.follow(),
+                }
+            }))
+            .user_agent(concat!("tripline/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        Self {
+            client,
+            policy,
+            max_response_bytes: 5 * 1024 * 1024,
+        }
+    }
+
+    /// Performs one attempt. Ok: the step output; Err: the failure (with the response as
+    /// output when there was one).
+    pub async fn perform(
+        &self,
+        req: &HttpRequest,
+        timeout: Duration,
+        success: &SuccessRule,
+    ) -> Result<Value, (StepError, Option<Value>)> {
+        let fail = |class, message: String| (StepError { class, message }, None);
+        let target = self.policy.rewrite(&req.url);
+        let url = reqwest::Url::parse(&target).map_err(|e| {
+            fail(
+                FailureClass::Request,
+                format!("`{}` is not a valid URL: {e}", req.url),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(fail(
+                FailureClass::Request,
+                format!("`{}` is not an http or https URL", req.url),
+            ));
+        }
+        if let Some(msg) = literal_refused(&url, &self.policy) {
+            return Err(fail(FailureClass::Request, msg));
+        }
+        let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes())
+            .unwrap_or(reqwest::Method::GET);
+        let mut builder = self.client.request(method, url).timeout(timeout);
+        if !req.query.is_empty() {
+            builder = builder.query(&req.query.iter().collect::<Vec<_>>());
+        }
+        for (k, v) in &req.headers {
+            builder = builder.header(k, v);
+        }
+        builder = builder.header("idempotency-key", &req.idempotency_key);
+        match &req.body {
+            None => {}
+            Some(Value::String(s)) => {
+                if !req.headers.contains_key("content-type") {
+                    builder = builder.header("content-type", "text/plain; charset=utf-8");
+                }
+                builder = builder.body(s.clone());
+            }
+            Some(v) => {
+                if !req.headers.contains_key("content-type") {
+                    builder = builder.header("content-type", "application/json");
+                }
+                builder = builder.body(serde_json::to_vec(v).unwrap_or_default());
+            }
+        }
+        let resp = builder
+            .send()
+            .await
+            .map_err(|e| fail(classify(&e), describe(&e)))?;
+        let status = resp.status().as_u16();
+        let mut headers = Map::new();
+        for (k, v) in resp.headers() {
+            headers.insert(
+                k.as_str().to_string(),
+                Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            );
+        }
+        let is_json = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.contains("json"));
+        let bytes = read_limited(resp, self.max_response_bytes)
+            .await
+            .map_err(|e| fail(FailureClass::Connection, e))?;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else if is_json {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        } else {
+            Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        let output = json!({ "status": status, "headers": headers, "body": body });
+        if success.is_success(status) {
+            Ok(output)
+        } else {
+            let class = match status {
+                429 => FailureClass::Status429,
+                500..=599 => FailureClass::Status5xx,
+                _ => FailureClass::Status4xx,
+            };
+            Err((
+                StepError {
+                    class,
+                    message: format!("the server answered {status}"),
+                },
+                Some(output),
+            ))
+        }
+    }
+}
+
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
+        if out.len() + chunk.len() > limit {
+            return Err(format!("the response body is larger than {limit} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+fn classify(e: &reqwest::Error) -> FailureClass {
+    if e.is_timeout() {
+        FailureClass::Timeout
+    } else if e.is_builder() || e.is_redirect() || describe(e).contains("refused: ") {
+        FailureClass::Request
+    } else {
+        FailureClass::Connection
+    }
+}
+
+/// The error with its causes, which is where reqwest keeps the useful part.
+fn describe(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    if e.is_timeout() {
+        msg = "the request timed out".into();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_replace_the_first_matching_prefix() {
+        let p = OutboundPolicy {
+            allow_private_networks: false,
+            rewrites: vec![(
+                "https://api.example.com".into(),
+                "http://127.0.0.1:9".into(),
+            )],
+        };
+        assert_eq!(
+            p.rewrite("https://api.example.com/v1/x?y=1"),
+            "http://127.0.0.1:9/v1/x?y=1"
+        );
+        assert_eq!(
+            p.rewrite("https://other.example.com/"),
+            "https://other.example.com/"
+        );
+    }
+
+    #[test]
+    fn private_and_metadata_addresses_are_private() {
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(is_private(a.parse().unwrap()), "{a}");
+        }
+        for a in ["93.184.216.34", "2606:4700::1111", "100.128.0.1"] {
+            assert!(!is_private(a.parse().unwrap()), "{a}");
+        }
+    }
+}

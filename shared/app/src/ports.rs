@@ -1,0 +1,226 @@
+//! The ports: what the use cases need from storage, queues and time. Adapters (embedded
+//! SQLite, AWS) implement them; the use cases never see an adapter's types.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tripline_core::{Run, Timestamp, Workflow};
+
+/// A deployed revision of a workflow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowRecord {
+    pub id: String,
+    pub revision: u32,
+    /// The definition as deployed, with generated webhook tokens filled in.
+    pub definition: Workflow,
+    /// The definition as its author wrote it (to tell an unchanged redeploy).
+    pub source: Value,
+    pub deployed_at: Timestamp,
+}
+
+/// What happened to an inbound message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Runs were started.
+    Started { run_ids: Vec<String> },
+    /// An idempotency key mapped the message to a run started earlier.
+    Duplicate { run_id: String },
+    /// No trigger matched: which filter or condition failed, and where.
+    Filtered { reason: String },
+    /// The message could not be accepted (malformed body, unsupported type, too large).
+    Rejected { reason: String },
+}
+
+impl Outcome {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Started { .. } => "started",
+            Outcome::Duplicate { .. } => "duplicate",
+            Outcome::Filtered { .. } => "filtered",
+            Outcome::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+/// An inbound request as received, stored before it is acknowledged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InboxMessage {
+    pub id: String,
+    pub received_at: Timestamp,
+    pub workflow: String,
+    pub trigger: String,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// Lowercased names; credentials redacted.
+    pub headers: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// The raw body bytes.
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    pub outcome: Outcome,
+}
+
+/// A claim on an idempotency key: the first run for the key within the window wins.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdempotencyClaim {
+    /// Scoped by the caller, e.g. `{workflow}/{trigger}/{key}`.
+    pub key: String,
+    pub expires_at: Timestamp,
+}
+
+/// Everything an accepted message writes, in one durable step.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    pub message: InboxMessage,
+    pub runs: Vec<Run>,
+    pub idempotency: Option<IdempotencyClaim>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Admitted {
+    /// Recorded. `to_enqueue` are the queued runs the caller must still send to the
+    /// [`Queue`]; a store whose queue lives in the same database enqueues them in the same
+    /// transaction and returns none.
+    New { to_enqueue: Vec<String> },
+    /// The idempotency key was already claimed by this run: nothing new was started (the
+    /// message was recorded with outcome `duplicate`).
+    Duplicate { run_id: String },
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RunQuery {
+    pub workflow: Option<String>,
+    pub status: Option<tripline_core::RunStatus>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub limit: usize,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct InboxQuery {
+    pub workflow: Option<String>,
+    pub trigger: Option<String>,
+    pub outcome: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+/// One page of a listing, newest first.
+#[derive(Clone, Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write lost: the record changed since it was read.
+    #[error("the record changed since it was read (conditional write lost)")]
+    Conflict,
+    /// The store could not be reached or failed; the operation may be retried.
+    #[error("the store failed: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Records: workflows, runs, inbox messages, idempotency keys.
+///
+/// Every run write is conditional on the run's `version`: [`Store::save_run`] succeeds only
+/// when the stored version equals `run.version`, and stores `version + 1`.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new revision; fails with `Conflict` when `record.revision` is not the next.
+    async fn deploy(&self, record: &WorkflowRecord) -> Result<(), StoreError>;
+    /// The latest revision of every workflow.
+    async fn latest_workflows(&self) -> Result<Vec<WorkflowRecord>, StoreError>;
+    /// One revision, or the latest with `None`.
+    async fn workflow(
+        &self,
+        id: &str,
+        revision: Option<u32>,
+    ) -> Result<Option<WorkflowRecord>, StoreError>;
+    /// Every revision's number and time, newest first.
+    async fn revisions(&self, id: &str) -> Result<Vec<(u32, Timestamp)>, StoreError>;
+
+    /// Durably records a message and the runs it starts (see [`Admitted`]).
+    async fn admit(&self, admission: Admission) -> Result<Admitted, StoreError>;
+
+    async fn run(&self, id: &str) -> Result<Option<Run>, StoreError>;
+    /// Conditional write; returns the run with its new version.
+    async fn save_run(&self, run: &Run) -> Result<Run, StoreError>;
+    async fn runs(&self, query: &RunQuery) -> Result<Page<Run>, StoreError>;
+
+    async fn message(&self, id: &str) -> Result<Option<InboxMessage>, StoreError>;
+    async fn messages(&self, query: &InboxQuery) -> Result<Page<InboxMessage>, StoreError>;
+}
+
+/// Work for the executor: a run to start or continue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkItem {
+    pub run_id: String,
+}
+
+/// A received work item, invisible to other receivers until acked or its lease ends.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub receipt: String,
+    pub item: WorkItem,
+    pub receive_count: u32,
+}
+
+/// An at-least-once queue with delays (the durable timers) and visibility leases.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Makes `item` receivable after `delay`.
+    async fn send(&self, item: &WorkItem, delay: Duration) -> Result<(), StoreError>;
+    /// Up to `max` items, waiting at most `wait` for the first. A received item is hidden
+    /// for `lease`, then delivered again unless acked.
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    /// Done with a delivery: it is not delivered again.
+    async fn ack(&self, delivery: &Delivery) -> Result<(), StoreError>;
+}
+
+/// The time. Tests use a manual clock.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_system_time(std::time::SystemTime::now())
+    }
+}
+
+/// A clock that moves only when told to.
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn new(start: Timestamp) -> Self {
+        Self(std::sync::atomic::AtomicI64::new(start.millis()))
+    }
+    pub fn advance(&self, d: Duration) {
+        self.0
+            .fetch_add(d.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
