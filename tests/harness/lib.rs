@@ -1,1 +1,345 @@
+//! The one harness of the end-to-end tests: the real server on port 0 with a fresh store,
+//! a downstream stub on loopback, and helpers to drive them over HTTP.
 
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tripline_app::Config;
+use tripline_app::outbound::OutboundPolicy;
+use tripline_local::{ServeOptions, Server};
+
+pub use serde_json;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Options of a test server.
+pub struct Opts {
+    /// `(file name, definition)` written to a fresh workflows folder.
+    pub workflows: Vec<(String, String)>,
+    /// Deploy a folder of the repository instead (e.g. `examples`).
+    pub folder: Option<PathBuf>,
+    pub config: Config,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            workflows: Vec::new(),
+            folder: None,
+            config: Config {
+                outbound: OutboundPolicy {
+                    allow_private_networks: true,
+                    rewrites: Vec::new(),
+                },
+                ..Config::default()
+            },
+        }
+    }
+}
+
+impl Opts {
+    pub fn workflow(mut self, name: &str, yaml: &str) -> Self {
+        self.workflows.push((name.to_string(), yaml.to_string()));
+        self
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub server: Option<Server>,
+    pub data: TempDir,
+    _workflows: TempDir,
+}
+
+/// Starts the real server in-process on port 0 with a fresh store.
+pub async fn spawn_app(opts: Opts) -> TestApp {
+    let data = TempDir::new().expect("temp dir");
+    let wf_dir = TempDir::new().expect("temp dir");
+    for (name, yaml) in &opts.workflows {
+        std::fs::write(wf_dir.path().join(name), yaml).expect("write workflow");
+    }
+    let folder = opts
+        .folder
+        .clone()
+        .unwrap_or_else(|| wf_dir.path().to_path_buf());
+    let server = Server::start(ServeOptions {
+        workflows: Some(folder),
+        data: data.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        workers: 16,
+        grace: Duration::from_secs(5),
+        config: opts.config,
+    })
+    .await
+    .expect("server starts");
+    let addr = server.addr;
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        server: Some(server),
+        data,
+        _workflows: wf_dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs JSON to a webhook; returns status, headers and the body as JSON (or null).
+    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, HeaderMap, Value) {
+        let resp = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        read(resp).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request");
+        let (s, _, v) = read(resp).await;
+        (s, v)
+    }
+
+    /// Polls a run until it ends (10 s at most).
+    pub async fn wait_run(&self, run_id: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let (status, run) = self.get(&format!("/v1/runs/{run_id}")).await;
+            assert_eq!(status, StatusCode::OK, "run {run_id}: {run}");
+            let s = run["status"].as_str().unwrap_or_default();
+            if ["succeeded", "failed", "cancelled", "timed_out"].contains(&s) {
+                return run;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "run {run_id} did not end: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Deploys YAML through the control API.
+    pub async fn deploy(&self, id: &str, yaml: &str) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .put(self.url(&format!("/v1/workflows/{id}")))
+            .header("content-type", "application/yaml")
+            .body(yaml.to_string())
+            .send()
+            .await
+            .expect("request");
+        let (s, _, v) = read(resp).await;
+        (s, v)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+    }
+}
+
+pub async fn read(resp: reqwest::Response) -> (StatusCode, HeaderMap, Value) {
+    let status = StatusCode::from_u16(resp.status().as_u16()).expect("status");
+    let mut headers = HeaderMap::new();
+    for (k, v) in resp.headers() {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(k.as_str().as_bytes()),
+            axum::http::HeaderValue::from_bytes(v.as_bytes()),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    let bytes = resp.bytes().await.expect("body");
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    (status, headers, value)
+}
+
+/// A request the stub received.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: HashMap<String, String>,
+    pub body: Value,
+}
+
+/// How the stub answers the next request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            body: json!({"status": status}),
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn slow(delay: Duration) -> Self {
+        Self {
+            status: 200,
+            body: json!({"slow": true}),
+            delay,
+        }
+    }
+}
+
+#[derive(Default)]
+struct StubState {
+    requests: Mutex<Vec<Recorded>>,
+    script: Mutex<VecDeque<Reply>>,
+    default: Mutex<Option<Reply>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// A downstream HTTP server on loopback that records every request. By default it answers
+/// 200 with an httpbin-like echo: `{"url", "method", "headers", "json"}`.
+#[derive(Clone)]
+pub struct Stub {
+    pub addr: SocketAddr,
+    pub url: String,
+    state: Arc<StubState>,
+}
+
+impl Stub {
+    pub async fn start() -> Stub {
+        let state = Arc::new(StubState::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind stub");
+        let addr = listener.local_addr().expect("addr");
+        let app = axum::Router::new()
+            .fallback(stub_handler)
+            .with_state(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Stub {
+            addr,
+            url: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    /// The next replies, in order; after them the default.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.script.lock().expect("lock").extend(replies);
+    }
+
+    pub fn set_default(&self, reply: Reply) {
+        *self.state.default.lock().expect("lock") = Some(reply);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().expect("lock").clone()
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+async fn stub_handler(
+    State(state): State<Arc<StubState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body_json = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let headers_map: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    state.requests.lock().expect("lock").push(Recorded {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        query: uri.query().unwrap_or_default().to_string(),
+        headers: headers_map.clone(),
+        body: body_json.clone(),
+    });
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let scripted = state.script.lock().expect("lock").pop_front();
+    let reply = scripted.or_else(|| state.default.lock().expect("lock").clone());
+    let response = match reply {
+        Some(r) => {
+            tokio::time::sleep(r.delay).await;
+            (
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
+                axum::Json(r.body),
+            )
+                .into_response()
+        }
+        None => axum::Json(json!({
+            "url": uri.to_string(),
+            "method": method.as_str(),
+            "headers": headers_map,
+            "json": body_json,
+        }))
+        .into_response(),
+    };
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+/// The `tripline` binary built by `cargo build -p tripline-local` (the test runner builds it).
+pub fn tripline_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TRIPLINE_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
+    let bin = target.join("debug").join("tripline");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p tripline-local` first (tests/run does)",
+        bin.display()
+    );
+    bin
+}

@@ -1,0 +1,249 @@
+//! The control API end to end: deploy with validation and revisions, manual runs, listings.
+
+use axum::http::StatusCode;
+use serde_json::json;
+use tripline_tests::*;
+
+const V1: &str = r#"
+id: api-demo
+description: first
+triggers:
+  - type: manual
+  - type: webhook
+    id: hook
+steps:
+  - { id: t, type: transform, value: { got: "{{ trigger.body }}", rev: "{{ run.revision }}" } }
+"#;
+
+#[tokio::test]
+async fn deploying_makes_revisions_and_keeps_a_generated_token() {
+    let app = spawn_app(Opts::default()).await;
+    let (status, body) = app.deploy("api-demo", V1).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["revision"], 1);
+    let url1 = body["triggers"][1]["url"]
+        .as_str()
+        .expect("hook url")
+        .to_string();
+    assert!(url1.len() >= "/hooks/".len() + 22, "{url1}");
+
+    let (status, body) = app.deploy("api-demo", V1).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (body["revision"].clone(), body["unchanged"].clone()),
+        (json!(1), json!(true))
+    );
+
+    let (status, body) = app.deploy("api-demo", &V1.replace("first", "second")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(body["revision"], 2);
+    assert_eq!(
+        body["triggers"][1]["url"],
+        url1.as_str(),
+        "the token survives a redeploy"
+    );
+
+    let (_, wf) = app.get("/v1/workflows/api-demo").await;
+    assert_eq!(wf["revisions"].as_array().map(Vec::len), Some(2));
+    assert_eq!(wf["definition"]["description"], "second");
+    let (_, old) = app.get("/v1/workflows/api-demo?revision=1").await;
+    assert_eq!(old["definition"]["description"], "first");
+
+    let (status, _, body) = app.post_json(&url1, &json!({"x": 1})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let run = app.wait_run(body["run_id"].as_str().expect("id")).await;
+    assert_eq!(run["revision"], 2);
+    assert_eq!(run["final_output"]["rev"], 2);
+}
+
+#[tokio::test]
+async fn an_invalid_definition_is_refused_with_every_problem_and_its_line() {
+    let app = spawn_app(Opts::default()).await;
+    let bad = "id: api-demo\nsteps:\n  - id: a\n    type: transform\n    valeu: 1\n  - id: b\n    type: http\n    url: ftp://x\n    timeout: later\n";
+    let (status, body) = app.deploy("api-demo", bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let problems = body["error"]["problems"].as_array().expect("problems");
+    assert!(problems.len() >= 3, "{body}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["path"] == "steps[0].valeu" && p["line"] == 5),
+        "{body}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["path"] == "steps[1].timeout" && p["line"] == 9),
+        "{body}"
+    );
+    let (status, _) = app.get("/v1/workflows/api-demo").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was deployed");
+}
+
+#[tokio::test]
+async fn a_definition_deployed_under_another_id_is_refused() {
+    let app = spawn_app(Opts::default()).await;
+    let (status, body) = app.deploy("other", V1).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.to_string().contains("make them the same"), "{body}");
+}
+
+#[tokio::test]
+async fn a_token_used_by_another_workflow_is_refused() {
+    let app = spawn_app(Opts::default()).await;
+    let a = "id: a\ntriggers:\n  - {type: webhook, token: shared-token-aaaaaaaaaaaaa}\nsteps:\n  - {id: t, type: transform, value: 1}\n";
+    assert_eq!(app.deploy("a", a).await.0, StatusCode::CREATED);
+    let (status, body) = app.deploy("b", &a.replace("id: a", "id: b")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body.to_string().contains("already used by workflow `a`"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_manual_run_starts_with_the_posted_input_and_honours_idempotency() {
+    let app = spawn_app(Opts::default()).await;
+    app.deploy("api-demo", V1).await;
+    let (status, _, body) = app
+        .post_json("/v1/workflows/api-demo/runs", &json!({"k": "v"}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let run = app.wait_run(body["run_id"].as_str().expect("id")).await;
+    assert_eq!(run["final_output"]["got"], json!({"k": "v"}));
+    assert_eq!(run["trigger"], json!({"kind": "manual", "id": "manual"}));
+
+    let post = || async {
+        let resp = app
+            .client
+            .post(app.url("/v1/workflows/api-demo/runs"))
+            .header("idempotency-key", "once")
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("request");
+        read(resp).await.2
+    };
+    assert_eq!(post().await["run_id"], post().await["run_id"]);
+
+    let (status, _, body) = app
+        .post_json("/v1/workflows/missing/runs", &json!({}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::NOT_FOUND, json!("not_found"))
+    );
+    let resp = app
+        .client
+        .post(app.url("/v1/workflows/api-demo/runs"))
+        .body("{nope")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn a_workflow_without_a_manual_trigger_says_how_to_add_one() {
+    let app = spawn_app(Opts::default()).await;
+    app.deploy("api-demo", &V1.replace("  - type: manual\n", ""))
+        .await;
+    let (status, _, body) = app
+        .post_json("/v1/workflows/api-demo/runs", &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("type: manual")
+    );
+}
+
+#[tokio::test]
+async fn runs_and_inbox_list_newest_first_with_filters_and_pages() {
+    let app = spawn_app(Opts::default()).await;
+    app.deploy("api-demo", V1).await;
+    let fail =
+        "id: failing\ntriggers:\n  - type: manual\nsteps:\n  - {id: f, type: fail, message: no}\n";
+    app.deploy("failing", fail).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (_, _, b) = app
+            .post_json("/v1/workflows/api-demo/runs", &json!({"i": i}))
+            .await;
+        ids.push(b["run_id"].as_str().expect("id").to_string());
+    }
+    let (_, _, f) = app
+        .post_json("/v1/workflows/failing/runs", &json!({}))
+        .await;
+    for id in &ids {
+        app.wait_run(id).await;
+    }
+    app.wait_run(f["run_id"].as_str().expect("id")).await;
+
+    let (_, page1) = app.get("/v1/runs?workflow=api-demo&limit=3").await;
+    let got: Vec<&str> = page1["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|r| r["run_id"].as_str())
+        .collect();
+    assert_eq!(got, vec![ids[4].as_str(), ids[3].as_str(), ids[2].as_str()]);
+    let cursor = page1["next_cursor"].as_str().expect("cursor");
+    let (_, page2) = app
+        .get(&format!(
+            "/v1/runs?workflow=api-demo&limit=3&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(page2["items"].as_array().map(Vec::len), Some(2));
+    assert!(page2["next_cursor"].is_null());
+
+    let (_, failed) = app.get("/v1/runs?status=failed").await;
+    assert_eq!(failed["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(failed["items"][0]["error_type"], "fail_step");
+    let (_, none) = app.get("/v1/runs?since=2999-01-01T00:00:00Z").await;
+    assert_eq!(none["items"].as_array().map(Vec::len), Some(0));
+
+    let (status, body) = app.get("/v1/runs?status=done").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("succeeded")
+    );
+    let (status, _) = app.get("/v1/runs?since=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = app.get("/v1/runs?colour=red").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (_, inbox) = app
+        .get("/v1/inbox?workflow=api-demo&outcome=started&limit=2")
+        .await;
+    assert_eq!(inbox["items"].as_array().map(Vec::len), Some(2));
+    assert!(inbox["next_cursor"].is_string());
+    let (status, _) = app.get("/v1/inbox/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app.get("/v1/runs/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn with_an_api_key_the_control_api_refuses_callers_without_it() {
+    let mut opts = Opts::default();
+    opts.config.api_key = Some("control-key-123".into());
+    let app = spawn_app(opts).await;
+    let (status, _) = app.get("/v1/runs").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let resp = app
+        .client
+        .get(app.url("/v1/runs"))
+        .bearer_auth("control-key-123")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+}
