@@ -176,6 +176,14 @@ pub fn load_value(value: &Value, positions: &Positions) -> Result<Workflow, Vec<
                 .collect()
         })
         .unwrap_or_default();
+    for (i, id) in raw_ids.iter().enumerate() {
+        if raw_ids[..i].contains(id) {
+            c.at(
+                &format!("steps[{i}].id"),
+                format!("step id `{id}` is used twice; step ids must be unique"),
+            );
+        }
+    }
     check_triggers(&mut c, &triggers);
     check_steps(&mut c, &steps, &raw_ids);
     if let Some(out) = &output {
@@ -595,7 +603,6 @@ fn check_triggers(c: &mut Collector, triggers: &[(String, Trigger)]) {
 }
 
 fn check_steps(c: &mut Collector, steps: &[(String, Step)], all: &[&str]) {
-    let mut seen: Vec<&str> = Vec::new();
     for (path, step) in steps {
         // Steps before this one, as written (including any that failed to type-check).
         let pos = path
@@ -607,15 +614,6 @@ fn check_steps(c: &mut Collector, steps: &[(String, Step)], all: &[&str]) {
         let idp = join(path, "id");
         if !valid_identifier(&step.id) {
             c.at(&idp, format!("`{}` is not a valid step id: use letters, digits and `_`, starting with a letter (templates read it as `steps.{}`)", step.id, step.id));
-        }
-        if seen.contains(&step.id.as_str()) {
-            c.at(
-                &idp,
-                format!(
-                    "step id `{}` is used twice; step ids must be unique",
-                    step.id
-                ),
-            );
         }
         let scope = Scope {
             roots: STEP_ROOTS,
@@ -697,7 +695,6 @@ fn check_steps(c: &mut Collector, steps: &[(String, Step)], all: &[&str]) {
                 check_string_template(c, message, &join(path, "message"), &scope)
             }
         }
-        seen.push(&step.id);
         before.push(&step.id);
         let extract_scope = Scope {
             roots: EXTRACT_ROOTS,

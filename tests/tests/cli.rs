@@ -1,0 +1,79 @@
+//! The CLI: `tripline validate` and `tripline schema`.
+
+use std::process::Command;
+
+use tripline_tests::*;
+
+#[test]
+fn validate_reports_every_problem_with_file_line_and_column_and_fails() {
+    let dir = tempfile::TempDir::new().expect("dir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "id: x\nsteps:\n  - id: a\n    type: transform\n    valeu: 1\n  - id: a\n    type: fail\n    message: m\n").expect("write");
+    let out = Command::new(tripline_bin())
+        .arg("validate")
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:5:5: steps[0].valeu: unknown field `valeu`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.yaml:6:") && err.contains("used twice"),
+        "{err}"
+    );
+    assert!(
+        err.contains("3 problem(s)") && err.contains("missing field `value`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn validate_accepts_the_examples() {
+    let mut cmd = Command::new(tripline_bin());
+    cmd.arg("validate");
+    for f in tripline_local::definition_files(&repo_root().join("examples")).expect("examples") {
+        cmd.arg(f);
+    }
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn validate_names_a_missing_file() {
+    let out = Command::new(tripline_bin())
+        .args(["validate", "/nonexistent/w.yaml"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn schema_prints_a_json_schema_of_the_format() {
+    let out = Command::new(tripline_bin())
+        .arg("schema")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        schema["$schema"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("json-schema.org")
+    );
+    for field in ["id", "triggers", "steps", "output", "max_duration"] {
+        assert!(schema["properties"].get(field).is_some(), "{field} missing");
+    }
+    let text = schema.to_string();
+    for word in ["api_key", "transform", "success_status", "exponential"] {
+        assert!(text.contains(word), "{word} missing from the schema");
+    }
+}

@@ -1,0 +1,327 @@
+//! Faults: `kill -9` the real `tripline` process under load, SIGTERM it with steps in
+//! flight, stop it with retry timers pending; after a restart on the same data folder every
+//! acknowledged request's run ends `succeeded`, and the downstream saw each step's
+//! idempotency key (a repeated call only ever with the same key).
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::Mutex;
+use tripline_tests::*;
+
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+/// Starts `tripline serve` on port 0 and reads the address it printed.
+fn serve(workflows: &Path, data: &Path) -> Proc {
+    let mut child = Command::new(tripline_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-private-network",
+            "--workers",
+            "32",
+        ])
+        .arg("--workflows")
+        .arg(workflows)
+        .arg("--data")
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tripline");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("a line").expect("read");
+    let base = first
+        .strip_prefix("tripline listening on ")
+        .expect("banner")
+        .trim()
+        .to_string();
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Proc { child, base }
+}
+
+fn kill9(p: &mut Proc) {
+    let _ = p.child.kill(); // SIGKILL
+    let _ = p.child.wait();
+}
+
+fn sigterm(p: &mut Proc) -> std::process::ExitStatus {
+    let pid = p.child.id().to_string();
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    let start = Instant::now();
+    loop {
+        if let Some(s) = p.child.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the server did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn two_step_workflow(stub: &Stub, token: &str) -> String {
+    format!(
+        r#"
+id: crashy
+triggers:
+  - type: webhook
+    token: {token}
+steps:
+  - id: first
+    type: http
+    method: POST
+    url: "{url}/a"
+    body: {{ n: "{{{{ trigger.body.n }}}}" }}
+    retry: {{ max_attempts: 5, initial: 50ms }}
+  - id: second
+    type: http
+    method: POST
+    url: "{url}/b"
+    body: {{ n: "{{{{ trigger.body.n }}}}" }}
+    retry: {{ max_attempts: 5, initial: 50ms }}
+"#,
+        url = stub.url
+    )
+}
+
+async fn wait_all_succeeded(client: &reqwest::Client, base: &str, ids: &[String]) {
+    let start = Instant::now();
+    for id in ids {
+        loop {
+            let resp = client
+                .get(format!("{base}/v1/runs/{id}"))
+                .send()
+                .await
+                .expect("request");
+            let run: serde_json::Value = resp.json().await.expect("json");
+            match run["status"].as_str() {
+                Some("succeeded") => break,
+                Some("failed" | "timed_out" | "cancelled") => panic!("run {id} ended badly: {run}"),
+                _ => {}
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "run {id} never finished: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Every run's two steps reached the stub, and every request carried its step's key.
+fn check_downstream(stub: &Stub, ids: &[String]) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for r in stub.requests() {
+        let key = r
+            .headers
+            .get("idempotency-key")
+            .cloned()
+            .expect("every request has an idempotency key");
+        let step = if r.path == "/a" { "first" } else { "second" };
+        assert!(
+            key.ends_with(&format!(":{step}")),
+            "{key} sent to {}",
+            r.path
+        );
+        *seen.entry(key).or_default() += 1;
+    }
+    for id in ids {
+        for step in ["first", "second"] {
+            assert!(
+                seen.contains_key(&format!("{id}:{step}")),
+                "the downstream never saw {id}:{step}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_under_load_loses_no_acknowledged_run() {
+    let stub = Stub::start().await;
+    stub.set_default(Reply::slow(Duration::from_millis(30)));
+    let wf = tempfile::TempDir::new().expect("dir");
+    let data = tempfile::TempDir::new().expect("dir");
+    let token = "crash-token-aaaaaaaaaaaaaaaa";
+    std::fs::write(wf.path().join("w.yaml"), two_step_workflow(&stub, token)).expect("write");
+
+    let mut proc = serve(wf.path(), data.path());
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let url = format!("{}/hooks/{token}", proc.base);
+    let mut senders = Vec::new();
+    for w in 0..16 {
+        let (client, url, acked) = (client.clone(), url.clone(), acked.clone());
+        senders.push(tokio::spawn(async move {
+            for i in 0..40 {
+                let resp = client
+                    .post(&url)
+                    .json(&json!({"n": w * 1000 + i}))
+                    .send()
+                    .await;
+                let Ok(resp) = resp else { return };
+                if resp.status().as_u16() != 202 {
+                    return;
+                }
+                let body: serde_json::Value = resp.json().await.expect("json");
+                acked
+                    .lock()
+                    .await
+                    .push(body["run_id"].as_str().expect("id").to_string());
+            }
+        }));
+    }
+    // Let runs get in flight, then kill without warning.
+    while acked.lock().await.len() < 150 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    kill9(&mut proc);
+    for s in senders {
+        let _ = s.await;
+    }
+    let ids = acked.lock().await.clone();
+    let before = stub.requests().len();
+    assert!(
+        before < ids.len() * 2,
+        "runs were still in flight at the kill ({before} calls for {} runs)",
+        ids.len()
+    );
+
+    let mut proc = serve(wf.path(), data.path());
+    wait_all_succeeded(&client, &proc.base, &ids).await;
+    check_downstream(&stub, &ids);
+    let unique: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(unique.len(), ids.len(), "one run per acknowledged request");
+    kill9(&mut proc);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_lets_in_flight_steps_finish_and_the_rest_resume_after_restart() {
+    let stub = Stub::start().await;
+    stub.set_default(Reply::slow(Duration::from_millis(400)));
+    let wf = tempfile::TempDir::new().expect("dir");
+    let data = tempfile::TempDir::new().expect("dir");
+    let token = "term-token-aaaaaaaaaaaaaaaaa";
+    std::fs::write(wf.path().join("w.yaml"), two_step_workflow(&stub, token)).expect("write");
+
+    let mut proc = serve(wf.path(), data.path());
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let resp = client
+            .post(format!("{}/hooks/{token}", proc.base))
+            .json(&json!({"n": n}))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status().as_u16(), 202);
+        let body: serde_json::Value = resp.json().await.expect("json");
+        ids.push(body["run_id"].as_str().expect("id").to_string());
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let in_flight = stub.requests().len();
+    assert!(in_flight > 0, "steps were in flight");
+    let status = sigterm(&mut proc);
+    assert!(status.success(), "a graceful stop exits 0, got {status}");
+    // Every step that had started was allowed to finish.
+    let stub_done = stub.requests().len();
+    assert!(stub_done >= in_flight);
+
+    let mut proc = serve(wf.path(), data.path());
+    wait_all_succeeded(&client, &proc.base, &ids).await;
+    check_downstream(&stub, &ids);
+    kill9(&mut proc);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_timer_survives_a_restart() {
+    let stub = Stub::start().await;
+    stub.script([Reply::status(503)]);
+    let wf = tempfile::TempDir::new().expect("dir");
+    let data = tempfile::TempDir::new().expect("dir");
+    let yaml = r#"
+id: later
+triggers:
+  - type: manual
+steps:
+  - id: call
+    type: http
+    method: POST
+    url: "URL/x"
+    retry: { max_attempts: 2, initial: 2s }
+"#
+    .replace("URL", &stub.url);
+    std::fs::write(wf.path().join("w.yaml"), yaml).expect("write");
+    let mut proc = serve(wf.path(), data.path());
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{}/v1/workflows/later/runs", proc.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("post");
+    let id = resp.json::<serde_json::Value>().await.expect("json")["run_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let start = Instant::now();
+    while stub.requests().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    kill9(&mut proc);
+    assert_eq!(stub.requests().len(), 1, "the retry was not due yet");
+
+    let mut proc = serve(wf.path(), data.path());
+    wait_all_succeeded(&client, &proc.base, std::slice::from_ref(&id)).await;
+    let reqs = stub.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "the timer kept its due time"
+    );
+    kill9(&mut proc);
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_folder_is_refused_clearly() {
+    let wf = tempfile::TempDir::new().expect("dir");
+    let data = tempfile::TempDir::new().expect("dir");
+    let mut first = serve(wf.path(), data.path());
+    let out = Command::new(tripline_bin())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--workflows")
+        .arg(wf.path())
+        .arg("--data")
+        .arg(data.path())
+        .output()
+        .expect("run");
+    kill9(&mut first);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another tripline process is using the data folder"),
+        "{err}"
+    );
+}
