@@ -302,26 +302,26 @@ async fn get_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respons
     }
 }
 
-fn time_param(q: &HashMap<String, String>, name: &str) -> Result<Option<Timestamp>, Response> {
+fn time_param(q: &HashMap<String, String>, name: &str) -> Result<Option<Timestamp>, String> {
     q.get(name)
-        .map(|s| Timestamp::parse_rfc3339(s).map_err(|e| bad_request(format!("`{name}`: {e}"))))
+        .map(|s| Timestamp::parse_rfc3339(s).map_err(|e| format!("`{name}`: {e}")))
         .transpose()
 }
 
-fn limit_param(q: &HashMap<String, String>) -> Result<usize, Response> {
+fn limit_param(q: &HashMap<String, String>) -> Result<usize, String> {
     match q.get("limit").map(|l| l.parse::<usize>()) {
         None => Ok(50),
         Some(Ok(n)) if (1..=500).contains(&n) => Ok(n),
-        _ => Err(bad_request("`limit` must be a whole number from 1 to 500")),
+        _ => Err("`limit` must be a whole number from 1 to 500".into()),
     }
 }
 
-fn check_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), Response> {
+fn check_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), String> {
     match q.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(bad_request(format!(
+        Some(k) => Err(format!(
             "unknown query parameter `{k}`; use {}",
             allowed.join(", ")
-        ))),
+        )),
         None => Ok(()),
     }
 }
@@ -330,7 +330,7 @@ async fn list_runs(
     State(app): State<Arc<App>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let query = (|| -> Result<RunQuery, Response> {
+    let query = (|| -> Result<RunQuery, String> {
         check_params(
             &q,
             &["workflow", "status", "since", "until", "limit", "cursor"],
@@ -338,7 +338,7 @@ async fn list_runs(
         let status = match q.get("status") {
             None => None,
             Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
-                bad_request(format!("unknown status `{s}`; use queued, running, waiting, succeeded, failed, cancelled or timed_out"))
+                format!("unknown status `{s}`; use queued, running, waiting, succeeded, failed, cancelled or timed_out")
             })?),
         };
         Ok(RunQuery {
@@ -352,7 +352,7 @@ async fn list_runs(
     })();
     let query = match query {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(msg) => return bad_request(msg),
     };
     match app.store.runs(&query).await {
         Ok(page) => {
@@ -387,19 +387,19 @@ async fn list_inbox(
     State(app): State<Arc<App>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let query = (|| -> Result<InboxQuery, Response> {
+    let query = (|| -> Result<InboxQuery, String> {
         check_params(
             &q,
             &[
                 "workflow", "trigger", "outcome", "since", "until", "limit", "cursor",
             ],
         )?;
-        if let Some(o) = q.get("outcome") {
-            if !["started", "duplicate", "filtered", "rejected"].contains(&o.as_str()) {
-                return Err(bad_request(format!(
-                    "unknown outcome `{o}`; use started, duplicate, filtered or rejected"
-                )));
-            }
+        if let Some(o) = q.get("outcome")
+            && !["started", "duplicate", "filtered", "rejected"].contains(&o.as_str())
+        {
+            return Err(format!(
+                "unknown outcome `{o}`; use started, duplicate, filtered or rejected"
+            ));
         }
         Ok(InboxQuery {
             workflow: q.get("workflow").cloned(),
@@ -413,7 +413,7 @@ async fn list_inbox(
     })();
     let query = match query {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(msg) => return bad_request(msg),
     };
     match app.store.messages(&query).await {
         Ok(page) => {

@@ -101,16 +101,16 @@ impl Deployments {
         };
         reg.hooks.retain(|_, h| h.record.id != record.id);
         for t in &record.definition.triggers {
-            if let Trigger::Webhook(w) = t {
-                if let Some(token) = &w.token {
-                    reg.hooks.insert(
-                        token.clone(),
-                        Hook {
-                            record: record.clone(),
-                            trigger: w.clone(),
-                        },
-                    );
-                }
+            if let Trigger::Webhook(w) = t
+                && let Some(token) = &w.token
+            {
+                reg.hooks.insert(
+                    token.clone(),
+                    Hook {
+                        record: record.clone(),
+                        trigger: w.clone(),
+                    },
+                );
             }
         }
         if let Ok(mut revs) = self.revisions.lock() {
@@ -177,14 +177,14 @@ impl Deployments {
             }])
         })?;
         let wf = validate::load_value(&source, &positions).map_err(DeployError::Invalid)?;
-        if let Some(expected) = expected_id {
-            if wf.id != expected {
-                let msg = format!(
-                    "the definition's id is `{}` but it was deployed as `{expected}`; make them the same",
-                    wf.id
-                );
-                return Err(DeployError::Invalid(vec![problem("id", msg)]));
-            }
+        if let Some(expected) = expected_id
+            && wf.id != expected
+        {
+            let msg = format!(
+                "the definition's id is `{}` but it was deployed as `{expected}`; make them the same",
+                wf.id
+            );
+            return Err(DeployError::Invalid(vec![problem("id", msg)]));
         }
         self.deploy(store, wf, source, now).await
     }
@@ -200,15 +200,15 @@ impl Deployments {
         now: Timestamp,
     ) -> Result<Deployed, DeployError> {
         let previous = store.workflow(&wf.id, None).await?;
-        if let Some(prev) = &previous {
-            if prev.source == source {
-                let rec = Arc::new(prev.clone());
-                self.install(rec.clone());
-                return Ok(Deployed {
-                    record: rec,
-                    unchanged: true,
-                });
-            }
+        if let Some(prev) = &previous
+            && prev.source == source
+        {
+            let rec = Arc::new(prev.clone());
+            self.install(rec.clone());
+            return Ok(Deployed {
+                record: rec,
+                unchanged: true,
+            });
         }
         let old_tokens: HashMap<String, String> = previous
             .iter()

@@ -41,12 +41,12 @@ impl Completions {
     }
     /// Drops subscriptions whose receiver is gone (a caller that stopped waiting).
     pub fn forget(&self, run_id: &str) {
-        if let Ok(mut m) = self.waiting.lock() {
-            if let Some(v) = m.get_mut(run_id) {
-                v.retain(|tx| !tx.is_closed());
-                if v.is_empty() {
-                    m.remove(run_id);
-                }
+        if let Ok(mut m) = self.waiting.lock()
+            && let Some(v) = m.get_mut(run_id)
+        {
+            v.retain(|tx| !tx.is_closed());
+            if v.is_empty() {
+                m.remove(run_id);
             }
         }
     }
@@ -133,7 +133,12 @@ impl App {
                 Effect::ScheduleTimer { at } => {
                     let saved = match self.store.save_run(&run).await {
                         Ok(saved) => saved,
-                        Err(StoreError::Conflict) => return Ok(lost_race(&run)),
+                        Err(StoreError::Conflict) => {
+                            return {
+                                lost_race(&run);
+                                Ok(())
+                            };
+                        }
                         Err(e) => return Err(e.into()),
                     };
                     let delay = at.since(self.clock.now());
@@ -150,7 +155,12 @@ impl App {
                 Effect::Finish { status } => {
                     let saved = match self.store.save_run(&run).await {
                         Ok(saved) => saved,
-                        Err(StoreError::Conflict) => return Ok(lost_race(&run)),
+                        Err(StoreError::Conflict) => {
+                            return {
+                                lost_race(&run);
+                                Ok(())
+                            };
+                        }
                         Err(e) => return Err(e.into()),
                     };
                     tracing::info!(workflow = %saved.workflow, status = status.as_str(), "run ended");

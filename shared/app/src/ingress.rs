@@ -13,6 +13,7 @@ use axum::routing::any;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
+use tracing::Instrument;
 use tripline_core::definition::{ResponseMode, WebhookAuth};
 use tripline_core::run::TriggerRef;
 use tripline_core::{Run, RunStatus, engine, filter, template};
@@ -44,9 +45,9 @@ async fn hook(
     };
     let span =
         tracing::info_span!("webhook", workflow = %hook.record.id, trigger = %hook.trigger.id);
-    let _enter = span.enter();
-    drop(_enter);
-    handle(app, hook, method, uri, headers, body).await
+    handle(app, hook, method, uri, headers, body)
+        .instrument(span)
+        .await
 }
 
 fn unknown_token(app: &App) -> Response {
@@ -432,10 +433,10 @@ async fn wait_for(
 
 /// `None` when the message matches; else why not.
 fn filtered(hook: &Hook, input: &Value) -> Option<String> {
-    if let Some(f) = &hook.trigger.filter {
-        if let Err(m) = filter::check(input, f, "") {
-            return Some(m.to_string());
-        }
+    if let Some(f) = &hook.trigger.filter
+        && let Err(m) = filter::check(input, f, "")
+    {
+        return Some(m.to_string());
     }
     if let Some(cond) = &hook.trigger.condition {
         match template::eval_condition(cond, &json!({ "trigger": input })) {

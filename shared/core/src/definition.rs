@@ -29,6 +29,8 @@ pub struct Workflow {
 }
 
 /// What starts a run.
+// Few of these exist per workflow; boxing would only make the format types awkward.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Trigger {

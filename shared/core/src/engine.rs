@@ -55,6 +55,8 @@ pub struct HttpRequest {
     pub idempotency_key: String,
 }
 
+// One effect at a time is in hand; its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     /// Perform an HTTP step attempt and report `StepSucceeded` / `StepFailed`.

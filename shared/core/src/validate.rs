@@ -155,15 +155,15 @@ pub fn load_value(value: &Value, positions: &Positions) -> Result<Workflow, Vec<
         Some(_) => c.at("steps", "`steps` must be a list"),
     }
 
-    if let Some(id) = &id {
-        if !valid_workflow_id(id) {
-            c.at("id", format!("`{id}` is not a valid workflow id: use 1 to 64 lowercase letters, digits, `-` or `_`, starting with a letter or digit"));
-        }
+    if let Some(id) = &id
+        && !valid_workflow_id(id)
+    {
+        c.at("id", format!("`{id}` is not a valid workflow id: use 1 to 64 lowercase letters, digits, `-` or `_`, starting with a letter or digit"));
     }
-    if let Some(Some(d)) = &max_duration {
-        if d.std().is_zero() {
-            c.at("max_duration", "`max_duration` must be longer than zero");
-        }
+    if let Some(Some(d)) = &max_duration
+        && d.std().is_zero()
+    {
+        c.at("max_duration", "`max_duration` must be longer than zero");
     }
     // Step ids as written, so that a step that failed to type-check still counts as existing.
     let raw_ids: Vec<&str> = obj
@@ -466,17 +466,16 @@ fn check_refs(c: &mut Collector, path: &str, refs: &BTreeSet<String>, scope: &Sc
             );
             continue;
         }
-        if root == "steps" {
-            if let Some(step) = parts.next() {
-                if !scope.steps_before.contains(&step) {
-                    let why = if scope.all_steps.contains(&step) {
-                        "which has not run yet at this point (a step can only read the steps before it)"
-                    } else {
-                        "which does not exist"
-                    };
-                    c.at(path, format!("the template reads `steps.{step}`, {why}"));
-                }
-            }
+        if root == "steps"
+            && let Some(step) = parts.next()
+            && !scope.steps_before.contains(&step)
+        {
+            let why = if scope.all_steps.contains(&step) {
+                "which has not run yet at this point (a step can only read the steps before it)"
+            } else {
+                "which does not exist"
+            };
+            c.at(path, format!("the template reads `steps.{step}`, {why}"));
         }
     }
 }
@@ -576,10 +575,10 @@ fn check_triggers(c: &mut Collector, triggers: &[(String, Trigger)]) {
         }
         if let Some(reply) = &w.reply {
             let rp = join(path, "reply");
-            if let Some(s) = reply.status {
-                if !(100..=599).contains(&s) {
-                    c.at(&join(&rp, "status"), format!("{s} is not an HTTP status"));
-                }
+            if let Some(s) = reply.status
+                && !(100..=599).contains(&s)
+            {
+                c.at(&join(&rp, "status"), format!("{s} is not an HTTP status"));
             }
             let reply_scope = Scope {
                 roots: REPLY_ROOTS,
@@ -623,10 +622,10 @@ fn check_steps(c: &mut Collector, steps: &[(String, Step)], all: &[&str]) {
         if let Some(when) = &step.when {
             check_expression(c, when, &join(path, "when"), &scope);
         }
-        if let Some(t) = step.timeout {
-            if t.std().is_zero() {
-                c.at(&join(path, "timeout"), "`timeout` must be longer than zero");
-            }
+        if let Some(t) = step.timeout
+            && t.std().is_zero()
+        {
+            c.at(&join(path, "timeout"), "`timeout` must be longer than zero");
         }
         if let Some(r) = &step.retry {
             let rp = join(path, "retry");
@@ -652,8 +651,9 @@ fn check_steps(c: &mut Collector, steps: &[(String, Step)], all: &[&str]) {
         match &step.action {
             Action::Http(h) => {
                 check_string_template(c, &h.url, &join(path, "url"), &scope);
-                if !h.url.contains("{{")
-                    && !(h.url.starts_with("http://") || h.url.starts_with("https://"))
+                if !(h.url.contains("{{")
+                    || h.url.starts_with("http://")
+                    || h.url.starts_with("https://"))
                 {
                     c.at(
                         &join(path, "url"),
