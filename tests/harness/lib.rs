@@ -20,6 +20,8 @@ use tripline_local::{ServeOptions, Server};
 
 pub use serde_json;
 
+pub mod conformance;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -1,0 +1,452 @@
+//! The conformance suite of the ports: one set of checks, generic over any `Store` and
+//! `Queue`, run against every adapter (the embedded one now; the AWS ones against an
+//! AWS-protocol server later). Each check gets a fresh store and a manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tripline_app::ports::*;
+use tripline_core::run::TriggerRef;
+use tripline_core::{Run, RunStatus, Timestamp};
+
+/// What a check needs: a fresh store and queue over the given manual clock.
+pub struct Ports {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub clock: Arc<ManualClock>,
+    /// Wakes receivers after the clock moved (adapters that wait in-process need it).
+    pub wake: Box<dyn Fn() + Send + Sync>,
+}
+
+pub const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+fn run(id: &str, workflow: &str, at: Timestamp) -> Run {
+    Run::new(
+        id.into(),
+        workflow,
+        1,
+        TriggerRef {
+            kind: "manual".into(),
+            id: "manual".into(),
+        },
+        json!({"n": id}),
+        at,
+    )
+}
+
+fn message(id: &str, workflow: &str, at: Timestamp, outcome: Outcome) -> InboxMessage {
+    InboxMessage {
+        id: id.into(),
+        received_at: at,
+        workflow: workflow.into(),
+        trigger: "hook".into(),
+        method: "POST".into(),
+        path: "/hooks/x".into(),
+        query: String::new(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        content_type: Some("application/json".into()),
+        body: b"{\"a\":1}".to_vec(),
+        outcome,
+    }
+}
+
+fn admission(run_id: &str, msg_id: &str, at: Timestamp, key: Option<&str>) -> Admission {
+    Admission {
+        message: message(
+            msg_id,
+            "wf",
+            at,
+            Outcome::Started {
+                run_ids: vec![run_id.into()],
+            },
+        ),
+        runs: vec![run(run_id, "wf", at)],
+        idempotency: key.map(|k| IdempotencyClaim {
+            key: k.into(),
+            expires_at: at.plus(Duration::from_secs(60)),
+        }),
+    }
+}
+
+/// Admits and, for stores whose queue is separate, enqueues what the store asks for.
+async fn admit(p: &Ports, a: Admission) -> Admitted {
+    let out = p.store.admit(a).await.expect("admit");
+    if let Admitted::New { to_enqueue } = &out {
+        for id in to_enqueue {
+            p.queue
+                .send(&WorkItem { run_id: id.clone() }, Duration::ZERO)
+                .await
+                .expect("send");
+        }
+    }
+    out
+}
+
+async fn receive_now(p: &Ports, lease: Duration) -> Vec<Delivery> {
+    p.queue
+        .receive(10, Duration::from_millis(100), lease)
+        .await
+        .expect("receive")
+}
+
+pub async fn a_run_write_is_conditional_on_its_version(p: Ports) {
+    admit(&p, admission("r1", "m1", T0, None)).await;
+    let loaded = p.store.run("r1").await.expect("read").expect("run");
+    assert_eq!((loaded.version, loaded.status), (0, RunStatus::Queued));
+    let mut running = loaded.clone();
+    running.status = RunStatus::Running;
+    let saved = p.store.save_run(&running).await.expect("first write wins");
+    assert_eq!(saved.version, 1);
+    let stale = p.store.save_run(&running).await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict)),
+        "a stale version must lose: {stale:?}"
+    );
+    let now = p.store.run("r1").await.expect("read").expect("run");
+    assert_eq!((now.version, now.status), (1, RunStatus::Running));
+    let mut missing = running;
+    missing.id = "nope".into();
+    assert!(matches!(
+        p.store.save_run(&missing).await,
+        Err(StoreError::Conflict)
+    ));
+}
+
+pub async fn an_idempotency_key_maps_to_its_first_run_until_it_expires(p: Ports) {
+    let first = admit(&p, admission("r1", "m1", T0, Some("k"))).await;
+    assert!(matches!(first, Admitted::New { .. }), "{first:?}");
+    let dup = admit(
+        &p,
+        admission("r2", "m2", T0.plus(Duration::from_secs(1)), Some("k")),
+    )
+    .await;
+    assert_eq!(
+        dup,
+        Admitted::Duplicate {
+            run_id: "r1".into()
+        }
+    );
+    assert!(
+        p.store.run("r2").await.expect("read").is_none(),
+        "a duplicate starts nothing"
+    );
+    let m2 = p
+        .store
+        .message("m2")
+        .await
+        .expect("read")
+        .expect("the duplicate is still recorded");
+    assert_eq!(
+        m2.outcome,
+        Outcome::Duplicate {
+            run_id: "r1".into()
+        }
+    );
+    let later = admit(
+        &p,
+        admission("r3", "m3", T0.plus(Duration::from_secs(61)), Some("k")),
+    )
+    .await;
+    assert!(
+        matches!(later, Admitted::New { .. }),
+        "after expiry the key is free again"
+    );
+}
+
+pub async fn an_admitted_queued_run_is_delivered_and_gone_once_acked(p: Ports) {
+    admit(&p, admission("r1", "m1", T0, None)).await;
+    let got = receive_now(&p, Duration::from_secs(30)).await;
+    assert_eq!(
+        got.iter()
+            .map(|d| d.item.run_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["r1"]
+    );
+    assert!(
+        receive_now(&p, Duration::from_secs(30)).await.is_empty(),
+        "leased items are hidden"
+    );
+    p.queue.ack(&got[0]).await.expect("ack");
+    p.clock.advance(Duration::from_secs(60));
+    (p.wake)();
+    assert!(
+        receive_now(&p, Duration::from_secs(30)).await.is_empty(),
+        "an acked item never comes back"
+    );
+}
+
+pub async fn an_unacked_item_is_delivered_again_after_its_lease(p: Ports) {
+    p.queue
+        .send(
+            &WorkItem {
+                run_id: "r9".into(),
+            },
+            Duration::ZERO,
+        )
+        .await
+        .expect("send");
+    let first = receive_now(&p, Duration::from_secs(10)).await;
+    assert_eq!(first.len(), 1);
+    p.clock.advance(Duration::from_secs(11));
+    (p.wake)();
+    let again = receive_now(&p, Duration::from_secs(10)).await;
+    assert_eq!(
+        again
+            .iter()
+            .map(|d| d.item.run_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["r9"]
+    );
+}
+
+pub async fn a_delayed_item_waits_for_its_time(p: Ports) {
+    p.queue
+        .send(
+            &WorkItem {
+                run_id: "later".into(),
+            },
+            Duration::from_secs(300),
+        )
+        .await
+        .expect("send");
+    p.queue
+        .send(
+            &WorkItem {
+                run_id: "now".into(),
+            },
+            Duration::ZERO,
+        )
+        .await
+        .expect("send");
+    let got = receive_now(&p, Duration::from_secs(30)).await;
+    assert_eq!(
+        got.iter()
+            .map(|d| d.item.run_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["now"]
+    );
+    p.queue.ack(&got[0]).await.expect("ack");
+    p.clock.advance(Duration::from_secs(299));
+    (p.wake)();
+    assert!(
+        receive_now(&p, Duration::from_secs(30)).await.is_empty(),
+        "not due yet"
+    );
+    p.clock.advance(Duration::from_secs(1));
+    (p.wake)();
+    let due = receive_now(&p, Duration::from_secs(30)).await;
+    assert_eq!(
+        due.iter()
+            .map(|d| d.item.run_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["later"]
+    );
+}
+
+pub async fn listings_page_newest_first_and_filter(p: Ports) {
+    for i in 0..7u64 {
+        let at = T0.plus(Duration::from_secs(i));
+        let mut a = admission(&format!("r{i}"), &format!("m{i}"), at, None);
+        if i % 2 == 1 {
+            a.runs[0].workflow = "other".into();
+            a.message.workflow = "other".into();
+        }
+        admit(&p, a).await;
+    }
+    let q = RunQuery {
+        limit: 3,
+        ..RunQuery::default()
+    };
+    let page1 = p.store.runs(&q).await.expect("runs");
+    assert_eq!(
+        page1
+            .items
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["r6", "r5", "r4"]
+    );
+    let page2 = p
+        .store
+        .runs(&RunQuery {
+            cursor: page1.next_cursor.clone(),
+            ..q.clone()
+        })
+        .await
+        .expect("runs");
+    assert_eq!(
+        page2
+            .items
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["r3", "r2", "r1"]
+    );
+    let page3 = p
+        .store
+        .runs(&RunQuery {
+            cursor: page2.next_cursor.clone(),
+            ..q.clone()
+        })
+        .await
+        .expect("runs");
+    assert_eq!(page3.items.len(), 1);
+    assert!(page3.next_cursor.is_none());
+
+    let wf = p
+        .store
+        .runs(&RunQuery {
+            workflow: Some("other".into()),
+            limit: 10,
+            ..RunQuery::default()
+        })
+        .await
+        .expect("runs");
+    assert_eq!(wf.items.len(), 3);
+    let since = RunQuery {
+        since: Some(T0.plus(Duration::from_secs(5))),
+        limit: 10,
+        ..RunQuery::default()
+    };
+    assert_eq!(p.store.runs(&since).await.expect("runs").items.len(), 2);
+    let queued = RunQuery {
+        status: Some(RunStatus::Queued),
+        limit: 10,
+        ..RunQuery::default()
+    };
+    assert_eq!(p.store.runs(&queued).await.expect("runs").items.len(), 7);
+
+    let msgs = p
+        .store
+        .messages(&InboxQuery {
+            workflow: Some("wf".into()),
+            limit: 2,
+            ..InboxQuery::default()
+        })
+        .await
+        .expect("inbox");
+    assert_eq!(
+        msgs.items.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        vec!["m6", "m4"]
+    );
+    assert!(msgs.next_cursor.is_some());
+    let started = InboxQuery {
+        outcome: Some("filtered".into()),
+        limit: 10,
+        ..InboxQuery::default()
+    };
+    assert!(
+        p.store
+            .messages(&started)
+            .await
+            .expect("inbox")
+            .items
+            .is_empty()
+    );
+}
+
+pub async fn an_inbox_message_keeps_its_raw_bytes(p: Ports) {
+    let mut m = message(
+        "raw",
+        "wf",
+        T0,
+        Outcome::Rejected {
+            reason: "not UTF-8".into(),
+        },
+    );
+    m.body = vec![0xff, 0x00, 0xfe];
+    p.store
+        .admit(Admission {
+            message: m.clone(),
+            runs: vec![],
+            idempotency: None,
+        })
+        .await
+        .expect("admit");
+    let back = p
+        .store
+        .message("raw")
+        .await
+        .expect("read")
+        .expect("message");
+    assert_eq!(back, m);
+}
+
+pub async fn revisions_are_consecutive_and_conditional(p: Ports) {
+    let wf = tripline_core::validate::load(
+        "id: w\nsteps:\n  - {id: t, type: transform, value: 1}\n",
+        tripline_core::validate::Format::Yaml,
+    )
+    .expect("valid");
+    let rec = |revision| WorkflowRecord {
+        id: "w".into(),
+        revision,
+        definition: wf.clone(),
+        source: json!({"r": revision}),
+        deployed_at: T0,
+    };
+    p.store.deploy(&rec(1)).await.expect("rev 1");
+    assert!(
+        matches!(p.store.deploy(&rec(1)).await, Err(StoreError::Conflict)),
+        "a revision exists once"
+    );
+    assert!(
+        matches!(p.store.deploy(&rec(3)).await, Err(StoreError::Conflict)),
+        "revisions have no gaps"
+    );
+    p.store.deploy(&rec(2)).await.expect("rev 2");
+    let latest = p.store.latest_workflows().await.expect("latest");
+    assert_eq!(
+        latest.iter().map(|r| r.revision).collect::<Vec<_>>(),
+        vec![2]
+    );
+    assert_eq!(
+        p.store
+            .workflow("w", Some(1))
+            .await
+            .expect("read")
+            .expect("rev 1")
+            .source,
+        json!({"r": 1})
+    );
+    assert_eq!(
+        p.store
+            .revisions("w")
+            .await
+            .expect("revs")
+            .iter()
+            .map(|r| r.0)
+            .collect::<Vec<_>>(),
+        vec![2, 1]
+    );
+}
+
+/// Every check, by name, for adapters to run with a fresh `Ports` each.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        mod conformance {
+            use super::*;
+            $crate::conformance_suite!(@each $make;
+                a_run_write_is_conditional_on_its_version,
+                an_idempotency_key_maps_to_its_first_run_until_it_expires,
+                an_admitted_queued_run_is_delivered_and_gone_once_acked,
+                an_unacked_item_is_delivered_again_after_its_lease,
+                a_delayed_item_waits_for_its_time,
+                listings_page_newest_first_and_filter,
+                an_inbox_message_keeps_its_raw_bytes,
+                revisions_are_consecutive_and_conditional
+            );
+        }
+    };
+    (@each $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (ports, _guard) = $make().await;
+                $crate::conformance::$name(ports).await;
+            }
+        )*
+    };
+}
