@@ -406,22 +406,62 @@ fn field<T: DeserializeOwned>(
     }
 }
 
+/// Deserializes `v`, recording each type error. After an error in a field, the field is
+/// left out and typing is tried again, so that one bad field does not hide the problems of
+/// the others (the value returned then serves only for further checks: the definition is
+/// already invalid).
 fn typed<T: DeserializeOwned>(c: &mut Collector, v: &Value, path: &str) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(v) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let full = if inner == "." || inner.is_empty() {
-                path.to_string()
-            } else if inner.starts_with('[') {
-                format!("{path}{inner}")
-            } else {
-                join(path, &inner)
-            };
-            let msg = humanize(&e.into_inner().to_string());
-            c.at(&full, msg);
-            None
+    let mut current = v.clone();
+    for _ in 0..16 {
+        let err = match serde_path_to_error::deserialize::<_, T>(&current) {
+            Ok(t) => return Some(t),
+            Err(e) => e,
+        };
+        let inner = err.path().to_string();
+        let full = if inner == "." || inner.is_empty() {
+            path.to_string()
+        } else if inner.starts_with('[') {
+            format!("{path}{inner}")
+        } else {
+            join(path, &inner)
+        };
+        let segments: Vec<serde_path_to_error::Segment> = err.path().iter().cloned().collect();
+        c.at(&full, humanize(&err.into_inner().to_string()));
+        if !remove_at(&mut current, &segments) {
+            return None;
         }
+    }
+    None
+}
+
+/// Removes the value at `segments`; false when there is nothing to remove (the error is
+/// about the value itself, such as a missing field).
+fn remove_at(v: &mut Value, segments: &[serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = v;
+    for seg in parents {
+        node = match (seg, node) {
+            (Segment::Map { key }, Value::Object(m)) => match m.get_mut(key) {
+                Some(n) => n,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Array(a)) => match a.get_mut(*index) {
+                Some(n) => n,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (Segment::Map { key }, Value::Object(m)) => m.remove(key).is_some(),
+        (Segment::Seq { index }, Value::Array(a)) if *index < a.len() => {
+            a.remove(*index);
+            true
+        }
+        _ => false,
     }
 }
 
@@ -781,6 +821,23 @@ steps:
         assert!(has("steps[2].message", "does not parse"), "{ps:#?}");
         let tiemout = ps.iter().find(|p| p.path == "steps[0].tiemout").unwrap();
         assert_eq!((tiemout.line, tiemout.column), (Some(7), Some(5)));
+    }
+
+    #[test]
+    fn a_bad_field_does_not_hide_the_problems_of_the_others() {
+        let ps = problems(
+            "id: x\nsteps:\n  - id: a\n    type: http\n    url: '{{ steps.zz }}'\n    timeout: soon\n    retry: {max_attempts: many}\n",
+        );
+        assert!(ps.iter().any(|p| p.path == "steps[0].timeout"), "{ps:#?}");
+        assert!(
+            ps.iter().any(|p| p.path == "steps[0].retry.max_attempts"),
+            "{ps:#?}"
+        );
+        assert!(
+            ps.iter()
+                .any(|p| p.path == "steps[0].url" && p.message.contains("does not exist")),
+            "{ps:#?}"
+        );
     }
 
     #[test]
