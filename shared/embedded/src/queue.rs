@@ -105,23 +105,23 @@ impl Queue for EmbeddedQueue {
             let now = self.clock.now();
             let leased = self.leases.lock().map(|l| l.len()).unwrap_or(0);
             let limit = (max + leased) as i64;
-            let (rows, next_visible) = self
-                .store
-                .read(move |conn| {
-                    let mut stmt = conn
-                        .prepare_cached("SELECT seq, run_id FROM queue WHERE visible_at <= ?1 ORDER BY visible_at, seq LIMIT ?2")
-                        .map_err(sql)?;
-                    let rows = stmt
-                        .query_map(params![now.millis(), limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-                        .map_err(sql)?
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(sql)?;
-                    let next: Option<i64> = conn
-                        .query_row("SELECT MIN(visible_at) FROM queue WHERE visible_at > ?1", [now.millis()], |r| r.get(0))
-                        .map_err(sql)?;
-                    Ok((rows, next))
-                })
-                .await?;
+            // The oldest due items, past those this process holds leases on: a short indexed
+            // read, done in place.
+            let (rows, next_visible) = self.store.read_now(|conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT seq, run_id FROM queue WHERE visible_at <= ?1 ORDER BY visible_at, seq LIMIT ?2")
+                    .map_err(sql)?;
+                let rows = stmt
+                    .query_map(params![now.millis(), limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                    .map_err(sql)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(sql)?;
+                let next: Option<i64> = conn
+                    .prepare_cached("SELECT MIN(visible_at) FROM queue WHERE visible_at > ?1")
+                    .and_then(|mut s| s.query_row([now.millis()], |r| r.get(0)))
+                    .map_err(sql)?;
+                Ok((rows, next))
+            })?;
             let got = self.claim(rows, max, now, lease);
             if !got.is_empty() {
                 return Ok(got);
