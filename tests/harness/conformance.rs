@@ -200,6 +200,38 @@ pub async fn an_unacked_item_is_delivered_again_after_its_lease(p: Ports) {
     );
 }
 
+pub async fn a_released_item_comes_back_after_the_given_delay(p: Ports) {
+    p.queue
+        .send(
+            &WorkItem {
+                run_id: "r7".into(),
+            },
+            Duration::ZERO,
+        )
+        .await
+        .expect("send");
+    let first = receive_now(&p, Duration::from_secs(600)).await;
+    assert_eq!(first.len(), 1);
+    p.queue
+        .release(&first[0], Duration::from_secs(5))
+        .await
+        .expect("release");
+    assert!(
+        receive_now(&p, Duration::from_secs(600)).await.is_empty(),
+        "not before the delay"
+    );
+    p.clock.advance(Duration::from_secs(5));
+    (p.wake)();
+    let again = receive_now(&p, Duration::from_secs(600)).await;
+    assert_eq!(
+        again
+            .iter()
+            .map(|d| d.item.run_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["r7"]
+    );
+}
+
 pub async fn a_delayed_item_waits_for_its_time(p: Ports) {
     p.queue
         .send(
@@ -433,6 +465,7 @@ macro_rules! conformance_suite {
                 an_idempotency_key_maps_to_its_first_run_until_it_expires,
                 an_admitted_queued_run_is_delivered_and_gone_once_acked,
                 an_unacked_item_is_delivered_again_after_its_lease,
+                a_released_item_comes_back_after_the_given_delay,
                 a_delayed_item_waits_for_its_time,
                 listings_page_newest_first_and_filter,
                 an_inbox_message_keeps_its_raw_bytes,

@@ -66,6 +66,8 @@ pub struct TestApp {
     pub server: Option<Server>,
     pub data: TempDir,
     _workflows: TempDir,
+    folder: PathBuf,
+    config: Config,
 }
 
 /// Starts the real server in-process on port 0 with a fresh store.
@@ -79,16 +81,7 @@ pub async fn spawn_app(opts: Opts) -> TestApp {
         .folder
         .clone()
         .unwrap_or_else(|| wf_dir.path().to_path_buf());
-    let server = Server::start(ServeOptions {
-        workflows: Some(folder),
-        data: data.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        workers: 16,
-        grace: Duration::from_secs(5),
-        config: opts.config,
-    })
-    .await
-    .expect("server starts");
+    let server = start_server(&folder, data.path(), opts.config.clone()).await;
     let addr = server.addr;
     TestApp {
         addr,
@@ -97,7 +90,22 @@ pub async fn spawn_app(opts: Opts) -> TestApp {
         server: Some(server),
         data,
         _workflows: wf_dir,
+        folder,
+        config: opts.config,
     }
+}
+
+async fn start_server(folder: &std::path::Path, data: &std::path::Path, config: Config) -> Server {
+    Server::start(ServeOptions {
+        workflows: Some(folder.to_path_buf()),
+        data: data.to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        workers: 16,
+        grace: Duration::from_secs(5),
+        config,
+    })
+    .await
+    .expect("server starts")
 }
 
 impl TestApp {
@@ -158,6 +166,17 @@ impl TestApp {
             .expect("request");
         let (s, _, v) = read(resp).await;
         (s, v)
+    }
+
+    /// Stops the server gracefully and starts a new one on the same store (a new port).
+    pub async fn restart(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+        let server = start_server(&self.folder, self.data.path(), self.config.clone()).await;
+        self.addr = server.addr;
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
     }
 
     pub async fn stop(mut self) {

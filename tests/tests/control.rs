@@ -247,3 +247,33 @@ async fn with_an_api_key_the_control_api_refuses_callers_without_it() {
     let (status, _) = app.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn workflows_deployed_through_the_api_and_their_runs_survive_a_restart() {
+    let mut app = spawn_app(Opts::default()).await;
+    let (_, body) = app.deploy("api-demo", V1).await;
+    let hook = body["triggers"][1]["url"]
+        .as_str()
+        .expect("hook")
+        .to_string();
+    let (_, _, first) = app
+        .post_json("/v1/workflows/api-demo/runs", &json!({"before": true}))
+        .await;
+    let first_id = first["run_id"].as_str().expect("id").to_string();
+    app.wait_run(&first_id).await;
+
+    app.restart().await;
+
+    let (status, wf) = app.get("/v1/workflows/api-demo").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(wf["revision"], 1);
+    let (status, _, body) = app.post_json(&hook, &json!({"after": true})).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "the generated token still works: {body}"
+    );
+    app.wait_run(body["run_id"].as_str().expect("id")).await;
+    let (_, old) = app.get(&format!("/v1/runs/{first_id}")).await;
+    assert_eq!(old["final_output"]["got"], json!({"before": true}));
+}

@@ -452,3 +452,27 @@ async fn query_parameters_reach_the_trigger_input() {
     let run = app.wait_run(body["run_id"].as_str().expect("id")).await;
     assert_eq!(run["final_output"]["q"], json!({"source": "crm", "x": "1"}));
 }
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_on_a_sync_webhook_answers_with_the_first_runs_result() {
+    let stub = Stub::start().await;
+    let app = app_with(&http_workflow(&stub, "sync")).await;
+    let send = |id: i64| {
+        let req = app
+            .client
+            .post(app.url(&hook(TOKEN)))
+            .header("idempotency-key", "k-1")
+            .json(&json!({"id": id}));
+        async move { read(req.send().await.expect("request")).await }
+    };
+    let (s1, _, b1) = send(1).await;
+    let (s2, _, b2) = send(2).await;
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(b1["meta"]["run_id"], b2["meta"]["run_id"]);
+    assert_eq!(
+        b2["data"],
+        json!({"echoed": 1}),
+        "the first request's run answers"
+    );
+    assert_eq!(stub.requests().len(), 1);
+}

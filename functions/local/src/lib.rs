@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tripline_app::ports::{Clock, SystemClock};
+use tripline_app::ports::{Clock, Queue, Store, SystemClock};
 use tripline_app::{App, Config};
 use tripline_core::definition::Trigger;
 use tripline_core::validate::Format;
@@ -32,7 +32,6 @@ pub struct ServeOptions {
 pub struct Server {
     pub addr: SocketAddr,
     pub app: Arc<App>,
-    pub queue: EmbeddedQueue,
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     workers: JoinHandle<()>,
@@ -101,12 +100,18 @@ impl Server {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = EmbeddedStore::open(&opts.data)?;
         let queue = EmbeddedQueue::new(store.clone(), clock.clone());
-        let app = Arc::new(App::new(
-            Arc::new(store),
-            Arc::new(queue.clone()),
-            clock,
-            opts.config.clone(),
-        ));
+        Self::start_with(opts, Arc::new(store), Arc::new(queue), clock).await
+    }
+
+    /// Like [`Server::start`] over given ports (tests wrap the embedded ones to inject
+    /// faults); `opts.data` is not used.
+    pub async fn start_with(
+        opts: ServeOptions,
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Server> {
+        let app = Arc::new(App::new(store, queue, clock, opts.config.clone()));
         app.deployments
             .load(app.store.as_ref())
             .await
@@ -146,7 +151,6 @@ impl Server {
         Ok(Server {
             addr,
             app,
-            queue,
             stop,
             http,
             workers,

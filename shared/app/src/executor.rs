@@ -18,6 +18,9 @@ use crate::ports::{Delivery, StoreError, WorkItem};
 /// attempt may take; a crashed worker's items come back after it (and at once on restart).
 pub const LEASE: Duration = Duration::from_secs(15 * 60);
 
+/// How soon an item whose handling failed (the store was failing) is tried again.
+pub const RETRY_FAILED_ITEM: Duration = Duration::from_secs(2);
+
 /// Wakes the callers that wait for a run to end (synchronous webhook replies).
 #[derive(Default)]
 pub struct Completions {
@@ -218,6 +221,9 @@ impl App {
                 tokio::spawn(async move {
                     if let Err(e) = app.handle_delivery(&d).await {
                         tracing::error!(run_id = %d.item.run_id, error = %e, "work item failed; it will be delivered again");
+                        if let Err(e) = app.queue.release(&d, RETRY_FAILED_ITEM).await {
+                            tracing::error!(error = %e, "releasing a failed work item failed; it returns after its lease");
+                        }
                     }
                     drop(permit);
                 });

@@ -191,6 +191,9 @@ pub trait Queue: Send + Sync + 'static {
     ) -> Result<Vec<Delivery>, StoreError>;
     /// Done with a delivery: it is not delivered again.
     async fn ack(&self, delivery: &Delivery) -> Result<(), StoreError>;
+    /// Not done: deliver it again after `delay` instead of at the end of its lease (like
+    /// SQS's ChangeMessageVisibility).
+    async fn release(&self, delivery: &Delivery, delay: Duration) -> Result<(), StoreError>;
 }
 
 /// The time. Tests use a manual clock.

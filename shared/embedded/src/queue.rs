@@ -149,6 +149,22 @@ impl Queue for EmbeddedQueue {
         }
     }
 
+    async fn release(&self, delivery: &Delivery, delay: Duration) -> Result<(), StoreError> {
+        let seq: i64 = delivery.receipt.parse().map_err(|_| {
+            StoreError::Unavailable(
+                format!("`{}` is not a receipt of this queue", delivery.receipt).into(),
+            )
+        })?;
+        let until = self.clock.now().plus(delay);
+        if let Ok(mut l) = self.leases.lock()
+            && let Some(lease) = l.get_mut(&seq)
+        {
+            *lease = until;
+        }
+        self.store.notify_queue();
+        Ok(())
+    }
+
     async fn ack(&self, delivery: &Delivery) -> Result<(), StoreError> {
         let seq: i64 = delivery.receipt.parse().map_err(|_| {
             StoreError::Unavailable(

@@ -1,0 +1,209 @@
+//! Store failures: the real server over an embedded store that fails on demand. A request
+//! that could not be recorded is refused (503, nothing started) and a run whose write
+//! failed is tried again once the store recovers: nothing acknowledged is lost.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::http::StatusCode;
+use serde_json::json;
+use tripline_app::ports::*;
+use tripline_core::{Run, Timestamp};
+use tripline_embedded::{EmbeddedQueue, EmbeddedStore};
+use tripline_local::{ServeOptions, Server};
+use tripline_tests::*;
+
+/// The embedded store, with admissions and run writes that fail while a switch is on.
+struct FaultyStore {
+    inner: EmbeddedStore,
+    fail_admit: AtomicBool,
+    fail_save: AtomicBool,
+}
+
+fn injected() -> StoreError {
+    StoreError::Unavailable("injected failure".into())
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    async fn deploy(&self, record: &WorkflowRecord) -> Result<(), StoreError> {
+        self.inner.deploy(record).await
+    }
+    async fn latest_workflows(&self) -> Result<Vec<WorkflowRecord>, StoreError> {
+        self.inner.latest_workflows().await
+    }
+    async fn workflow(
+        &self,
+        id: &str,
+        revision: Option<u32>,
+    ) -> Result<Option<WorkflowRecord>, StoreError> {
+        self.inner.workflow(id, revision).await
+    }
+    async fn revisions(&self, id: &str) -> Result<Vec<(u32, Timestamp)>, StoreError> {
+        self.inner.revisions(id).await
+    }
+    async fn admit(&self, admission: Admission) -> Result<Admitted, StoreError> {
+        if self.fail_admit.load(Ordering::SeqCst) {
+            return Err(injected());
+        }
+        self.inner.admit(admission).await
+    }
+    async fn run(&self, id: &str) -> Result<Option<Run>, StoreError> {
+        self.inner.run(id).await
+    }
+    async fn save_run(&self, run: &Run) -> Result<Run, StoreError> {
+        if self.fail_save.load(Ordering::SeqCst) {
+            return Err(injected());
+        }
+        self.inner.save_run(run).await
+    }
+    async fn runs(&self, query: &RunQuery) -> Result<Page<Run>, StoreError> {
+        self.inner.runs(query).await
+    }
+    async fn message(&self, id: &str) -> Result<Option<InboxMessage>, StoreError> {
+        self.inner.message(id).await
+    }
+    async fn messages(&self, query: &InboxQuery) -> Result<Page<InboxMessage>, StoreError> {
+        self.inner.messages(query).await
+    }
+}
+
+const WORKFLOW: &str = r#"
+id: faulty
+triggers:
+  - type: webhook
+    token: fault-token-aaaaaaaaaaaaaaaaa
+steps:
+  - { id: t, type: transform, value: { n: "{{ trigger.body.n }}" } }
+"#;
+
+async fn start() -> (
+    Server,
+    Arc<FaultyStore>,
+    tempfile::TempDir,
+    tempfile::TempDir,
+) {
+    let data = tempfile::TempDir::new().expect("dir");
+    let wf = tempfile::TempDir::new().expect("dir");
+    std::fs::write(wf.path().join("w.yaml"), WORKFLOW).expect("write");
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let inner = EmbeddedStore::open(data.path()).expect("open");
+    let queue = EmbeddedQueue::new(inner.clone(), clock.clone());
+    let store = Arc::new(FaultyStore {
+        inner,
+        fail_admit: AtomicBool::new(false),
+        fail_save: AtomicBool::new(false),
+    });
+    let opts = ServeOptions {
+        workflows: Some(wf.path().to_path_buf()),
+        data: data.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        workers: 4,
+        grace: Duration::from_secs(2),
+        config: tripline_app::Config::default(),
+    };
+    let server = Server::start_with(opts, store.clone(), Arc::new(queue), clock)
+        .await
+        .expect("start");
+    (server, store, data, wf)
+}
+
+#[tokio::test]
+async fn a_request_the_store_cannot_record_gets_503_and_starts_nothing() {
+    let (server, store, _d, _w) = start().await;
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    store.fail_admit.store(true, Ordering::SeqCst);
+    let resp = client
+        .post(format!("{base}/hooks/fault-token-aaaaaaaaaaaaaaaaa"))
+        .json(&json!({"n": 1}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let (_, _, body) = read(resp).await;
+    assert_eq!(body["error"]["code"], "store_unavailable");
+    store.fail_admit.store(false, Ordering::SeqCst);
+    let runs: serde_json::Value = client
+        .get(format!("{base}/v1/runs"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        runs["items"].as_array().map(Vec::len),
+        Some(0),
+        "nothing was started"
+    );
+    let resp = client
+        .post(format!("{base}/hooks/fault-token-aaaaaaaaaaaaaaaaa"))
+        .json(&json!({"n": 1}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        resp.status().as_u16(),
+        202,
+        "the retry is accepted once the store is back"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_whose_write_failed_completes_once_the_store_recovers() {
+    let (server, store, _d, _w) = start().await;
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    store.fail_save.store(true, Ordering::SeqCst);
+    let resp = client
+        .post(format!("{base}/hooks/fault-token-aaaaaaaaaaaaaaaaa"))
+        .json(&json!({"n": 7}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::ACCEPTED.as_u16());
+    let run_id = read(resp).await.2["run_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run: serde_json::Value = client
+        .get(format!("{base}/v1/runs/{run_id}"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        run["status"], "queued",
+        "its result could not be written yet"
+    );
+    store.fail_save.store(false, Ordering::SeqCst);
+    let start = Instant::now();
+    loop {
+        let run: serde_json::Value = client
+            .get(format!("{base}/v1/runs/{run_id}"))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if run["status"] == "succeeded" {
+            assert_eq!(run["final_output"], json!({"n": 7}));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the run was not tried again: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
