@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
@@ -21,10 +20,8 @@ use tripline_core::validate::Format;
 use tripline_core::{Run, RunStatus, Timestamp};
 
 use crate::deploy::DeployError;
-use crate::ingress::IDEMPOTENCY_WINDOW;
 use crate::ports::{
-    Admission, Admitted, IdempotencyClaim, InboxMessage, InboxQuery, Outcome, RunQuery, WorkItem,
-    WorkflowRecord,
+    Admission, Admitted, InboxMessage, InboxQuery, Outcome, RunQuery, WorkflowRecord,
 };
 use crate::{App, error_response, unavailable};
 
@@ -250,16 +247,8 @@ async fn start_run(
             run_ids: vec![run_id.clone()],
         },
     };
-    let idempotency = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty() && k.len() <= 255)
-        .map(|k| IdempotencyClaim {
-            key: format!("{}/{trigger}/{k}", rec.id),
-            expires_at: now.plus(IDEMPOTENCY_WINDOW),
-        });
+    let idempotency = app.idempotency_claim(&rec.id, &trigger, &headers);
     let run_id = match app
-        .store
         .admit(Admission {
             message,
             runs: vec![run],
@@ -267,18 +256,7 @@ async fn start_run(
         })
         .await
     {
-        Ok(Admitted::New { to_enqueue }) => {
-            for id in to_enqueue {
-                if let Err(e) = app
-                    .queue
-                    .send(&WorkItem { run_id: id }, Duration::ZERO)
-                    .await
-                {
-                    tracing::warn!(error = %e, "enqueue after admit failed");
-                }
-            }
-            run_id
-        }
+        Ok(Admitted::New { .. }) => run_id,
         Ok(Admitted::Duplicate { run_id }) => run_id,
         Err(e) => return unavailable(&e),
     };

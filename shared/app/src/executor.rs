@@ -134,15 +134,8 @@ impl App {
                     (run, effects) = engine::apply(&wf, run, event, self.clock.now());
                 }
                 Effect::ScheduleTimer { at } => {
-                    let saved = match self.store.save_run(&run).await {
-                        Ok(saved) => saved,
-                        Err(StoreError::Conflict) => {
-                            return {
-                                lost_race(&run);
-                                Ok(())
-                            };
-                        }
-                        Err(e) => return Err(e.into()),
+                    let Some(saved) = self.save(&run).await? else {
+                        return Ok(());
                     };
                     let delay = at.since(self.clock.now());
                     self.queue
@@ -156,21 +149,27 @@ impl App {
                     return Ok(());
                 }
                 Effect::Finish { status } => {
-                    let saved = match self.store.save_run(&run).await {
-                        Ok(saved) => saved,
-                        Err(StoreError::Conflict) => {
-                            return {
-                                lost_race(&run);
-                                Ok(())
-                            };
-                        }
-                        Err(e) => return Err(e.into()),
+                    let Some(saved) = self.save(&run).await? else {
+                        return Ok(());
                     };
                     tracing::info!(workflow = %saved.workflow, status = status.as_str(), "run ended");
                     self.completions.notify(&saved);
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Writes the run; `None` when the conditional write lost (another delivery of the same
+    /// run moved it on, so this result is dropped).
+    async fn save(&self, run: &Run) -> Result<Option<Run>, ExecError> {
+        match self.store.save_run(run).await {
+            Ok(saved) => Ok(Some(saved)),
+            Err(StoreError::Conflict) => {
+                tracing::info!(run_id = %run.id, "the run changed meanwhile (duplicate delivery); this result is dropped");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -237,8 +236,4 @@ impl App {
             tracing::warn!("steps still in flight at shutdown; they will run again after restart");
         }
     }
-}
-
-fn lost_race(run: &Run) {
-    tracing::info!(run_id = %run.id, "the run changed meanwhile (duplicate delivery); this result is dropped");
 }

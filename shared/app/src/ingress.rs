@@ -19,7 +19,7 @@ use tripline_core::run::TriggerRef;
 use tripline_core::{Run, RunStatus, engine, filter, template};
 
 use crate::deploy::Hook;
-use crate::ports::{Admission, Admitted, IdempotencyClaim, InboxMessage, Outcome, WorkItem};
+use crate::ports::{Admission, Admitted, InboxMessage, Outcome};
 use crate::{App, error_response, unavailable};
 
 /// How long an idempotency key maps to its first run.
@@ -311,7 +311,6 @@ async fn handle(
     if let Some(reason) = filtered(&hook, &input) {
         message.outcome = Outcome::Filtered { reason };
         return match app
-            .store
             .admit(Admission {
                 message,
                 runs: vec![],
@@ -345,14 +344,7 @@ async fn handle(
     if sync && wf.steps.iter().all(|s| s.action.is_pure()) {
         run = engine::run_pure(wf, run, now);
     }
-    let idempotency = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty() && k.len() <= 255)
-        .map(|k| IdempotencyClaim {
-            key: format!("{}/{}/{k}", hook.record.id, trigger.id),
-            expires_at: now.plus(IDEMPOTENCY_WINDOW),
-        });
+    let idempotency = app.idempotency_claim(&hook.record.id, &trigger.id, &headers);
     message.outcome = Outcome::Started {
         run_ids: vec![run_id.clone()],
     };
@@ -362,18 +354,8 @@ async fn handle(
         runs: vec![run.clone()],
         idempotency,
     };
-    let run = match app.store.admit(admission).await {
-        Ok(Admitted::New { to_enqueue }) => {
-            for id in to_enqueue {
-                if let Err(e) = app
-                    .queue
-                    .send(&WorkItem { run_id: id }, Duration::ZERO)
-                    .await
-                {
-                    // The run is recorded `queued`; the sweeper will enqueue it again.
-                    tracing::warn!(error = %e, "enqueue after admit failed");
-                }
-            }
+    let run = match app.admit(admission).await {
+        Ok(Admitted::New { .. }) => {
             if let Some(rx) = waiter {
                 wait_for(&app, &run_id, rx, budget(&app, &hook)).await
             } else {
@@ -460,7 +442,6 @@ async fn reject(
         reason: reason.clone(),
     };
     if let Err(e) = app
-        .store
         .admit(Admission {
             message,
             runs: vec![],

@@ -82,6 +82,43 @@ impl App {
         ulid::Ulid::from_datetime(self.clock.now().to_system_time()).to_string()
     }
 
+    /// Records a message and its runs, then sends the store's `to_enqueue` to the queue. A
+    /// failed send is only logged: the run is recorded `queued`, and a store that does not
+    /// enqueue in its own transaction has a sweeper that enqueues such runs again.
+    pub async fn admit(
+        &self,
+        admission: ports::Admission,
+    ) -> Result<ports::Admitted, ports::StoreError> {
+        let admitted = self.store.admit(admission).await?;
+        if let ports::Admitted::New { to_enqueue } = &admitted {
+            for id in to_enqueue {
+                let item = ports::WorkItem { run_id: id.clone() };
+                if let Err(e) = self.queue.send(&item, Duration::ZERO).await {
+                    tracing::warn!(run_id = %id, error = %e, "enqueue after admit failed");
+                }
+            }
+        }
+        Ok(admitted)
+    }
+
+    /// The idempotency claim of a request's `Idempotency-Key`, scoped to its trigger.
+    pub fn idempotency_claim(
+        &self,
+        workflow: &str,
+        trigger: &str,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<ports::IdempotencyClaim> {
+        let key = headers
+            .get("idempotency-key")?
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= 255)?;
+        Some(ports::IdempotencyClaim {
+            key: format!("{workflow}/{trigger}/{key}"),
+            expires_at: self.clock.now().plus(ingress::IDEMPOTENCY_WINDOW),
+        })
+    }
+
     /// The whole HTTP surface: webhooks and the control API.
     pub fn router(self: &Arc<Self>) -> axum::Router {
         ingress::router(self.clone()).merge(control::router(self.clone()))
