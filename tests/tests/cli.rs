@@ -77,3 +77,56 @@ fn schema_prints_a_json_schema_of_the_format() {
         assert!(text.contains(word), "{word} missing from the schema");
     }
 }
+
+#[test]
+fn serve_refuses_a_missing_workflows_folder_it_was_given() {
+    let data = tempfile::TempDir::new().expect("dir");
+    let out = Command::new(tripline_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workflows",
+            "/nonexistent/flows",
+            "--data",
+        ])
+        .arg(data.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot read the workflows folder /nonexistent/flows")
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_with_an_invalid_definition_and_lists_its_problems() {
+    let data = tempfile::TempDir::new().expect("dir");
+    let flows = tempfile::TempDir::new().expect("dir");
+    std::fs::write(
+        flows.path().join("good.yaml"),
+        "id: good\nsteps:\n  - {id: a, type: transform, value: 1}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        flows.path().join("bad.yaml"),
+        "id: bad\nsteps:\n  - {id: a, type: transfrom, value: 1}\n",
+    )
+    .expect("write");
+    let out = Command::new(tripline_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--workflows"])
+        .arg(flows.path())
+        .arg("--data")
+        .arg(data.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nothing was deployed")
+            && err.contains("bad.yaml:3:")
+            && err.contains("did you mean `transform`"),
+        "{err}"
+    );
+}

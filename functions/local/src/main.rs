@@ -38,9 +38,10 @@ enum Command {
 
 #[derive(clap::Args)]
 struct Serve {
-    /// Folder of workflow definitions to deploy at start.
-    #[arg(long, default_value = "examples", env = "TRIPLINE_WORKFLOWS")]
-    workflows: PathBuf,
+    /// Folder of workflow definitions to deploy at start [default: ./examples when it
+    /// exists, else none: only what the store already has].
+    #[arg(long, env = "TRIPLINE_WORKFLOWS")]
+    workflows: Option<PathBuf>,
     /// Folder of the embedded store.
     #[arg(long, default_value = "data", env = "TRIPLINE_DATA")]
     data: PathBuf,
@@ -155,7 +156,10 @@ fn serve(s: Serve) -> ExitCode {
         }
     };
     let opts = ServeOptions {
-        workflows: Some(s.workflows),
+        workflows: s.workflows.or_else(|| {
+            let examples = PathBuf::from("examples");
+            examples.is_dir().then_some(examples)
+        }),
         data: s.data,
         listen: s.listen,
         workers: s.workers.max(1),
