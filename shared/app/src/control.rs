@@ -21,7 +21,8 @@ use tripline_core::{Run, RunStatus, Timestamp};
 
 use crate::deploy::DeployError;
 use crate::ports::{
-    Admission, Admitted, InboxMessage, InboxQuery, Outcome, RunQuery, WorkflowRecord,
+    Admission, Admitted, InboxMessage, InboxQuery, Outcome, Page, RunQuery, StoreError,
+    WorkflowRecord,
 };
 use crate::{App, error_response, unavailable};
 
@@ -332,9 +333,14 @@ async fn list_runs(
         Ok(q) => q,
         Err(msg) => return bad_request(msg),
     };
-    match app.store.runs(&query).await {
+    page_response(app.store.runs(&query).await, run_summary)
+}
+
+/// `{"items": [...], "next_cursor": ...}`, or 503 when the store failed.
+fn page_response<T>(page: Result<Page<T>, StoreError>, item: impl Fn(&T) -> Value) -> Response {
+    match page {
         Ok(page) => {
-            let items: Vec<Value> = page.items.iter().map(run_summary).collect();
+            let items: Vec<Value> = page.items.iter().map(item).collect();
             Json(json!({"items": items, "next_cursor": page.next_cursor})).into_response()
         }
         Err(e) => unavailable(&e),
@@ -393,13 +399,7 @@ async fn list_inbox(
         Ok(q) => q,
         Err(msg) => return bad_request(msg),
     };
-    match app.store.messages(&query).await {
-        Ok(page) => {
-            let items: Vec<Value> = page.items.iter().map(message_json).collect();
-            Json(json!({"items": items, "next_cursor": page.next_cursor})).into_response()
-        }
-        Err(e) => unavailable(&e),
-    }
+    page_response(app.store.messages(&query).await, message_json)
 }
 
 async fn get_message(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {

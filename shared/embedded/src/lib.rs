@@ -513,49 +513,18 @@ impl Store for EmbeddedStore {
     async fn runs(&self, q: &RunQuery) -> Result<Page<Run>, StoreError> {
         let q = q.clone();
         self.read(move |conn| {
-            let mut where_ = vec!["1 = 1".to_string()];
-            let mut args: Vec<rusqlite::types::Value> = Vec::new();
-            if let Some(w) = &q.workflow {
-                where_.push("workflow = ?".into());
-                args.push(w.clone().into());
-            }
-            if let Some(s) = q.status {
-                where_.push("status = ?".into());
-                args.push(s.as_str().to_string().into());
-            }
-            if let Some(t) = q.since {
-                where_.push("inserted_at >= ?".into());
-                args.push(t.millis().into());
-            }
-            if let Some(t) = q.until {
-                where_.push("inserted_at < ?".into());
-                args.push(t.millis().into());
-            }
-            if let Some(c) = &q.cursor {
-                where_.push("id < ?".into());
-                args.push(c.clone().into());
-            }
-            let sql_text = format!(
-                "SELECT record, version FROM runs WHERE {} ORDER BY id DESC LIMIT {}",
-                where_.join(" AND "),
-                q.limit + 1
-            );
-            let mut stmt = conn.prepare(&sql_text).map_err(sql)?;
-            let rows = stmt
-                .query_map(rusqlite::params_from_iter(args), |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-                })
-                .map_err(sql)?;
-            let mut items = Vec::new();
-            for row in rows {
-                let (rec, v) = row.map_err(sql)?;
-                items.push(read_run(&rec, v)?);
-            }
-            let next_cursor = (items.len() > q.limit).then(|| {
-                items.truncate(q.limit);
-                items.last().map(|r| r.id.clone()).unwrap_or_default()
-            });
-            Ok(Page { items, next_cursor })
+            let mut l = Listing::default();
+            l.eq("workflow", q.workflow.clone());
+            l.eq("status", q.status.map(|s| s.as_str().to_string()));
+            l.time_range("inserted_at", q.since, q.until);
+            l.before(q.cursor.clone());
+            l.page(
+                conn,
+                "SELECT record, version FROM runs",
+                q.limit,
+                |r| read_run(&r.get::<_, String>(0).map_err(sql)?, r.get(1).map_err(sql)?),
+                |run| run.id.clone(),
+            )
         })
         .await
     }
@@ -575,53 +544,85 @@ impl Store for EmbeddedStore {
     async fn messages(&self, q: &InboxQuery) -> Result<Page<InboxMessage>, StoreError> {
         let q = q.clone();
         self.read(move |conn| {
-            let mut where_ = vec!["1 = 1".to_string()];
-            let mut args: Vec<rusqlite::types::Value> = Vec::new();
-            for (col, v) in [
-                ("workflow", &q.workflow),
-                ("trigger", &q.trigger),
-                ("outcome", &q.outcome),
-            ] {
-                if let Some(v) = v {
-                    where_.push(format!("{col} = ?"));
-                    args.push(v.clone().into());
-                }
-            }
-            if let Some(t) = q.since {
-                where_.push("received_at >= ?".into());
-                args.push(t.millis().into());
-            }
-            if let Some(t) = q.until {
-                where_.push("received_at < ?".into());
-                args.push(t.millis().into());
-            }
-            if let Some(c) = &q.cursor {
-                where_.push("id < ?".into());
-                args.push(c.clone().into());
-            }
-            let sql_text = format!(
-                "SELECT record, body FROM inbox WHERE {} ORDER BY id DESC LIMIT {}",
-                where_.join(" AND "),
-                q.limit + 1
-            );
-            let mut stmt = conn.prepare(&sql_text).map_err(sql)?;
-            let rows = stmt
-                .query_map(rusqlite::params_from_iter(args), |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-                })
-                .map_err(sql)?;
-            let mut items = Vec::new();
-            for row in rows {
-                let (rec, body) = row.map_err(sql)?;
-                items.push(read_message(&rec, body)?);
-            }
-            let next_cursor = (items.len() > q.limit).then(|| {
-                items.truncate(q.limit);
-                items.last().map(|m| m.id.clone()).unwrap_or_default()
-            });
-            Ok(Page { items, next_cursor })
+            let mut l = Listing::default();
+            l.eq("workflow", q.workflow.clone());
+            l.eq("trigger", q.trigger.clone());
+            l.eq("outcome", q.outcome.clone());
+            l.time_range("received_at", q.since, q.until);
+            l.before(q.cursor.clone());
+            l.page(
+                conn,
+                "SELECT record, body FROM inbox",
+                q.limit,
+                |r| read_message(&r.get::<_, String>(0).map_err(sql)?, r.get(1).map_err(sql)?),
+                |m| m.id.clone(),
+            )
         })
         .await
+    }
+}
+
+/// A newest-first, filtered page of a table whose ids sort by time (ULIDs); the cursor is
+/// the last id of the previous page.
+#[derive(Default)]
+struct Listing {
+    conditions: Vec<String>,
+    args: Vec<rusqlite::types::Value>,
+}
+
+impl Listing {
+    fn eq(&mut self, column: &str, value: Option<String>) {
+        if let Some(v) = value {
+            self.conditions.push(format!("{column} = ?"));
+            self.args.push(v.into());
+        }
+    }
+
+    fn time_range(&mut self, column: &str, since: Option<Timestamp>, until: Option<Timestamp>) {
+        if let Some(t) = since {
+            self.conditions.push(format!("{column} >= ?"));
+            self.args.push(t.millis().into());
+        }
+        if let Some(t) = until {
+            self.conditions.push(format!("{column} < ?"));
+            self.args.push(t.millis().into());
+        }
+    }
+
+    fn before(&mut self, cursor: Option<String>) {
+        if let Some(c) = cursor {
+            self.conditions.push("id < ?".into());
+            self.args.push(c.into());
+        }
+    }
+
+    fn page<T>(
+        self,
+        conn: &Connection,
+        select: &str,
+        limit: usize,
+        decode: impl Fn(&rusqlite::Row) -> Result<T, StoreError>,
+        id_of: impl Fn(&T) -> String,
+    ) -> Result<Page<T>, StoreError> {
+        let where_ = if self.conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.conditions.join(" AND "))
+        };
+        let text = format!("{select}{where_} ORDER BY id DESC LIMIT {}", limit + 1);
+        let mut stmt = conn.prepare(&text).map_err(sql)?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(self.args))
+            .map_err(sql)?;
+        let mut items = Vec::new();
+        while let Some(row) = rows.next().map_err(sql)? {
+            items.push(decode(row)?);
+        }
+        let next_cursor = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items.last().map(&id_of).unwrap_or_default()
+        });
+        Ok(Page { items, next_cursor })
     }
 }
 
