@@ -79,6 +79,17 @@ steps:
   - { id: t, type: transform, value: { n: "{{ trigger.body.n }}" } }
 "#;
 
+async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
 async fn start() -> (
     Server,
     Arc<FaultyStore>,
@@ -127,14 +138,7 @@ async fn a_request_the_store_cannot_record_gets_503_and_starts_nothing() {
     let (_, _, body) = read(resp).await;
     assert_eq!(body["error"]["code"], "store_unavailable");
     store.fail_admit.store(false, Ordering::SeqCst);
-    let runs: serde_json::Value = client
-        .get(format!("{base}/v1/runs"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let runs = get_json(&client, format!("{base}/v1/runs")).await;
     assert_eq!(
         runs["items"].as_array().map(Vec::len),
         Some(0),
@@ -172,14 +176,7 @@ async fn a_run_whose_write_failed_completes_once_the_store_recovers() {
         .expect("id")
         .to_string();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let run: serde_json::Value = client
-        .get(format!("{base}/v1/runs/{run_id}"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let run = get_json(&client, format!("{base}/v1/runs/{run_id}")).await;
     assert_eq!(
         run["status"], "queued",
         "its result could not be written yet"
@@ -187,14 +184,7 @@ async fn a_run_whose_write_failed_completes_once_the_store_recovers() {
     store.fail_save.store(false, Ordering::SeqCst);
     let start = Instant::now();
     loop {
-        let run: serde_json::Value = client
-            .get(format!("{base}/v1/runs/{run_id}"))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
+        let run = get_json(&client, format!("{base}/v1/runs/{run_id}")).await;
         if run["status"] == "succeeded" {
             assert_eq!(run["final_output"], json!({"n": 7}));
             break;

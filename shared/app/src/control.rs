@@ -305,6 +305,25 @@ fn check_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), Str
     }
 }
 
+/// The query parameters every listing shares.
+struct PageParams {
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    limit: usize,
+    cursor: Option<String>,
+}
+
+impl PageParams {
+    fn parse(q: &HashMap<String, String>) -> Result<Self, String> {
+        Ok(Self {
+            since: time_param(q, "since")?,
+            until: time_param(q, "until")?,
+            limit: limit_param(q)?,
+            cursor: q.get("cursor").cloned(),
+        })
+    }
+}
+
 async fn list_runs(
     State(app): State<Arc<App>>,
     Query(q): Query<HashMap<String, String>>,
@@ -320,13 +339,14 @@ async fn list_runs(
                 format!("unknown status `{s}`; use queued, running, waiting, succeeded, failed, cancelled or timed_out")
             })?),
         };
+        let p = PageParams::parse(&q)?;
         Ok(RunQuery {
             workflow: q.get("workflow").cloned(),
             status,
-            since: time_param(&q, "since")?,
-            until: time_param(&q, "until")?,
-            limit: limit_param(&q)?,
-            cursor: q.get("cursor").cloned(),
+            since: p.since,
+            until: p.until,
+            limit: p.limit,
+            cursor: p.cursor,
         })
     })();
     let query = match query {
@@ -385,14 +405,15 @@ async fn list_inbox(
                 "unknown outcome `{o}`; use started, duplicate, filtered or rejected"
             ));
         }
+        let p = PageParams::parse(&q)?;
         Ok(InboxQuery {
             workflow: q.get("workflow").cloned(),
             trigger: q.get("trigger").cloned(),
             outcome: q.get("outcome").cloned(),
-            since: time_param(&q, "since")?,
-            until: time_param(&q, "until")?,
-            limit: limit_param(&q)?,
-            cursor: q.get("cursor").cloned(),
+            since: p.since,
+            until: p.until,
+            limit: p.limit,
+            cursor: p.cursor,
         })
     })();
     let query = match query {
