@@ -20,6 +20,7 @@ use tripline_local::{ServeOptions, Server};
 
 pub use serde_json;
 
+pub mod aws;
 pub mod conformance;
 
 /// The repository root.

@@ -12,11 +12,16 @@ async fn embedded() -> (Ports, tempfile::TempDir) {
     let store = EmbeddedStore::open(dir.path()).expect("open");
     let queue = EmbeddedQueue::new(store.clone(), clock.clone());
     let waker = queue.clone();
+    let ticker = clock.clone();
     let ports = Ports {
         store: Arc::new(store),
         queue: Arc::new(queue),
         clock,
-        wake: Box::new(move || waker.wake()),
+        advance: Box::new(move |d| {
+            ticker.advance(d);
+            waker.wake();
+            Box::pin(async {})
+        }),
     };
     (ports, dir)
 }

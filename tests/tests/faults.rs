@@ -68,6 +68,15 @@ impl Store for FaultyStore {
     async fn messages(&self, query: &InboxQuery) -> Result<Page<InboxMessage>, StoreError> {
         self.inner.messages(query).await
     }
+    async fn queued_runs(&self, from: Timestamp, to: Timestamp) -> Result<Vec<String>, StoreError> {
+        self.inner.queued_runs(from, to).await
+    }
+    async fn marker(&self, name: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.inner.marker(name).await
+    }
+    async fn set_marker(&self, name: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.inner.set_marker(name, at).await
+    }
 }
 
 const WORKFLOW: &str = r#"

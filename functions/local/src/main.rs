@@ -173,6 +173,7 @@ fn serve(s: Serve) -> ExitCode {
                 allow_private_networks: s.allow_private_network,
                 rewrites: s.rewrite_url,
             },
+            ..Config::default()
         },
     };
     runtime.block_on(async move {

@@ -103,6 +103,7 @@ fn summary(rec: &WorkflowRecord) -> Value {
 }
 
 async fn list_workflows(State(app): State<Arc<App>>) -> Response {
+    app.refresh_workflows(false).await;
     let items: Vec<Value> = app.deployments.all().iter().map(|r| summary(r)).collect();
     Json(json!({ "items": items })).into_response()
 }
@@ -154,6 +155,7 @@ async fn put_workflow(
         } else {
             Format::Yaml
         };
+    app.refresh_workflows(true).await;
     match app.deployments.deploy_text(app.store.as_ref(), text, format, Some(&id), app.clock.now()).await {
         Ok(d) => {
             let status = if d.unchanged { StatusCode::OK } else { StatusCode::CREATED };
@@ -182,6 +184,7 @@ async fn start_run(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    app.refresh_workflows(false).await;
     let Some(rec) = app.deployments.latest(&id) else {
         return not_found("workflow", &id);
     };

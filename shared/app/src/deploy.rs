@@ -30,6 +30,7 @@ struct Registry {
 pub struct Deployments {
     registry: RwLock<Registry>,
     revisions: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
+    loaded_at: Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,12 +123,31 @@ impl Deployments {
         reg.latest.insert(record.id.clone(), record);
     }
 
-    /// Loads what the store has deployed (at start-up).
+    /// Loads what the store has deployed (at start-up, and again where other processes
+    /// deploy).
     pub async fn load(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         for r in store.latest_workflows().await? {
-            self.install(Arc::new(r));
+            let newer = self
+                .latest(&r.id)
+                .is_none_or(|have| have.revision < r.revision);
+            if newer {
+                self.install(Arc::new(r));
+            }
+        }
+        if let Ok(mut at) = self.loaded_at.lock() {
+            *at = Some(started);
         }
         Ok(())
+    }
+
+    /// True when the registry was loaded from the store less than `max_age` ago.
+    pub fn loaded_within(&self, max_age: std::time::Duration) -> bool {
+        self.loaded_at
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < max_age)
     }
 
     /// The definition of one revision, from the cache or the store.

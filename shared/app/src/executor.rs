@@ -21,6 +21,15 @@ pub const LEASE: Duration = Duration::from_secs(15 * 60);
 /// How soon an item whose handling failed (the store was failing) is tried again.
 pub const RETRY_FAILED_ITEM: Duration = Duration::from_secs(2);
 
+/// Time kept free after a step's timeout before an invocation's deadline (for the write).
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+/// The name of the sweeper's watermark (see [`App::sweep`]).
+pub const SWEEP_MARKER: &str = "sweeper";
+
+/// How far back a sweeper with no watermark yet looks.
+pub const FIRST_SWEEP_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
 /// Wakes the callers that wait for a run to end (synchronous webhook replies).
 #[derive(Default)]
 pub struct Completions {
@@ -80,6 +89,17 @@ impl App {
 
     /// Loads a run and drives it until it parks (timer) or ends.
     pub async fn advance_run(&self, run_id: &str) -> Result<(), ExecError> {
+        self.advance_run_until(run_id, None).await
+    }
+
+    /// Like [`App::advance_run`], but a step is only started while it can finish (its
+    /// timeout plus [`DEADLINE_MARGIN`]) before `deadline`: past that, the run is written
+    /// and enqueued again, to continue in another invocation (AWS Lambda's time limit).
+    pub async fn advance_run_until(
+        &self,
+        run_id: &str,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), ExecError> {
         let Some(run) = self.store.run(run_id).await? else {
             tracing::warn!(run_id, "work item for an unknown run dropped");
             return Ok(());
@@ -108,6 +128,17 @@ impl App {
                     timeout,
                     success,
                 } => {
+                    if let Some(deadline) = deadline
+                        && tokio::time::Instant::now() + timeout + DEADLINE_MARGIN > deadline
+                    {
+                        tracing::info!(step = %step, "not enough time left for the step; the run continues in a new invocation");
+                        let Some(saved) = self.save(&run).await? else {
+                            return Ok(());
+                        };
+                        let item = WorkItem { run_id: saved.id };
+                        self.queue.send(&item, Duration::ZERO).await?;
+                        return Ok(());
+                    }
                     let started_at = self.clock.now();
                     let request_record = serde_json::to_value(&request).unwrap_or(Value::Null);
                     tracing::debug!(step = %step, attempt, "step attempt");
@@ -171,6 +202,32 @@ impl App {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The sweeper: enqueues again every run admitted since the last sweep and more than
+    /// `older_than` ago that is still `queued`: its record was written, but its work item may
+    /// never have been sent (a crash between the two). A run that was only slow to start gets
+    /// a second work item, which is harmless (conditional writes). The watermark moves only
+    /// after every send succeeded. Returns how many runs were enqueued.
+    pub async fn sweep(&self, older_than: Duration) -> Result<usize, StoreError> {
+        let to = self.clock.now().minus(older_than);
+        let from = self
+            .store
+            .marker(SWEEP_MARKER)
+            .await?
+            .unwrap_or_else(|| to.minus(FIRST_SWEEP_WINDOW));
+        if from >= to {
+            return Ok(0);
+        }
+        let ids = self.store.queued_runs(from, to).await?;
+        for id in &ids {
+            tracing::warn!(run_id = %id, "run still queued long after it was admitted; enqueuing it again");
+            self.queue
+                .send(&WorkItem { run_id: id.clone() }, Duration::ZERO)
+                .await?;
+        }
+        self.store.set_marker(SWEEP_MARKER, to).await?;
+        Ok(ids.len())
     }
 
     /// Executor workers: receive work items and handle up to `concurrency` at once, until

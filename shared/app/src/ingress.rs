@@ -40,8 +40,16 @@ async fn hook(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(hook) = app.deployments.hook(&token) else {
-        return unknown_token(&app);
+    app.refresh_workflows(false).await;
+    let hook = match app.deployments.hook(&token) {
+        Some(hook) => hook,
+        None => {
+            app.refresh_workflows(true).await;
+            let Some(hook) = app.deployments.hook(&token) else {
+                return unknown_token(&app);
+            };
+            hook
+        }
     };
     let span =
         tracing::info_span!("webhook", workflow = %hook.record.id, trigger = %hook.trigger.id);
@@ -401,9 +409,40 @@ fn budget(app: &App, hook: &Hook) -> Duration {
 async fn wait_for(
     app: &App,
     run_id: &str,
-    rx: tokio::sync::oneshot::Receiver<Run>,
+    mut rx: tokio::sync::oneshot::Receiver<Run>,
     budget: Duration,
 ) -> Option<Run> {
+    if app.config.poll_runs {
+        let deadline = tokio::time::Instant::now() + budget;
+        let mut every = Duration::from_millis(5);
+        let mut woken = true;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let next = (now + every).min(deadline);
+            if woken {
+                match tokio::time::timeout_at(next, &mut rx).await {
+                    Ok(Ok(run)) => return Some(run),
+                    Ok(Err(_)) => woken = false,
+                    Err(_) => {}
+                }
+            }
+            tokio::time::sleep_until(next).await;
+            match app.store.run(run_id).await {
+                Ok(Some(run)) if run.status.is_terminal() => {
+                    app.completions.forget(run_id);
+                    return Some(run);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "polling the run failed"),
+            }
+            every = (every * 2).min(Duration::from_millis(250));
+        }
+        app.completions.forget(run_id);
+        return app.store.run(run_id).await.ok().flatten();
+    }
     match tokio::time::timeout(budget, rx).await {
         Ok(Ok(run)) => Some(run),
         _ => {

@@ -34,6 +34,14 @@ pub struct Config {
     /// When set, `/v1/*` needs `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
     pub outbound: OutboundPolicy,
+    /// Sync replies poll the run record (strongly consistent reads, back-off from 5 ms to
+    /// 250 ms) as well as waiting to be woken: needed where the executor runs in another
+    /// process (AWS Lambda). Off: woken in-process only.
+    pub poll_runs: bool,
+    /// Where other processes deploy (AWS: the control API is another Lambda), the webhook
+    /// registry is reloaded when it is older than this, and on an unknown token (at most
+    /// once a second). `None`: this process is the only deployer.
+    pub refresh_workflows: Option<Duration>,
 }
 
 impl Default for Config {
@@ -44,6 +52,8 @@ impl Default for Config {
             sync_budget: Duration::from_secs(25),
             api_key: None,
             outbound: OutboundPolicy::default(),
+            poll_runs: false,
+            refresh_workflows: None,
         }
     }
 }
@@ -99,6 +109,25 @@ impl App {
             }
         }
         Ok(admitted)
+    }
+
+    /// Reloads the deployed workflows when another process may have deployed since they
+    /// were loaded (see [`Config::refresh_workflows`]); `miss` is an unknown token.
+    pub async fn refresh_workflows(&self, miss: bool) {
+        let Some(every) = self.config.refresh_workflows else {
+            return;
+        };
+        let max_age = if miss {
+            every.min(Duration::from_secs(1))
+        } else {
+            every
+        };
+        if self.deployments.loaded_within(max_age) {
+            return;
+        }
+        if let Err(e) = self.deployments.load(self.store.as_ref()).await {
+            tracing::warn!(error = %e, "reloading the deployed workflows failed");
+        }
     }
 
     /// The idempotency claim of a request's `Idempotency-Key`, scoped to its trigger.

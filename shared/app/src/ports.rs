@@ -160,6 +160,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn message(&self, id: &str) -> Result<Option<InboxMessage>, StoreError>;
     async fn messages(&self, query: &InboxQuery) -> Result<Page<InboxMessage>, StoreError>;
+
+    /// Ids of the runs admitted in `[from, to)` that are still `queued`, oldest first (the
+    /// sweeper's question: which runs may have been recorded but never enqueued).
+    async fn queued_runs(&self, from: Timestamp, to: Timestamp) -> Result<Vec<String>, StoreError>;
+    /// A named time the use cases keep between invocations (the sweeper's watermark).
+    async fn marker(&self, name: &str) -> Result<Option<Timestamp>, StoreError>;
+    async fn set_marker(&self, name: &str, at: Timestamp) -> Result<(), StoreError>;
 }
 
 /// Work for the executor: a run to start or continue.

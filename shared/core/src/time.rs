@@ -22,6 +22,12 @@ impl Timestamp {
                 .saturating_add(d.as_millis().min(i64::MAX as u128) as i64),
         )
     }
+    pub fn minus(self, d: StdDuration) -> Self {
+        Self(
+            self.0
+                .saturating_sub(d.as_millis().min(i64::MAX as u128) as i64),
+        )
+    }
     /// Time from `earlier` to `self`, zero when `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> StdDuration {
         StdDuration::from_millis(self.0.saturating_sub(earlier.0).max(0) as u64)

@@ -61,6 +61,10 @@ CREATE TABLE IF NOT EXISTS queue (
     visible_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS queue_by_visible ON queue (visible_at, seq);
+CREATE TABLE IF NOT EXISTS markers (
+    name TEXT PRIMARY KEY,
+    at INTEGER NOT NULL
+);
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -557,6 +561,43 @@ impl Store for EmbeddedStore {
                 |r| read_message(&r.get::<_, String>(0).map_err(sql)?, r.get(1).map_err(sql)?),
                 |m| m.id.clone(),
             )
+        })
+        .await
+    }
+
+    async fn queued_runs(&self, from: Timestamp, to: Timestamp) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT id FROM runs WHERE status = 'queued' AND inserted_at >= ?1 AND inserted_at < ?2 ORDER BY id")
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![from.millis(), to.millis()], |r| r.get::<_, String>(0))
+                .map_err(sql)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+        })
+        .await
+    }
+
+    async fn marker(&self, name: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.read_now(|conn| {
+            conn.query_row("SELECT at FROM markers WHERE name = ?1", [name], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|v| v.map(Timestamp))
+            .map_err(sql)
+        })
+    }
+
+    async fn set_marker(&self, name: &str, at: Timestamp) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO markers (name, at) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET at = excluded.at",
+                params![name, at.millis()],
+            )
+            .map(|_| ())
+            .map_err(sql)
         })
         .await
     }

@@ -1,0 +1,17 @@
+//! Lambda: SQS batches → the step executor, with partial batch failure reporting; and the
+//! sweeper's schedule, which enqueues runs left `queued` again.
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
+use tripline_aws::lambda::{deadline_of, executor_event};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    tripline_aws::init_tracing();
+    let app = tripline_aws::app_from_env().await?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        let app = app.clone();
+        async move { executor_event(&app, event.payload, deadline_of(&event.context)).await }
+    }))
+    .await
+}

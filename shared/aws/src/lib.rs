@@ -1,0 +1,108 @@
+//! tripline-aws: the ports on AWS — [`DynamoStore`] (DynamoDB, with S3 for large
+//! payloads) and [`SqsQueue`] — plus what every Lambda function shares: settings from the
+//! environment, the clients built once per cold start, and the event handlers of the
+//! step executor (SQS batches and the sweeper's schedule).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use tripline_app::outbound::OutboundPolicy;
+use tripline_app::ports::{StoreError, SystemClock};
+use tripline_app::{App, Config};
+
+pub mod lambda;
+pub mod provision;
+pub mod queue;
+pub mod settings;
+pub mod store;
+
+pub use queue::SqsQueue;
+pub use settings::{CallCounter, Clients, Settings};
+pub use store::DynamoStore;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub(crate) fn store_error(
+    op: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    StoreError::Unavailable(format!("{op}: {}", DisplayErrorContext(e)).into())
+}
+
+/// The settings of the use cases, from the environment the SAM template sets:
+/// `TRIPLINE_SYNC_BUDGET` (e.g. `25s`), `TRIPLINE_MAX_BODY` (bytes), `TRIPLINE_API_KEY`,
+/// `TRIPLINE_HIDE_UNKNOWN_TOKENS` (`true`), `TRIPLINE_ALLOW_PRIVATE_NETWORK` (`true`, for
+/// tests only) and `TRIPLINE_REWRITE_URL` (`FROM=TO`, comma-separated).
+pub fn config_from_env() -> Result<Config, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let flag = |name: &str| var(name).is_some_and(|v| v == "true" || v == "1");
+    let mut config = Config {
+        poll_runs: true,
+        refresh_workflows: Some(Duration::from_secs(5)),
+        ..Config::default()
+    };
+    if let Some(v) = var("TRIPLINE_SYNC_BUDGET") {
+        config.sync_budget = tripline_core::Duration::parse(&v)
+            .map_err(|e| format!("TRIPLINE_SYNC_BUDGET: {e}"))?
+            .std();
+    }
+    if let Some(v) = var("TRIPLINE_MAX_BODY") {
+        config.max_body_bytes = v
+            .parse()
+            .map_err(|_| format!("TRIPLINE_MAX_BODY must be a number of bytes, not {v:?}"))?;
+    }
+    config.api_key = var("TRIPLINE_API_KEY");
+    config.hide_unknown_tokens = flag("TRIPLINE_HIDE_UNKNOWN_TOKENS");
+    let mut rewrites = Vec::new();
+    for pair in var("TRIPLINE_REWRITE_URL")
+        .iter()
+        .flat_map(|v| v.split(','))
+    {
+        let (from, to) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("TRIPLINE_REWRITE_URL: write each as FROM=TO, not {pair:?}"))?;
+        rewrites.push((from.to_string(), to.to_string()));
+    }
+    config.outbound = OutboundPolicy {
+        allow_private_networks: flag("TRIPLINE_ALLOW_PRIVATE_NETWORK"),
+        rewrites,
+    };
+    Ok(config)
+}
+
+/// The use cases on the AWS adapters.
+pub fn build_app(clients: &Clients, settings: Settings, config: Config) -> Arc<App> {
+    let queue = SqsQueue::new(clients.sqs.clone(), settings.queue_url.clone());
+    let store = DynamoStore::new(clients, settings);
+    Arc::new(App::new(
+        Arc::new(store),
+        Arc::new(queue),
+        Arc::new(SystemClock),
+        config,
+    ))
+}
+
+/// What a function's `main` does first: settings and clients from the environment (once
+/// per cold start), the deployed workflows loaded.
+pub async fn app_from_env() -> Result<Arc<App>, BoxError> {
+    let settings = Settings::from_env()?;
+    let config = config_from_env()?;
+    let clients = Clients::from_env(None).await;
+    let app = build_app(&clients, settings, config);
+    app.deployments.load(app.store.as_ref()).await?;
+    Ok(app)
+}
+
+/// Logs as JSON lines (CloudWatch), at the level `RUST_LOG` asks (default `info`).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .without_time()
+        .init();
+}

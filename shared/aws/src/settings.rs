@@ -1,0 +1,165 @@
+//! Where the AWS resources are: table, queue and bucket names from environment variables
+//! that the SAM template sets, and the clients built once per cold start.
+
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_dynamodb::config::ConfigBag;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+
+/// Names of the resources, as the SAM template creates them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub workflows_table: String,
+    pub runs_table: String,
+    pub inbox_table: String,
+    pub idempotency_table: String,
+    pub queue_url: String,
+    pub bucket: String,
+    /// Run records and message bodies larger than this many bytes go to S3 (DynamoDB items
+    /// hold at most 400 KB, with every attribute).
+    pub item_budget: usize,
+}
+
+/// The default [`Settings::item_budget`]: leaves room under 400 KB for the other attributes.
+pub const ITEM_BUDGET: usize = 300 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not set; the SAM template sets it for every function (see template.yaml)")]
+pub struct MissingSetting(pub &'static str);
+
+impl Settings {
+    /// Reads `TRIPLINE_WORKFLOWS_TABLE`, `TRIPLINE_RUNS_TABLE`, `TRIPLINE_INBOX_TABLE`,
+    /// `TRIPLINE_IDEMPOTENCY_TABLE`, `TRIPLINE_QUEUE_URL`, `TRIPLINE_BUCKET` and, optionally,
+    /// `TRIPLINE_ITEM_BUDGET` (bytes).
+    pub fn from_env() -> Result<Self, MissingSetting> {
+        let var = |name: &'static str| std::env::var(name).map_err(|_| MissingSetting(name));
+        Ok(Self {
+            workflows_table: var("TRIPLINE_WORKFLOWS_TABLE")?,
+            runs_table: var("TRIPLINE_RUNS_TABLE")?,
+            inbox_table: var("TRIPLINE_INBOX_TABLE")?,
+            idempotency_table: var("TRIPLINE_IDEMPOTENCY_TABLE")?,
+            queue_url: var("TRIPLINE_QUEUE_URL")?,
+            bucket: var("TRIPLINE_BUCKET")?,
+            item_budget: std::env::var("TRIPLINE_ITEM_BUDGET")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(ITEM_BUDGET),
+        })
+    }
+
+    /// Names for a fresh set of resources (tests, a developer's own stack). The queue URL is
+    /// filled in by [`crate::provision`].
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            workflows_table: format!("{prefix}-workflows"),
+            runs_table: format!("{prefix}-runs"),
+            inbox_table: format!("{prefix}-inbox"),
+            idempotency_table: format!("{prefix}-idempotency"),
+            queue_url: String::new(),
+            bucket: format!("{prefix}-payloads").to_lowercase(),
+            item_budget: ITEM_BUDGET,
+        }
+    }
+
+    /// The environment variables that [`Settings::from_env`] reads back to these settings.
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("TRIPLINE_WORKFLOWS_TABLE", self.workflows_table.clone()),
+            ("TRIPLINE_RUNS_TABLE", self.runs_table.clone()),
+            ("TRIPLINE_INBOX_TABLE", self.inbox_table.clone()),
+            ("TRIPLINE_IDEMPOTENCY_TABLE", self.idempotency_table.clone()),
+            ("TRIPLINE_QUEUE_URL", self.queue_url.clone()),
+            ("TRIPLINE_BUCKET", self.bucket.clone()),
+            ("TRIPLINE_ITEM_BUDGET", self.item_budget.to_string()),
+        ]
+    }
+}
+
+/// The SDK clients, built once per cold start and shared.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub s3: aws_sdk_s3::Client,
+}
+
+impl Clients {
+    /// From the environment, as in Lambda (`AWS_REGION`, the function's role; an
+    /// `AWS_ENDPOINT_URL` points every client at another server, e.g. moto).
+    pub async fn from_env(counter: Option<CallCounter>) -> Self {
+        let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::from_config(&shared, counter)
+    }
+
+    pub fn from_config(shared: &aws_config::SdkConfig, counter: Option<CallCounter>) -> Self {
+        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(shared);
+        let mut sqs = aws_sdk_sqs::config::Builder::from(shared);
+        // Path-style addressing works for every S3-protocol endpoint, a loopback one included.
+        let mut s3 = aws_sdk_s3::config::Builder::from(shared)
+            .force_path_style(shared.endpoint_url().is_some());
+        if let Some(c) = counter {
+            dynamodb = dynamodb.interceptor(c.clone());
+            sqs = sqs.interceptor(c.clone());
+            s3 = s3.interceptor(c);
+        }
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
+            s3: aws_sdk_s3::Client::from_conf(s3.build()),
+        }
+    }
+
+    /// Clients for an AWS-protocol server at `endpoint` (moto in tests), with fixed test
+    /// credentials.
+    pub fn for_endpoint(endpoint: &str, counter: Option<CallCounter>) -> Self {
+        let shared = aws_config::SdkConfig::builder()
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+                aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"),
+            ))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        Self::from_config(&shared, counter)
+    }
+}
+
+/// Counts the AWS requests made, by `Service.Operation` (an SDK interceptor): the
+/// benchmark's calls-per-run table comes from it.
+#[derive(Clone, Debug, Default)]
+pub struct CallCounter(Arc<Mutex<std::collections::BTreeMap<String, u64>>>);
+
+impl CallCounter {
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, u64> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+    pub fn reset(&self) {
+        if let Ok(mut m) = self.0.lock() {
+            m.clear();
+        }
+    }
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(m) = cfg.load::<Metadata>()
+            && let Ok(mut counts) = self.0.lock()
+        {
+            *counts
+                .entry(format!("{}.{}", m.service(), m.name()))
+                .or_default() += 1;
+        }
+        Ok(())
+    }
+}
