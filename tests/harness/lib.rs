@@ -22,6 +22,7 @@ pub use serde_json;
 
 pub mod aws;
 pub mod conformance;
+pub mod lambda;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

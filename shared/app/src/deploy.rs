@@ -30,8 +30,19 @@ struct Registry {
 pub struct Deployments {
     registry: RwLock<Registry>,
     revisions: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
-    loaded_at: Mutex<Option<std::time::Instant>>,
+    seen: Mutex<Seen>,
 }
+
+/// What this process last saw of the deploys made elsewhere.
+#[derive(Default)]
+struct Seen {
+    /// The [`DEPLOYED_MARKER`] when the registry was last loaded.
+    generation: Option<Timestamp>,
+    checked_at: Option<std::time::Instant>,
+}
+
+/// The marker every deploy sets: other processes compare it with what they loaded.
+pub const DEPLOYED_MARKER: &str = "deployed";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -127,6 +138,8 @@ impl Deployments {
     /// deploy).
     pub async fn load(&self, store: &dyn Store) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
+        // Read before the workflows: a deploy in between moves it again.
+        let generation = store.marker(DEPLOYED_MARKER).await?;
         for r in store.latest_workflows().await? {
             let newer = self
                 .latest(&r.id)
@@ -135,18 +148,36 @@ impl Deployments {
                 self.install(Arc::new(r));
             }
         }
-        if let Ok(mut at) = self.loaded_at.lock() {
-            *at = Some(started);
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Seen {
+                generation,
+                checked_at: Some(started),
+            };
         }
         Ok(())
     }
 
-    /// True when the registry was loaded from the store less than `max_age` ago.
-    pub fn loaded_within(&self, max_age: std::time::Duration) -> bool {
-        self.loaded_at
+    /// Reloads the registry when a deploy happened since it was loaded (one read of the
+    /// deploy marker, and the workflows only when it moved).
+    pub async fn refresh(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let checked = std::time::Instant::now();
+        let generation = store.marker(DEPLOYED_MARKER).await?;
+        let current = self.seen.lock().map(|s| s.generation).unwrap_or(None);
+        if generation == current {
+            if let Ok(mut seen) = self.seen.lock() {
+                seen.checked_at = Some(checked);
+            }
+            return Ok(());
+        }
+        self.load(store).await
+    }
+
+    /// True when the registry was checked against the store less than `max_age` ago.
+    pub fn checked_within(&self, max_age: std::time::Duration) -> bool {
+        self.seen
             .lock()
             .ok()
-            .and_then(|at| *at)
+            .and_then(|s| s.checked_at)
             .is_some_and(|at| at.elapsed() < max_age)
     }
 
@@ -262,6 +293,9 @@ impl Deployments {
             deployed_at: now,
         };
         store.deploy(&record).await?;
+        if let Err(e) = store.set_marker(DEPLOYED_MARKER, now).await {
+            tracing::warn!(error = %e, "the deploy marker was not moved; other processes see this deploy at their next full reload");
+        }
         let rec = Arc::new(record);
         self.install(rec.clone());
         tracing::info!(workflow = %rec.id, revision = rec.revision, "workflow deployed");

@@ -39,8 +39,9 @@ pub struct Config {
     /// process (AWS Lambda). Off: woken in-process only.
     pub poll_runs: bool,
     /// Where other processes deploy (AWS: the control API is another Lambda), the webhook
-    /// registry is reloaded when it is older than this, and on an unknown token (at most
-    /// once a second). `None`: this process is the only deployer.
+    /// registry is checked against the store's deploy marker when the last check is older
+    /// than this, and on every unknown token (one read). `None`: this process is the only
+    /// deployer.
     pub refresh_workflows: Option<Duration>,
 }
 
@@ -111,21 +112,17 @@ impl App {
         Ok(admitted)
     }
 
-    /// Reloads the deployed workflows when another process may have deployed since they
-    /// were loaded (see [`Config::refresh_workflows`]); `miss` is an unknown token.
+    /// Where other processes deploy (see [`Config::refresh_workflows`]): checks the deploy
+    /// marker when the last check is older than the interval, or at once on an unknown
+    /// token (`miss`), and reloads the registry when it moved.
     pub async fn refresh_workflows(&self, miss: bool) {
         let Some(every) = self.config.refresh_workflows else {
             return;
         };
-        let max_age = if miss {
-            every.min(Duration::from_secs(1))
-        } else {
-            every
-        };
-        if self.deployments.loaded_within(max_age) {
+        if !miss && self.deployments.checked_within(every) {
             return;
         }
-        if let Err(e) = self.deployments.load(self.store.as_ref()).await {
+        if let Err(e) = self.deployments.refresh(self.store.as_ref()).await {
             tracing::warn!(error = %e, "reloading the deployed workflows failed");
         }
     }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use tripline_app::outbound::OutboundPolicy;
 use tripline_app::ports::{StoreError, SystemClock};
 use tripline_app::{App, Config};
@@ -23,11 +23,18 @@ pub use store::DynamoStore;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-pub(crate) fn store_error(
-    op: &str,
-    e: impl std::error::Error + Send + Sync + 'static,
-) -> StoreError {
-    StoreError::Unavailable(format!("{op}: {}", DisplayErrorContext(e)).into())
+/// A failed AWS request as a store error: the service's error code and message when it
+/// answered, the whole error chain when it did not (timeouts, connection failures).
+pub(crate) fn store_error<E>(op: &str, e: E) -> StoreError
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    let text = match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("{op}: {code}: {message}"),
+        (Some(code), None) => format!("{op}: {code}"),
+        _ => format!("{op}: {}", DisplayErrorContext(e)),
+    };
+    StoreError::Unavailable(text.into())
 }
 
 /// The settings of the use cases, from the environment the SAM template sets:

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, Put, PutRequest, TransactWriteItem, WriteRequest,
@@ -39,8 +39,13 @@ fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn failed(op: &str, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Unavailable(format!("{op}: {}", DisplayErrorContext(e)).into())
+use crate::store_error as failed;
+
+/// An error that is not an AWS service's answer (building a request, reading a body).
+fn other(op: &str, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Unavailable(
+        format!("{op}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e)).into(),
+    )
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -129,7 +134,7 @@ impl DynamoStore {
             .body
             .collect()
             .await
-            .map_err(|e| failed("S3 GetObject body", e))?;
+            .map_err(|e| other("S3 GetObject body", e))?;
         Ok(bytes.into_bytes().to_vec())
     }
 
@@ -210,7 +215,7 @@ impl DynamoStore {
                 let put = PutRequest::builder()
                     .set_item(Some(item.clone()))
                     .build()
-                    .map_err(|e| failed("BatchWriteItem", e))?;
+                    .map_err(|e| other("BatchWriteItem", e))?;
                 pending
                     .entry(table.clone())
                     .or_default()
@@ -254,7 +259,7 @@ impl DynamoStore {
             }
             let mut request = HashMap::from([(
                 table.to_string(),
-                keys.build().map_err(|e| failed("BatchGetItem", e))?,
+                keys.build().map_err(|e| other("BatchGetItem", e))?,
             )]);
             for attempt in 0.. {
                 let out = self
@@ -474,7 +479,7 @@ fn put(
         }
     }
     Ok(TransactWriteItem::builder()
-        .put(p.build().map_err(|e| failed("TransactWriteItems", e))?)
+        .put(p.build().map_err(|e| other("TransactWriteItems", e))?)
         .build())
 }
 

@@ -1,0 +1,490 @@
+//! The AWS shape end to end: the real function binaries (webhook-ingress, step-executor,
+//! control-api) get the real event JSON of API Gateway and SQS through a Lambda Runtime API
+//! on loopback, against moto's DynamoDB, SQS and S3; a pump plays the SQS event source
+//! mapping; a stub on loopback plays the downstream.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tripline_aws::Settings;
+use tripline_tests::aws::{endpoint, fresh};
+use tripline_tests::lambda::{Function, Pump, function_env, http_answer, http_event};
+use tripline_tests::{Reply, Stub};
+
+struct Shape {
+    clients: tripline_aws::Clients,
+    settings: Settings,
+    ingress: Function,
+    executor: Function,
+    control: Function,
+    pump: Pump,
+    stub: Stub,
+}
+
+/// Fresh resources and the three functions; `ingress_env` is added to the ingress's
+/// environment (to break its queue, say).
+async fn shape(ingress_env: &[(&str, &str)]) -> Shape {
+    let (clients, settings) = fresh(None).await;
+    let stub = Stub::start().await;
+    let mut env = function_env(&settings, &endpoint());
+    env.push(("TRIPLINE_SWEEP_AFTER".into(), "0s".into()));
+    let mut ingress_only = env.clone();
+    for (k, v) in ingress_env {
+        ingress_only.push((k.to_string(), v.to_string()));
+    }
+    let (ingress, executor, control) = tokio::join!(
+        Function::start("webhook-ingress", &ingress_only),
+        Function::start("step-executor", &env),
+        Function::start("control-api", &env),
+    );
+    let pump = Pump::new(clients.sqs.clone(), &settings.queue_url).await;
+    Shape {
+        clients,
+        settings,
+        ingress,
+        executor,
+        control,
+        pump,
+        stub,
+    }
+}
+
+impl Shape {
+    async fn http(
+        &self,
+        f: &Function,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, std::collections::HashMap<String, String>, Value) {
+        let answer = f
+            .invoke(http_event(method, path, headers, body))
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: the function failed: {e}"));
+        http_answer(&answer)
+    }
+
+    async fn deploy(&self, id: &str, yaml: &str) {
+        let (status, _, body) = self
+            .http(
+                &self.control,
+                "PUT",
+                &format!("/v1/workflows/{id}"),
+                &[("content-type", "application/yaml")],
+                yaml.as_bytes(),
+            )
+            .await;
+        assert!(status == 201 || status == 200, "deploy: {status} {body}");
+    }
+
+    async fn post_hook(
+        &self,
+        token: &str,
+        body: &Value,
+    ) -> (u16, std::collections::HashMap<String, String>, Value) {
+        self.http(
+            &self.ingress,
+            "POST",
+            &format!("/hooks/{token}"),
+            &[("content-type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+        .await
+    }
+
+    async fn run(&self, id: &str) -> Value {
+        let (status, _, body) = self
+            .http(&self.control, "GET", &format!("/v1/runs/{id}"), &[], b"")
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn version(&self, run_id: &str) -> String {
+        let item = self
+            .clients
+            .dynamodb
+            .get_item()
+            .table_name(&self.settings.runs_table)
+            .key(
+                "id",
+                aws_sdk_dynamodb::types::AttributeValue::S(run_id.into()),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get")
+            .item
+            .expect("run item");
+        item["v"].as_n().expect("n").clone()
+    }
+}
+
+fn three_steps(stub: &Stub, token: &str) -> String {
+    format!(
+        r#"
+id: orders
+triggers:
+  - type: webhook
+    id: hook
+    token: {token}
+steps:
+  - id: reserve
+    type: http
+    method: POST
+    url: "{url}/reserve"
+    body: {{ order: "{{{{ trigger.body.order }}}}" }}
+    retry: {{ max_attempts: 3, backoff: fixed, initial: 1s }}
+  - id: shape
+    type: transform
+    value:
+      order: "{{{{ trigger.body.order }}}}"
+      reserved: "{{{{ steps.reserve.status }}}}"
+  - id: notify
+    type: http
+    method: POST
+    url: "{url}/notify"
+    body: "{{{{ steps.shape }}}}"
+"#,
+        url = stub.url
+    )
+}
+
+fn sync_http(stub: &Stub, token: &str, budget: &str) -> String {
+    format!(
+        r#"
+id: lookup
+triggers:
+  - type: webhook
+    id: hook
+    token: {token}
+    response: sync
+    sync_budget: {budget}
+steps:
+  - id: fetch
+    type: http
+    method: POST
+    url: "{url}/lookup"
+    body: {{ q: "{{{{ trigger.body.q }}}}" }}
+  - id: answer
+    type: transform
+    value:
+      q: "{{{{ trigger.body.q }}}}"
+      downstream: "{{{{ steps.fetch.status }}}}"
+"#,
+        url = stub.url
+    )
+}
+
+#[tokio::test]
+async fn an_async_webhook_run_goes_through_sqs_to_succeeded() {
+    let s = shape(&[]).await;
+    s.deploy(
+        "orders",
+        &three_steps(&s.stub, "aws-orders-token-000000000001"),
+    )
+    .await;
+    let (status, headers, body) = s
+        .post_hook("aws-orders-token-000000000001", &json!({"order": "A-1"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(headers.contains_key("x-tripline-message-id"));
+    let run_id = body["run_id"].as_str().expect("run id").to_string();
+    assert_eq!(s.run(&run_id).await["status"], "queued");
+
+    let delivered = s.pump.drain(&s.executor, Duration::from_secs(30)).await;
+    assert_eq!(delivered, 1, "one SQS message for the whole three-step run");
+    let run = s.run(&run_id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let paths: Vec<String> = s.stub.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, vec!["/reserve", "/notify"]);
+    assert_eq!(
+        s.stub.requests()[1].body,
+        json!({"order": "A-1", "reserved": 200})
+    );
+    // The control API lists it and its message.
+    let (_, _, runs) = s
+        .http(&s.control, "GET", "/v1/runs?workflow=orders", &[], b"")
+        .await;
+    assert_eq!(runs["items"][0]["run_id"], run_id.as_str(), "{runs}");
+    let (_, _, inbox) = s.http(&s.control, "GET", "/v1/inbox", &[], b"").await;
+    assert_eq!(inbox["items"][0]["outcome"]["kind"], "started", "{inbox}");
+}
+
+#[tokio::test]
+async fn a_sync_reply_waits_for_the_run_by_polling_its_record() {
+    let s = shape(&[]).await;
+    s.deploy(
+        "lookup",
+        &sync_http(&s.stub, "aws-lookup-token-00000000001", "20s"),
+    )
+    .await;
+    // The executor runs in its own process: the ingress learns of the end only from the
+    // run record.
+    let pumping = async {
+        let mut delivered = 0;
+        while delivered == 0 {
+            delivered += s
+                .pump
+                .once(&s.executor, Duration::from_secs(1))
+                .await
+                .delivered;
+        }
+    };
+    let question = json!({"q": "acme"});
+    let ((status, _, body), ()) = tokio::join!(
+        s.post_hook("aws-lookup-token-00000000001", &question),
+        pumping
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], json!({"q": "acme", "downstream": 200}));
+    assert_eq!(body["meta"]["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_sync_reply_over_its_budget_answers_202_with_the_status_url() {
+    let s = shape(&[]).await;
+    s.deploy(
+        "lookup",
+        &sync_http(&s.stub, "aws-lookup-token-00000000002", "1s"),
+    )
+    .await;
+    // Nothing executes the run within the budget.
+    let started = std::time::Instant::now();
+    let (status, headers, body) = s
+        .post_hook("aws-lookup-token-00000000002", &json!({"q": "slow"}))
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(status, 202, "{body}");
+    let run_id = body["run_id"].as_str().expect("run id");
+    assert_eq!(headers["location"], format!("/v1/runs/{run_id}"));
+    assert_eq!(body["status_url"], format!("/v1/runs/{run_id}"));
+    // The run still finishes, and the status URL tells.
+    s.pump.drain(&s.executor, Duration::from_secs(30)).await;
+    assert_eq!(s.run(run_id).await["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_duplicate_sqs_delivery_changes_nothing() {
+    let s = shape(&[]).await;
+    s.deploy(
+        "orders",
+        &three_steps(&s.stub, "aws-orders-token-000000000002"),
+    )
+    .await;
+    let (_, _, body) = s
+        .post_hook("aws-orders-token-000000000002", &json!({"order": "B-2"}))
+        .await;
+    let run_id = body["run_id"].as_str().expect("run id").to_string();
+    // Receive the one message and deliver it twice, as SQS may.
+    let received = s
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(&s.settings.queue_url)
+        .wait_time_seconds(2)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .expect("receive")
+        .messages
+        .unwrap_or_default();
+    assert_eq!(received.len(), 1);
+    let event = tripline_tests::lambda::sqs_event(&received, &s.pump.queue_arn);
+    let first = s.executor.invoke(event.clone()).await.expect("first");
+    assert_eq!(first["batchItemFailures"], json!([]));
+    let run = s.run(&run_id).await;
+    assert_eq!(run["status"], "succeeded");
+    let version = s.version(&run_id).await;
+    let calls = s.stub.requests().len();
+    let again = s.executor.invoke(event).await.expect("again");
+    assert_eq!(
+        again["batchItemFailures"],
+        json!([]),
+        "a duplicate is not a failure"
+    );
+    assert_eq!(
+        s.version(&run_id).await,
+        version,
+        "the record was not written again"
+    );
+    assert_eq!(s.stub.requests().len(), calls, "no step ran again");
+    assert_eq!(s.run(&run_id).await, run);
+}
+
+#[tokio::test]
+async fn a_run_recorded_but_never_enqueued_is_recovered_by_the_sweeper() {
+    // The ingress's queue does not exist: it records the message and the run, and its send
+    // fails, as when the process dies between the two.
+    let broken = format!("{}/123456789012/no-such-queue", endpoint());
+    let s = shape(&[("TRIPLINE_QUEUE_URL", broken.as_str())]).await;
+    s.deploy(
+        "orders",
+        &three_steps(&s.stub, "aws-orders-token-000000000003"),
+    )
+    .await;
+    let (status, _, body) = s
+        .post_hook("aws-orders-token-000000000003", &json!({"order": "C-3"}))
+        .await;
+    assert_eq!(
+        status, 202,
+        "the run is recorded, so the webhook is accepted: {body}"
+    );
+    let run_id = body["run_id"].as_str().expect("run id").to_string();
+    assert_eq!(
+        s.pump.drain(&s.executor, Duration::from_secs(3)).await,
+        0,
+        "nothing was enqueued"
+    );
+    assert_eq!(s.run(&run_id).await["status"], "queued");
+    // The sweeper's schedule fires (EventBridge's scheduled event).
+    let swept = s
+        .executor
+        .invoke(json!({
+            "version": "0",
+            "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": "123456789012",
+            "time": "2026-11-23T01:00:00Z",
+            "region": "us-east-1",
+            "resources": ["arn:aws:events:us-east-1:123456789012:rule/sweeper"],
+            "detail": {}
+        }))
+        .await
+        .expect("sweep");
+    assert_eq!(swept, json!({"swept": 1}));
+    s.pump.drain(&s.executor, Duration::from_secs(30)).await;
+    assert_eq!(s.run(&run_id).await["status"], "succeeded");
+    assert_eq!(s.stub.requests().len(), 2);
+    // A second sweep finds nothing new.
+    let again = s
+        .executor
+        .invoke(json!({"detail-type": "Scheduled Event", "source": "aws.events"}))
+        .await
+        .expect("sweep");
+    assert_eq!(again, json!({"swept": 0}));
+}
+
+#[tokio::test]
+async fn a_payload_over_the_item_limit_goes_through_s3() {
+    let s = shape(&[]).await;
+    s.deploy(
+        "orders",
+        &three_steps(&s.stub, "aws-orders-token-000000000004"),
+    )
+    .await;
+    // ~600 KB: more than a DynamoDB item can hold.
+    let lines: Vec<String> = (0..12_000)
+        .map(|i| format!("line {i:06} of the order"))
+        .collect();
+    let body = json!({"order": "D-4", "lines": lines});
+    let (status, headers, answer) = s.post_hook("aws-orders-token-000000000004", &body).await;
+    assert_eq!(status, 202, "{answer}");
+    let run_id = answer["run_id"].as_str().expect("run id").to_string();
+    let message_id = headers["x-tripline-message-id"].clone();
+    s.pump.drain(&s.executor, Duration::from_secs(30)).await;
+    let run = s.run(&run_id).await;
+    assert_eq!(run["status"], "succeeded", "{}", run["error"]);
+    assert_eq!(
+        run["trigger_input"]["body"]["lines"]
+            .as_array()
+            .map(Vec::len),
+        Some(12_000),
+        "{}",
+        run["trigger_input"].to_string().len()
+    );
+    let (_, _, message) = s
+        .http(
+            &s.control,
+            "GET",
+            &format!("/v1/inbox/{message_id}"),
+            &[],
+            b"",
+        )
+        .await;
+    let sent: Value =
+        serde_json::from_str(message["body"].as_str().expect("text body")).expect("json");
+    assert_eq!(sent, body);
+    let objects = s
+        .clients
+        .s3
+        .list_objects_v2()
+        .bucket(&s.settings.bucket)
+        .send()
+        .await
+        .expect("list");
+    let keys: Vec<&str> = objects.contents().iter().filter_map(|o| o.key()).collect();
+    assert!(
+        keys.contains(&format!("inbox/{message_id}").as_str()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with(&format!("runs/{run_id}/"))),
+        "{keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_step_is_retried_through_the_queue_and_a_failed_batch_item_is_redelivered() {
+    let s = shape(&[]).await;
+    s.stub.script([Reply::status(503)]);
+    s.deploy(
+        "orders",
+        &three_steps(&s.stub, "aws-orders-token-000000000005"),
+    )
+    .await;
+    let (_, _, body) = s
+        .post_hook("aws-orders-token-000000000005", &json!({"order": "E-5"}))
+        .await;
+    let run_id = body["run_id"].as_str().expect("run id").to_string();
+    // First delivery: the step fails with 503 and its retry is a delayed SQS message.
+    s.pump.drain(&s.executor, Duration::from_secs(30)).await;
+    let run = s.run(&run_id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(s.stub.requests().len(), 3, "reserve twice, notify once");
+
+    // A record the executor cannot handle is reported as a batch item failure: SQS keeps
+    // it and delivers it again (and to the dead-letter queue after the redrive limit).
+    s.clients
+        .sqs
+        .send_message()
+        .queue_url(&s.settings.queue_url)
+        .message_body("not a work item")
+        .send()
+        .await
+        .expect("send");
+    let mut pump =
+        tripline_tests::lambda::Pump::new(s.clients.sqs.clone(), &s.settings.queue_url).await;
+    pump.visibility = Duration::from_secs(1);
+    let first = pump.once(&s.executor, Duration::from_secs(2)).await;
+    assert_eq!((first.delivered, first.failed), (1, 1));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = s
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(&s.settings.queue_url)
+        .wait_time_seconds(2)
+        .message_system_attribute_names(
+            aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+        )
+        .send()
+        .await
+        .expect("receive")
+        .messages
+        .unwrap_or_default();
+    assert_eq!(again.len(), 1, "the failed record was not deleted");
+    assert_eq!(again[0].body(), Some("not a work item"));
+    assert_eq!(
+        again[0]
+            .attributes()
+            .and_then(
+                |a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+            )
+            .map(String::as_str),
+        Some("2")
+    );
+}
