@@ -1,0 +1,493 @@
+//! The AWS shape's numbers, against moto's server (run by `tests/bench`, which starts it):
+//! AWS requests per run, counted by an SDK interceptor, with the write and read units
+//! they imply and the list-price cost per million runs; each Lambda binary's size and its
+//! start-up time to the first handled event (the release binaries behind a Lambda Runtime
+//! API on loopback).
+//!
+//! Usage: tests/with-aws cargo run --release -p tripline-tests --example aws-bench
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use tripline_app::App;
+use tripline_aws::{CallCounter, Clients, Settings};
+use tripline_tests::Stub;
+use tripline_tests::aws::{endpoint, fresh};
+use tripline_tests::lambda::{Function, function_bin, function_env, http_event, sqs_event};
+
+/// List prices, us-east-1, on-demand (USD per million).
+const PRICE_WRU: f64 = 0.625;
+const PRICE_RRU: f64 = 0.125;
+const PRICE_SQS_REQUEST: f64 = 0.40;
+const PRICE_S3_PUT: f64 = 5.0;
+const PRICE_S3_GET: f64 = 0.40;
+const PRICE_LAMBDA_REQUEST: f64 = 0.20;
+const PRICE_HTTP_API_REQUEST: f64 = 1.00;
+
+const RUNS: usize = 20;
+
+struct Rig {
+    clients: Clients,
+    settings: Settings,
+    functions: CallCounter,
+    esm: CallCounter,
+    ingress: Arc<App>,
+    executor: Arc<App>,
+    esm_sqs: aws_sdk_sqs::Client,
+    queue_arn: String,
+}
+
+fn workflows(stub: &Stub) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "one",
+            format!(
+                "id: one\ntriggers:\n  - {{type: webhook, id: hook, token: bench-one-token-0000000001}}\nsteps:\n  - {{id: call, type: http, method: POST, url: \"{}/one\", body: \"{{{{ trigger.body }}}}\"}}\n",
+                stub.url
+            ),
+        ),
+        (
+            "three",
+            format!(
+                "id: three\ntriggers:\n  - {{type: webhook, id: hook, token: bench-three-token-000000001}}\nsteps:\n  - {{id: a, type: http, method: POST, url: \"{url}/a\", body: \"{{{{ trigger.body }}}}\"}}\n  - {{id: b, type: transform, value: {{n: \"{{{{ trigger.body.n }}}}\", status: \"{{{{ steps.a.status }}}}\"}}}}\n  - {{id: c, type: http, method: POST, url: \"{url}/c\", body: \"{{{{ steps.b }}}}\"}}\n",
+                url = stub.url
+            ),
+        ),
+        (
+            "sync",
+            "id: sync\ntriggers:\n  - {type: webhook, id: hook, token: bench-sync-token-0000000001, response: sync}\nsteps:\n  - {id: t, type: transform, value: {n: \"{{ trigger.body.n }}\"}}\n".to_string(),
+        ),
+        (
+            "synchttp",
+            format!(
+                "id: synchttp\ntriggers:\n  - {{type: webhook, id: hook, token: bench-synchttp-token-00001, response: sync}}\nsteps:\n  - {{id: call, type: http, method: POST, url: \"{}/s\", body: \"{{{{ trigger.body }}}}\"}}\n",
+                stub.url
+            ),
+        ),
+    ]
+}
+
+impl Rig {
+    async fn new(stub: &Stub) -> Self {
+        let (clients, settings) = fresh(None).await;
+        let functions = CallCounter::default();
+        let esm = CallCounter::default();
+        let counted = Clients::for_endpoint(&endpoint(), Some(functions.clone()));
+        let esm_clients = Clients::for_endpoint(&endpoint(), Some(esm.clone()));
+        let mut config = tripline_aws::config_from_env().expect("config");
+        config.outbound.allow_private_networks = true;
+        let ingress = tripline_aws::build_app(&counted, settings.clone(), config.clone());
+        let executor = tripline_aws::build_app(&counted, settings.clone(), config);
+        for (id, yaml) in workflows(stub) {
+            ingress
+                .deployments
+                .deploy_text(
+                    ingress.store.as_ref(),
+                    &yaml,
+                    tripline_core::validate::Format::Yaml,
+                    Some(id),
+                    ingress.clock.now(),
+                )
+                .await
+                .unwrap_or_else(|_| panic!("deploy {id}"));
+        }
+        let queue_arn = clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&settings.queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("arn")
+            .attributes()
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                    .cloned()
+            })
+            .unwrap_or_default();
+        Self {
+            clients,
+            settings,
+            functions,
+            esm,
+            ingress,
+            executor,
+            esm_sqs: esm_clients.sqs,
+            queue_arn,
+        }
+    }
+
+    async fn post(&self, token: &str, body: &Value) -> (u16, Value) {
+        let req = axum::http::Request::post(format!("/hooks/{token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let resp = tripline_app::ingress::router(self.ingress.clone())
+            .oneshot(req)
+            .await
+            .expect("answer");
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// One pass of the event source mapping: receive, invoke the executor's handler with
+    /// the SQS event, delete what succeeded. Returns how many messages it delivered.
+    async fn pump(&self, wait: i32) -> usize {
+        let got = self
+            .esm_sqs
+            .receive_message()
+            .queue_url(&self.settings.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default();
+        if got.is_empty() {
+            return 0;
+        }
+        let event = sqs_event(&got, &self.queue_arn);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let answer = tripline_aws::lambda::executor_event(&self.executor, event, deadline)
+            .await
+            .expect("executor");
+        assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+        for m in &got {
+            self.esm_sqs
+                .delete_message()
+                .queue_url(&self.settings.queue_url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+        got.len()
+    }
+
+    async fn item(
+        &self,
+        table: &str,
+        id: &str,
+    ) -> BTreeMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+        self.clients
+            .dynamodb
+            .get_item()
+            .table_name(table)
+            .key("id", aws_sdk_dynamodb::types::AttributeValue::S(id.into()))
+            .send()
+            .await
+            .expect("get")
+            .item
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
+    }
+}
+
+/// An item's size as DynamoDB bills it (attribute names plus values; numbers approximated
+/// by their digits).
+fn item_size(item: &BTreeMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> usize {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    item.iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    A::S(s) => s.len(),
+                    A::N(n) => n.len().div_ceil(2) + 1,
+                    A::B(b) => b.as_ref().len(),
+                    A::Bool(_) | A::Null(_) => 1,
+                    _ => 100,
+                }
+        })
+        .sum()
+}
+
+#[derive(Default, Debug)]
+struct PerRun {
+    calls: BTreeMap<String, f64>,
+    esm: BTreeMap<String, f64>,
+}
+
+fn per_run(counts: BTreeMap<String, u64>, n: usize) -> BTreeMap<String, f64> {
+    counts
+        .into_iter()
+        .map(|(k, v)| (k, v as f64 / n as f64))
+        .collect()
+}
+
+async fn scenario(rig: &Rig, name: &str, token: &str, sync: bool) -> PerRun {
+    // Warm up: the first run loads the revision cache, as a warm Lambda has it.
+    run_once(rig, token, sync, 0).await;
+    rig.functions.reset();
+    rig.esm.reset();
+    for i in 1..=RUNS {
+        run_once(rig, token, sync, i).await;
+    }
+    let r = PerRun {
+        calls: per_run(rig.functions.snapshot(), RUNS),
+        esm: per_run(rig.esm.snapshot(), RUNS),
+    };
+    eprintln!("{name}: {r:?}");
+    r
+}
+
+async fn run_once(rig: &Rig, token: &str, sync: bool, n: usize) {
+    let body = json!({"n": n, "order": format!("order-{n}")});
+    if sync {
+        let (status, answer) = if token.contains("synchttp") {
+            let post = rig.post(token, &body);
+            let pump = async {
+                let mut delivered = 0;
+                while delivered == 0 {
+                    delivered = rig.pump(1).await;
+                }
+            };
+            let (r, ()) = tokio::join!(post, pump);
+            r
+        } else {
+            rig.post(token, &body).await
+        };
+        assert_eq!(status, 200, "{answer}");
+        return;
+    }
+    let (status, answer) = rig.post(token, &body).await;
+    assert_eq!(status, 202, "{answer}");
+    let run_id = answer["run_id"].as_str().expect("run id").to_string();
+    loop {
+        rig.pump(1).await;
+        let run = rig
+            .ingress
+            .store
+            .run(&run_id)
+            .await
+            .expect("run")
+            .expect("run");
+        if run.status.is_terminal() {
+            assert_eq!(run.status.as_str(), "succeeded");
+            break;
+        }
+    }
+}
+
+fn sum(calls: &BTreeMap<String, f64>, ops: &[&str]) -> f64 {
+    ops.iter()
+        .map(|o| calls.get(*o).copied().unwrap_or(0.0))
+        .sum()
+}
+
+const DDB_WRITES: &[&str] = &[
+    "DynamoDB.PutItem",
+    "DynamoDB.BatchWriteItem",
+    "DynamoDB.TransactWriteItems",
+    "DynamoDB.UpdateItem",
+    "DynamoDB.DeleteItem",
+];
+const DDB_READS: &[&str] = &[
+    "DynamoDB.GetItem",
+    "DynamoDB.BatchGetItem",
+    "DynamoDB.Query",
+    "DynamoDB.Scan",
+];
+
+async fn start_up(name: &str, settings: &Settings, event: Value) -> (Duration, Duration) {
+    let env = function_env(settings, &endpoint());
+    let f = Function::start(name, &env).await;
+    let answer = f.invoke_with(event, Duration::from_secs(10)).await;
+    let answered = f.spawned_at.elapsed();
+    assert!(answer.is_ok(), "{name}: {answer:?}");
+    let ready = f
+        .runtime
+        .first_poll()
+        .map(|t| t.duration_since(f.spawned_at))
+        .unwrap_or_default();
+    f.stop().await;
+    (ready, answered)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let stub = Stub::start().await;
+    let rig = Rig::new(&stub).await;
+
+    println!(
+        "\n## AWS requests per run ({RUNS} runs each, warm functions, counted against moto)\n"
+    );
+    println!(
+        "| run | DynamoDB writes | DynamoDB reads | SQS by the functions | SQS by the event source mapping | S3 | every call, per run |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---|");
+    let mut results = Vec::new();
+    for (label, name, token, sync) in [
+        (
+            "async webhook, one http step",
+            "one",
+            "bench-one-token-0000000001",
+            false,
+        ),
+        (
+            "async webhook, three steps (http, transform, http)",
+            "three",
+            "bench-three-token-000000001",
+            false,
+        ),
+        (
+            "sync webhook, one transform",
+            "sync",
+            "bench-sync-token-0000000001",
+            true,
+        ),
+        (
+            "sync webhook, one http step (reply by polling)",
+            "synchttp",
+            "bench-synchttp-token-00001",
+            true,
+        ),
+    ] {
+        let r = scenario(&rig, name, token, sync).await;
+        let all: Vec<String> = r
+            .calls
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .chain(r.esm.iter().map(|(k, v)| format!("ESM {k} {v:.2}")))
+            .collect();
+        let sqs: f64 = r
+            .calls
+            .iter()
+            .filter(|(k, _)| k.starts_with("SQS."))
+            .map(|(_, v)| v)
+            .sum();
+        let esm: f64 = r.esm.values().sum();
+        let s3: f64 = r
+            .calls
+            .iter()
+            .filter(|(k, _)| k.starts_with("S3."))
+            .map(|(_, v)| v)
+            .sum();
+        println!(
+            "| {label} | {:.2} | {:.2} | {sqs:.2} | {esm:.2} | {s3:.2} | {} |",
+            sum(&r.calls, DDB_WRITES),
+            sum(&r.calls, DDB_READS),
+            all.join(", ")
+        );
+        results.push((label, name, r));
+    }
+
+    // Units: from the sizes of a three-step run's items.
+    let page = rig
+        .ingress
+        .store
+        .runs(&tripline_app::ports::RunQuery {
+            workflow: Some("three".into()),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("runs");
+    let run = &page.items[0];
+    let run_item = rig.item(&rig.settings.runs_table, &run.id).await;
+    let msg_item = rig
+        .item(
+            &rig.settings.inbox_table,
+            run.message_id.as_deref().unwrap_or_default(),
+        )
+        .await;
+    let mut queued = run.clone();
+    queued.status = tripline_core::RunStatus::Queued;
+    queued.step_executions.clear();
+    let queued_size = serde_json::to_string(&queued).map(|s| s.len()).unwrap_or(0) + 80;
+    let (run_size, msg_size) = (item_size(&run_item), item_size(&msg_item));
+    let wru = |bytes: usize| bytes.div_ceil(1024) as f64;
+    // Admission: message and run items, plus one keys-only entry in each of their two indexes.
+    let admission = wru(msg_size) + wru(queued_size) + 4.0;
+    let finish = wru(run_size);
+    let reads = (run_size.div_ceil(4096)) as f64; // the executor's consistent read of the queued run
+    let total_wru = admission + finish;
+    let ddb = total_wru * PRICE_WRU + reads * PRICE_RRU;
+    let three = &results[1].2;
+    let sqs_requests = three
+        .calls
+        .iter()
+        .filter(|(k, _)| k.starts_with("SQS."))
+        .map(|(_, v)| v)
+        .sum::<f64>()
+        + three.esm.values().sum::<f64>();
+    let sqs = sqs_requests * PRICE_SQS_REQUEST;
+    let s3 = sum(&three.calls, &["S3.PutObject"]) * PRICE_S3_PUT
+        + sum(&three.calls, &["S3.GetObject"]) * PRICE_S3_GET;
+    let lambda = 2.0 * PRICE_LAMBDA_REQUEST;
+    let api = PRICE_HTTP_API_REQUEST;
+    println!("\n## Cost of a million three-step async runs (list prices, us-east-1, on-demand)\n");
+    println!(
+        "- items: inbox message {msg_size} B, run when queued ~{queued_size} B, finished run {run_size} B"
+    );
+    println!(
+        "- DynamoDB: admission {admission:.0} WRU (message {} + run {} + 4 index entries) + finish {finish:.0} WRU = {total_wru:.0} WRU × ${PRICE_WRU}/M = ${:.3}; reads {reads:.0} RRU × ${PRICE_RRU}/M = ${:.3}",
+        wru(msg_size),
+        wru(queued_size),
+        total_wru * PRICE_WRU,
+        reads * PRICE_RRU
+    );
+    println!(
+        "- SQS: {sqs_requests:.2} requests (send by the ingress; receive and delete by the event source mapping, counted here per message — Lambda batches them up to 10 under load) × ${PRICE_SQS_REQUEST}/M = ${sqs:.3}"
+    );
+    println!("- S3: ${s3:.3}");
+    println!(
+        "- storage side (DynamoDB + SQS + S3): **${:.2} per million runs**",
+        ddb + sqs + s3
+    );
+    println!(
+        "- plus Lambda requests (ingress + executor, 2 × ${PRICE_LAMBDA_REQUEST}/M) ${lambda:.2} and HTTP API requests ${api:.2}: **${:.2} per million runs** before Lambda duration",
+        ddb + sqs + s3 + lambda + api
+    );
+
+    // Binary sizes and start-up.
+    println!("\n## Lambda binaries (release build of this machine's architecture)\n");
+    println!(
+        "| function | binary | ready for the first event (median of 5) | first event answered (median of 5) |"
+    );
+    println!("|---|---:|---:|---:|");
+    let events = [
+        (
+            "webhook-ingress",
+            http_event("POST", "/hooks/no-such-token", &[], b"{}"),
+        ),
+        ("step-executor", json!({"Records": []})),
+        ("control-api", http_event("GET", "/healthz", &[], b"")),
+    ];
+    for (name, event) in events {
+        let size = std::fs::metadata(function_bin(name))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let mut ready = Vec::new();
+        let mut answered = Vec::new();
+        for _ in 0..5 {
+            let (r, a) = start_up(name, &rig.settings, event.clone()).await;
+            ready.push(r);
+            answered.push(a);
+        }
+        println!(
+            "| {name} | {:.2} MiB | {:.1} ms | {:.1} ms |",
+            size as f64 / 1048576.0,
+            median(ready).as_secs_f64() * 1000.0,
+            median(answered).as_secs_f64() * 1000.0
+        );
+    }
+    let _ = Instant::now();
+}

@@ -1,0 +1,184 @@
+//! template.yaml keeps the promises the code relies on: the tables have the keys and
+//! indexes the store queries (the same as `provision`, which the moto tests use), the
+//! queue's visibility timeout is at least six times the executor's timeout, partial batch
+//! failures are reported, every function is built the same way with its own policy.
+//! (`tests/run` also runs cfn-lint and `sam validate --lint` on it.)
+
+use tripline_aws::provision::{IDEMPOTENCY, INBOX, RUNS, TableSpec, WORKFLOWS};
+use tripline_tests::repo_root;
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn template() -> Yaml {
+    let text = std::fs::read_to_string(repo_root().join("template.yaml")).expect("template.yaml");
+    YamlLoader::load_from_str(&text)
+        .expect("template.yaml is YAML")
+        .remove(0)
+}
+
+fn resource<'a>(t: &'a Yaml, name: &str) -> &'a Yaml {
+    let r = &t["Resources"][name];
+    assert!(!r.is_badvalue(), "template.yaml has no resource {name}");
+    r
+}
+
+fn strings(y: &Yaml) -> Vec<String> {
+    y.as_vec()
+        .map(|v| {
+            v.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An index: its name, key schema and projection.
+type Index = (String, Vec<(String, String)>, String);
+
+fn key_schema(y: &Yaml) -> Vec<(String, String)> {
+    y.as_vec()
+        .expect("KeySchema")
+        .iter()
+        .map(|k| {
+            (
+                k["AttributeName"].as_str().expect("name").to_string(),
+                k["KeyType"].as_str().expect("type").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn check_table(t: &Yaml, name: &str, spec: &TableSpec) {
+    let p = &resource(t, name)["Properties"];
+    assert_eq!(p["BillingMode"].as_str(), Some("PAY_PER_REQUEST"), "{name}");
+    assert_eq!(
+        p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
+        Some(true),
+        "{name}: point-in-time recovery"
+    );
+    let mut expected = vec![(spec.hash.to_string(), "HASH".to_string())];
+    if let Some(r) = spec.range {
+        expected.push((r.to_string(), "RANGE".into()));
+    }
+    assert_eq!(key_schema(&p["KeySchema"]), expected, "{name}: key");
+    let indexes: Vec<Index> = p["GlobalSecondaryIndexes"]
+        .as_vec()
+        .map(|v| {
+            v.iter()
+                .map(|i| {
+                    (
+                        i["IndexName"].as_str().expect("name").to_string(),
+                        key_schema(&i["KeySchema"]),
+                        i["Projection"]["ProjectionType"]
+                            .as_str()
+                            .expect("projection")
+                            .to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let expected: Vec<Index> = spec
+        .indexes
+        .iter()
+        .map(|(n, h, r)| {
+            (
+                n.to_string(),
+                vec![
+                    (h.to_string(), "HASH".into()),
+                    (r.to_string(), "RANGE".into()),
+                ],
+                "KEYS_ONLY".to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(indexes, expected, "{name}: indexes");
+    for def in p["AttributeDefinitions"].as_vec().expect("attributes") {
+        let attr = def["AttributeName"].as_str().expect("name");
+        let kind = if spec.numbers.contains(&attr) {
+            "N"
+        } else {
+            "S"
+        };
+        assert_eq!(def["AttributeType"].as_str(), Some(kind), "{name}.{attr}");
+    }
+    assert_eq!(
+        p["TimeToLiveSpecification"]["AttributeName"].as_str(),
+        spec.ttl,
+        "{name}: TTL attribute"
+    );
+}
+
+#[test]
+fn the_tables_have_the_keys_and_indexes_the_store_uses() {
+    let t = template();
+    check_table(&t, "WorkflowsTable", &WORKFLOWS);
+    check_table(&t, "RunsTable", &RUNS);
+    check_table(&t, "InboxTable", &INBOX);
+    check_table(&t, "IdempotencyTable", &IDEMPOTENCY);
+}
+
+#[test]
+fn the_queue_outlasts_six_executor_timeouts_and_redrives_to_a_dead_letter_queue() {
+    let t = template();
+    let executor = &resource(&t, "StepExecutorFunction")["Properties"];
+    let timeout = executor["Timeout"]
+        .as_i64()
+        .expect("the executor's timeout is a number");
+    let queue = &resource(&t, "WorkQueue")["Properties"];
+    let visibility = queue["VisibilityTimeout"].as_i64().expect("visibility");
+    assert!(visibility >= 6 * timeout, "{visibility} < 6 × {timeout}");
+    assert!(queue["RedrivePolicy"]["maxReceiveCount"].as_i64().is_some());
+    let sqs = &executor["Events"]["Work"];
+    assert_eq!(sqs["Type"].as_str(), Some("SQS"));
+    assert_eq!(
+        strings(&sqs["Properties"]["FunctionResponseTypes"]),
+        vec!["ReportBatchItemFailures"]
+    );
+    assert_eq!(
+        executor["Events"]["Sweep"]["Properties"]["Input"].as_str(),
+        Some(r#"{"sweep": true}"#),
+        "the sweeper's schedule sends what the executor recognises"
+    );
+}
+
+#[test]
+fn every_function_is_a_rust_arm64_binary_with_its_own_policy() {
+    let t = template();
+    let globals = &t["Globals"]["Function"];
+    assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
+    assert_eq!(strings(&globals["Architectures"]), vec!["arm64"]);
+    for (name, binary) in [
+        ("WebhookIngressFunction", "webhook-ingress"),
+        ("StepExecutorFunction", "step-executor"),
+        ("ControlApiFunction", "control-api"),
+    ] {
+        let f = resource(&t, name);
+        assert_eq!(
+            f["Metadata"]["BuildMethod"].as_str(),
+            Some("rust-cargolambda"),
+            "{name}"
+        );
+        assert_eq!(
+            f["Metadata"]["BuildProperties"]["Binary"].as_str(),
+            Some(binary),
+            "{name}"
+        );
+        let statements = f["Properties"]["Policies"][0]["Statement"]
+            .as_vec()
+            .unwrap_or_else(|| panic!("{name} has no policy of its own"));
+        for s in statements {
+            let actions = match &s["Action"] {
+                Yaml::String(a) => vec![a.clone()],
+                other => strings(other),
+            };
+            assert!(
+                actions.iter().all(|a| !a.ends_with('*')),
+                "{name}: least privilege, no wildcard actions: {actions:?}"
+            );
+        }
+        assert!(
+            std::path::Path::new(&repo_root().join("functions").join(binary)).is_dir(),
+            "{binary} is a crate under functions/"
+        );
+    }
+}
