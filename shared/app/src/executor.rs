@@ -116,6 +116,7 @@ impl App {
                 revision: run.revision,
             })?;
         let (mut run, mut effects) = engine::apply(&wf, run, Event::Continue, self.clock.now());
+        let mut performed = 0usize;
         loop {
             let Some(effect) = effects.pop() else {
                 return Ok(());
@@ -128,17 +129,28 @@ impl App {
                     timeout,
                     success,
                 } => {
-                    if let Some(deadline) = deadline
-                        && tokio::time::Instant::now() + timeout + DEADLINE_MARGIN > deadline
-                    {
-                        tracing::info!(step = %step, "not enough time left for the step; the run continues in a new invocation");
-                        let Some(saved) = self.save(&run).await? else {
+                    let mut timeout = timeout;
+                    if let Some(deadline) = deadline {
+                        let left = deadline
+                            .saturating_duration_since(tokio::time::Instant::now())
+                            .saturating_sub(DEADLINE_MARGIN);
+                        if timeout > left && performed > 0 {
+                            tracing::info!(step = %step, "not enough time left for the step; the run continues in a new invocation");
+                            let Some(saved) = self.save(&run).await? else {
+                                return Ok(());
+                            };
+                            let item = WorkItem { run_id: saved.id };
+                            self.queue.send(&item, Duration::ZERO).await?;
                             return Ok(());
-                        };
-                        let item = WorkItem { run_id: saved.id };
-                        self.queue.send(&item, Duration::ZERO).await?;
-                        return Ok(());
+                        }
+                        if timeout > left {
+                            // Even a fresh invocation cannot give this step its timeout:
+                            // it gets what there is, rather than being deferred forever.
+                            tracing::warn!(step = %step, timeout = ?timeout, left = ?left, "the step's timeout is longer than an invocation allows; it is cut to the time left");
+                            timeout = left.max(Duration::from_secs(1));
+                        }
                     }
+                    performed += 1;
                     let started_at = self.clock.now();
                     let request_record = serde_json::to_value(&request).unwrap_or(Value::Null);
                     tracing::debug!(step = %step, attempt, "step attempt");
