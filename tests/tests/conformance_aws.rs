@@ -149,3 +149,80 @@ async fn an_idempotency_claim_carries_a_ttl_in_seconds_and_the_table_expires_it(
         Some(&aws_sdk_dynamodb::types::TimeToLiveStatus::Enabled)
     );
 }
+
+#[tokio::test]
+async fn the_call_counter_counts_every_request_by_service_and_operation() {
+    let counter = tripline_aws::CallCounter::default();
+    let (_, settings) = fresh(None).await;
+    let clients = tripline_aws::Clients::for_endpoint(
+        &tripline_tests::aws::endpoint(),
+        Some(counter.clone()),
+    );
+    let store = DynamoStore::new(&clients, settings.clone());
+    let queue = SqsQueue::new(clients.sqs.clone(), settings.queue_url.clone());
+    assert!(store.run("nope").await.expect("read").is_none());
+    tripline_app::ports::Queue::send(
+        &queue,
+        &tripline_app::ports::WorkItem { run_id: "r".into() },
+        Duration::ZERO,
+    )
+    .await
+    .expect("send");
+    let counts = counter.snapshot();
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("DynamoDB.GetItem".to_string(), 1),
+            ("SQS.SendMessage".to_string(), 1)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_long_run_record_is_stored_deflated_and_reads_back_the_same() {
+    let (clients, settings) = fresh(None).await;
+    let store = DynamoStore::new(&clients, settings.clone());
+    let mut run = tripline_core::Run::new(
+        "long".into(),
+        "wf",
+        1,
+        tripline_core::run::TriggerRef {
+            kind: "webhook".into(),
+            id: "hook".into(),
+        },
+        serde_json::json!({"body": {"lines": vec!["the same line, again and again"; 100]}}),
+        T0,
+    );
+    store
+        .admit(Admission {
+            message: message("ml", vec![]),
+            runs: vec![run.clone()],
+            idempotency: None,
+        })
+        .await
+        .expect("admit");
+    let item = clients
+        .dynamodb
+        .get_item()
+        .table_name(&settings.runs_table)
+        .key(
+            "id",
+            aws_sdk_dynamodb::types::AttributeValue::S("long".into()),
+        )
+        .send()
+        .await
+        .expect("get")
+        .item
+        .expect("item");
+    let stored = item["z"].as_b().expect("deflated").as_ref().len();
+    let json = serde_json::to_string(&run).expect("json").len();
+    assert!(!item.contains_key("doc"));
+    assert!(
+        stored * 4 < json,
+        "{stored} bytes stored for {json} bytes of JSON"
+    );
+    assert_eq!(store.run("long").await.expect("read"), Some(run.clone()));
+    run.status = tripline_core::RunStatus::Running;
+    let saved = store.save_run(&run).await.expect("save");
+    assert_eq!(store.run("long").await.expect("read"), Some(saved));
+}

@@ -91,24 +91,26 @@ pub fn build_app(clients: &Clients, settings: Settings, config: Config) -> Arc<A
 }
 
 /// What a function's `main` does first: settings and clients from the environment (once
-/// per cold start), the deployed workflows loaded.
+/// per cold start). Nothing is read from the store yet, so the function is ready for its
+/// first event at once: the webhook registry is loaded on first use (see
+/// [`Config::refresh_workflows`]), workflow revisions when a run needs them.
 pub async fn app_from_env() -> Result<Arc<App>, BoxError> {
     let settings = Settings::from_env()?;
     let config = config_from_env()?;
     let clients = Clients::from_env(None).await;
-    let app = build_app(&clients, settings, config);
-    app.deployments.load(app.store.as_ref()).await?;
-    Ok(app)
+    Ok(build_app(&clients, settings, config))
 }
 
-/// Logs as JSON lines (CloudWatch), at the level `RUST_LOG` asks (default `info`).
+/// Logs as JSON lines (CloudWatch; Lambda adds the time), at the level `RUST_LOG` names:
+/// `error`, `warn`, `info` (the default), `debug` or `trace`.
 pub fn init_tracing() {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing::level_filters::LevelFilter>().ok())
+        .unwrap_or(tracing::level_filters::LevelFilter::INFO);
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_max_level(level)
         .with_target(false)
         .without_time()
         .init();

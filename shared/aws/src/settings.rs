@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_dynamodb::config::ConfigBag;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
 /// Names of the resources, as the SAM template creates them.
 #[derive(Clone, Debug, PartialEq)]
@@ -78,6 +79,17 @@ impl Settings {
     }
 }
 
+/// The SDK's HTTPS client on rustls with *ring*, the same TLS stack the outbound `http`
+/// steps use (one crypto library in each binary, not two).
+fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
 /// The SDK clients, built once per cold start and shared.
 #[derive(Clone, Debug)]
 pub struct Clients {
@@ -90,7 +102,10 @@ impl Clients {
     /// From the environment, as in Lambda (`AWS_REGION`, the function's role; an
     /// `AWS_ENDPOINT_URL` points every client at another server, e.g. moto).
     pub async fn from_env(counter: Option<CallCounter>) -> Self {
-        let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http_client())
+            .load()
+            .await;
         Self::from_config(&shared, counter)
     }
 
@@ -122,6 +137,7 @@ impl Clients {
                 aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"),
             ))
             .behavior_version(aws_config::BehaviorVersion::latest())
+            .http_client(http_client())
             .build();
         Self::from_config(&shared, counter)
     }
@@ -148,9 +164,11 @@ impl Intercept for CallCounter {
         "CallCounter"
     }
 
-    fn read_before_execution(
+    // Before each transmission: a retried request counts again, as AWS bills it.
+    fn read_before_transmit(
         &self,
-        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(m) = cfg.load::<Metadata>()
