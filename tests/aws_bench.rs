@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use serde_json::{Value, json};
@@ -18,7 +18,9 @@ use tripline_app::ports::Store;
 use tripline_aws::{CallCounter, Clients, Settings};
 use tripline_tests::Stub;
 use tripline_tests::aws::{endpoint, fresh};
-use tripline_tests::lambda::{Function, function_bin, function_env, http_event, sqs_event};
+use tripline_tests::lambda::{
+    Function, function_bin, function_env, http_event, queue_arn, receive, sqs_event,
+};
 
 /// List prices, us-east-1, on-demand (USD per million).
 const PRICE_WRU: f64 = 0.625;
@@ -98,20 +100,7 @@ impl Rig {
                 .await
                 .unwrap_or_else(|_| panic!("deploy {id}"));
         }
-        let queue_arn = clients
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&settings.queue_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("arn")
-            .attributes()
-            .and_then(|a| {
-                a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                    .cloned()
-            })
-            .unwrap_or_default();
+        let queue_arn = queue_arn(&clients.sqs, &settings.queue_url).await;
         Self {
             observer: tripline_aws::DynamoStore::new(&clients, settings.clone()),
             clients,
@@ -146,19 +135,14 @@ impl Rig {
 
     /// One pass of the event source mapping: receive, invoke the executor's handler with
     /// the SQS event, delete what succeeded. Returns how many messages it delivered.
-    async fn pump(&self, wait: i32) -> usize {
-        let got = self
-            .esm_sqs
-            .receive_message()
-            .queue_url(&self.settings.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(wait)
-            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-            .send()
-            .await
-            .expect("receive")
-            .messages
-            .unwrap_or_default();
+    async fn pump(&self, wait: u64) -> usize {
+        let got = receive(
+            &self.esm_sqs,
+            &self.settings.queue_url,
+            Duration::from_secs(wait),
+            Duration::from_secs(30),
+        )
+        .await;
         if got.is_empty() {
             return 0;
         }
@@ -497,5 +481,4 @@ async fn main() {
             median(answered).as_secs_f64() * 1000.0
         );
     }
-    let _ = Instant::now();
 }

@@ -81,14 +81,18 @@ fn answer(s: &RuntimeState, id: &str, a: Answer) -> StatusCode {
     StatusCode::ACCEPTED
 }
 
+/// A posted body as JSON, or as a string when it is not JSON.
+fn posted(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into()))
+}
+
 async fn response(
     State(s): State<Arc<RuntimeState>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> StatusCode {
-    let v = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
-    answer(&s, &id, Ok(v))
+    answer(&s, &id, Ok(posted(&body)))
 }
 
 async fn error(
@@ -96,9 +100,7 @@ async fn error(
     Path(id): Path<String>,
     body: Bytes,
 ) -> StatusCode {
-    let v = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
-    answer(&s, &id, Err(v))
+    answer(&s, &id, Err(posted(&body)))
 }
 
 async fn init_error(State(s): State<Arc<RuntimeState>>, body: Bytes) -> StatusCode {
@@ -378,25 +380,49 @@ pub struct Pumped {
     pub failed: usize,
 }
 
+/// A queue's ARN (what an SQS event names as its source).
+pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .unwrap_or_default()
+}
+
+/// Up to 10 messages with their system attributes, as an event source mapping receives
+/// them: waiting up to `wait` for the first, hidden for `visibility`.
+pub async fn receive(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    wait: Duration,
+    visibility: Duration,
+) -> Vec<aws_sdk_sqs::types::Message> {
+    sqs.receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(wait.as_secs() as i32)
+        .visibility_timeout(visibility.as_secs() as i32)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .expect("receive")
+        .messages
+        .unwrap_or_default()
+}
+
 impl Pump {
     pub async fn new(sqs: aws_sdk_sqs::Client, queue_url: &str) -> Self {
-        let arn = sqs
-            .get_queue_attributes()
-            .queue_url(queue_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("queue attributes")
-            .attributes()
-            .and_then(|a| {
-                a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                    .cloned()
-            })
-            .unwrap_or_default();
         Self {
+            queue_arn: queue_arn(&sqs, queue_url).await,
             sqs,
             queue_url: queue_url.into(),
-            queue_arn: arn,
             visibility: Duration::from_secs(30),
         }
     }
@@ -404,18 +430,7 @@ impl Pump {
     /// Receives one batch (up to 10, waiting up to `wait`), invokes the executor with it,
     /// deletes what succeeded.
     pub async fn once(&self, executor: &Function, wait: Duration) -> Pumped {
-        let received = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(wait.as_secs() as i32)
-            .visibility_timeout(self.visibility.as_secs() as i32)
-            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-            .send()
-            .await
-            .expect("receive");
-        let messages = received.messages.unwrap_or_default();
+        let messages = receive(&self.sqs, &self.queue_url, wait, self.visibility).await;
         if messages.is_empty() {
             return Pumped::default();
         }

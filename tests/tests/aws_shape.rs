@@ -278,18 +278,13 @@ async fn a_duplicate_sqs_delivery_changes_nothing() {
         .await;
     let run_id = body["run_id"].as_str().expect("run id").to_string();
     // Receive the one message and deliver it twice, as SQS may.
-    let received = s
-        .clients
-        .sqs
-        .receive_message()
-        .queue_url(&s.settings.queue_url)
-        .wait_time_seconds(2)
-        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-        .send()
-        .await
-        .expect("receive")
-        .messages
-        .unwrap_or_default();
+    let received = tripline_tests::lambda::receive(
+        &s.clients.sqs,
+        &s.settings.queue_url,
+        Duration::from_secs(2),
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(received.len(), 1);
     let event = tripline_tests::lambda::sqs_event(&received, &s.pump.queue_arn);
     let first = s.executor.invoke(event.clone()).await.expect("first");
@@ -475,20 +470,13 @@ async fn a_failing_step_is_retried_through_the_queue_and_a_failed_batch_item_is_
     let first = pump.once(&s.executor, Duration::from_secs(2)).await;
     assert_eq!((first.delivered, first.failed), (1, 1));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let again = s
-        .clients
-        .sqs
-        .receive_message()
-        .queue_url(&s.settings.queue_url)
-        .wait_time_seconds(2)
-        .message_system_attribute_names(
-            aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
-        )
-        .send()
-        .await
-        .expect("receive")
-        .messages
-        .unwrap_or_default();
+    let again = tripline_tests::lambda::receive(
+        &s.clients.sqs,
+        &s.settings.queue_url,
+        Duration::from_secs(2),
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(again.len(), 1, "the failed record was not deleted");
     assert_eq!(again[0].body(), Some("not a work item"));
     assert_eq!(

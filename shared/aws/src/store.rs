@@ -265,8 +265,12 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// Items by id from one table, in the order asked, skipping ids not found.
-    async fn batch_get(&self, table: &str, ids: &[String]) -> Result<Vec<Item>, StoreError> {
+    /// Items by id from one table (ids not found are absent).
+    async fn batch_get(
+        &self,
+        table: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, Item>, StoreError> {
         let mut found: HashMap<String, Item> = HashMap::new();
         for chunk in ids.chunks(100) {
             let mut keys = KeysAndAttributes::builder();
@@ -309,7 +313,7 @@ impl DynamoStore {
                 }
             }
         }
-        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+        Ok(found)
     }
 
     /// Up to `limit` (sort key, id) pairs below `below`, newest first, merged over the
@@ -387,11 +391,7 @@ impl DynamoStore {
                 .collect();
             let exhausted = in_range.len() < want || !more;
             let ids: Vec<String> = in_range.iter().map(|(_, id)| id.clone()).collect();
-            let fetched = self.batch_get(l.table, &ids).await?;
-            let by_id: HashMap<String, Item> = fetched
-                .into_iter()
-                .filter_map(|i| get_s(&i, "id").map(|id| (id.to_string(), i.clone())))
-                .collect();
+            let by_id = self.batch_get(l.table, &ids).await?;
             for (k, id) in &in_range {
                 if let Some(item) = by_id.get(id)
                     && let Some(v) = keep.keep(self, item).await?
