@@ -23,9 +23,67 @@ pub struct Workflow {
     /// that ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
-    /// The longest a run may take from its start; past it the run ends `timed_out`.
+    /// The longest a run may take from its start, waiting included; past it the run ends
+    /// `timed_out`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration: Option<Duration>,
+    /// POSTed the run's envelope after a run ends `succeeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<Callback>,
+    /// POSTed the run's envelope after a run ends `failed`, `timed_out` or `cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<Callback>,
+    /// The Standard Webhooks signing secret of the callbacks (`whsec_` and base64). Left
+    /// out, the server generates one at deploy and keeps it across revisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_secret: Option<String>,
+}
+
+impl Workflow {
+    /// The callback for a run that ended with `status`, if the workflow has one.
+    pub fn callback_for(&self, status: crate::run::RunStatus) -> Option<&Callback> {
+        use crate::run::RunStatus::*;
+        match status {
+            Succeeded => self.on_success.as_ref(),
+            Failed | TimedOut | Cancelled => self.on_failure.as_ref(),
+            Queued | Running | Waiting => None,
+        }
+    }
+}
+
+/// An HTTP POST of the run's envelope after it ends, signed the Standard Webhooks way
+/// (`webhook-id`, `webhook-timestamp`, `webhook-signature`) and retried with back-off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Callback {
+    /// An http:// or https:// URL (a string template over `run`, `trigger`, `context`).
+    pub url: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Default: 8 attempts, exponential from 1s up to 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// Per attempt; default 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+impl Callback {
+    pub fn retry_policy(&self) -> Retry {
+        self.retry.clone().unwrap_or(Retry {
+            max_attempts: 8,
+            backoff: Backoff::Exponential,
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+            jitter: true,
+            on: vec![
+                RetryOn::Timeout,
+                RetryOn::Connection,
+                RetryOn::Status5xx,
+                RetryOn::Status429,
+                RetryOn::Status4xx,
+            ],
+        })
+    }
 }
 
 /// What starts a run.
@@ -198,6 +256,89 @@ pub enum Action {
     Transform { value: Value },
     /// Ends the run as failed with a message (a template).
     Fail { message: String },
+    /// Parks the run until its single-use `resume_url` is called (POST); the request's body
+    /// becomes the step's output. `timeout` is how long it waits (none: until the run's
+    /// `max_duration`).
+    WaitForWebhook(WaitForWebhookAction),
+    /// Parks the run until a person approves or rejects it through single-use URLs.
+    /// `timeout` is how long the links stay valid (default 7 days).
+    Approval(ApprovalAction),
+    /// Parks the run for a `duration`, or `until` a time.
+    Delay(DelayAction),
+    /// Starts a run of another workflow; with `wait: true`, parks until it ends and takes
+    /// its output.
+    TriggerWorkflow(TriggerWorkflowAction),
+}
+
+/// What a wait does when its `timeout` passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTimeout {
+    /// The run ends `failed` (`error_type: wait_timed_out`).
+    #[default]
+    Fail,
+    /// The step succeeds with a `null` output (approval: `{"decision": "timed_out"}`) and
+    /// the run goes on.
+    Continue,
+}
+
+/// What a rejected approval does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnReject {
+    /// The run ends `failed` (`error_type: rejected`).
+    #[default]
+    Fail,
+    /// The step succeeds with `{"decision": "rejected", ...}` and the run goes on.
+    Continue,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct WaitForWebhookAction {
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+}
+
+/// The default lifetime of approval links.
+pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ApprovalAction {
+    /// A string template shown on the review page: what is being approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(default)]
+    pub on_reject: OnReject,
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+    /// An HTTP request made when the run parks, so a team can post the links to chat.
+    /// Its templates also see `approval` (`review_url`, `approve_url`, `reject_url`,
+    /// `expires_at`, `summary`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<HttpAction>,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct DelayAction {
+    /// How long to wait, like `90s` or `2h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Duration>,
+    /// A string template giving an RFC 3339 time to wait until.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TriggerWorkflowAction {
+    /// The id of the workflow to start (deployed by the time the step runs).
+    pub workflow: String,
+    /// A value template: the started run's `trigger.body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// Park until the started run ends and take its output; its failure fails the step.
+    /// Without it the step's output is `{"run_id", "workflow"}`.
+    #[serde(default)]
+    pub wait: bool,
 }
 
 impl Action {
@@ -206,11 +347,15 @@ impl Action {
             Action::Http(_) => "http",
             Action::Transform { .. } => "transform",
             Action::Fail { .. } => "fail",
+            Action::WaitForWebhook(_) => "wait_for_webhook",
+            Action::Approval(_) => "approval",
+            Action::Delay(_) => "delay",
+            Action::TriggerWorkflow(_) => "trigger_workflow",
         }
     }
-    /// Pure steps need no I/O: the engine runs them itself.
+    /// Pure steps need no I/O and never park: the engine runs them itself.
     pub fn is_pure(&self) -> bool {
-        !matches!(self, Action::Http(_))
+        matches!(self, Action::Transform { .. } | Action::Fail { .. })
     }
 }
 

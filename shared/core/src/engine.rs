@@ -10,13 +10,30 @@ use std::time::Duration as StdDuration;
 
 use serde_json::{Value, json};
 
-use crate::definition::{Action, HttpMethod, RetryOn, Step, Workflow};
-use crate::run::{FailureClass, Run, RunStatus, StepError, StepExecution, StepStatus};
+use crate::definition::{
+    Action, DEFAULT_APPROVAL_TIMEOUT, HttpAction, HttpMethod, OnReject, OnTimeout, RetryOn, Step,
+    Workflow,
+};
+use crate::run::{
+    CallbackAttempt, CallbackCursor, FailureClass, Run, RunStatus, StepError, StepExecution,
+    StepStatus,
+};
 use crate::template::{self, TemplateError};
 use crate::time::Timestamp;
 
 /// The default per-attempt timeout of an `http` step.
 pub const DEFAULT_STEP_TIMEOUT: StdDuration = StdDuration::from_secs(30);
+
+/// The default per-attempt timeout of a callback delivery.
+pub const DEFAULT_CALLBACK_TIMEOUT: StdDuration = StdDuration::from_secs(10);
+
+/// Why a run waits (`waiting_reason`).
+pub mod waiting {
+    pub const WEBHOOK: &str = "webhook";
+    pub const APPROVAL: &str = "approval";
+    pub const DELAY: &str = "delay";
+    pub const WORKFLOW: &str = "workflow";
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -39,6 +56,35 @@ pub enum Event {
         request: Value,
         error: StepError,
         output: Option<Value>,
+    },
+    /// The single-use `resume_url` of a `wait_for_webhook` step was called with `payload`.
+    Resumed { payload: Value },
+    /// A person decided an `approval` step.
+    Decided {
+        approved: bool,
+        comment: Option<String>,
+    },
+    /// The run started by a `trigger_workflow` step was recorded.
+    ChildStarted {
+        step: String,
+        run_id: String,
+        workflow: String,
+    },
+    /// The run a `trigger_workflow` step waits for ended.
+    ChildEnded {
+        run_id: String,
+        status: RunStatus,
+        output: Option<Value>,
+        error: Option<String>,
+    },
+    /// `POST /v1/runs/{id}/cancel`.
+    Cancel,
+    /// An attempt to deliver the run's callback is over.
+    CallbackDone {
+        attempt: u32,
+        url: String,
+        status: Option<u16>,
+        error: Option<StepError>,
     },
 }
 
@@ -67,10 +113,35 @@ pub enum Effect {
         timeout: StdDuration,
         success: SuccessRule,
     },
-    /// Deliver `Continue` at `at` (retry back-off).
+    /// Deliver `Continue` at `at` (retry back-off, a wait's end).
     ScheduleTimer { at: Timestamp },
+    /// The run is `waiting`: write it, make its single-use URLs (see [`expose`]) for a
+    /// `webhook` or `approval` wait, send the approval's notification (see
+    /// [`approval_notification`]), and deliver `Continue` at `until` when there is one.
+    Park {
+        step: String,
+        reason: &'static str,
+        until: Option<Timestamp>,
+    },
+    /// Record a run of `workflow` with `input` as its `trigger.body` (one per run and step,
+    /// however often asked) and report `ChildStarted` (or `StepFailed` when it cannot).
+    StartRun {
+        step: String,
+        workflow: String,
+        input: Value,
+    },
+    /// Write the run and deliver `Continue` through the queue (the run was moved on from
+    /// outside the executor: a resume, an approval).
+    Continue,
     /// The run ended; it carries its final status.
     Finish { status: RunStatus },
+    /// POST the run's envelope to its callback (signed by the caller) and report
+    /// `CallbackDone`.
+    Callback {
+        attempt: u32,
+        request: HttpRequest,
+        timeout: StdDuration,
+    },
 }
 
 /// Which statuses count as success for an http step.
@@ -87,16 +158,134 @@ impl SuccessRule {
 }
 
 /// Applies one event. Events that make no sense for the run's state (a duplicate, a late
-/// result for a step that already moved on) change nothing and produce no effects.
-pub fn apply(wf: &Workflow, mut run: Run, event: Event, now: Timestamp) -> (Run, Vec<Effect>) {
-    let mut effects = Vec::new();
+/// result for a step that already moved on) change nothing and produce no effects. Effects
+/// are to be performed in order.
+pub fn apply(wf: &Workflow, run: Run, event: Event, now: Timestamp) -> (Run, Vec<Effect>) {
     if run.status.is_terminal() {
-        return (run, effects);
+        return apply_ended(wf, run, event, now);
     }
+    let (mut run, mut effects) = apply_live(wf, run, event, now);
+    if run.status.is_terminal() {
+        leave_wait(&mut run);
+        if wf.callback_for(run.status).is_some() {
+            run.cursor.callback = Some(CallbackCursor {
+                attempt: 1,
+                retry_at: None,
+            });
+            push_callback(wf, &mut run, now, &mut effects);
+        }
+    }
+    (run, effects)
+}
+
+/// An ended run only delivers its callback.
+fn apply_ended(wf: &Workflow, mut run: Run, event: Event, now: Timestamp) -> (Run, Vec<Effect>) {
+    let mut effects = Vec::new();
+    let Some(cursor) = run.cursor.callback.clone() else {
+        return (run, effects);
+    };
+    match event {
+        Event::Continue | Event::Started => match cursor.retry_at {
+            Some(at) if at > now => effects.push(Effect::ScheduleTimer { at }),
+            _ => push_callback(wf, &mut run, now, &mut effects),
+        },
+        Event::CallbackDone {
+            attempt,
+            url,
+            status,
+            error,
+        } if attempt == cursor.attempt => {
+            run.callbacks.push(CallbackAttempt {
+                attempt,
+                url,
+                status,
+                error: error.as_ref().map(|e| e.message.clone()),
+                succeeded: error.is_none(),
+                at: now,
+            });
+            let policy = wf
+                .callback_for(run.status)
+                .map(|c| c.retry_policy())
+                .filter(|r| attempt < r.max_attempts);
+            match (error, policy) {
+                (Some(e), Some(r)) if retries_on(&r.on, e.class) => {
+                    let wait =
+                        r.delay_before(attempt + 1, jitter_unit(&run.id, "callback", attempt));
+                    let at = now.plus(wait);
+                    run.cursor.callback = Some(CallbackCursor {
+                        attempt: attempt + 1,
+                        retry_at: Some(at),
+                    });
+                    effects.push(Effect::ScheduleTimer { at });
+                }
+                _ => run.cursor.callback = None,
+            }
+        }
+        _ => {}
+    }
+    (run, effects)
+}
+
+/// Renders the callback request of an ended run (a template error ends the delivery, with
+/// the error recorded as its attempt).
+fn push_callback(wf: &Workflow, run: &mut Run, now: Timestamp, effects: &mut Vec<Effect>) {
+    let Some(cb) = wf.callback_for(run.status) else {
+        run.cursor.callback = None;
+        return;
+    };
+    let Some(cursor) = run.cursor.callback.clone() else {
+        return;
+    };
+    let ctx = run.template_context();
+    let rendered = (|| -> Result<HttpRequest, TemplateError> {
+        let mut headers = BTreeMap::new();
+        for (k, v) in &cb.headers {
+            headers.insert(k.to_ascii_lowercase(), template::render_string(v, &ctx)?);
+        }
+        headers.insert("content-type".into(), "application/json".into());
+        let mut body = envelope(run);
+        body["type"] = json!(format!("run.{}", run.status.as_str()));
+        Ok(HttpRequest {
+            method: HttpMethod::Post,
+            url: template::render_string(&cb.url, &ctx)?,
+            headers,
+            query: BTreeMap::new(),
+            body: Some(body),
+            idempotency_key: format!("{}:callback", run.id),
+        })
+    })();
+    match rendered {
+        Ok(request) => {
+            run.cursor.callback = Some(CallbackCursor {
+                attempt: cursor.attempt,
+                retry_at: None,
+            });
+            effects.push(Effect::Callback {
+                attempt: cursor.attempt,
+                request,
+                timeout: cb.timeout.map_or(DEFAULT_CALLBACK_TIMEOUT, |t| t.std()),
+            });
+        }
+        Err(e) => {
+            run.callbacks.push(CallbackAttempt {
+                attempt: cursor.attempt,
+                url: cb.url.clone(),
+                status: None,
+                error: Some(format!("the callback's template failed: {e}")),
+                succeeded: false,
+                at: now,
+            });
+            run.cursor.callback = None;
+        }
+    }
+}
+
+fn apply_live(wf: &Workflow, mut run: Run, event: Event, now: Timestamp) -> (Run, Vec<Effect>) {
+    let mut effects = Vec::new();
     match event {
         Event::Started => {
             if run.status != RunStatus::Queued {
-                return apply(wf, run, Event::Continue, now);
+                return apply_live(wf, run, Event::Continue, now);
             }
             run.status = RunStatus::Running;
             run.claimed_at = Some(now);
@@ -106,10 +295,12 @@ pub fn apply(wf: &Workflow, mut run: Run, event: Event, now: Timestamp) -> (Run,
         }
         Event::Continue => {
             if run.status == RunStatus::Queued {
-                return apply(wf, run, Event::Started, now);
+                return apply_live(wf, run, Event::Started, now);
             }
             if past_deadline(&run, now) {
                 finish_timed_out(&mut run, now, &mut effects);
+            } else if run.status == RunStatus::Waiting {
+                continue_waiting(wf, &mut run, now, &mut effects);
             } else if let Some(at) = run.cursor.retry_at.filter(|at| *at > now) {
                 effects.push(Effect::ScheduleTimer { at });
             } else if run.cursor.retry_at.is_some() {
@@ -223,8 +414,336 @@ pub fn apply(wf: &Workflow, mut run: Run, event: Event, now: Timestamp) -> (Run,
                 }
             }
         }
+        Event::Resumed { payload } => {
+            if !waits_for(&run, waiting::WEBHOOK) {
+                return (run, effects);
+            }
+            succeed_wait(wf, &mut run, payload, now, &mut effects);
+        }
+        Event::Decided { approved, comment } => {
+            if !waits_for(&run, waiting::APPROVAL) {
+                return (run, effects);
+            }
+            let Some(Action::Approval(a)) = wf.steps.get(run.cursor.step).map(|s| &s.action) else {
+                return (run, effects);
+            };
+            let decision = if approved { "approved" } else { "rejected" };
+            let output = json!({"decision": decision, "comment": comment, "decided_at": now});
+            if approved || a.on_reject == OnReject::Continue {
+                succeed_wait(wf, &mut run, output, now, &mut effects);
+            } else {
+                let step = wf.steps[run.cursor.step].id.clone();
+                let why = comment
+                    .as_deref()
+                    .filter(|c| !c.is_empty())
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default();
+                fail_wait(
+                    &mut run,
+                    &step,
+                    FailureClass::Request,
+                    output,
+                    "rejected",
+                    format!("step `{step}` was rejected{why}"),
+                    now,
+                    &mut effects,
+                );
+            }
+        }
+        Event::ChildStarted {
+            step,
+            run_id,
+            workflow,
+        } => {
+            let attempt = run.cursor.attempt;
+            if !is_current(wf, &run, &step, attempt) {
+                return (run, effects);
+            }
+            let Some(Action::TriggerWorkflow(t)) = wf.steps.get(run.cursor.step).map(|s| &s.action)
+            else {
+                return (run, effects);
+            };
+            if !run.children.contains(&run_id) {
+                run.children.push(run_id.clone());
+            }
+            if t.wait {
+                run.status = RunStatus::Waiting;
+                run.waiting_reason = Some(waiting::WORKFLOW.into());
+                run.waiting_payload =
+                    Some(json!({"step": step, "run_id": run_id, "workflow": workflow}));
+                run.waiting_expires_at = None;
+                effects.push(Effect::Park {
+                    step,
+                    reason: waiting::WORKFLOW,
+                    until: run.cursor.deadline,
+                });
+            } else {
+                let output = json!({"run_id": run_id, "workflow": workflow});
+                complete_step(wf, &mut run, &step, attempt, output, now, now, &mut effects);
+                if !run.status.is_terminal() {
+                    advance(wf, &mut run, now, &mut effects);
+                }
+            }
+        }
+        Event::ChildEnded {
+            run_id,
+            status,
+            output,
+            error,
+        } => {
+            let waits_for_this = waits_for(&run, waiting::WORKFLOW)
+                && run
+                    .waiting_payload
+                    .as_ref()
+                    .and_then(|p| p.get("run_id"))
+                    .and_then(Value::as_str)
+                    == Some(run_id.as_str());
+            if !waits_for_this || !status.is_terminal() {
+                return (run, effects);
+            }
+            if status == RunStatus::Succeeded {
+                succeed_wait(
+                    wf,
+                    &mut run,
+                    output.unwrap_or(Value::Null),
+                    now,
+                    &mut effects,
+                );
+            } else {
+                let step = wf.steps[run.cursor.step].id.clone();
+                let workflow = run
+                    .waiting_payload
+                    .as_ref()
+                    .and_then(|p| p.get("workflow"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let why = error.map(|e| format!(": {e}")).unwrap_or_default();
+                fail_wait(
+                    &mut run,
+                    &step,
+                    FailureClass::Request,
+                    json!({"run_id": run_id, "status": status}),
+                    "step_failed",
+                    format!(
+                        "step `{step}`: the run {run_id} of workflow `{workflow}` ended {}{why}",
+                        status.as_str()
+                    ),
+                    now,
+                    &mut effects,
+                );
+            }
+        }
+        Event::Cancel => {
+            run.error_type = Some("cancelled".into());
+            run.error = Some("the run was cancelled".into());
+            end(&mut run, RunStatus::Cancelled, now, &mut effects);
+        }
+        Event::CallbackDone { .. } => {}
     }
     (run, effects)
+}
+
+fn waits_for(run: &Run, reason: &str) -> bool {
+    run.status == RunStatus::Waiting && run.waiting_reason.as_deref() == Some(reason)
+}
+
+/// The step of the current wait, when the run is waiting.
+fn waiting_step<'a>(wf: &'a Workflow, run: &Run) -> Option<&'a Step> {
+    (run.status == RunStatus::Waiting)
+        .then(|| wf.steps.get(run.cursor.step))
+        .flatten()
+}
+
+/// Ends the wait: its URLs become used, its fields are cleared.
+fn leave_wait(run: &mut Run) {
+    let tokens = std::mem::take(&mut run.waiting_tokens);
+    run.used_tokens.extend(tokens.into_values());
+    run.waiting_reason = None;
+    run.waiting_payload = None;
+    run.waiting_expires_at = None;
+    run.cursor.delay_until = None;
+}
+
+/// The wait's step succeeded with `output`: the run is `running` again and goes on, in the
+/// executor (`Continue`).
+fn succeed_wait(
+    wf: &Workflow,
+    run: &mut Run,
+    output: Value,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) {
+    let Some(step) = waiting_step(wf, run) else {
+        return;
+    };
+    let id = step.id.clone();
+    let attempt = run.cursor.attempt.max(1);
+    let since = run
+        .waiting_payload
+        .as_ref()
+        .and_then(|p| p.get("since"))
+        .and_then(Value::as_str)
+        .and_then(|s| Timestamp::parse_rfc3339(s).ok())
+        .unwrap_or(now);
+    leave_wait(run);
+    run.status = RunStatus::Running;
+    run.cursor.attempt = attempt;
+    complete_step(wf, run, &id, attempt, output, since, now, effects);
+    if !run.status.is_terminal() {
+        effects.push(Effect::Continue);
+    }
+}
+
+/// Records a step's success and its extracts, and moves the cursor past it (or fails the
+/// run when an extract fails).
+#[allow(clippy::too_many_arguments)]
+fn complete_step(
+    wf: &Workflow,
+    run: &mut Run,
+    step: &str,
+    attempt: u32,
+    output: Value,
+    started_at: Timestamp,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) {
+    let exec = execution(
+        step,
+        attempt,
+        StepStatus::Succeeded,
+        None,
+        Some(output),
+        None,
+        started_at,
+        now,
+    );
+    run.step_executions.push(exec);
+    let idx = run.cursor.step;
+    if let Err(e) = extract(&wf.steps[idx], run) {
+        fail_run(
+            run,
+            "template_error",
+            format!("step `{step}`: extract: {e}"),
+            now,
+            effects,
+        );
+        return;
+    }
+    run.cursor.step += 1;
+    run.cursor.attempt = 0;
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fail_wait(
+    run: &mut Run,
+    step: &str,
+    class: FailureClass,
+    output: Value,
+    error_type: &str,
+    message: String,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) {
+    let exec = execution(
+        step,
+        run.cursor.attempt.max(1),
+        StepStatus::Failed,
+        None,
+        Some(output),
+        Some(StepError {
+            class,
+            message: message.clone(),
+        }),
+        now,
+        now,
+    );
+    run.step_executions.push(exec);
+    fail_run(run, error_type, message, now, effects);
+}
+
+/// `Continue` for a waiting run: a wait whose time is up ends; otherwise the timer is set
+/// again (it fired early, or the delivery was a duplicate).
+fn continue_waiting(wf: &Workflow, run: &mut Run, now: Timestamp, effects: &mut Vec<Effect>) {
+    let Some(step) = waiting_step(wf, run) else {
+        return;
+    };
+    let reason = run.waiting_reason.clone().unwrap_or_default();
+    if reason == waiting::DELAY {
+        if run.cursor.delay_until.is_some_and(|u| now >= u) {
+            let until = run.cursor.delay_until;
+            succeed_wait(wf, run, json!({"waited_until": until}), now, effects);
+        } else if let Some(at) = wait_timer(run) {
+            effects.push(Effect::ScheduleTimer { at });
+        }
+        return;
+    }
+    if run.waiting_expires_at.is_some_and(|e| now >= e) {
+        let on_timeout = match &step.action {
+            Action::WaitForWebhook(w) => w.on_timeout,
+            Action::Approval(a) => a.on_timeout,
+            _ => OnTimeout::Fail,
+        };
+        let id = step.id.clone();
+        if on_timeout == OnTimeout::Continue {
+            let output = if reason == waiting::APPROVAL {
+                json!({"decision": "timed_out", "comment": null, "decided_at": now})
+            } else {
+                Value::Null
+            };
+            succeed_wait(wf, run, output, now, effects);
+        } else {
+            let what = if reason == waiting::APPROVAL {
+                "no decision"
+            } else {
+                "no callback"
+            };
+            fail_wait(
+                run,
+                &id,
+                FailureClass::Timeout,
+                Value::Null,
+                "wait_timed_out",
+                format!("step `{id}`: {what} before the wait's timeout"),
+                now,
+                effects,
+            );
+        }
+        return;
+    }
+    if let Some(at) = wait_timer(run) {
+        effects.push(Effect::ScheduleTimer { at });
+    }
+}
+
+/// When a waiting run must be looked at again: the wait's end or the run's deadline.
+fn wait_timer(run: &Run) -> Option<Timestamp> {
+    let end = run.cursor.delay_until.or(run.waiting_expires_at);
+    match (end, run.cursor.deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Parks the run at its current (parking) step.
+fn park(
+    run: &mut Run,
+    step: &Step,
+    reason: &'static str,
+    payload: Value,
+    expires_at: Option<Timestamp>,
+    effects: &mut Vec<Effect>,
+) {
+    run.status = RunStatus::Waiting;
+    run.cursor.attempt = 1;
+    run.waiting_reason = Some(reason.into());
+    run.waiting_payload = Some(payload);
+    run.waiting_expires_at = expires_at;
+    effects.push(Effect::Park {
+        step: step.id.clone(),
+        reason,
+        until: wait_timer(run),
+    });
 }
 
 fn is_current(wf: &Workflow, run: &Run, step: &str, attempt: u32) -> bool {
@@ -319,8 +838,83 @@ fn advance(wf: &Workflow, run: &mut Run, now: Timestamp, effects: &mut Vec<Effec
         }
         run.cursor.attempt = 1;
         match &step.action {
-            Action::Http(_) => {
+            Action::Http(_) | Action::TriggerWorkflow(_) => {
                 issue(wf, run, now, effects);
+                return;
+            }
+            Action::WaitForWebhook(_) => {
+                let expires = step.timeout.map(|t| now.plus(t.std()));
+                let payload = json!({"step": step.id, "since": now, "expires_at": expires});
+                park(run, step, waiting::WEBHOOK, payload, expires, effects);
+                return;
+            }
+            Action::Approval(a) => {
+                let timeout = step.timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
+                let expires = Some(now.plus(timeout.std()));
+                let ctx = run.template_context();
+                let summary = match a
+                    .summary
+                    .as_deref()
+                    .map(|t| template::render_string(t, &ctx))
+                {
+                    Some(Ok(s)) => Some(s),
+                    Some(Err(e)) => {
+                        step_template_failure(run, step, e, now, effects);
+                        return;
+                    }
+                    None => None,
+                };
+                let payload = json!({
+                    "step": step.id,
+                    "since": now,
+                    "expires_at": expires,
+                    "summary": summary,
+                });
+                park(run, step, waiting::APPROVAL, payload, expires, effects);
+                return;
+            }
+            Action::Delay(d) => {
+                let until = match (&d.duration, &d.until) {
+                    (Some(dur), _) => Ok(now.plus(dur.std())),
+                    (None, Some(tpl)) => template::render_string(tpl, &run.template_context())
+                        .map_err(|e| e.0)
+                        .and_then(|s| Timestamp::parse_rfc3339(s.trim())),
+                    (None, None) => Ok(now),
+                };
+                match until {
+                    Ok(until) if until <= now => {
+                        // A time already past: the delay is over at once.
+                        let id = step.id.clone();
+                        complete_step(
+                            wf,
+                            run,
+                            &id,
+                            1,
+                            json!({"waited_until": until}),
+                            now,
+                            now,
+                            effects,
+                        );
+                        if run.status.is_terminal() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Ok(until) => {
+                        run.cursor.delay_until = Some(until);
+                        let payload = json!({"step": step.id, "since": now, "until": until});
+                        park(run, step, waiting::DELAY, payload, None, effects);
+                    }
+                    Err(msg) => {
+                        step_template_failure(
+                            run,
+                            step,
+                            TemplateError(format!("until: {msg}")),
+                            now,
+                            effects,
+                        );
+                    }
+                }
                 return;
             }
             Action::Transform { value } => {
@@ -438,33 +1032,33 @@ fn issue(wf: &Workflow, run: &mut Run, now: Timestamp, effects: &mut Vec<Effect>
         advance(wf, run, now, effects);
         return;
     };
-    let Action::Http(h) = &step.action else {
-        advance(wf, run, now, effects);
-        return;
+    let h = match &step.action {
+        Action::Http(h) => h,
+        Action::TriggerWorkflow(t) => {
+            let input = match &t.input {
+                Some(tpl) => template::render_value(tpl, &run.template_context()),
+                None => Ok(Value::Null),
+            };
+            match input {
+                Ok(input) => effects.push(Effect::StartRun {
+                    step: step.id.clone(),
+                    workflow: t.workflow.clone(),
+                    input,
+                }),
+                Err(e) => step_template_failure(run, step, e, now, effects),
+            }
+            return;
+        }
+        _ => {
+            advance(wf, run, now, effects);
+            return;
+        }
     };
-    let ctx = run.template_context();
-    let rendered = (|| -> Result<HttpRequest, TemplateError> {
-        let mut headers = BTreeMap::new();
-        for (k, v) in &h.headers {
-            headers.insert(k.to_ascii_lowercase(), template::render_string(v, &ctx)?);
-        }
-        let mut query = BTreeMap::new();
-        for (k, v) in &h.query {
-            query.insert(k.clone(), template::render_string(v, &ctx)?);
-        }
-        Ok(HttpRequest {
-            method: h.method,
-            url: template::render_string(&h.url, &ctx)?,
-            headers,
-            query,
-            body: h
-                .body
-                .as_ref()
-                .map(|b| template::render_value(b, &ctx))
-                .transpose()?,
-            idempotency_key: format!("{}:{}", run.id, step.id),
-        })
-    })();
+    let rendered = render_http(
+        h,
+        &run.template_context(),
+        format!("{}:{}", run.id, step.id),
+    );
     match rendered {
         Ok(request) => {
             let mut timeout = step.timeout.map_or(DEFAULT_STEP_TIMEOUT, |t| t.std());
@@ -481,6 +1075,80 @@ fn issue(wf: &Workflow, run: &mut Run, now: Timestamp, effects: &mut Vec<Effect>
         }
         Err(e) => step_template_failure(run, step, e, now, effects),
     }
+}
+
+fn render_http(
+    h: &HttpAction,
+    ctx: &Value,
+    idempotency_key: String,
+) -> Result<HttpRequest, TemplateError> {
+    let mut headers = BTreeMap::new();
+    for (k, v) in &h.headers {
+        headers.insert(k.to_ascii_lowercase(), template::render_string(v, ctx)?);
+    }
+    let mut query = BTreeMap::new();
+    for (k, v) in &h.query {
+        query.insert(k.clone(), template::render_string(v, ctx)?);
+    }
+    Ok(HttpRequest {
+        method: h.method,
+        url: template::render_string(&h.url, ctx)?,
+        headers,
+        query,
+        body: h
+            .body
+            .as_ref()
+            .map(|b| template::render_value(b, ctx))
+            .transpose()?,
+        idempotency_key,
+    })
+}
+
+/// Makes the single-use URLs of a parked `webhook` or `approval` wait: one secret per
+/// purpose from `secret` (≥ 128 random bits, drawn by the caller), kept in
+/// `waiting_tokens`, and the URLs (`{base_url}/resume/{run_id}.{secret}`, `/review/...`,
+/// `/approve/...`, `/reject/...`) in `waiting_payload`. Does nothing for other waits or
+/// when the URLs exist already.
+pub fn expose(run: &mut Run, base_url: &str, mut secret: impl FnMut() -> String) {
+    let purposes: &[&str] = match run.waiting_reason.as_deref() {
+        Some(waiting::WEBHOOK) => &["resume"],
+        Some(waiting::APPROVAL) => &["review", "approve", "reject"],
+        _ => return,
+    };
+    if !run.waiting_tokens.is_empty() {
+        return;
+    }
+    let base = base_url.trim_end_matches('/');
+    let mut payload = run.waiting_payload.take().unwrap_or_else(|| json!({}));
+    for purpose in purposes {
+        let s = secret();
+        payload[format!("{purpose}_url")] = json!(format!("{base}/{purpose}/{}.{s}", run.id));
+        run.waiting_tokens.insert((*purpose).to_string(), s);
+    }
+    run.waiting_payload = Some(payload);
+}
+
+/// The notification request of a parked `approval` step (after [`expose`]): its templates
+/// see `approval` (`review_url`, `approve_url`, `reject_url`, `expires_at`, `summary`).
+pub fn approval_notification(
+    wf: &Workflow,
+    run: &Run,
+) -> Option<Result<HttpRequest, TemplateError>> {
+    if !waits_for(run, waiting::APPROVAL) {
+        return None;
+    }
+    let step = wf.steps.get(run.cursor.step)?;
+    let Action::Approval(a) = &step.action else {
+        return None;
+    };
+    let notify = a.notify.as_ref()?;
+    let mut ctx = run.template_context();
+    ctx["approval"] = run.waiting_payload.clone().unwrap_or(Value::Null);
+    Some(render_http(
+        notify,
+        &ctx,
+        format!("{}:{}:notify", run.id, step.id),
+    ))
 }
 
 fn extract(step: &Step, run: &mut Run) -> Result<(), TemplateError> {
@@ -860,6 +1528,459 @@ steps:
             assert!(effects.is_empty());
             assert_eq!(same, run);
         }
+    }
+
+    const PARKING: &str = r#"
+id: w
+max_duration: 1h
+on_failure: { url: "https://example.com/cb/{{ run.id }}", retry: { max_attempts: 2, initial: 1s } }
+steps:
+  - { id: wait, type: wait_for_webhook, timeout: 10m, extract: { who: "{{ output.name }}" } }
+  - id: ok
+    type: approval
+    summary: "pay {{ steps.wait.amount }}"
+    notify: { method: POST, url: "https://chat.example/hook", body: { text: "{{ approval.review_url }}" } }
+  - { id: pause, type: delay, duration: 5m }
+  - { id: done, type: transform, value: { who: "{{ context.who }}", decision: "{{ steps.ok.decision }}" } }
+"#;
+
+    fn secrets() -> impl FnMut() -> String {
+        let mut n = 0;
+        move || {
+            n += 1;
+            format!("s{n}")
+        }
+    }
+
+    #[test]
+    fn a_wait_parks_with_single_use_urls_and_a_resume_continues_with_the_body() {
+        let w = wf(PARKING);
+        let (mut run, effects) = apply(&w, new_run(json!({})), Event::Started, T0);
+        assert_eq!(
+            effects,
+            vec![Effect::Park {
+                step: "wait".into(),
+                reason: waiting::WEBHOOK,
+                until: Some(after(600_000)),
+            }]
+        );
+        assert_eq!(run.status, RunStatus::Waiting);
+        assert_eq!(run.waiting_expires_at, Some(after(600_000)));
+        expose(&mut run, "http://h/", secrets());
+        let payload = run.waiting_payload.clone().unwrap();
+        assert_eq!(payload["resume_url"], json!("http://h/resume/r1.s1"));
+        assert_eq!(run.waiting_tokens["resume"], "s1");
+
+        let (run, effects) = apply(
+            &w,
+            run,
+            Event::Resumed {
+                payload: json!({"name": "ann", "amount": 5}),
+            },
+            after(10),
+        );
+        assert_eq!(effects, vec![Effect::Continue]);
+        assert_eq!(run.status, RunStatus::Running);
+        assert_eq!(run.context["who"], json!("ann"));
+        assert_eq!(run.used_tokens, vec!["s1".to_string()]);
+        assert!(run.waiting_payload.is_none() && run.waiting_tokens.is_empty());
+        // A second resume of the same wait changes nothing.
+        let (same, effects) = apply(
+            &w,
+            run.clone(),
+            Event::Resumed { payload: json!({}) },
+            after(11),
+        );
+        assert!(effects.is_empty());
+        assert_eq!(same, run);
+        // The executor goes on to the approval, which parks with its summary.
+        let (run, effects) = apply(&w, run, Event::Continue, after(12));
+        assert!(
+            matches!(
+                &effects[..],
+                [Effect::Park {
+                    reason: "approval",
+                    ..
+                }]
+            ),
+            "{effects:?}"
+        );
+        assert_eq!(
+            run.waiting_payload.as_ref().unwrap()["summary"],
+            json!("pay 5")
+        );
+    }
+
+    #[test]
+    fn an_expired_wait_fails_the_run_or_continues_with_null() {
+        let w = wf(PARKING);
+        let run = apply(&w, new_run(json!({})), Event::Started, T0).0;
+        // Early: the timer is set again.
+        let (run, effects) = apply(&w, run, Event::Continue, after(1_000));
+        assert_eq!(effects, vec![Effect::ScheduleTimer { at: after(600_000) }]);
+        let (failed, effects) = apply(&w, run.clone(), Event::Continue, after(600_000));
+        assert_eq!(failed.status, RunStatus::Failed);
+        assert_eq!(failed.error_type.as_deref(), Some("wait_timed_out"));
+        assert!(matches!(
+            effects[0],
+            Effect::Finish {
+                status: RunStatus::Failed
+            }
+        ));
+        assert!(
+            matches!(effects[1], Effect::Callback { attempt: 1, .. }),
+            "{effects:?}"
+        );
+
+        let w2 = wf(&PARKING
+            .replace(
+                "type: wait_for_webhook,",
+                "type: wait_for_webhook, on_timeout: continue,",
+            )
+            .replace("{ who: \"{{ output.name }}\" }", "{}")
+            .replace("who: \"{{ context.who }}\", ", ""));
+        let run = apply(&w2, new_run(json!({})), Event::Started, T0).0;
+        let (run, effects) = apply(&w2, run, Event::Continue, after(600_000));
+        assert_eq!(effects, vec![Effect::Continue]);
+        assert_eq!(run.step_executions[0].output, Some(Value::Null));
+        assert_eq!(run.step_executions[0].status, StepStatus::Succeeded);
+    }
+
+    fn at_approval(w: &Workflow) -> Run {
+        let run = apply(w, new_run(json!({})), Event::Started, T0).0;
+        let run = apply(
+            w,
+            run,
+            Event::Resumed {
+                payload: json!({"name": "a", "amount": 1}),
+            },
+            after(1),
+        )
+        .0;
+        let mut run = apply(w, run, Event::Continue, after(2)).0;
+        expose(&mut run, "http://h", secrets());
+        run
+    }
+
+    #[test]
+    fn an_approval_exposes_three_urls_and_renders_its_notification() {
+        let w = wf(PARKING);
+        let run = at_approval(&w);
+        let p = run.waiting_payload.clone().unwrap();
+        for k in ["review_url", "approve_url", "reject_url"] {
+            assert!(p[k].as_str().unwrap().starts_with("http://h/"), "{k}: {p}");
+        }
+        assert_eq!(run.waiting_tokens.len(), 3);
+        assert_eq!(
+            run.waiting_expires_at,
+            Some(after(2).plus(DEFAULT_APPROVAL_TIMEOUT.std()))
+        );
+        let req = approval_notification(&w, &run).unwrap().unwrap();
+        assert_eq!(req.body, Some(json!({"text": "http://h/review/r1.s1"})));
+    }
+
+    #[test]
+    fn approving_goes_on_and_rejecting_fails_the_run_with_the_comment() {
+        let w = wf(PARKING);
+        let run = at_approval(&w);
+        let (ok, effects) = apply(
+            &w,
+            run.clone(),
+            Event::Decided {
+                approved: true,
+                comment: Some("fine".into()),
+            },
+            after(3),
+        );
+        assert_eq!(effects, vec![Effect::Continue]);
+        assert_eq!(ok.step_outputs()["ok"]["decision"], json!("approved"));
+        assert_eq!(ok.used_tokens.len(), 3);
+        let (no, _) = apply(
+            &w,
+            run,
+            Event::Decided {
+                approved: false,
+                comment: Some("too much".into()),
+            },
+            after(3),
+        );
+        assert_eq!(no.status, RunStatus::Failed);
+        assert_eq!(no.error_type.as_deref(), Some("rejected"));
+        assert!(no.error.as_deref().unwrap().contains("too much"));
+        assert_eq!(
+            no.cursor.callback,
+            Some(CallbackCursor {
+                attempt: 1,
+                retry_at: None
+            })
+        );
+    }
+
+    #[test]
+    fn a_rejection_with_on_reject_continue_is_the_steps_output() {
+        let w = wf(&PARKING.replace("type: approval", "type: approval\n    on_reject: continue"));
+        let run = at_approval(&w);
+        let (run, effects) = apply(
+            &w,
+            run,
+            Event::Decided {
+                approved: false,
+                comment: None,
+            },
+            after(3),
+        );
+        assert_eq!(effects, vec![Effect::Continue]);
+        assert_eq!(run.step_outputs()["ok"]["decision"], json!("rejected"));
+    }
+
+    #[test]
+    fn a_delay_parks_until_its_end_and_then_the_run_finishes() {
+        let w = wf(PARKING);
+        let run = at_approval(&w);
+        let run = apply(
+            &w,
+            run,
+            Event::Decided {
+                approved: true,
+                comment: None,
+            },
+            after(3),
+        )
+        .0;
+        let (run, effects) = apply(&w, run, Event::Continue, after(4));
+        assert_eq!(
+            effects,
+            vec![Effect::Park {
+                step: "pause".into(),
+                reason: waiting::DELAY,
+                until: Some(after(4 + 300_000))
+            }]
+        );
+        let (run, effects) = apply(&w, run, Event::Continue, after(100));
+        assert_eq!(
+            effects,
+            vec![Effect::ScheduleTimer {
+                at: after(4 + 300_000)
+            }]
+        );
+        let (run, effects) = apply(&w, run, Event::Continue, after(4 + 300_000));
+        assert_eq!(effects, vec![Effect::Continue]);
+        let (run, effects) = apply(&w, run, Event::Continue, after(300_010));
+        assert_eq!(
+            effects,
+            vec![Effect::Finish {
+                status: RunStatus::Succeeded
+            }]
+        );
+        assert_eq!(
+            run.final_output,
+            Some(json!({"who": "a", "decision": "approved"}))
+        );
+    }
+
+    #[test]
+    fn a_delay_until_a_past_time_does_not_park() {
+        let w = wf(
+            "id: w\nsteps:\n  - { id: d, type: delay, until: '{{ trigger.at }}' }\n  - { id: t, type: transform, value: 1 }\n",
+        );
+        let (run, effects) = apply(
+            &w,
+            new_run(json!({"at": "2020-01-01T00:00:00Z"})),
+            Event::Started,
+            T0,
+        );
+        assert_eq!(
+            effects,
+            vec![Effect::Finish {
+                status: RunStatus::Succeeded
+            }]
+        );
+        assert_eq!(run.final_output, Some(json!(1)));
+        let (run, _) = apply(&w, new_run(json!({"at": "not a time"})), Event::Started, T0);
+        assert_eq!(run.error_type.as_deref(), Some("template_error"));
+    }
+
+    #[test]
+    fn max_duration_ends_a_waiting_run_timed_out() {
+        let w = wf("id: w\nmax_duration: 1m\nsteps:\n  - { id: wait, type: wait_for_webhook }\n");
+        let (run, effects) = apply(&w, new_run(json!({})), Event::Started, T0);
+        assert_eq!(
+            effects,
+            vec![Effect::Park {
+                step: "wait".into(),
+                reason: waiting::WEBHOOK,
+                until: Some(after(60_000))
+            }]
+        );
+        let (run, effects) = apply(&w, run, Event::Continue, after(60_000));
+        assert_eq!(
+            effects,
+            vec![Effect::Finish {
+                status: RunStatus::TimedOut
+            }]
+        );
+        assert!(run.waiting_reason.is_none());
+    }
+
+    #[test]
+    fn trigger_workflow_starts_a_run_and_with_wait_takes_its_output() {
+        let w = wf(
+            "id: w\nsteps:\n  - { id: go, type: trigger_workflow, workflow: other, input: { n: '{{ trigger.n }}' }, wait: true }\n",
+        );
+        let (run, effects) = apply(&w, new_run(json!({"n": 3})), Event::Started, T0);
+        assert_eq!(
+            effects,
+            vec![Effect::StartRun {
+                step: "go".into(),
+                workflow: "other".into(),
+                input: json!({"n": 3})
+            }]
+        );
+        // A repeated delivery asks again (the caller starts one run per run and step).
+        let (_, again) = apply(&w, run.clone(), Event::Continue, after(1));
+        assert_eq!(again, effects);
+        let started = Event::ChildStarted {
+            step: "go".into(),
+            run_id: "c1".into(),
+            workflow: "other".into(),
+        };
+        let (run, effects) = apply(&w, run, started, after(2));
+        assert!(
+            matches!(
+                &effects[..],
+                [Effect::Park {
+                    reason: "workflow",
+                    until: None,
+                    ..
+                }]
+            ),
+            "{effects:?}"
+        );
+        assert_eq!(run.children, vec!["c1".to_string()]);
+        let ended = |status, output| Event::ChildEnded {
+            run_id: "c1".into(),
+            status,
+            output,
+            error: Some("boom".into()),
+        };
+        let (other, effects) = apply(
+            &w,
+            run.clone(),
+            Event::ChildEnded {
+                run_id: "c2".into(),
+                status: RunStatus::Succeeded,
+                output: None,
+                error: None,
+            },
+            after(3),
+        );
+        assert!(effects.is_empty());
+        assert_eq!(other, run);
+        let (ok, _) = apply(
+            &w,
+            run.clone(),
+            ended(RunStatus::Succeeded, Some(json!({"x": 1}))),
+            after(3),
+        );
+        assert_eq!(ok.step_outputs()["go"], json!({"x": 1}));
+        let (bad, _) = apply(&w, run, ended(RunStatus::Failed, None), after(3));
+        assert_eq!(bad.status, RunStatus::Failed);
+        assert!(
+            bad.error.as_deref().unwrap().contains("ended failed: boom"),
+            "{:?}",
+            bad.error
+        );
+    }
+
+    #[test]
+    fn trigger_workflow_without_wait_outputs_the_started_run() {
+        let w = wf("id: w\nsteps:\n  - { id: go, type: trigger_workflow, workflow: other }\n");
+        let run = apply(&w, new_run(json!({})), Event::Started, T0).0;
+        let (run, effects) = apply(
+            &w,
+            run,
+            Event::ChildStarted {
+                step: "go".into(),
+                run_id: "c1".into(),
+                workflow: "other".into(),
+            },
+            after(1),
+        );
+        assert_eq!(
+            effects,
+            vec![Effect::Finish {
+                status: RunStatus::Succeeded
+            }]
+        );
+        assert_eq!(
+            run.final_output,
+            Some(json!({"run_id": "c1", "workflow": "other"}))
+        );
+    }
+
+    #[test]
+    fn cancel_ends_a_waiting_run_and_its_urls() {
+        let w = wf(PARKING);
+        let mut run = apply(&w, new_run(json!({})), Event::Started, T0).0;
+        expose(&mut run, "http://h", secrets());
+        let (run, effects) = apply(&w, run, Event::Cancel, after(1));
+        assert_eq!(run.status, RunStatus::Cancelled);
+        assert_eq!(run.used_tokens, vec!["s1".to_string()]);
+        assert!(matches!(
+            effects[0],
+            Effect::Finish {
+                status: RunStatus::Cancelled
+            }
+        ));
+    }
+
+    #[test]
+    fn a_failed_callback_is_retried_with_backoff_and_then_given_up() {
+        let w = wf(PARKING);
+        let run = apply(&w, new_run(json!({})), Event::Started, T0).0;
+        let (run, effects) = apply(&w, run, Event::Cancel, after(1));
+        let Effect::Callback {
+            attempt: 1,
+            request,
+            ..
+        } = &effects[1]
+        else {
+            panic!("{effects:?}")
+        };
+        assert_eq!(request.url, "https://example.com/cb/r1");
+        assert_eq!(
+            request.body.as_ref().unwrap()["type"],
+            json!("run.cancelled")
+        );
+        assert_eq!(
+            request.body.as_ref().unwrap()["meta"]["status"],
+            json!("cancelled")
+        );
+        let fail = |attempt| Event::CallbackDone {
+            attempt,
+            url: "u".into(),
+            status: Some(503),
+            error: Some(StepError {
+                class: FailureClass::Status5xx,
+                message: "503".into(),
+            }),
+        };
+        let (run, effects) = apply(&w, run, fail(1), after(2));
+        let [Effect::ScheduleTimer { at }] = effects[..] else {
+            panic!("{effects:?}")
+        };
+        assert!(at > after(2) && at <= after(1002), "{at:?}");
+        let (run, effects) = apply(&w, run, Event::Continue, after(3));
+        assert_eq!(effects, vec![Effect::ScheduleTimer { at }]);
+        let (run, effects) = apply(&w, run, Event::Continue, at);
+        assert!(matches!(effects[..], [Effect::Callback { attempt: 2, .. }]));
+        let (run, effects) = apply(&w, run, fail(2), at);
+        assert!(effects.is_empty());
+        assert_eq!(run.cursor.callback, None);
+        assert_eq!(run.callbacks.len(), 2);
+        assert!(run.callbacks.iter().all(|c| !c.succeeded));
+        let (_, effects) = apply(&w, run, Event::Continue, after(5_000));
+        assert!(effects.is_empty());
     }
 
     #[test]

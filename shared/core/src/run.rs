@@ -1,5 +1,7 @@
 //! A run (execution) of a workflow and its step executions.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -116,6 +118,43 @@ pub struct Cursor {
     /// `started_at + max_duration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Timestamp>,
+    /// While a `delay` step waits: when it is over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_until: Option<Timestamp>,
+    /// After the run ended, while its callback is still to be delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackCursor>,
+}
+
+/// Where the delivery of a run's callback stands.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallbackCursor {
+    /// The attempt to make next (1 for the first).
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Timestamp>,
+}
+
+/// One attempt to deliver a run's `on_success` / `on_failure` callback.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CallbackAttempt {
+    pub attempt: u32,
+    pub url: String,
+    /// The receiver's status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub succeeded: bool,
+    pub at: Timestamp,
+}
+
+/// The run that started this one with a `trigger_workflow` step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParentRef {
+    pub run_id: String,
+    pub workflow: String,
+    pub step: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -150,6 +189,32 @@ pub struct Run {
     pub message_id: Option<String>,
     #[serde(default)]
     pub cursor: Cursor,
+    /// Why a `waiting` run waits: `webhook`, `approval`, `delay` or `workflow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_reason: Option<String>,
+    /// What a waiting run exposes: the step, its single-use URLs (`resume_url`;
+    /// `review_url`, `approve_url`, `reject_url`), the run it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_payload: Option<Value>,
+    /// When the wait ends by itself (its `timeout`, or the end of a `delay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_expires_at: Option<Timestamp>,
+    /// The secrets of the current wait's single-use URLs, by purpose (`resume`; `review`,
+    /// `approve`, `reject`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub waiting_tokens: BTreeMap<String, String>,
+    /// Secrets of single-use URLs already used or expired: a second use answers 410.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used_tokens: Vec<String>,
+    /// The run whose `trigger_workflow` step started this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+    /// Runs started by this run's `trigger_workflow` steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
+    /// Deliveries of the `on_success` / `on_failure` callback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callbacks: Vec<CallbackAttempt>,
 }
 
 impl Run {
@@ -181,6 +246,14 @@ impl Run {
             finished_at: None,
             message_id: None,
             cursor: Cursor::default(),
+            waiting_reason: None,
+            waiting_payload: None,
+            waiting_expires_at: None,
+            waiting_tokens: BTreeMap::new(),
+            used_tokens: Vec::new(),
+            parent: None,
+            children: Vec::new(),
+            callbacks: Vec::new(),
         }
     }
 

@@ -83,10 +83,10 @@ impl<'de> Deserialize<'de> for Timestamp {
 pub struct Duration(pub StdDuration);
 
 impl Duration {
-    pub fn from_millis(ms: u64) -> Self {
+    pub const fn from_millis(ms: u64) -> Self {
         Self(StdDuration::from_millis(ms))
     }
-    pub fn from_secs(s: u64) -> Self {
+    pub const fn from_secs(s: u64) -> Self {
         Self(StdDuration::from_secs(s))
     }
     pub fn std(self) -> StdDuration {

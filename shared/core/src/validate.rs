@@ -115,6 +115,14 @@ pub fn load_value(value: &Value, positions: &Positions) -> Result<Workflow, Vec<
     let description: Option<Option<String>> = field(&mut c, obj, "", "description", false);
     let max_duration: Option<Option<Duration>> = field(&mut c, obj, "", "max_duration", false);
     let output = obj.get("output").cloned();
+    let on_success: Option<Option<Callback>> = field(&mut c, obj, "", "on_success", false);
+    let on_failure: Option<Option<Callback>> = field(&mut c, obj, "", "on_failure", false);
+    let callback_secret: Option<Option<String>> = field(&mut c, obj, "", "callback_secret", false);
+    for key in ["on_success", "on_failure"] {
+        if let Some(v) = obj.get(key) {
+            unknown_fields(&mut c, v, key, CALLBACK_FIELDS, "callback");
+        }
+    }
 
     let mut triggers = Vec::new();
     match obj.get("triggers") {
@@ -186,6 +194,19 @@ pub fn load_value(value: &Value, positions: &Positions) -> Result<Workflow, Vec<
     }
     check_triggers(&mut c, &triggers);
     check_steps(&mut c, &steps, &raw_ids);
+    for (key, cb) in [("on_success", &on_success), ("on_failure", &on_failure)] {
+        if let Some(Some(cb)) = cb {
+            check_callback(&mut c, key, cb);
+        }
+    }
+    if let Some(Some(secret)) = &callback_secret
+        && !valid_callback_secret(secret)
+    {
+        c.at(
+            "callback_secret",
+            "a callback secret is `whsec_` followed by the base64 of 24 to 64 random bytes; leave it out to have one generated",
+        );
+    }
     if let Some(out) = &output {
         check_value_template(
             &mut c,
@@ -211,7 +232,62 @@ pub fn load_value(value: &Value, positions: &Positions) -> Result<Workflow, Vec<
         steps: steps.into_iter().map(|(_, s)| s).collect(),
         output,
         max_duration: max_duration.flatten(),
+        on_success: on_success.flatten(),
+        on_failure: on_failure.flatten(),
+        callback_secret: callback_secret.flatten(),
     })
+}
+
+/// `whsec_` and the base64 of 24 to 64 bytes (the Standard Webhooks form).
+pub fn valid_callback_secret(s: &str) -> bool {
+    s.strip_prefix("whsec_").is_some_and(|b| {
+        (32..=88).contains(&b.len())
+            && b.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
+    })
+}
+
+fn check_callback(c: &mut Collector, path: &str, cb: &Callback) {
+    let scope = Scope {
+        roots: CALLBACK_ROOTS,
+        steps_before: &[],
+        all_steps: &[],
+    };
+    check_string_template(c, &cb.url, &join(path, "url"), &scope);
+    if !(cb.url.contains("{{") || cb.url.starts_with("http://") || cb.url.starts_with("https://")) {
+        c.at(
+            &join(path, "url"),
+            format!("`{}` is not an http:// or https:// URL", cb.url),
+        );
+    }
+    for (name, v) in &cb.headers {
+        let hp = join(&join(path, "headers"), name);
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            c.at(&hp, format!("`{name}` is not a valid header name"));
+        }
+        check_string_template(c, v, &hp, &scope);
+    }
+    if let Some(r) = &cb.retry {
+        check_retry(c, &join(path, "retry"), r);
+    }
+}
+
+fn check_retry(c: &mut Collector, rp: &str, r: &Retry) {
+    if r.max_attempts == 0 || r.max_attempts > 100 {
+        c.at(
+            &join(rp, "max_attempts"),
+            "`max_attempts` counts every attempt, the first included: 1 to 100",
+        );
+    }
+    if r.initial > r.max {
+        c.at(
+            &join(rp, "initial"),
+            format!("`initial` ({}) is longer than `max` ({})", r.initial, r.max),
+        );
+    }
+    if r.on.is_empty() {
+        c.at(&join(rp, "on"), "`on` must name at least one failure class");
+    }
 }
 
 pub fn valid_workflow_id(id: &str) -> bool {
@@ -248,7 +324,11 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "steps",
     "output",
     "max_duration",
+    "on_success",
+    "on_failure",
+    "callback_secret",
 ];
+const CALLBACK_FIELDS: &[&str] = &["url", "headers", "retry", "timeout"];
 const TRIGGER_TYPES: &[&str] = &["webhook", "manual"];
 const WEBHOOK_FIELDS: &[&str] = &[
     "type",
@@ -265,7 +345,15 @@ const WEBHOOK_FIELDS: &[&str] = &[
 const MANUAL_FIELDS: &[&str] = &["type", "id"];
 const AUTH_TYPES: &[&str] = &["none", "api_key", "basic"];
 const REPLY_FIELDS: &[&str] = &["status", "headers", "body"];
-const STEP_TYPES: &[&str] = &["http", "transform", "fail"];
+const STEP_TYPES: &[&str] = &[
+    "http",
+    "transform",
+    "fail",
+    "wait_for_webhook",
+    "approval",
+    "delay",
+    "trigger_workflow",
+];
 const STEP_COMMON: &[&str] = &["id", "type", "when", "timeout", "retry", "extract"];
 const HTTP_FIELDS: &[&str] = &[
     "method",
@@ -277,6 +365,10 @@ const HTTP_FIELDS: &[&str] = &[
 ];
 const TRANSFORM_FIELDS: &[&str] = &["value"];
 const FAIL_FIELDS: &[&str] = &["message"];
+const WAIT_FIELDS: &[&str] = &["on_timeout"];
+const APPROVAL_FIELDS: &[&str] = &["summary", "on_reject", "on_timeout", "notify"];
+const DELAY_FIELDS: &[&str] = &["duration", "until"];
+const TRIGGER_WORKFLOW_FIELDS: &[&str] = &["workflow", "input", "wait"];
 const RETRY_FIELDS: &[&str] = &["max_attempts", "backoff", "initial", "max", "jitter", "on"];
 
 fn unknown_fields(c: &mut Collector, v: &Value, path: &str, allowed: &[&str], what: &str) {
@@ -376,6 +468,10 @@ fn check_step_shape(c: &mut Collector, v: &Value, path: &str) -> bool {
         let own = match t {
             "http" => HTTP_FIELDS,
             "transform" => TRANSFORM_FIELDS,
+            "wait_for_webhook" => WAIT_FIELDS,
+            "approval" => APPROVAL_FIELDS,
+            "delay" => DELAY_FIELDS,
+            "trigger_workflow" => TRIGGER_WORKFLOW_FIELDS,
             _ => FAIL_FIELDS,
         };
         let allowed: Vec<&str> = STEP_COMMON.iter().chain(own).copied().collect();
@@ -383,6 +479,11 @@ fn check_step_shape(c: &mut Collector, v: &Value, path: &str) -> bool {
     }
     if let Some(r) = v.get("retry") {
         unknown_fields(c, r, &join(path, "retry"), RETRY_FIELDS, "retry policy");
+    }
+    if t == Some("approval")
+        && let Some(n) = v.get("notify")
+    {
+        unknown_fields(c, n, &join(path, "notify"), HTTP_FIELDS, "notification");
     }
     t.is_some()
 }
@@ -484,6 +585,8 @@ const STEP_ROOTS: &[&str] = &["trigger", "steps", "context", "run"];
 const EXTRACT_ROOTS: &[&str] = &["trigger", "steps", "context", "run", "output"];
 const TRIGGER_ROOTS: &[&str] = &["trigger"];
 const REPLY_ROOTS: &[&str] = &["trigger", "run", "output", "status"];
+const NOTIFY_ROOTS: &[&str] = &["trigger", "steps", "context", "run", "approval"];
+const CALLBACK_ROOTS: &[&str] = &["trigger", "context", "run"];
 
 fn check_refs(c: &mut Collector, path: &str, refs: &BTreeSet<String>, scope: &Scope) {
     for r in refs {
@@ -668,71 +771,57 @@ fn check_steps(c: &mut Collector, steps: &[(String, Step)], all: &[&str]) {
             c.at(&join(path, "timeout"), "`timeout` must be longer than zero");
         }
         if let Some(r) = &step.retry {
-            let rp = join(path, "retry");
-            if r.max_attempts == 0 || r.max_attempts > 100 {
+            check_retry(c, &join(path, "retry"), r);
+            if !matches!(step.action, Action::Http(_)) {
                 c.at(
-                    &join(&rp, "max_attempts"),
-                    "`max_attempts` counts every attempt, the first included: 1 to 100",
-                );
-            }
-            if r.initial > r.max {
-                c.at(
-                    &join(&rp, "initial"),
-                    format!("`initial` ({}) is longer than `max` ({})", r.initial, r.max),
-                );
-            }
-            if r.on.is_empty() {
-                c.at(
-                    &join(&rp, "on"),
-                    "`on` must name at least one failure class",
+                    &join(path, "retry"),
+                    format!(
+                        "a `{}` step is not retried; `retry` applies to `http` steps",
+                        step.action.kind()
+                    ),
                 );
             }
         }
         match &step.action {
-            Action::Http(h) => {
-                check_string_template(c, &h.url, &join(path, "url"), &scope);
-                if !(h.url.contains("{{")
-                    || h.url.starts_with("http://")
-                    || h.url.starts_with("https://"))
-                {
-                    c.at(
-                        &join(path, "url"),
-                        format!("`{}` is not an http:// or https:// URL", h.url),
-                    );
-                }
-                for (name, v) in &h.headers {
-                    let hp = join(&join(path, "headers"), name);
-                    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                        c.at(&hp, format!("`{name}` is not a valid header name"));
-                    }
-                    check_string_template(c, v, &hp, &scope);
-                }
-                for (name, v) in &h.query {
-                    check_string_template(c, v, &join(&join(path, "query"), name), &scope);
-                }
-                if let Some(body) = &h.body {
-                    if matches!(h.method, HttpMethod::Get) {
-                        c.at(
-                            &join(path, "body"),
-                            "a GET request cannot have a body; use `query`, or another method",
-                        );
-                    }
-                    check_value_template(c, body, &join(path, "body"), &scope);
-                }
-                for (i, s) in h.success_status.iter().flatten().enumerate() {
-                    if !s.is_valid() {
-                        c.at(
-                            &index(&join(path, "success_status"), i),
-                            "a success status is a number from 100 to 599 or a class such as `2xx`",
-                        );
-                    }
-                }
-            }
+            Action::Http(h) => check_http(c, path, h, &scope),
             Action::Transform { value } => {
                 check_value_template(c, value, &join(path, "value"), &scope)
             }
             Action::Fail { message } => {
                 check_string_template(c, message, &join(path, "message"), &scope)
+            }
+            Action::WaitForWebhook(_) => {}
+            Action::Approval(a) => {
+                if let Some(s) = &a.summary {
+                    check_string_template(c, s, &join(path, "summary"), &scope);
+                }
+                if let Some(n) = &a.notify {
+                    let notify_scope = Scope {
+                        roots: NOTIFY_ROOTS,
+                        steps_before: &before,
+                        all_steps: all,
+                    };
+                    check_http(c, &join(path, "notify"), n, &notify_scope);
+                }
+            }
+            Action::Delay(d) => match (&d.duration, &d.until) {
+                (Some(_), Some(_)) | (None, None) => c.at(
+                    path,
+                    "a `delay` step needs exactly one of `duration` (like 10m) or `until` (an RFC 3339 time template)",
+                ),
+                (None, Some(u)) => check_string_template(c, u, &join(path, "until"), &scope),
+                (Some(_), None) => {}
+            },
+            Action::TriggerWorkflow(t) => {
+                if !valid_workflow_id(&t.workflow) {
+                    c.at(
+                        &join(path, "workflow"),
+                        format!("`{}` is not a valid workflow id", t.workflow),
+                    );
+                }
+                if let Some(input) = &t.input {
+                    check_value_template(c, input, &join(path, "input"), &scope);
+                }
             }
         }
         before.push(&step.id);
@@ -750,6 +839,43 @@ fn check_steps(c: &mut Collector, steps: &[(String, Step)], all: &[&str]) {
                 );
             }
             check_value_template(c, v, &ep, &extract_scope);
+        }
+    }
+}
+
+fn check_http(c: &mut Collector, path: &str, h: &HttpAction, scope: &Scope) {
+    check_string_template(c, &h.url, &join(path, "url"), scope);
+    if !(h.url.contains("{{") || h.url.starts_with("http://") || h.url.starts_with("https://")) {
+        c.at(
+            &join(path, "url"),
+            format!("`{}` is not an http:// or https:// URL", h.url),
+        );
+    }
+    for (name, v) in &h.headers {
+        let hp = join(&join(path, "headers"), name);
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            c.at(&hp, format!("`{name}` is not a valid header name"));
+        }
+        check_string_template(c, v, &hp, scope);
+    }
+    for (name, v) in &h.query {
+        check_string_template(c, v, &join(&join(path, "query"), name), scope);
+    }
+    if let Some(body) = &h.body {
+        if matches!(h.method, HttpMethod::Get) {
+            c.at(
+                &join(path, "body"),
+                "a GET request cannot have a body; use `query`, or another method",
+            );
+        }
+        check_value_template(c, body, &join(path, "body"), scope);
+    }
+    for (i, s) in h.success_status.iter().flatten().enumerate() {
+        if !s.is_valid() {
+            c.at(
+                &index(&join(path, "success_status"), i),
+                "a success status is a number from 100 to 599 or a class such as `2xx`",
+            );
         }
     }
 }
@@ -918,5 +1044,41 @@ steps:
         let ps = load("id: [", Format::Yaml).expect_err("bad");
         assert_eq!(ps.len(), 1);
         assert!(ps[0].line.is_some());
+    }
+
+    #[test]
+    fn parking_steps_and_callbacks_are_checked() {
+        let ps = problems(
+            r#"
+id: w
+on_success: { url: "ftp://x", retries: 3 }
+callback_secret: nope
+steps:
+  - { id: d, type: delay }
+  - { id: w, type: wait_for_webhook, retry: { max_attempts: 2 } }
+  - id: a
+    type: approval
+    summary: "{{ approval.review_url }}"
+    notify: { url: "https://chat/{{ approval.review_url }}", body: { x: "{{ steps.later.x }}" } }
+  - { id: t, type: trigger_workflow, workflow: "Not Valid" }
+  - { id: later, type: transform, value: 1 }
+"#,
+        );
+        let text: Vec<String> = ps.iter().map(|p| p.to_string()).collect();
+        let has = |needle: &str| {
+            assert!(
+                text.iter().any(|t| t.contains(needle)),
+                "no `{needle}` in {text:#?}"
+            )
+        };
+        has("on_success.url: `ftp://x` is not an http");
+        has("unknown field `retries` in a callback");
+        has("callback_secret: a callback secret is `whsec_`");
+        has("exactly one of `duration`");
+        has("a `wait_for_webhook` step is not retried");
+        has("steps[2].summary: the template reads `approval.review_url`");
+        has("steps.later`, which has not run yet");
+        has("`Not Valid` is not a valid workflow id");
+        assert!(!text.iter().any(|t| t.contains("notify.url")), "{text:#?}");
     }
 }
