@@ -97,6 +97,68 @@ pub async fn spawn_app(opts: Opts) -> TestApp {
     }
 }
 
+/// Time that moves only when a test says so: the server's clock and its queue's timers.
+pub struct ManualTime {
+    pub clock: Arc<tripline_app::ports::ManualClock>,
+    queue: tripline_embedded::EmbeddedQueue,
+}
+
+impl ManualTime {
+    /// Moves the clock on and wakes the executor, so timers now due fire.
+    pub fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+        self.queue.wake();
+    }
+
+    /// The manual clock's now plus `d`, in RFC 3339.
+    pub fn clock_now_plus(&self, d: Duration) -> String {
+        use tripline_app::ports::Clock;
+        self.clock.now().plus(d).to_string()
+    }
+}
+
+/// Like [`spawn_app`], on a manual clock (the embedded store and queue as in `serve`).
+pub async fn spawn_app_with_manual_clock(opts: Opts) -> (TestApp, ManualTime) {
+    let data = TempDir::new().expect("temp dir");
+    let wf_dir = TempDir::new().expect("temp dir");
+    for (name, yaml) in &opts.workflows {
+        std::fs::write(wf_dir.path().join(name), yaml).expect("write workflow");
+    }
+    let folder = wf_dir.path().to_path_buf();
+    let clock = Arc::new(tripline_app::ports::ManualClock::new(
+        tripline_core::Timestamp::from_system_time(std::time::SystemTime::now()),
+    ));
+    let store = tripline_embedded::EmbeddedStore::open(data.path()).expect("store");
+    let queue = tripline_embedded::EmbeddedQueue::new(store.clone(), clock.clone());
+    let server = Server::start_with(
+        ServeOptions {
+            workflows: Some(folder.clone()),
+            data: data.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            workers: 8,
+            grace: Duration::from_secs(5),
+            config: opts.config.clone(),
+        },
+        Arc::new(store),
+        Arc::new(queue.clone()),
+        clock.clone(),
+    )
+    .await
+    .expect("server starts");
+    let addr = server.addr;
+    let app = TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        server: Some(server),
+        data,
+        _workflows: wf_dir,
+        folder,
+        config: opts.config,
+    };
+    (app, ManualTime { clock, queue })
+}
+
 async fn start_server(folder: &std::path::Path, data: &std::path::Path, config: Config) -> Server {
     Server::start(ServeOptions {
         workflows: Some(folder.to_path_buf()),
@@ -136,6 +198,23 @@ impl TestApp {
             .expect("request");
         let (s, _, v) = read(resp).await;
         (s, v)
+    }
+
+    /// Polls a run until its status is `status` (10 s at most).
+    pub async fn wait_status(&self, run_id: &str, status: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let (code, run) = self.get(&format!("/v1/runs/{run_id}")).await;
+            assert_eq!(code, StatusCode::OK, "run {run_id}: {run}");
+            if run["status"] == status {
+                return run;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "run {run_id} did not become {status}: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Polls a run until it ends (10 s at most).

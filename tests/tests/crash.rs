@@ -344,3 +344,90 @@ async fn a_second_server_on_the_same_data_folder_is_refused_clearly() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parked_runs_resume_after_a_kill_9() {
+    let wf = tempfile::TempDir::new().expect("dir");
+    let data = tempfile::TempDir::new().expect("dir");
+    std::fs::write(
+        wf.path().join("w.yaml"),
+        r#"
+id: parked
+triggers: [{ type: manual }]
+steps:
+  - { id: wait, type: wait_for_webhook }
+  - { id: out, type: transform, value: "{{ steps.wait.n }}" }
+"#,
+    )
+    .expect("write");
+    std::fs::write(
+        wf.path().join("d.yaml"),
+        "id: delayed\ntriggers: [{ type: manual }]\nsteps:\n  - { id: pause, type: delay, duration: 2s }\n",
+    )
+    .expect("write");
+    let mut proc = serve(wf.path(), data.path());
+    let client = reqwest::Client::new();
+    let start = |base: String, workflow: &'static str| {
+        let client = client.clone();
+        async move {
+            let resp = client
+                .post(format!("{base}/v1/workflows/{workflow}/runs"))
+                .json(&json!({}))
+                .send()
+                .await
+                .expect("post");
+            resp.json::<serde_json::Value>().await.expect("json")["run_id"]
+                .as_str()
+                .expect("id")
+                .to_string()
+        }
+    };
+    let mut waiting = Vec::new();
+    for _ in 0..5 {
+        waiting.push(start(proc.base.clone(), "parked").await);
+    }
+    let mut delayed = Vec::new();
+    for _ in 0..3 {
+        delayed.push(start(proc.base.clone(), "delayed").await);
+    }
+    // Every run is parked before the crash.
+    let mut paths = Vec::new();
+    for id in waiting.iter().chain(&delayed) {
+        let begin = Instant::now();
+        loop {
+            let run: serde_json::Value = client
+                .get(format!("{}/v1/runs/{id}", proc.base))
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            if run["status"] == "waiting" {
+                if let Some(url) = run["waiting_payload"]["resume_url"].as_str() {
+                    let path = url.strip_prefix(&proc.base).expect("own base").to_string();
+                    paths.push(path);
+                }
+                break;
+            }
+            assert!(begin.elapsed() < Duration::from_secs(10), "{run}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert_eq!(paths.len(), 5);
+    kill9(&mut proc);
+
+    let mut proc = serve(wf.path(), data.path());
+    for (n, path) in paths.iter().enumerate() {
+        let resp = client
+            .post(format!("{}{path}", proc.base))
+            .json(&json!({"n": n}))
+            .send()
+            .await
+            .expect("resume");
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+    }
+    let all: Vec<String> = waiting.iter().chain(&delayed).cloned().collect();
+    wait_all_succeeded(&client, &proc.base, &all).await;
+    kill9(&mut proc);
+}

@@ -111,14 +111,6 @@ impl Server {
         queue: Arc<dyn Queue>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Server> {
-        let app = Arc::new(App::new(store, queue, clock, opts.config.clone()));
-        app.deployments
-            .load(app.store.as_ref())
-            .await
-            .context("cannot load the deployed workflows")?;
-        if let Some(dir) = &opts.workflows {
-            deploy_folder(&app, dir).await?;
-        }
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .with_context(|| {
@@ -128,6 +120,18 @@ impl Server {
                 )
             })?;
         let addr = listener.local_addr()?;
+        let mut config = opts.config.clone();
+        if config.public_url.is_empty() {
+            config.public_url = format!("http://{addr}");
+        }
+        let app = Arc::new(App::new(store, queue, clock, config));
+        app.deployments
+            .load(app.store.as_ref())
+            .await
+            .context("cannot load the deployed workflows")?;
+        if let Some(dir) = &opts.workflows {
+            deploy_folder(&app, dir).await?;
+        }
         let (stop, stopped) = watch::channel(false);
 
         let workers = tokio::spawn(app.clone().run_workers(

@@ -62,6 +62,10 @@ struct Serve {
     /// Send http steps for a URL prefix elsewhere: FROM=TO (repeatable).
     #[arg(long, value_parser = parse_rewrite)]
     rewrite_url: Vec<(String, String)>,
+    /// The base of the resume and approval URLs that parked runs expose, as their callers
+    /// reach this server (default: http://<listen address>).
+    #[arg(long, env = "TRIPLINE_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Steps executed at once.
     #[arg(long, default_value_t = 64)]
     workers: usize,
@@ -169,6 +173,7 @@ fn serve(s: Serve) -> ExitCode {
             hide_unknown_tokens: s.hide_unknown_tokens,
             sync_budget: s.sync_budget,
             api_key: s.api_key,
+            public_url: s.public_url.unwrap_or_default(),
             outbound: OutboundPolicy {
                 allow_private_networks: s.allow_private_network,
                 rewrites: s.rewrite_url,

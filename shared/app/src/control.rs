@@ -33,6 +33,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/workflows/{id}/runs", post(start_run))
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/inbox", get(list_inbox))
         .route("/v1/inbox/{id}", get(get_message))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_key))
@@ -282,6 +283,48 @@ async fn get_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respons
         Ok(None) => not_found("run", &id),
         Err(e) => unavailable(&e),
     }
+}
+
+/// `POST /v1/runs/{id}/cancel`: ends a queued, running or waiting run `cancelled`. A step
+/// in flight finishes, but its result is dropped (the run's version moved on).
+async fn cancel_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    for _ in 0..5 {
+        let run = match app.store.run(&id).await {
+            Ok(Some(run)) => run,
+            Ok(None) => return not_found("run", &id),
+            Err(e) => return unavailable(&e),
+        };
+        if run.status.is_terminal() {
+            return error_response(
+                StatusCode::CONFLICT,
+                "run_ended",
+                format!(
+                    "run `{id}` has already ended ({}); only a queued, running or waiting run can be cancelled",
+                    run.status.as_str()
+                ),
+            );
+        }
+        match app
+            .apply_from_outside(run, tripline_core::engine::Event::Cancel)
+            .await
+        {
+            Ok(Some(saved)) => return Json(run_summary(&saved)).into_response(),
+            Ok(None) => continue,
+            Err(crate::executor::ExecError::Store(e)) => return unavailable(&e),
+            Err(e) => {
+                return error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    e.to_string(),
+                );
+            }
+        }
+    }
+    error_response(
+        StatusCode::CONFLICT,
+        "conflict",
+        "the run kept changing while it was being cancelled; try again",
+    )
 }
 
 fn time_param(q: &HashMap<String, String>, name: &str) -> Result<Option<Timestamp>, String> {

@@ -88,6 +88,16 @@ pub fn new_token() -> String {
         .collect()
 }
 
+/// A Standard Webhooks signing secret: `whsec_` and the base64 of 32 random bytes.
+pub fn new_callback_secret() -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = rand::rng().random();
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
 impl Deployments {
     pub fn hook(&self, token: &str) -> Option<Hook> {
         self.registry.read().ok()?.hooks.get(token).cloned()
@@ -284,6 +294,12 @@ impl Deployments {
         }
         if !problems.is_empty() {
             return Err(DeployError::Invalid(problems));
+        }
+        if (wf.on_success.is_some() || wf.on_failure.is_some()) && wf.callback_secret.is_none() {
+            let kept = previous
+                .as_ref()
+                .and_then(|p| p.definition.callback_secret.clone());
+            wf.callback_secret = Some(kept.unwrap_or_else(new_callback_secret));
         }
         let record = WorkflowRecord {
             id: wf.id.clone(),

@@ -1,18 +1,35 @@
 //! The step executor: takes work items from the queue, applies the engine's events to the
 //! run, performs its effects, and writes the run back with a conditional write.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tracing::Instrument;
-use tripline_core::Run;
-use tripline_core::engine::{self, Effect, Event};
+use tripline_core::engine::{self, Effect, Event, HttpRequest};
+use tripline_core::run::{FailureClass, ParentRef, StepError, TriggerRef};
+use tripline_core::{Run, RunStatus, Timestamp, Workflow};
 
 use crate::App;
-use crate::ports::{Delivery, StoreError, WorkItem};
+use crate::ports::{
+    Admission, Admitted, Delivery, IdempotencyClaim, InboxMessage, Outcome, StoreError, WorkItem,
+};
+
+/// How long an approval's notification may take.
+pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a `trigger_workflow` step's claim on its run lasts: a redelivery within it
+/// finds the run started before instead of starting another.
+pub const CHILD_CLAIM_WINDOW: Duration = Duration::from_secs(400 * 24 * 3600);
+
+fn status_of(output: &Value) -> Option<u16> {
+    output
+        .get("status")
+        .and_then(Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok())
+}
 
 /// How long a received item stays hidden from other receivers. Longer than any step
 /// attempt may take; a crashed worker's items come back after it (and at once on restart).
@@ -104,24 +121,17 @@ impl App {
             tracing::warn!(run_id, "work item for an unknown run dropped");
             return Ok(());
         };
-        if run.status.is_terminal() {
+        if run.status.is_terminal() && run.cursor.callback.is_none() {
             return Ok(());
         }
-        let wf = self
-            .deployments
-            .revision(self.store.as_ref(), &run.workflow, run.revision)
-            .await?
-            .ok_or_else(|| ExecError::MissingRevision {
-                workflow: run.workflow.clone(),
-                revision: run.revision,
-            })?;
-        let (mut run, mut effects) = engine::apply(&wf, run, Event::Continue, self.clock.now());
+        let wf = self.revision_of(&run).await?;
+        let event = self.event_for(&run).await?;
+        let mut stored = run.clone();
+        let (mut run, effects) = engine::apply(&wf, run, event, self.clock.now());
+        let mut effects: VecDeque<Effect> = effects.into();
         let mut performed = 0usize;
-        loop {
-            let Some(effect) = effects.pop() else {
-                return Ok(());
-            };
-            match effect {
+        while let Some(effect) = effects.pop_front() {
+            let event = match effect {
                 Effect::RunStep {
                     step,
                     attempt,
@@ -154,7 +164,7 @@ impl App {
                     let started_at = self.clock.now();
                     let request_record = serde_json::to_value(&request).unwrap_or(Value::Null);
                     tracing::debug!(step = %step, attempt, "step attempt");
-                    let event = match self.outbound.perform(&request, timeout, &success).await {
+                    match self.outbound.perform(&request, timeout, &success).await {
                         Ok(output) => Event::StepSucceeded {
                             step,
                             attempt,
@@ -173,22 +183,41 @@ impl App {
                                 output,
                             }
                         }
-                    };
-                    (run, effects) = engine::apply(&wf, run, event, self.clock.now());
+                    }
                 }
                 Effect::ScheduleTimer { at } => {
                     let Some(saved) = self.save(&run).await? else {
                         return Ok(());
                     };
-                    let delay = at.since(self.clock.now());
-                    self.queue
-                        .send(
-                            &WorkItem {
-                                run_id: saved.id.clone(),
-                            },
-                            delay,
-                        )
-                        .await?;
+                    self.schedule(&saved.id, at).await?;
+                    return Ok(());
+                }
+                Effect::Park {
+                    step,
+                    reason,
+                    until,
+                } => {
+                    engine::expose(&mut run, &self.config.public_url, crate::deploy::new_token);
+                    let Some(saved) = self.save(&run).await? else {
+                        return Ok(());
+                    };
+                    tracing::info!(step = %step, reason, "run parked");
+                    if let Some(at) = until {
+                        self.schedule(&saved.id, at).await?;
+                    }
+                    self.notify_approval(&wf, saved).await?;
+                    return Ok(());
+                }
+                Effect::StartRun {
+                    step,
+                    workflow,
+                    input,
+                } => self.start_child(&run, &step, &workflow, input).await?,
+                Effect::Continue => {
+                    let Some(saved) = self.save(&run).await? else {
+                        return Ok(());
+                    };
+                    self.schedule(&saved.id, self.clock.now()).await?;
                     return Ok(());
                 }
                 Effect::Finish { status } => {
@@ -196,11 +225,286 @@ impl App {
                         return Ok(());
                     };
                     tracing::info!(workflow = %saved.workflow, status = status.as_str(), "run ended");
-                    self.completions.notify(&saved);
-                    return Ok(());
+                    self.after_end(&saved).await;
+                    stored = saved.clone();
+                    run = saved;
+                    continue;
+                }
+                Effect::Callback {
+                    attempt,
+                    request,
+                    timeout,
+                } => {
+                    self.deliver_callback(&wf, &run, attempt, request, timeout)
+                        .await
+                }
+            };
+            let (next, more) = engine::apply(&wf, run, event, self.clock.now());
+            run = next;
+            effects.extend(more);
+        }
+        if run != stored {
+            self.save(&run).await?;
+        }
+        Ok(())
+    }
+
+    async fn revision_of(&self, run: &Run) -> Result<Arc<Workflow>, ExecError> {
+        self.deployments
+            .revision(self.store.as_ref(), &run.workflow, run.revision)
+            .await?
+            .ok_or_else(|| ExecError::MissingRevision {
+                workflow: run.workflow.clone(),
+                revision: run.revision,
+            })
+    }
+
+    /// What a delivery means for the run: `Continue`, or, for a run waiting on a child run
+    /// that has ended, `ChildEnded`.
+    async fn event_for(&self, run: &Run) -> Result<Event, ExecError> {
+        if run.status == RunStatus::Waiting
+            && run.waiting_reason.as_deref() == Some(engine::waiting::WORKFLOW)
+            && let Some(child_id) = run
+                .waiting_payload
+                .as_ref()
+                .and_then(|p| p.get("run_id"))
+                .and_then(Value::as_str)
+            && let Some(child) = self.store.run(child_id).await?
+            && child.status.is_terminal()
+        {
+            return Ok(Event::ChildEnded {
+                run_id: child.id,
+                status: child.status,
+                output: child.final_output,
+                error: child.error,
+            });
+        }
+        Ok(Event::Continue)
+    }
+
+    /// Delivers `Continue` for the run at `at` (now or later): the queue's delay, which each
+    /// adapter maps to its own timers.
+    async fn schedule(&self, run_id: &str, at: Timestamp) -> Result<(), StoreError> {
+        let delay = at.since(self.clock.now());
+        let item = WorkItem {
+            run_id: run_id.to_string(),
+        };
+        self.queue.send(&item, delay).await
+    }
+
+    /// What follows the end of a run: sync callers are woken, and a parent run waiting for
+    /// it is delivered (it reads this run's outcome).
+    pub async fn after_end(&self, run: &Run) {
+        self.completions.notify(run);
+        if let Some(parent) = &run.parent {
+            let item = WorkItem {
+                run_id: parent.run_id.clone(),
+            };
+            if let Err(e) = self.queue.send(&item, Duration::ZERO).await {
+                tracing::error!(parent = %parent.run_id, error = %e, "waking the parent run failed; it goes on at its next timer");
+            }
+        }
+    }
+
+    /// Sends a parked approval's notification (when the step has one) and records how it
+    /// went in the run's `waiting_payload.notification`.
+    async fn notify_approval(&self, wf: &Workflow, run: Run) -> Result<(), ExecError> {
+        let Some(rendered) = engine::approval_notification(wf, &run) else {
+            return Ok(());
+        };
+        let outcome = match rendered {
+            Ok(req) => {
+                let rule = engine::SuccessRule(None);
+                match self.outbound.perform(&req, NOTIFY_TIMEOUT, &rule).await {
+                    Ok(out) => json!({"status": out.get("status"), "sent_at": self.clock.now()}),
+                    Err((e, out)) => json!({
+                        "status": out.as_ref().and_then(|o| o.get("status")),
+                        "error": e.message,
+                        "sent_at": self.clock.now(),
+                    }),
+                }
+            }
+            Err(e) => json!({"error": format!("the notification's template failed: {e}")}),
+        };
+        if outcome.get("error").is_some() {
+            tracing::warn!(run_id = %run.id, "the approval notification failed; the review URL is on the run");
+        }
+        let mut run = run;
+        if let Some(p) = run.waiting_payload.as_mut() {
+            p["notification"] = outcome;
+        }
+        self.save(&run).await?;
+        Ok(())
+    }
+
+    /// Records (once per run and step) the run a `trigger_workflow` step starts.
+    async fn start_child(
+        &self,
+        parent: &Run,
+        step: &str,
+        workflow: &str,
+        input: Value,
+    ) -> Result<Event, ExecError> {
+        let attempt = parent.cursor.attempt;
+        let failed = |message: String| Event::StepFailed {
+            step: step.to_string(),
+            attempt,
+            started_at: self.clock.now(),
+            request: json!({"workflow": workflow}),
+            error: StepError {
+                class: FailureClass::Request,
+                message,
+            },
+            output: None,
+        };
+        self.refresh_workflows(false).await;
+        let Some(rec) = self.deployments.latest(workflow) else {
+            return Ok(failed(format!(
+                "workflow `{workflow}` is not deployed; deploy it before the runs that start it"
+            )));
+        };
+        let now = self.clock.now();
+        let run_id = self.new_id();
+        let message_id = self.new_id();
+        let body = serde_json::to_vec(&input).unwrap_or_default();
+        let mut child = Run::new(
+            run_id.clone(),
+            &rec.id,
+            rec.revision,
+            TriggerRef {
+                kind: "workflow".into(),
+                id: parent.workflow.clone(),
+            },
+            json!({ "body": input, "parent": {"run_id": parent.id, "workflow": parent.workflow, "step": step} }),
+            now,
+        );
+        child.message_id = Some(message_id.clone());
+        child.parent = Some(ParentRef {
+            run_id: parent.id.clone(),
+            workflow: parent.workflow.clone(),
+            step: step.to_string(),
+        });
+        let message = InboxMessage {
+            id: message_id,
+            received_at: now,
+            workflow: rec.id.clone(),
+            trigger: "workflow".into(),
+            method: "POST".into(),
+            path: format!("/v1/runs/{}/steps/{step}", parent.id),
+            query: String::new(),
+            headers: vec![],
+            content_type: Some("application/json".into()),
+            body,
+            outcome: Outcome::Started {
+                run_ids: vec![run_id.clone()],
+            },
+        };
+        let claim = IdempotencyClaim {
+            key: format!("{}/trigger_workflow/{}/{step}", rec.id, parent.id),
+            expires_at: now.plus(CHILD_CLAIM_WINDOW),
+        };
+        let admitted = self
+            .admit(Admission {
+                message,
+                runs: vec![child],
+                idempotency: Some(claim),
+            })
+            .await?;
+        let run_id = match admitted {
+            Admitted::New { .. } => run_id,
+            Admitted::Duplicate { run_id } => run_id,
+        };
+        Ok(Event::ChildStarted {
+            step: step.to_string(),
+            run_id,
+            workflow: rec.id.clone(),
+        })
+    }
+
+    /// One signed delivery attempt of a run's callback.
+    async fn deliver_callback(
+        &self,
+        wf: &Workflow,
+        run: &Run,
+        attempt: u32,
+        mut request: HttpRequest,
+        timeout: Duration,
+    ) -> Event {
+        let url = request.url.clone();
+        let body = request
+            .body
+            .as_ref()
+            .map(|b| serde_json::to_vec(b).unwrap_or_default())
+            .unwrap_or_default();
+        let msg_id = format!("msg_{}", run.id);
+        let secs = self.clock.now().millis() / 1000;
+        let secret = wf.callback_secret.as_deref().unwrap_or_default();
+        match crate::signing::headers(secret, &msg_id, secs, &body) {
+            Ok(hs) => {
+                for (k, v) in hs {
+                    request.headers.insert(k.to_string(), v);
+                }
+            }
+            Err(e) => {
+                return Event::CallbackDone {
+                    attempt,
+                    url,
+                    status: None,
+                    error: Some(StepError {
+                        class: FailureClass::Request,
+                        message: e.to_string(),
+                    }),
+                };
+            }
+        }
+        let rule = engine::SuccessRule(None);
+        match self.outbound.perform(&request, timeout, &rule).await {
+            Ok(out) => Event::CallbackDone {
+                attempt,
+                url,
+                status: status_of(&out),
+                error: None,
+            },
+            Err((error, out)) => {
+                tracing::info!(run_id = %run.id, attempt, class = ?error.class, "callback delivery failed");
+                Event::CallbackDone {
+                    attempt,
+                    url,
+                    status: out.as_ref().and_then(status_of),
+                    error: Some(error),
                 }
             }
         }
+    }
+
+    /// Applies an event that comes from outside the executor (a resume, a decision, a
+    /// cancel) and writes the run; the rest happens in the executor (a work item is sent
+    /// when the run goes on or has a callback to deliver). `None` when the conditional
+    /// write lost: the caller reads the run again and decides anew.
+    pub async fn apply_from_outside(
+        &self,
+        run: Run,
+        event: Event,
+    ) -> Result<Option<Run>, ExecError> {
+        let wf = self.revision_of(&run).await?;
+        let before = run.clone();
+        let (run, effects) = engine::apply(&wf, run, event, self.clock.now());
+        if run == before {
+            return Ok(Some(run));
+        }
+        let Some(saved) = self.save(&run).await? else {
+            return Ok(None);
+        };
+        if saved.status.is_terminal() {
+            self.after_end(&saved).await;
+        }
+        let more = effects
+            .iter()
+            .any(|e| matches!(e, Effect::Continue | Effect::Callback { .. }));
+        if more {
+            self.schedule(&saved.id, self.clock.now()).await?;
+        }
+        Ok(Some(saved))
     }
 
     /// Writes the run; `None` when the conditional write lost (another delivery of the same

@@ -15,6 +15,8 @@ pub mod executor;
 pub mod ingress;
 pub mod outbound;
 pub mod ports;
+pub mod resume;
+pub mod signing;
 
 use deploy::Deployments;
 use executor::Completions;
@@ -43,6 +45,10 @@ pub struct Config {
     /// than this, and on every unknown token (one read). `None`: this process is the only
     /// deployer.
     pub refresh_workflows: Option<Duration>,
+    /// The base of the URLs that parked runs expose (`resume_url`, `review_url`, ...), as
+    /// callers outside reach this server, e.g. `https://hooks.example.com`. Empty: the
+    /// local server uses its listen address; elsewhere the URLs are relative.
+    pub public_url: String,
 }
 
 impl Default for Config {
@@ -55,6 +61,7 @@ impl Default for Config {
             outbound: OutboundPolicy::default(),
             poll_runs: false,
             refresh_workflows: None,
+            public_url: String::new(),
         }
     }
 }
@@ -145,9 +152,11 @@ impl App {
         })
     }
 
-    /// The whole HTTP surface: webhooks and the control API.
+    /// The whole HTTP surface: webhooks, the routes of parked runs, and the control API.
     pub fn router(self: &Arc<Self>) -> axum::Router {
-        ingress::router(self.clone()).merge(control::router(self.clone()))
+        ingress::router(self.clone())
+            .merge(resume::router(self.clone()))
+            .merge(control::router(self.clone()))
     }
 }
 

@@ -39,7 +39,8 @@ where
 
 /// The settings of the use cases, from the environment the SAM template sets:
 /// `TRIPLINE_SYNC_BUDGET` (e.g. `25s`), `TRIPLINE_MAX_BODY` (bytes), `TRIPLINE_API_KEY`,
-/// `TRIPLINE_HIDE_UNKNOWN_TOKENS` (`true`), `TRIPLINE_ALLOW_PRIVATE_NETWORK` (`true`, for
+/// `TRIPLINE_HIDE_UNKNOWN_TOKENS` (`true`), `TRIPLINE_PUBLIC_URL` (the base of resume and
+/// approval URLs), `TRIPLINE_ALLOW_PRIVATE_NETWORK` (`true`, for
 /// tests only) and `TRIPLINE_REWRITE_URL` (`FROM=TO`, comma-separated).
 pub fn config_from_env() -> Result<Config, String> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
@@ -60,6 +61,7 @@ pub fn config_from_env() -> Result<Config, String> {
             .map_err(|_| format!("TRIPLINE_MAX_BODY must be a number of bytes, not {v:?}"))?;
     }
     config.api_key = var("TRIPLINE_API_KEY");
+    config.public_url = var("TRIPLINE_PUBLIC_URL").unwrap_or_default();
     config.hide_unknown_tokens = flag("TRIPLINE_HIDE_UNKNOWN_TOKENS");
     let mut rewrites = Vec::new();
     for pair in var("TRIPLINE_REWRITE_URL")
