@@ -374,6 +374,23 @@ impl Stub {
         self.state.requests.lock().expect("lock").clone()
     }
 
+    /// The requests once there are at least `n` (5 s at most).
+    pub async fn wait_for(&self, n: usize) -> Vec<Recorded> {
+        let start = Instant::now();
+        loop {
+            let reqs = self.requests();
+            if reqs.len() >= n {
+                return reqs;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the stub got {} request(s), not {n}: {reqs:?}",
+                reqs.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn max_in_flight(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }

@@ -110,3 +110,103 @@ async fn quote_calls_downstream_and_replies_with_its_answer() {
         format!("{run_id}:fetch")
     );
 }
+
+#[tokio::test]
+async fn expense_approval_posts_the_review_link_and_pays_once_approved() {
+    let stub = Stub::start().await;
+    let app = examples_app(&stub).await;
+    let (status, _, body) = app
+        .post_json(
+            "/hooks/quickstart-expense-token-01",
+            &json!({"employee": "ada", "amount": 120, "reason": "train"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["run_id"].as_str().expect("id").to_string();
+    let run = app.wait_status(&id, "waiting").await;
+    let review = run["waiting_payload"]["review_url"]
+        .as_str()
+        .expect("review");
+    assert_eq!(
+        run["waiting_payload"]["summary"],
+        "ada asks for 120 EUR: train"
+    );
+    let chat = stub.requests();
+    assert_eq!(chat.len(), 1, "the notification");
+    assert_eq!(chat[0].path, "/post");
+    assert!(
+        chat[0].body["json"].is_null()
+            && chat[0].body["text"]
+                .as_str()
+                .expect("text")
+                .ends_with(review),
+        "{:?}",
+        chat[0].body
+    );
+    let approve = run["waiting_payload"]["approve_url"]
+        .as_str()
+        .expect("approve");
+    let resp = app
+        .client
+        .post(approve)
+        .json(&json!({"comment": "ok"}))
+        .send()
+        .await
+        .expect("approve");
+    assert_eq!(resp.status().as_u16(), 200);
+    let run = app.wait_run(&id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        run["final_output"],
+        json!({"paid": true, "decision": "approved"})
+    );
+    let paid = &stub.wait_for(2).await[1];
+    assert_eq!(paid.path, "/anything/payments");
+    assert_eq!(paid.body["approved_with"], "ok");
+}
+
+#[tokio::test]
+async fn partner_callback_hands_out_its_resume_url_and_reports_the_result() {
+    let stub = Stub::start().await;
+    let app = examples_app(&stub).await;
+    let (_, _, body) = app
+        .post_json(
+            "/hooks/quickstart-partner-token-01",
+            &json!({"order": "A-1"}),
+        )
+        .await;
+    let id = body["run_id"].as_str().expect("id").to_string();
+    app.wait_status(&id, "waiting").await;
+    let asked = stub.wait_for(1).await;
+    assert_eq!(asked[0].path, "/anything/shipments");
+    let callback = asked[0].body["callback_url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    assert!(callback.contains(&format!("/resume/{id}.")), "{callback}");
+    let resp = app
+        .client
+        .post(&callback)
+        .json(&json!({"tracking": "TRK-9"}))
+        .send()
+        .await
+        .expect("resume");
+    assert_eq!(resp.status().as_u16(), 200);
+    let run = app.wait_run(&id).await;
+    assert_eq!(
+        run["final_output"],
+        json!({"order": "A-1", "tracking": "TRK-9"})
+    );
+    let start = std::time::Instant::now();
+    while stub.requests().len() < 2 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "no callback"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let report = &stub.requests()[1];
+    assert_eq!(report.path, "/anything/shipped");
+    assert_eq!(report.body["type"], "run.succeeded");
+    assert!(report.headers["webhook-signature"].starts_with("v1,"));
+}

@@ -205,7 +205,7 @@ impl App {
                     if let Some(at) = until {
                         self.schedule(&saved.id, at).await?;
                     }
-                    self.notify_approval(&wf, saved).await?;
+                    self.notify_waiter(&wf, saved).await?;
                     return Ok(());
                 }
                 Effect::StartRun {
@@ -306,10 +306,10 @@ impl App {
         }
     }
 
-    /// Sends a parked approval's notification (when the step has one) and records how it
-    /// went in the run's `waiting_payload.notification`.
-    async fn notify_approval(&self, wf: &Workflow, run: Run) -> Result<(), ExecError> {
-        let Some(rendered) = engine::approval_notification(wf, &run) else {
+    /// Sends a parked step's notification (when it has one) and records how it went in the
+    /// run's `waiting_payload.notification`.
+    async fn notify_waiter(&self, wf: &Workflow, run: Run) -> Result<(), ExecError> {
+        let Some(rendered) = engine::wait_notification(wf, &run) else {
             return Ok(());
         };
         let outcome = match rendered {
@@ -327,7 +327,7 @@ impl App {
             Err(e) => json!({"error": format!("the notification's template failed: {e}")}),
         };
         if outcome.get("error").is_some() {
-            tracing::warn!(run_id = %run.id, "the approval notification failed; the review URL is on the run");
+            tracing::warn!(run_id = %run.id, "the wait's notification failed; its URLs are on the run");
         }
         let mut run = run;
         if let Some(p) = run.waiting_payload.as_mut() {

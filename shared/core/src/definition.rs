@@ -297,6 +297,10 @@ pub enum OnReject {
 pub struct WaitForWebhookAction {
     #[serde(default)]
     pub on_timeout: OnTimeout,
+    /// An HTTP request made when the run parks, to hand the `resume_url` to whoever calls
+    /// back. Its templates also see `wait` (`resume_url`, `expires_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<HttpAction>,
 }
 
 /// The default lifetime of approval links.

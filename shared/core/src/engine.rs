@@ -116,8 +116,8 @@ pub enum Effect {
     /// Deliver `Continue` at `at` (retry back-off, a wait's end).
     ScheduleTimer { at: Timestamp },
     /// The run is `waiting`: write it, make its single-use URLs (see [`expose`]) for a
-    /// `webhook` or `approval` wait, send the approval's notification (see
-    /// [`approval_notification`]), and deliver `Continue` at `until` when there is one.
+    /// `webhook` or `approval` wait, send the step's notification (see
+    /// [`wait_notification`]), and deliver `Continue` at `until` when there is one.
     Park {
         step: String,
         reason: &'static str,
@@ -1128,22 +1128,21 @@ pub fn expose(run: &mut Run, base_url: &str, mut secret: impl FnMut() -> String)
     run.waiting_payload = Some(payload);
 }
 
-/// The notification request of a parked `approval` step (after [`expose`]): its templates
-/// see `approval` (`review_url`, `approve_url`, `reject_url`, `expires_at`, `summary`).
-pub fn approval_notification(
-    wf: &Workflow,
-    run: &Run,
-) -> Option<Result<HttpRequest, TemplateError>> {
-    if !waits_for(run, waiting::APPROVAL) {
+/// The notification request of a parked `wait_for_webhook` or `approval` step (after
+/// [`expose`]): its templates see `wait` (`resume_url`, `expires_at`) or `approval`
+/// (`review_url`, `approve_url`, `reject_url`, `expires_at`, `summary`).
+pub fn wait_notification(wf: &Workflow, run: &Run) -> Option<Result<HttpRequest, TemplateError>> {
+    if run.status != RunStatus::Waiting {
         return None;
     }
     let step = wf.steps.get(run.cursor.step)?;
-    let Action::Approval(a) = &step.action else {
-        return None;
+    let (root, notify) = match (&step.action, run.waiting_reason.as_deref()) {
+        (Action::Approval(a), Some(waiting::APPROVAL)) => ("approval", a.notify.as_ref()?),
+        (Action::WaitForWebhook(w), Some(waiting::WEBHOOK)) => ("wait", w.notify.as_ref()?),
+        _ => return None,
     };
-    let notify = a.notify.as_ref()?;
     let mut ctx = run.template_context();
-    ctx["approval"] = run.waiting_payload.clone().unwrap_or(Value::Null);
+    ctx[root] = run.waiting_payload.clone().unwrap_or(Value::Null);
     Some(render_http(
         notify,
         &ctx,
@@ -1675,7 +1674,7 @@ steps:
             run.waiting_expires_at,
             Some(after(2).plus(DEFAULT_APPROVAL_TIMEOUT.std()))
         );
-        let req = approval_notification(&w, &run).unwrap().unwrap();
+        let req = wait_notification(&w, &run).unwrap().unwrap();
         assert_eq!(req.body, Some(json!({"text": "http://h/review/r1.s1"})));
     }
 

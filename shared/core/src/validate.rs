@@ -365,7 +365,7 @@ const HTTP_FIELDS: &[&str] = &[
 ];
 const TRANSFORM_FIELDS: &[&str] = &["value"];
 const FAIL_FIELDS: &[&str] = &["message"];
-const WAIT_FIELDS: &[&str] = &["on_timeout"];
+const WAIT_FIELDS: &[&str] = &["on_timeout", "notify"];
 const APPROVAL_FIELDS: &[&str] = &["summary", "on_reject", "on_timeout", "notify"];
 const DELAY_FIELDS: &[&str] = &["duration", "until"];
 const TRIGGER_WORKFLOW_FIELDS: &[&str] = &["workflow", "input", "wait"];
@@ -480,7 +480,7 @@ fn check_step_shape(c: &mut Collector, v: &Value, path: &str) -> bool {
     if let Some(r) = v.get("retry") {
         unknown_fields(c, r, &join(path, "retry"), RETRY_FIELDS, "retry policy");
     }
-    if t == Some("approval")
+    if matches!(t, Some("approval" | "wait_for_webhook"))
         && let Some(n) = v.get("notify")
     {
         unknown_fields(c, n, &join(path, "notify"), HTTP_FIELDS, "notification");
@@ -586,6 +586,7 @@ const EXTRACT_ROOTS: &[&str] = &["trigger", "steps", "context", "run", "output"]
 const TRIGGER_ROOTS: &[&str] = &["trigger"];
 const REPLY_ROOTS: &[&str] = &["trigger", "run", "output", "status"];
 const NOTIFY_ROOTS: &[&str] = &["trigger", "steps", "context", "run", "approval"];
+const WAIT_NOTIFY_ROOTS: &[&str] = &["trigger", "steps", "context", "run", "wait"];
 const CALLBACK_ROOTS: &[&str] = &["trigger", "context", "run"];
 
 fn check_refs(c: &mut Collector, path: &str, refs: &BTreeSet<String>, scope: &Scope) {
@@ -790,7 +791,16 @@ fn check_steps(c: &mut Collector, steps: &[(String, Step)], all: &[&str]) {
             Action::Fail { message } => {
                 check_string_template(c, message, &join(path, "message"), &scope)
             }
-            Action::WaitForWebhook(_) => {}
+            Action::WaitForWebhook(w) => {
+                if let Some(n) = &w.notify {
+                    let notify_scope = Scope {
+                        roots: WAIT_NOTIFY_ROOTS,
+                        steps_before: &before,
+                        all_steps: all,
+                    };
+                    check_http(c, &join(path, "notify"), n, &notify_scope);
+                }
+            }
             Action::Approval(a) => {
                 if let Some(s) = &a.summary {
                     check_string_template(c, s, &join(path, "summary"), &scope);
