@@ -149,6 +149,7 @@ fn every_function_is_a_rust_arm64_binary_with_its_own_policy() {
     assert_eq!(strings(&globals["Architectures"]), vec!["arm64"]);
     for (name, binary) in [
         ("WebhookIngressFunction", "webhook-ingress"),
+        ("ResumeApprovalFunction", "resume-approval"),
         ("StepExecutorFunction", "step-executor"),
         ("ControlApiFunction", "control-api"),
     ] {

@@ -82,7 +82,10 @@ pub fn config_from_env() -> Result<Config, String> {
 
 /// The use cases on the AWS adapters.
 pub fn build_app(clients: &Clients, settings: Settings, config: Config) -> Arc<App> {
-    let queue = SqsQueue::new(clients.sqs.clone(), settings.queue_url.clone());
+    let mut queue = SqsQueue::new(clients.sqs.clone(), settings.queue_url.clone());
+    if let Some(t) = &settings.timers {
+        queue = queue.with_timers(clients.scheduler.clone(), t.clone());
+    }
     let store = DynamoStore::new(clients, settings);
     Arc::new(App::new(
         Arc::new(store),

@@ -173,8 +173,29 @@ pub async fn provision(clients: &Clients, settings: &Settings) -> Result<Setting
         )
         .send()
         .await?;
+    let queue_url = queue.queue_url().unwrap_or_default().to_string();
+    let mut timers = settings.timers.clone();
+    if let Some(t) = timers.as_mut() {
+        t.queue_arn = clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await?
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .unwrap_or_default();
+        clients
+            .scheduler
+            .create_schedule_group()
+            .name(&t.schedule_group)
+            .send()
+            .await?;
+    }
     Ok(Settings {
-        queue_url: queue.queue_url().unwrap_or_default().to_string(),
+        queue_url,
+        timers,
         ..settings.clone()
     })
 }

@@ -1,6 +1,9 @@
 //! The [`Queue`] on SQS: a standard queue with a dead-letter queue (redrive policy in
-//! template.yaml). Delays up to SQS's 15 minutes use `DelaySeconds`; a longer timer is sent
-//! with the longest delay, and the executor, finding it is not yet due, sends it on again.
+//! template.yaml). Delays up to SQS's 15 minutes use `DelaySeconds`. A longer timer is a
+//! one-time EventBridge Scheduler schedule (`at(...)`, deleted after it ran) that sends the
+//! work item to the queue when due; without Scheduler settings it is sent with the longest
+//! delay, and the executor, finding it is not yet due, sends it on again. A timer that fires
+//! twice changes nothing: the executor looks at the run's state and time.
 
 use std::time::Duration;
 
@@ -8,6 +11,7 @@ use async_trait::async_trait;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use tripline_app::ports::{Delivery, Queue, StoreError, WorkItem};
 
+use crate::settings::TimerSettings;
 use crate::store_error;
 
 /// SQS's longest `DelaySeconds`.
@@ -17,6 +21,21 @@ pub const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 pub struct SqsQueue {
     sqs: aws_sdk_sqs::Client,
     url: String,
+    timers: Option<(aws_sdk_scheduler::Client, TimerSettings)>,
+}
+
+/// The name of the schedule of the timer of `run_id` due at `due_secs`: the same timer
+/// asked for twice is one schedule (the second create answers a conflict).
+pub fn schedule_name(run_id: &str, due_secs: i64) -> String {
+    // Schedule names: 1 to 64 of [0-9a-zA-Z-_.].
+    format!("tl-{run_id}-{due_secs}")
+}
+
+/// EventBridge Scheduler's one-time expression, in UTC, to the second.
+pub fn at_expression(due_secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(due_secs).unwrap_or(0));
+    let s = humantime::format_rfc3339_seconds(t).to_string();
+    format!("at({})", s.trim_end_matches('Z'))
 }
 
 /// Whole seconds, rounded up (SQS counts in seconds; early would be wrong, late is fine).
@@ -40,6 +59,75 @@ impl SqsQueue {
         Self {
             sqs,
             url: url.into(),
+            timers: None,
+        }
+    }
+
+    /// Timers over 15 minutes become EventBridge Scheduler schedules.
+    pub fn with_timers(
+        mut self,
+        scheduler: aws_sdk_scheduler::Client,
+        settings: TimerSettings,
+    ) -> Self {
+        self.timers = Some((scheduler, settings));
+        self
+    }
+
+    async fn schedule(
+        &self,
+        scheduler: &aws_sdk_scheduler::Client,
+        t: &TimerSettings,
+        item: &WorkItem,
+        delay: Duration,
+    ) -> Result<(), StoreError> {
+        use aws_sdk_scheduler::types::{
+            ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, Target,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        // Rounded up: a timer may fire late, never early.
+        let due = now + delay;
+        let due_secs =
+            i64::try_from(due.as_secs() + u64::from(due.subsec_nanos() > 0)).unwrap_or(i64::MAX);
+        let bad = |e: aws_sdk_scheduler::error::BuildError| StoreError::Unavailable(Box::new(e));
+        let target = Target::builder()
+            .arn(&t.queue_arn)
+            .role_arn(&t.role_arn)
+            .input(encode(item))
+            .retry_policy(
+                RetryPolicy::builder()
+                    .maximum_retry_attempts(185)
+                    .maximum_event_age_in_seconds(86_400)
+                    .build(),
+            )
+            .build()
+            .map_err(bad)?;
+        let window = FlexibleTimeWindow::builder()
+            .mode(FlexibleTimeWindowMode::Off)
+            .build()
+            .map_err(bad)?;
+        let result = scheduler
+            .create_schedule()
+            .name(schedule_name(&item.run_id, due_secs))
+            .group_name(&t.schedule_group)
+            .schedule_expression(at_expression(due_secs))
+            .schedule_expression_timezone("UTC")
+            .flexible_time_window(window)
+            .action_after_completion(ActionAfterCompletion::Delete)
+            .target(target)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conflict_exception()) =>
+            {
+                // Already scheduled by an earlier delivery: the same timer.
+                Ok(())
+            }
+            Err(e) => Err(store_error("Scheduler CreateSchedule", e)),
         }
     }
 }
@@ -47,6 +135,11 @@ impl SqsQueue {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, item: &WorkItem, delay: Duration) -> Result<(), StoreError> {
+        if delay > MAX_DELAY
+            && let Some((scheduler, t)) = &self.timers
+        {
+            return self.schedule(scheduler, t, item, delay).await;
+        }
         self.sqs
             .send_message()
             .queue_url(&self.url)
@@ -135,6 +228,17 @@ mod tests {
         assert_eq!(seconds(Duration::from_millis(1)), 1);
         assert_eq!(seconds(Duration::from_millis(2000)), 2);
         assert_eq!(seconds(Duration::from_millis(2001)), 3);
+    }
+
+    #[test]
+    fn one_time_schedules_are_named_by_run_and_due_second_in_utc() {
+        assert_eq!(at_expression(1_800_000_000), "at(2027-01-15T08:00:00)");
+        let name = schedule_name("01KBCDEFGHJKMNPQRSTVWXYZ01", 1_800_000_000);
+        assert!(name.len() <= 64, "{name}");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        );
     }
 
     #[test]

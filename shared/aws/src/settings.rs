@@ -22,6 +22,18 @@ pub struct Settings {
     /// Run records and message bodies larger than this many bytes go to S3 (DynamoDB items
     /// hold at most 400 KB, with every attribute).
     pub item_budget: usize,
+    /// Timers longer than SQS's 15-minute delay: one-time EventBridge Scheduler schedules
+    /// in this group, sending to the queue. `None`: such timers are re-sent every 15 min.
+    pub timers: Option<TimerSettings>,
+}
+
+/// Where long timers are scheduled: the schedule group, the queue's ARN (the target) and
+/// the role EventBridge Scheduler assumes to send to it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimerSettings {
+    pub schedule_group: String,
+    pub queue_arn: String,
+    pub role_arn: String,
 }
 
 /// The default [`Settings::item_budget`]: leaves room under 400 KB for the other attributes.
@@ -34,7 +46,8 @@ pub struct MissingSetting(pub &'static str);
 impl Settings {
     /// Reads `TRIPLINE_WORKFLOWS_TABLE`, `TRIPLINE_RUNS_TABLE`, `TRIPLINE_INBOX_TABLE`,
     /// `TRIPLINE_IDEMPOTENCY_TABLE`, `TRIPLINE_QUEUE_URL`, `TRIPLINE_BUCKET` and, optionally,
-    /// `TRIPLINE_ITEM_BUDGET` (bytes).
+    /// `TRIPLINE_ITEM_BUDGET` (bytes) and, together, `TRIPLINE_SCHEDULE_GROUP`,
+    /// `TRIPLINE_QUEUE_ARN` and `TRIPLINE_SCHEDULER_ROLE_ARN` (long timers).
     pub fn from_env() -> Result<Self, MissingSetting> {
         let var = |name: &'static str| std::env::var(name).map_err(|_| MissingSetting(name));
         Ok(Self {
@@ -48,6 +61,20 @@ impl Settings {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(ITEM_BUDGET),
+            timers: match (
+                std::env::var("TRIPLINE_SCHEDULE_GROUP"),
+                std::env::var("TRIPLINE_QUEUE_ARN"),
+                std::env::var("TRIPLINE_SCHEDULER_ROLE_ARN"),
+            ) {
+                (Ok(schedule_group), Ok(queue_arn), Ok(role_arn)) if !schedule_group.is_empty() => {
+                    Some(TimerSettings {
+                        schedule_group,
+                        queue_arn,
+                        role_arn,
+                    })
+                }
+                _ => None,
+            },
         })
     }
 
@@ -62,12 +89,17 @@ impl Settings {
             queue_url: String::new(),
             bucket: format!("{prefix}-payloads").to_lowercase(),
             item_budget: ITEM_BUDGET,
+            timers: Some(TimerSettings {
+                schedule_group: format!("{prefix}-timers"),
+                queue_arn: String::new(),
+                role_arn: format!("arn:aws:iam::123456789012:role/{prefix}-scheduler"),
+            }),
         }
     }
 
     /// The environment variables that [`Settings::from_env`] reads back to these settings.
     pub fn to_env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("TRIPLINE_WORKFLOWS_TABLE", self.workflows_table.clone()),
             ("TRIPLINE_RUNS_TABLE", self.runs_table.clone()),
             ("TRIPLINE_INBOX_TABLE", self.inbox_table.clone()),
@@ -75,7 +107,13 @@ impl Settings {
             ("TRIPLINE_QUEUE_URL", self.queue_url.clone()),
             ("TRIPLINE_BUCKET", self.bucket.clone()),
             ("TRIPLINE_ITEM_BUDGET", self.item_budget.to_string()),
-        ]
+        ];
+        if let Some(t) = &self.timers {
+            env.push(("TRIPLINE_SCHEDULE_GROUP", t.schedule_group.clone()));
+            env.push(("TRIPLINE_QUEUE_ARN", t.queue_arn.clone()));
+            env.push(("TRIPLINE_SCHEDULER_ROLE_ARN", t.role_arn.clone()));
+        }
+        env
     }
 }
 
@@ -96,6 +134,7 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub s3: aws_sdk_s3::Client,
+    pub scheduler: aws_sdk_scheduler::Client,
 }
 
 impl Clients {
@@ -115,15 +154,18 @@ impl Clients {
         // Path-style addressing works for every S3-protocol endpoint, a loopback one included.
         let mut s3 = aws_sdk_s3::config::Builder::from(shared)
             .force_path_style(shared.endpoint_url().is_some());
+        let mut scheduler = aws_sdk_scheduler::config::Builder::from(shared);
         if let Some(c) = counter {
             dynamodb = dynamodb.interceptor(c.clone());
             sqs = sqs.interceptor(c.clone());
+            scheduler = scheduler.interceptor(c.clone());
             s3 = s3.interceptor(c);
         }
         Self {
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
             sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
+            scheduler: aws_sdk_scheduler::Client::from_conf(scheduler.build()),
         }
     }
 

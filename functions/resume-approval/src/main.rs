@@ -1,0 +1,10 @@
+//! Lambda: API Gateway (HTTP API) → the routes of parked runs: `POST /resume/{token}`, the
+//! review page `GET /review/{token}`, and `/approve/{token}`, `/reject/{token}`. The same
+//! Router as the local server's; the run goes on in the step executor (a work item).
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    tripline_aws::init_tracing();
+    let app = tripline_aws::app_from_env().await?;
+    lambda_http::run(tripline_app::resume::router(app)).await
+}
