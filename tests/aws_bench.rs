@@ -460,6 +460,10 @@ async fn main() {
             "webhook-ingress",
             http_event("POST", "/hooks/no-such-token", &[], b"{}"),
         ),
+        (
+            "resume-approval",
+            http_event("POST", "/resume/no-such-token", &[], b"{}"),
+        ),
         ("step-executor", json!({"Records": []})),
         ("control-api", http_event("GET", "/healthz", &[], b"")),
     ];
