@@ -75,27 +75,23 @@ pub struct TestApp {
 
 /// Starts the real server in-process on port 0 with a fresh store.
 pub async fn spawn_app(opts: Opts) -> TestApp {
-    let data = TempDir::new().expect("temp dir");
-    let wf_dir = TempDir::new().expect("temp dir");
-    for (name, yaml) in &opts.workflows {
-        std::fs::write(wf_dir.path().join(name), yaml).expect("write workflow");
-    }
+    let (data, wf_dir) = fresh_dirs(&opts);
     let folder = opts
         .folder
         .clone()
         .unwrap_or_else(|| wf_dir.path().to_path_buf());
     let server = start_server(&folder, data.path(), opts.config.clone()).await;
-    let addr = server.addr;
-    TestApp {
-        addr,
-        base: format!("http://{addr}"),
-        client: reqwest::Client::new(),
-        server: Some(server),
-        data,
-        _workflows: wf_dir,
-        folder,
-        config: opts.config,
+    TestApp::new(server, data, wf_dir, folder, opts.config)
+}
+
+/// A fresh data folder, and a workflows folder with the options' definitions.
+fn fresh_dirs(opts: &Opts) -> (TempDir, TempDir) {
+    let data = TempDir::new().expect("temp dir");
+    let wf_dir = TempDir::new().expect("temp dir");
+    for (name, yaml) in &opts.workflows {
+        std::fs::write(wf_dir.path().join(name), yaml).expect("write workflow");
     }
+    (data, wf_dir)
 }
 
 /// Time that moves only when a test says so: the server's clock and its queue's timers.
@@ -120,11 +116,7 @@ impl ManualTime {
 
 /// Like [`spawn_app`], on a manual clock (the embedded store and queue as in `serve`).
 pub async fn spawn_app_with_manual_clock(opts: Opts) -> (TestApp, ManualTime) {
-    let data = TempDir::new().expect("temp dir");
-    let wf_dir = TempDir::new().expect("temp dir");
-    for (name, yaml) in &opts.workflows {
-        std::fs::write(wf_dir.path().join(name), yaml).expect("write workflow");
-    }
+    let (data, wf_dir) = fresh_dirs(&opts);
     let folder = wf_dir.path().to_path_buf();
     let clock = Arc::new(tripline_app::ports::ManualClock::new(
         tripline_core::Timestamp::from_system_time(std::time::SystemTime::now()),
@@ -146,17 +138,7 @@ pub async fn spawn_app_with_manual_clock(opts: Opts) -> (TestApp, ManualTime) {
     )
     .await
     .expect("server starts");
-    let addr = server.addr;
-    let app = TestApp {
-        addr,
-        base: format!("http://{addr}"),
-        client: reqwest::Client::new(),
-        server: Some(server),
-        data,
-        _workflows: wf_dir,
-        folder,
-        config: opts.config,
-    };
+    let app = TestApp::new(server, data, wf_dir, folder, opts.config);
     (app, ManualTime { clock, queue })
 }
 
@@ -174,6 +156,26 @@ async fn start_server(folder: &std::path::Path, data: &std::path::Path, config: 
 }
 
 impl TestApp {
+    fn new(
+        server: Server,
+        data: TempDir,
+        wf_dir: TempDir,
+        folder: PathBuf,
+        config: Config,
+    ) -> Self {
+        let addr = server.addr;
+        TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            server: Some(server),
+            data,
+            _workflows: wf_dir,
+            folder,
+            config,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

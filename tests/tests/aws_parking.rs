@@ -172,6 +172,23 @@ async fn an_approval_expires_when_its_timer_arrives() {
     assert_eq!(status, 410);
 }
 
+/// The names of the schedules in a group.
+async fn schedules(s: &Shape, group: &str) -> Vec<String> {
+    let listed = s
+        .clients
+        .scheduler
+        .list_schedules()
+        .group_name(group)
+        .send()
+        .await
+        .expect("list schedules");
+    listed
+        .schedules()
+        .iter()
+        .filter_map(|x| x.name().map(str::to_string))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_20_minute_delay_is_an_eventbridge_scheduler_schedule() {
     let s = shape(&[]).await;
@@ -188,19 +205,7 @@ async fn a_20_minute_delay_is_an_eventbridge_scheduler_schedule() {
     .expect("time");
 
     let timers = s.settings.timers.clone().expect("timer settings");
-    let listed = s
-        .clients
-        .scheduler
-        .list_schedules()
-        .group_name(&timers.schedule_group)
-        .send()
-        .await
-        .expect("list schedules");
-    let names: Vec<String> = listed
-        .schedules()
-        .iter()
-        .filter_map(|x| x.name().map(str::to_string))
-        .collect();
+    let names = schedules(&s, &timers.schedule_group).await;
     assert_eq!(names.len(), 1, "one schedule for the timer: {names:?}");
     let schedule = s
         .clients
@@ -243,15 +248,7 @@ async fn a_20_minute_delay_is_an_eventbridge_scheduler_schedule() {
     assert_eq!(s.pump.drain(&s.executor, Duration::from_secs(10)).await, 1);
     let run = s.run(&id).await;
     assert_eq!(run["status"], "waiting", "{run}");
-    let again = s
-        .clients
-        .scheduler
-        .list_schedules()
-        .group_name(&timers.schedule_group)
-        .send()
-        .await
-        .expect("list");
-    assert_eq!(again.schedules().len(), 1);
+    assert_eq!(schedules(&s, &timers.schedule_group).await, names);
 }
 
 const CHILD: &str = r#"

@@ -132,6 +132,19 @@ async fn create_table(clients: &Clients, name: &str, spec: &TableSpec) -> Result
     Ok(())
 }
 
+async fn queue_arn(clients: &Clients, url: &str) -> Result<String, BoxError> {
+    Ok(clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default())
+}
+
 /// Creates everything `settings` names (a fresh set: tables must not exist yet) and
 /// returns the settings with the queue URL filled in.
 pub async fn provision(clients: &Clients, settings: &Settings) -> Result<Settings, BoxError> {
@@ -152,16 +165,7 @@ pub async fn provision(clients: &Clients, settings: &Settings) -> Result<Setting
         .queue_name(format!("{queue_name}-dead"))
         .send()
         .await?;
-    let dlq_arn = clients
-        .sqs
-        .get_queue_attributes()
-        .queue_url(dlq.queue_url().unwrap_or_default())
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await?
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap_or_default();
+    let dlq_arn = queue_arn(clients, dlq.queue_url().unwrap_or_default()).await?;
     let queue = clients
         .sqs
         .create_queue()
@@ -176,16 +180,7 @@ pub async fn provision(clients: &Clients, settings: &Settings) -> Result<Setting
     let queue_url = queue.queue_url().unwrap_or_default().to_string();
     let mut timers = settings.timers.clone();
     if let Some(t) = timers.as_mut() {
-        t.queue_arn = clients
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&queue_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await?
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-            .unwrap_or_default();
+        t.queue_arn = queue_arn(clients, &queue_url).await?;
         clients
             .scheduler
             .create_schedule_group()
