@@ -183,3 +183,95 @@ fn every_function_is_a_rust_arm64_binary_with_its_own_policy() {
         );
     }
 }
+
+/// Every action of a function's own policy.
+fn actions(t: &Yaml, function: &str) -> Vec<String> {
+    let statements = resource(t, function)["Properties"]["Policies"][0]["Statement"]
+        .as_vec()
+        .unwrap_or_else(|| panic!("{function} has no policy of its own"));
+    statements
+        .iter()
+        .flat_map(|s| match &s["Action"] {
+            Yaml::String(a) => vec![a.clone()],
+            other => strings(other),
+        })
+        .collect()
+}
+
+#[test]
+fn the_resume_function_serves_the_urls_parked_runs_hand_out() {
+    let t = template();
+    let events = &resource(&t, "ResumeApprovalFunction")["Properties"]["Events"];
+    let mut routes: Vec<(String, String)> = events
+        .as_hash()
+        .expect("events")
+        .values()
+        .map(|e| {
+            (
+                e["Properties"]["Method"]
+                    .as_str()
+                    .expect("method")
+                    .to_string(),
+                e["Properties"]["Path"].as_str().expect("path").to_string(),
+            )
+        })
+        .collect();
+    routes.sort();
+    assert_eq!(
+        routes,
+        vec![
+            ("ANY".to_string(), "/approve/{token}".to_string()),
+            ("ANY".into(), "/reject/{token}".into()),
+            ("GET".into(), "/review/{token}".into()),
+            ("POST".into(), "/resume/{token}".into()),
+        ]
+    );
+    let granted = actions(&t, "ResumeApprovalFunction");
+    for needed in ["dynamodb:GetItem", "dynamodb:PutItem", "sqs:SendMessage"] {
+        assert!(granted.iter().any(|a| a == needed), "{needed}: {granted:?}");
+    }
+}
+
+#[test]
+fn long_timers_can_be_scheduled_by_the_executor_and_only_send_to_the_queue() {
+    let t = template();
+    let executor = &resource(&t, "StepExecutorFunction")["Properties"];
+    let env = &executor["Environment"]["Variables"];
+    // Every variable the timer settings are read from is set for the executor.
+    let settings = tripline_aws::Settings::with_prefix("x");
+    for (name, _) in settings.to_env() {
+        let in_globals = !t["Globals"]["Function"]["Environment"]["Variables"][name].is_badvalue();
+        assert!(
+            in_globals || !env[name].is_badvalue(),
+            "the executor does not get {name}"
+        );
+    }
+    assert!(
+        !env["TRIPLINE_PUBLIC_URL"].is_badvalue(),
+        "the executor makes resume URLs"
+    );
+    let granted = actions(&t, "StepExecutorFunction");
+    for needed in ["scheduler:CreateSchedule", "iam:PassRole"] {
+        assert!(granted.iter().any(|a| a == needed), "{needed}: {granted:?}");
+    }
+    assert_eq!(
+        resource(&t, "TimerScheduleGroup")["Type"].as_str(),
+        Some("AWS::Scheduler::ScheduleGroup")
+    );
+    let role = &resource(&t, "TimerSchedulerRole")["Properties"];
+    assert_eq!(
+        role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"].as_str(),
+        Some("scheduler.amazonaws.com")
+    );
+    let statements = &role["Policies"][0]["PolicyDocument"]["Statement"];
+    let allowed: Vec<String> = statements
+        .as_vec()
+        .expect("statements")
+        .iter()
+        .flat_map(|s| match &s["Action"] {
+            Yaml::String(a) => vec![a.clone()],
+            other => strings(other),
+        })
+        .collect();
+    assert_eq!(allowed, vec!["sqs:SendMessage"]);
+}
