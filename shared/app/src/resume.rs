@@ -129,7 +129,10 @@ async fn decide(
             Located::Live(run) => run,
             Located::Gone(run) => return Err(gone(&run, html)),
         };
+        let version = run.version;
         match app.apply_from_outside(run, event()).await {
+            // The engine found nothing to do: the wait is not the one this URL was for.
+            Ok(Some(same)) if same.version == version => return Err(gone(&same, html)),
             Ok(Some(saved)) => return Ok(saved),
             Ok(None) => continue,
             Err(crate::executor::ExecError::Store(e)) => return Err(unavailable(&e)),
