@@ -194,15 +194,7 @@ async fn an_approval_notifies_renders_its_review_page_and_approves_once() {
     assert!(review != approve && approve != reject);
 
     // The notification carries the links.
-    let start_wait = std::time::Instant::now();
-    while stub.requests().is_empty() {
-        assert!(
-            start_wait.elapsed() < Duration::from_secs(5),
-            "no notification"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let note = &stub.requests()[0];
+    let note = &stub.wait_for(1).await[0];
     assert_eq!(note.path, "/chat");
     assert_eq!(note.body["text"], json!(format!("Approve? {review}")));
     assert_eq!(note.body["approve"], json!(approve));
@@ -518,14 +510,7 @@ async fn cancel_drops_the_result_of_a_step_in_flight() {
     );
     let app = spawn_app(Opts::default().workflow("w.yaml", &yaml)).await;
     let id = start(&app, "slow", json!({})).await;
-    let start_wait = std::time::Instant::now();
-    while stub.requests().is_empty() {
-        assert!(
-            start_wait.elapsed() < Duration::from_secs(5),
-            "the step never started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    stub.wait_for(1).await;
     let (status, _, _) = app
         .post_json(&format!("/v1/runs/{id}/cancel"), &json!({}))
         .await;
