@@ -15,11 +15,13 @@ use tripline_embedded::{EmbeddedQueue, EmbeddedStore};
 use tripline_local::{ServeOptions, Server};
 use tripline_tests::*;
 
-/// The embedded store, with admissions and run writes that fail while a switch is on.
+/// The embedded store, with admissions and run writes that fail while a switch is on, and
+/// a run write that another writer beats once (it annotates the run first).
 struct FaultyStore {
     inner: EmbeddedStore,
     fail_admit: AtomicBool,
     fail_save: AtomicBool,
+    interfere_once: AtomicBool,
 }
 
 fn injected() -> StoreError {
@@ -57,6 +59,15 @@ impl Store for FaultyStore {
         if self.fail_save.load(Ordering::SeqCst) {
             return Err(injected());
         }
+        if self.interfere_once.swap(false, Ordering::SeqCst)
+            && let Some(mut current) = self.inner.run(&run.id).await?
+        {
+            // Another writer records an annotation (as a wait's notification result is).
+            if let Some(p) = current.waiting_payload.as_mut() {
+                p["note"] = json!("written meanwhile");
+            }
+            self.inner.save_run(&current).await?;
+        }
         self.inner.save_run(run).await
     }
     async fn runs(&self, query: &RunQuery) -> Result<Page<Run>, StoreError> {
@@ -88,6 +99,13 @@ steps:
   - { id: t, type: transform, value: { n: "{{ trigger.body.n }}" } }
 "#;
 
+const WAITING: &str = r#"
+id: waiting
+triggers: [{ type: manual }]
+steps:
+  - { id: w, type: wait_for_webhook, timeout: 400ms }
+"#;
+
 async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
     client
         .get(url)
@@ -108,6 +126,7 @@ async fn start() -> (
     let data = tempfile::TempDir::new().expect("dir");
     let wf = tempfile::TempDir::new().expect("dir");
     std::fs::write(wf.path().join("w.yaml"), WORKFLOW).expect("write");
+    std::fs::write(wf.path().join("waiting.yaml"), WAITING).expect("write");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let inner = EmbeddedStore::open(data.path()).expect("open");
     let queue = EmbeddedQueue::new(inner.clone(), clock.clone());
@@ -115,6 +134,7 @@ async fn start() -> (
         inner,
         fail_admit: AtomicBool::new(false),
         fail_save: AtomicBool::new(false),
+        interfere_once: AtomicBool::new(false),
     });
     let opts = ServeOptions {
         workflows: Some(wf.path().to_path_buf()),
@@ -204,5 +224,47 @@ async fn a_run_whose_write_failed_completes_once_the_store_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_timer_whose_write_loses_to_an_annotation_is_applied_again() {
+    let (server, store, _d, _w) = start().await;
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let started: serde_json::Value = client
+        .post(format!("{base}/v1/workflows/waiting/runs"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    let id = started["run_id"].as_str().expect("id").to_string();
+    let begin = Instant::now();
+    while get_json(&client, format!("{base}/v1/runs/{id}")).await["status"] != "waiting" {
+        assert!(begin.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The expiry timer's write will lose to an annotation: it must not be dropped.
+    store.interfere_once.store(true, Ordering::SeqCst);
+    let run = loop {
+        let run = get_json(&client, format!("{base}/v1/runs/{id}")).await;
+        if run["status"] != "waiting" {
+            break run;
+        }
+        assert!(
+            begin.elapsed() < Duration::from_secs(10),
+            "the expiry was lost: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["error_type"], "wait_timed_out");
+    assert!(
+        !store.interfere_once.load(Ordering::SeqCst),
+        "the interference happened"
+    );
     server.stop().await;
 }

@@ -87,6 +87,30 @@ pub enum ExecError {
     MissingRevision { workflow: String, revision: u32 },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A write lost its version check; handled inside the executor, never returned.
+    #[error("the run changed while this delivery was handled")]
+    Lost(Progress),
+}
+
+/// What marks progress in a run: a change in any of these means another writer moved it
+/// on; a change elsewhere (an annotation) does not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Progress {
+    status: RunStatus,
+    cursor: tripline_core::run::Cursor,
+    executions: usize,
+    callbacks: usize,
+}
+
+impl Progress {
+    fn of(run: &Run) -> Self {
+        Self {
+            status: run.status,
+            cursor: run.cursor.clone(),
+            executions: run.step_executions.len(),
+            callbacks: run.callbacks.len(),
+        }
+    }
 }
 
 impl App {
@@ -112,7 +136,35 @@ impl App {
     /// Like [`App::advance_run`], but a step is only started while it can finish (its
     /// timeout plus [`DEADLINE_MARGIN`]) before `deadline`: past that, the run is written
     /// and enqueued again, to continue in another invocation (AWS Lambda's time limit).
+    ///
+    /// A write that loses its version check means another writer got there first. When that
+    /// writer made progress (a duplicate delivery moved the run on), this delivery's result
+    /// is dropped; when it only annotated the run (a wait's notification result), the
+    /// delivery is applied again to the new version, so that no timer is lost.
     pub async fn advance_run_until(
+        &self,
+        run_id: &str,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), ExecError> {
+        for _ in 0..4 {
+            match self.advance_once(run_id, deadline).await {
+                Err(ExecError::Lost(loaded)) => {
+                    let current = self.store.run(run_id).await?;
+                    if current.as_ref().map(Progress::of) != Some(loaded) {
+                        tracing::info!(
+                            run_id,
+                            "the run changed meanwhile (duplicate delivery); this result is dropped"
+                        );
+                        return Ok(());
+                    }
+                }
+                other => return other,
+            }
+        }
+        Ok(())
+    }
+
+    async fn advance_once(
         &self,
         run_id: &str,
         deadline: Option<tokio::time::Instant>,
@@ -147,7 +199,7 @@ impl App {
                         if timeout > left && performed > 0 {
                             tracing::info!(step = %step, "not enough time left for the step; the run continues in a new invocation");
                             let Some(saved) = self.save(&run).await? else {
-                                return Ok(());
+                                return Err(ExecError::Lost(Progress::of(&stored)));
                             };
                             let item = WorkItem { run_id: saved.id };
                             self.queue.send(&item, Duration::ZERO).await?;
@@ -187,7 +239,7 @@ impl App {
                 }
                 Effect::ScheduleTimer { at } => {
                     let Some(saved) = self.save(&run).await? else {
-                        return Ok(());
+                        return Err(ExecError::Lost(Progress::of(&stored)));
                     };
                     self.schedule(&saved.id, at).await?;
                     return Ok(());
@@ -199,7 +251,7 @@ impl App {
                 } => {
                     engine::expose(&mut run, &self.config.public_url, crate::deploy::new_token);
                     let Some(saved) = self.save(&run).await? else {
-                        return Ok(());
+                        return Err(ExecError::Lost(Progress::of(&stored)));
                     };
                     tracing::info!(step = %step, reason, "run parked");
                     if let Some(at) = until {
@@ -215,14 +267,14 @@ impl App {
                 } => self.start_child(&run, &step, &workflow, input).await?,
                 Effect::Continue => {
                     let Some(saved) = self.save(&run).await? else {
-                        return Ok(());
+                        return Err(ExecError::Lost(Progress::of(&stored)));
                     };
                     self.schedule(&saved.id, self.clock.now()).await?;
                     return Ok(());
                 }
                 Effect::Finish { status } => {
                     let Some(saved) = self.save(&run).await? else {
-                        return Ok(());
+                        return Err(ExecError::Lost(Progress::of(&stored)));
                     };
                     tracing::info!(workflow = %saved.workflow, status = status.as_str(), "run ended");
                     self.after_end(&saved).await;
@@ -243,8 +295,8 @@ impl App {
             run = next;
             effects.extend(more);
         }
-        if run != stored {
-            self.save(&run).await?;
+        if run != stored && self.save(&run).await?.is_none() {
+            return Err(ExecError::Lost(Progress::of(&stored)));
         }
         Ok(())
     }
