@@ -176,7 +176,7 @@ async fn an_approval_expires_when_its_timer_arrives() {
 async fn schedules(s: &Shape, group: &str) -> Vec<String> {
     let listed = s
         .clients
-        .scheduler
+        .scheduler()
         .list_schedules()
         .group_name(group)
         .send()
@@ -209,7 +209,7 @@ async fn a_20_minute_delay_is_an_eventbridge_scheduler_schedule() {
     assert_eq!(names.len(), 1, "one schedule for the timer: {names:?}");
     let schedule = s
         .clients
-        .scheduler
+        .scheduler()
         .get_schedule()
         .group_name(&timers.schedule_group)
         .name(&names[0])

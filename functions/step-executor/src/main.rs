@@ -8,7 +8,7 @@ use tripline_aws::lambda::{deadline_of, executor_event};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     tripline_aws::init_tracing();
-    let app = tripline_aws::app_from_env().await?;
+    let app = tripline_aws::executor_app_from_env().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let app = app.clone();
         async move { executor_event(&app, event.payload, deadline_of(&event.context)).await }

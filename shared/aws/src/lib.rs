@@ -82,9 +82,19 @@ pub fn config_from_env() -> Result<Config, String> {
 
 /// The use cases on the AWS adapters.
 pub fn build_app(clients: &Clients, settings: Settings, config: Config) -> Arc<App> {
+    build_app_with(clients, settings, config, None)
+}
+
+/// [`build_app`], with timers over 15 minutes going to `timers`.
+pub fn build_app_with(
+    clients: &Clients,
+    settings: Settings,
+    config: Config,
+    timers: Option<Arc<dyn queue::LongTimers>>,
+) -> Arc<App> {
     let mut queue = SqsQueue::new(clients.sqs.clone(), settings.queue_url.clone());
-    if let Some(t) = &settings.timers {
-        queue = queue.with_timers(clients.scheduler.clone(), t.clone());
+    if let Some(t) = timers {
+        queue = queue.with_timers(t);
     }
     let store = DynamoStore::new(clients, settings);
     Arc::new(App::new(
@@ -104,6 +114,19 @@ pub async fn app_from_env() -> Result<Arc<App>, BoxError> {
     let config = config_from_env()?;
     let clients = Clients::from_env(None).await;
     Ok(build_app(&clients, settings, config))
+}
+
+/// [`app_from_env`] for the function that parks runs (the step executor): timers over 15
+/// minutes become EventBridge Scheduler schedules when the template's timer settings are
+/// set (`TRIPLINE_SCHEDULE_GROUP`, `TRIPLINE_QUEUE_ARN`, `TRIPLINE_SCHEDULER_ROLE_ARN`).
+pub async fn executor_app_from_env() -> Result<Arc<App>, BoxError> {
+    let settings = Settings::from_env()?;
+    let config = config_from_env()?;
+    let clients = Clients::from_env(None).await;
+    let timers = settings.timers.clone().map(|t| {
+        Arc::new(queue::SchedulerTimers::new(clients.scheduler(), t)) as Arc<dyn queue::LongTimers>
+    });
+    Ok(build_app_with(&clients, settings, config, timers))
 }
 
 /// Logs as JSON lines (CloudWatch; Lambda adds the time), at the level `RUST_LOG` names:

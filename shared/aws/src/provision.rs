@@ -182,7 +182,7 @@ pub async fn provision(clients: &Clients, settings: &Settings) -> Result<Setting
     if let Some(t) = timers.as_mut() {
         t.queue_arn = queue_arn(clients, &queue_url).await?;
         clients
-            .scheduler
+            .scheduler()
             .create_schedule_group()
             .name(&t.schedule_group)
             .send()

@@ -5,6 +5,7 @@
 //! delay, and the executor, finding it is not yet due, sends it on again. A timer that fires
 //! twice changes nothing: the executor looks at the run's state and time.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,7 +22,31 @@ pub const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 pub struct SqsQueue {
     sqs: aws_sdk_sqs::Client,
     url: String,
-    timers: Option<(aws_sdk_scheduler::Client, TimerSettings)>,
+    timers: Option<Arc<dyn LongTimers>>,
+}
+
+/// Where timers longer than SQS's delay go. A trait object, so that only the binary that
+/// builds [`SchedulerTimers`] (the step executor) links the Scheduler client.
+#[async_trait]
+pub trait LongTimers: Send + Sync + std::fmt::Debug + 'static {
+    /// Delivers `item` to the queue after `delay`; asking twice for the same timer is one.
+    async fn schedule(&self, item: &WorkItem, delay: Duration) -> Result<(), StoreError>;
+}
+
+/// Long timers as one-time EventBridge Scheduler schedules that send to the queue.
+#[derive(Debug)]
+pub struct SchedulerTimers {
+    scheduler: aws_sdk_scheduler::Client,
+    settings: TimerSettings,
+}
+
+impl SchedulerTimers {
+    pub fn new(scheduler: aws_sdk_scheduler::Client, settings: TimerSettings) -> Self {
+        Self {
+            scheduler,
+            settings,
+        }
+    }
 }
 
 /// The name of the schedule of the timer of `run_id` due at `due_secs`: the same timer
@@ -63,23 +88,17 @@ impl SqsQueue {
         }
     }
 
-    /// Timers over 15 minutes become EventBridge Scheduler schedules.
-    pub fn with_timers(
-        mut self,
-        scheduler: aws_sdk_scheduler::Client,
-        settings: TimerSettings,
-    ) -> Self {
-        self.timers = Some((scheduler, settings));
+    /// Timers over 15 minutes go to `timers` (EventBridge Scheduler schedules).
+    pub fn with_timers(mut self, timers: Arc<dyn LongTimers>) -> Self {
+        self.timers = Some(timers);
         self
     }
+}
 
-    async fn schedule(
-        &self,
-        scheduler: &aws_sdk_scheduler::Client,
-        t: &TimerSettings,
-        item: &WorkItem,
-        delay: Duration,
-    ) -> Result<(), StoreError> {
+#[async_trait]
+impl LongTimers for SchedulerTimers {
+    async fn schedule(&self, item: &WorkItem, delay: Duration) -> Result<(), StoreError> {
+        let (scheduler, t) = (&self.scheduler, &self.settings);
         use aws_sdk_scheduler::types::{
             ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, Target,
         };
@@ -136,9 +155,9 @@ impl SqsQueue {
 impl Queue for SqsQueue {
     async fn send(&self, item: &WorkItem, delay: Duration) -> Result<(), StoreError> {
         if delay > MAX_DELAY
-            && let Some((scheduler, t)) = &self.timers
+            && let Some(timers) = &self.timers
         {
-            return self.schedule(scheduler, t, item, delay).await;
+            return timers.schedule(item, delay).await;
         }
         self.sqs
             .send_message()

@@ -134,7 +134,8 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub s3: aws_sdk_s3::Client,
-    pub scheduler: aws_sdk_scheduler::Client,
+    shared: aws_config::SdkConfig,
+    counter: Option<CallCounter>,
 }
 
 impl Clients {
@@ -154,19 +155,28 @@ impl Clients {
         // Path-style addressing works for every S3-protocol endpoint, a loopback one included.
         let mut s3 = aws_sdk_s3::config::Builder::from(shared)
             .force_path_style(shared.endpoint_url().is_some());
-        let mut scheduler = aws_sdk_scheduler::config::Builder::from(shared);
-        if let Some(c) = counter {
+        if let Some(c) = counter.clone() {
             dynamodb = dynamodb.interceptor(c.clone());
             sqs = sqs.interceptor(c.clone());
-            scheduler = scheduler.interceptor(c.clone());
             s3 = s3.interceptor(c);
         }
         Self {
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
             sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
-            scheduler: aws_sdk_scheduler::Client::from_conf(scheduler.build()),
+            shared: shared.clone(),
+            counter,
         }
+    }
+
+    /// An EventBridge Scheduler client on the same configuration. Built on demand: only the
+    /// step executor schedules timers, and the other functions' binaries stay without it.
+    pub fn scheduler(&self) -> aws_sdk_scheduler::Client {
+        let mut b = aws_sdk_scheduler::config::Builder::from(&self.shared);
+        if let Some(c) = self.counter.clone() {
+            b = b.interceptor(c);
+        }
+        aws_sdk_scheduler::Client::from_conf(b.build())
     }
 
     /// Clients for an AWS-protocol server at `endpoint` (moto in tests), with fixed test
