@@ -268,3 +268,117 @@ async fn a_timer_whose_write_loses_to_an_annotation_is_applied_again() {
     );
     server.stop().await;
 }
+
+/// The embedded queue, losing the next message sent without delay (as a crash between a
+/// write and its message would).
+struct LossyQueue {
+    inner: EmbeddedQueue,
+    lose_next_immediate: AtomicBool,
+}
+
+#[async_trait]
+impl Queue for LossyQueue {
+    async fn send(&self, item: &WorkItem, delay: Duration) -> Result<(), StoreError> {
+        if delay.is_zero() && self.lose_next_immediate.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.inner.send(item, delay).await
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.inner.receive(max, wait, lease).await
+    }
+    async fn ack(&self, delivery: &Delivery) -> Result<(), StoreError> {
+        self.inner.ack(delivery).await
+    }
+    async fn release(&self, delivery: &Delivery, delay: Duration) -> Result<(), StoreError> {
+        self.inner.release(delivery, delay).await
+    }
+}
+
+#[tokio::test]
+async fn a_parent_whose_wake_up_was_lost_finds_its_ended_child_at_its_next_check() {
+    let data = tempfile::TempDir::new().expect("dir");
+    let wf = tempfile::TempDir::new().expect("dir");
+    std::fs::write(
+        wf.path().join("child.yaml"),
+        "id: child\nsteps:\n  - { id: t, type: transform, value: 42 }\n",
+    )
+    .expect("write");
+    std::fs::write(
+        wf.path().join("parent.yaml"),
+        "id: parent\ntriggers: [{ type: manual }]\nsteps:\n  - { id: call, type: trigger_workflow, workflow: child, wait: true }\n",
+    )
+    .expect("write");
+    let clock = Arc::new(ManualClock::new(Timestamp::from_system_time(
+        std::time::SystemTime::now(),
+    )));
+    let store = EmbeddedStore::open(data.path()).expect("open");
+    let inner = EmbeddedQueue::new(store.clone(), clock.clone());
+    // In this flow the only message sent without delay is the child's wake-up of its parent
+    // (admissions enqueue inside the store's transaction).
+    let queue = Arc::new(LossyQueue {
+        inner: inner.clone(),
+        lose_next_immediate: AtomicBool::new(true),
+    });
+    let opts = ServeOptions {
+        workflows: Some(wf.path().to_path_buf()),
+        data: data.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        workers: 4,
+        grace: Duration::from_secs(2),
+        config: tripline_app::Config::default(),
+    };
+    let server = Server::start_with(opts, Arc::new(store), queue.clone(), clock.clone())
+        .await
+        .expect("start");
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let started: serde_json::Value = client
+        .post(format!("{base}/v1/workflows/parent/runs"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    let id = started["run_id"].as_str().expect("id").to_string();
+    let begin = Instant::now();
+    let child = loop {
+        let run = get_json(&client, format!("{base}/v1/runs/{id}")).await;
+        if let Some(c) = run["children"][0].as_str() {
+            let child = get_json(&client, format!("{base}/v1/runs/{c}")).await;
+            if child["status"] == "succeeded" {
+                break child;
+            }
+        }
+        assert!(begin.elapsed() < Duration::from_secs(5), "{run}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        !queue.lose_next_immediate.load(Ordering::SeqCst),
+        "the wake-up was lost"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let run = get_json(&client, format!("{base}/v1/runs/{id}")).await;
+    assert_eq!(run["status"], "waiting", "{run}");
+
+    clock.advance(tripline_core::engine::CHILD_CHECK_INTERVAL);
+    inner.wake();
+    let run = loop {
+        let run = get_json(&client, format!("{base}/v1/runs/{id}")).await;
+        if run["status"] != "waiting" {
+            break run;
+        }
+        assert!(begin.elapsed() < Duration::from_secs(10), "{run}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["final_output"], child["final_output"]);
+    server.stop().await;
+}

@@ -475,7 +475,7 @@ fn apply_live(wf: &Workflow, mut run: Run, event: Event, now: Timestamp) -> (Run
                 effects.push(Effect::Park {
                     step,
                     reason: waiting::WORKFLOW,
-                    until: run.cursor.deadline,
+                    until: Some(child_check(&run, now)),
                 });
             } else {
                 let output = json!({"run_id": run_id, "workflow": workflow});
@@ -669,6 +669,14 @@ fn continue_waiting(wf: &Workflow, run: &mut Run, now: Timestamp, effects: &mut 
         return;
     };
     let reason = run.waiting_reason.clone().unwrap_or_default();
+    if reason == waiting::WORKFLOW {
+        // The child's end wakes the run (the caller turns that delivery into `ChildEnded`);
+        // this timer is the fallback should that wake-up be lost in a crash.
+        effects.push(Effect::ScheduleTimer {
+            at: child_check(run, now),
+        });
+        return;
+    }
     if reason == waiting::DELAY {
         if run.cursor.delay_until.is_some_and(|u| now >= u) {
             let until = run.cursor.delay_until;
@@ -714,6 +722,16 @@ fn continue_waiting(wf: &Workflow, run: &mut Run, now: Timestamp, effects: &mut 
     if let Some(at) = wait_timer(run) {
         effects.push(Effect::ScheduleTimer { at });
     }
+}
+
+/// How often a run waiting for a child run looks at it, in case the child's wake-up was
+/// lost (a crash between the child's last write and the message to its parent).
+pub const CHILD_CHECK_INTERVAL: StdDuration = StdDuration::from_secs(5 * 60);
+
+/// The next look at a waiting child run: at the check interval, or the deadline if sooner.
+fn child_check(run: &Run, now: Timestamp) -> Timestamp {
+    let check = now.plus(CHILD_CHECK_INTERVAL);
+    run.cursor.deadline.map_or(check, |d| d.min(check))
 }
 
 /// When a waiting run must be looked at again: the wait's end or the run's deadline.
@@ -1849,11 +1867,24 @@ steps:
                 &effects[..],
                 [Effect::Park {
                     reason: "workflow",
-                    until: None,
+                    until: Some(at),
                     ..
-                }]
+                }] if *at == after(2).plus(CHILD_CHECK_INTERVAL)
             ),
             "{effects:?}"
+        );
+        // The check finds the child still running: it looks again later.
+        let (_, effects) = apply(
+            &w,
+            run.clone(),
+            Event::Continue,
+            after(2).plus(CHILD_CHECK_INTERVAL),
+        );
+        assert_eq!(
+            effects,
+            vec![Effect::ScheduleTimer {
+                at: after(2).plus(CHILD_CHECK_INTERVAL * 2)
+            }]
         );
         assert_eq!(run.children, vec!["c1".to_string()]);
         let ended = |status, output| Event::ChildEnded {
