@@ -230,6 +230,12 @@ async fn a_20_minute_delay_is_an_eventbridge_scheduler_schedule() {
     let target = schedule.target().expect("target");
     assert_eq!(target.arn(), timers.queue_arn);
     assert_eq!(target.role_arn(), timers.role_arn);
+    assert_eq!(
+        target.dead_letter_config().and_then(|d| d.arn()),
+        timers.dead_letter_arn.as_deref(),
+        "an undeliverable timer goes to the dead-letter queue"
+    );
+    assert!(target.retry_policy().is_some());
     let input: Value = serde_json::from_str(target.input().expect("input")).expect("json");
     assert_eq!(input, json!({"run_id": id}));
     // No SQS message waits for it: the schedule is the timer.

@@ -181,6 +181,7 @@ pub async fn provision(clients: &Clients, settings: &Settings) -> Result<Setting
     let mut timers = settings.timers.clone();
     if let Some(t) = timers.as_mut() {
         t.queue_arn = queue_arn(clients, &queue_url).await?;
+        t.dead_letter_arn = Some(dlq_arn.clone());
         clients
             .scheduler()
             .create_schedule_group()

@@ -100,7 +100,8 @@ impl LongTimers for SchedulerTimers {
     async fn schedule(&self, item: &WorkItem, delay: Duration) -> Result<(), StoreError> {
         let (scheduler, t) = (&self.scheduler, &self.settings);
         use aws_sdk_scheduler::types::{
-            ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, Target,
+            ActionAfterCompletion, DeadLetterConfig, FlexibleTimeWindow, FlexibleTimeWindowMode,
+            RetryPolicy, Target,
         };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -110,10 +111,14 @@ impl LongTimers for SchedulerTimers {
         let due_secs =
             i64::try_from(due.as_secs() + u64::from(due.subsec_nanos() > 0)).unwrap_or(i64::MAX);
         let bad = |e: aws_sdk_scheduler::error::BuildError| StoreError::Unavailable(Box::new(e));
-        let target = Target::builder()
+        let mut target = Target::builder()
             .arn(&t.queue_arn)
             .role_arn(&t.role_arn)
-            .input(encode(item))
+            .input(encode(item));
+        if let Some(dlq) = &t.dead_letter_arn {
+            target = target.dead_letter_config(DeadLetterConfig::builder().arn(dlq).build());
+        }
+        let target = target
             .retry_policy(
                 RetryPolicy::builder()
                     .maximum_retry_attempts(185)

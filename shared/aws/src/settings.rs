@@ -34,6 +34,9 @@ pub struct TimerSettings {
     pub schedule_group: String,
     pub queue_arn: String,
     pub role_arn: String,
+    /// Where a schedule's message goes when Scheduler could not deliver it within its
+    /// retry policy (24 hours), instead of being lost.
+    pub dead_letter_arn: Option<String>,
 }
 
 /// The default [`Settings::item_budget`]: leaves room under 400 KB for the other attributes.
@@ -47,7 +50,8 @@ impl Settings {
     /// Reads `TRIPLINE_WORKFLOWS_TABLE`, `TRIPLINE_RUNS_TABLE`, `TRIPLINE_INBOX_TABLE`,
     /// `TRIPLINE_IDEMPOTENCY_TABLE`, `TRIPLINE_QUEUE_URL`, `TRIPLINE_BUCKET` and, optionally,
     /// `TRIPLINE_ITEM_BUDGET` (bytes) and, together, `TRIPLINE_SCHEDULE_GROUP`,
-    /// `TRIPLINE_QUEUE_ARN` and `TRIPLINE_SCHEDULER_ROLE_ARN` (long timers).
+    /// `TRIPLINE_QUEUE_ARN` and `TRIPLINE_SCHEDULER_ROLE_ARN` (long timers), with
+    /// `TRIPLINE_TIMER_DEAD_LETTER_ARN`.
     pub fn from_env() -> Result<Self, MissingSetting> {
         let var = |name: &'static str| std::env::var(name).map_err(|_| MissingSetting(name));
         Ok(Self {
@@ -71,6 +75,9 @@ impl Settings {
                         schedule_group,
                         queue_arn,
                         role_arn,
+                        dead_letter_arn: std::env::var("TRIPLINE_TIMER_DEAD_LETTER_ARN")
+                            .ok()
+                            .filter(|v| !v.is_empty()),
                     })
                 }
                 _ => None,
@@ -93,6 +100,7 @@ impl Settings {
                 schedule_group: format!("{prefix}-timers"),
                 queue_arn: String::new(),
                 role_arn: format!("arn:aws:iam::123456789012:role/{prefix}-scheduler"),
+                dead_letter_arn: None,
             }),
         }
     }
@@ -112,6 +120,9 @@ impl Settings {
             env.push(("TRIPLINE_SCHEDULE_GROUP", t.schedule_group.clone()));
             env.push(("TRIPLINE_QUEUE_ARN", t.queue_arn.clone()));
             env.push(("TRIPLINE_SCHEDULER_ROLE_ARN", t.role_arn.clone()));
+            if let Some(dlq) = &t.dead_letter_arn {
+                env.push(("TRIPLINE_TIMER_DEAD_LETTER_ARN", dlq.clone()));
+            }
         }
         env
     }
