@@ -117,6 +117,20 @@ async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
         .expect("json")
 }
 
+/// Starts a run through the control API; its id.
+async fn start_manual(client: &reqwest::Client, base: &str, workflow: &str) -> String {
+    let started: serde_json::Value = client
+        .post(format!("{base}/v1/workflows/{workflow}/runs"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    started["run_id"].as_str().expect("id").to_string()
+}
+
 async fn start() -> (
     Server,
     Arc<FaultyStore>,
@@ -232,16 +246,7 @@ async fn a_timer_whose_write_loses_to_an_annotation_is_applied_again() {
     let (server, store, _d, _w) = start().await;
     let base = format!("http://{}", server.addr);
     let client = reqwest::Client::new();
-    let started: serde_json::Value = client
-        .post(format!("{base}/v1/workflows/waiting/runs"))
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
-    let id = started["run_id"].as_str().expect("id").to_string();
+    let id = start_manual(&client, &base, "waiting").await;
     let begin = Instant::now();
     while get_json(&client, format!("{base}/v1/runs/{id}")).await["status"] != "waiting" {
         assert!(begin.elapsed() < Duration::from_secs(5));
@@ -338,16 +343,7 @@ async fn a_parent_whose_wake_up_was_lost_finds_its_ended_child_at_its_next_check
         .expect("start");
     let base = format!("http://{}", server.addr);
     let client = reqwest::Client::new();
-    let started: serde_json::Value = client
-        .post(format!("{base}/v1/workflows/parent/runs"))
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
-    let id = started["run_id"].as_str().expect("id").to_string();
+    let id = start_manual(&client, &base, "parent").await;
     let begin = Instant::now();
     let child = loop {
         let run = get_json(&client, format!("{base}/v1/runs/{id}")).await;
