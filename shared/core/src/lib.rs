@@ -2,6 +2,7 @@
 //! templates, filters and conditions, and the run state machine. No I/O: time and ids come
 //! in as arguments.
 
+pub mod cron;
 pub mod definition;
 pub mod engine;
 pub mod filter;
