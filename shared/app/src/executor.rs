@@ -410,6 +410,10 @@ impl App {
             output: None,
         };
         self.refresh_workflows(false).await;
+        if self.deployments.latest(workflow).is_none() {
+            // Deployed elsewhere since this process last looked (AWS): look now.
+            self.refresh_workflows(true).await;
+        }
         let Some(rec) = self.deployments.latest(workflow) else {
             return Ok(failed(format!(
                 "workflow `{workflow}` is not deployed; deploy it before the runs that start it"
