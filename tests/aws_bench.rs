@@ -67,6 +67,13 @@ fn workflows(stub: &Stub) -> Vec<(&'static str, String)> {
             "id: sync\ntriggers:\n  - {type: webhook, id: hook, token: bench-sync-token-0000000001, response: sync}\nsteps:\n  - {id: t, type: transform, value: {n: \"{{ trigger.body.n }}\"}}\n".to_string(),
         ),
         (
+            "parked",
+            format!(
+                "id: parked\ntriggers:\n  - {{type: webhook, id: hook, token: bench-parked-token-0000001}}\nsteps:\n  - {{id: a, type: http, method: POST, url: \"{}/a\", body: \"{{{{ trigger.body }}}}\"}}\n  - {{id: w, type: wait_for_webhook, timeout: 1h}}\n  - {{id: b, type: transform, value: {{n: \"{{{{ trigger.body.n }}}}\", got: \"{{{{ steps.w }}}}\"}}}}\n",
+                stub.url
+            ),
+        ),
+        (
             "synchttp",
             format!(
                 "id: synchttp\ntriggers:\n  - {{type: webhook, id: hook, token: bench-synchttp-token-00001, response: sync}}\nsteps:\n  - {{id: call, type: http, method: POST, url: \"{}/s\", body: \"{{{{ trigger.body }}}}\"}}\n",
@@ -253,6 +260,29 @@ async fn run_once(rig: &Rig, token: &str, sync: bool, n: usize) {
     let (status, answer) = rig.post(token, &body).await;
     assert_eq!(status, 202, "{answer}");
     let run_id = answer["run_id"].as_str().expect("run id").to_string();
+    if token.contains("parked") {
+        // Park at the wait, then resume it through its URL as a partner would.
+        let resume = loop {
+            rig.pump(1).await;
+            let run = rig.observer.run(&run_id).await.expect("run").expect("run");
+            if let Some(url) = run
+                .waiting_payload
+                .as_ref()
+                .and_then(|p| p["resume_url"].as_str())
+            {
+                break url.to_string();
+            }
+        };
+        let req = axum::http::Request::post(resume)
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"ok": true}"#))
+            .expect("request");
+        let resp = tripline_app::resume::router(rig.ingress.clone())
+            .oneshot(req)
+            .await
+            .expect("answer");
+        assert_eq!(resp.status().as_u16(), 200);
+    }
     loop {
         rig.pump(1).await;
         let run = rig.observer.run(&run_id).await.expect("run").expect("run");
@@ -327,6 +357,12 @@ async fn main() {
             "async webhook, three steps (http, transform, http)",
             "three",
             "bench-three-token-000000001",
+            false,
+        ),
+        (
+            "async webhook, http step, wait_for_webhook resumed through its URL, transform",
+            "parked",
+            "bench-parked-token-0000001",
             false,
         ),
         (
