@@ -542,3 +542,33 @@ async fn max_duration_times_out_a_waiting_run() {
     let run = app.wait_run(&id).await;
     assert_eq!(run["status"], "timed_out", "{run}");
 }
+
+#[tokio::test]
+async fn a_parent_checking_on_a_running_child_writes_nothing_and_waits_on() {
+    let (app, time) = spawn_app_with_manual_clock(
+        Opts::default()
+            .workflow("a.yaml", "id: slow_child\nsteps:\n  - { id: w, type: wait_for_webhook }\n  - { id: t, type: transform, value: done }\n")
+            .workflow(
+                "b.yaml",
+                "id: waiting_parent\ntriggers: [{ type: manual }]\nsteps:\n  - { id: call, type: trigger_workflow, workflow: slow_child, wait: true }\n",
+            ),
+    )
+    .await;
+    let id = start(&app, "waiting_parent", json!({})).await;
+    let parent = app.wait_status(&id, "waiting").await;
+    let child_id = parent["children"][0].as_str().expect("child").to_string();
+    let child = app.wait_status(&child_id, "waiting").await;
+    // The parent's check comes and finds the child still waiting: no write.
+    time.advance(tripline_core::engine::CHILD_CHECK_INTERVAL);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, again) = app.get(&format!("/v1/runs/{id}")).await;
+    assert_eq!(again["status"], "waiting");
+    assert_eq!(again["version"], parent["version"], "{again}");
+    // The child ends: the parent takes its output.
+    let resume = url_of(&child, "resume_url");
+    let (status, _) = post_to(&app, &resume, "application/json", "{}").await;
+    assert_eq!(status, StatusCode::OK);
+    let run = app.wait_run(&id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["final_output"], "done");
+}

@@ -238,10 +238,12 @@ impl App {
                     }
                 }
                 Effect::ScheduleTimer { at } => {
-                    let Some(saved) = self.save(&run).await? else {
+                    // A timer that only fired early (a wait not yet over, a look at a child
+                    // still running) changed nothing: no write, just the next timer.
+                    if run != stored && self.save(&run).await?.is_none() {
                         return Err(ExecError::Lost(Progress::of(&stored)));
-                    };
-                    self.schedule(&saved.id, at).await?;
+                    }
+                    self.schedule(&run.id, at).await?;
                     return Ok(());
                 }
                 Effect::Park {
