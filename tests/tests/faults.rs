@@ -117,6 +117,18 @@ async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
         .expect("json")
 }
 
+/// `serve`'s options for a test server on port 0 over these folders.
+fn options(workflows: &std::path::Path, data: &std::path::Path) -> ServeOptions {
+    ServeOptions {
+        workflows: Some(workflows.to_path_buf()),
+        data: data.to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        workers: 4,
+        grace: Duration::from_secs(2),
+        config: tripline_app::Config::default(),
+    }
+}
+
 /// Starts a run through the control API; its id.
 async fn start_manual(client: &reqwest::Client, base: &str, workflow: &str) -> String {
     let started: serde_json::Value = client
@@ -150,14 +162,7 @@ async fn start() -> (
         fail_save: AtomicBool::new(false),
         interfere_once: AtomicBool::new(false),
     });
-    let opts = ServeOptions {
-        workflows: Some(wf.path().to_path_buf()),
-        data: data.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        workers: 4,
-        grace: Duration::from_secs(2),
-        config: tripline_app::Config::default(),
-    };
+    let opts = options(wf.path(), data.path());
     let server = Server::start_with(opts, store.clone(), Arc::new(queue), clock)
         .await
         .expect("start");
@@ -330,14 +335,7 @@ async fn a_parent_whose_wake_up_was_lost_finds_its_ended_child_at_its_next_check
         inner: inner.clone(),
         lose_next_immediate: AtomicBool::new(true),
     });
-    let opts = ServeOptions {
-        workflows: Some(wf.path().to_path_buf()),
-        data: data.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        workers: 4,
-        grace: Duration::from_secs(2),
-        config: tripline_app::Config::default(),
-    };
+    let opts = options(wf.path(), data.path());
     let server = Server::start_with(opts, Arc::new(store), queue.clone(), clock.clone())
         .await
         .expect("start");
