@@ -55,6 +55,7 @@ fn message(id: &str, workflow: &str, at: Timestamp, outcome: Outcome) -> InboxMe
         content_type: Some("application/json".into()),
         body: b"{\"a\":1}".to_vec(),
         outcome,
+        scheduled_at: None,
     }
 }
 

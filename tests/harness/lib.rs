@@ -37,6 +37,8 @@ pub struct Opts {
     /// Deploy a folder of the repository instead (e.g. `examples`).
     pub folder: Option<PathBuf>,
     pub config: Config,
+    /// Where a manual clock starts (now when `None`).
+    pub clock_start: Option<tripline_core::Timestamp>,
 }
 
 impl Default for Opts {
@@ -44,6 +46,7 @@ impl Default for Opts {
         Self {
             workflows: Vec::new(),
             folder: None,
+            clock_start: None,
             config: Config {
                 outbound: OutboundPolicy {
                     allow_private_networks: true,
@@ -97,14 +100,28 @@ fn fresh_dirs(opts: &Opts) -> (TempDir, TempDir) {
 /// Time that moves only when a test says so: the server's clock and its queue's timers.
 pub struct ManualTime {
     pub clock: Arc<tripline_app::ports::ManualClock>,
-    queue: tripline_embedded::EmbeddedQueue,
+    // `None` only while the server restarts (the store is opened by one owner at a time).
+    queue: Option<tripline_embedded::EmbeddedQueue>,
+    app: Option<Arc<tripline_app::App>>,
 }
 
 impl ManualTime {
-    /// Moves the clock on and wakes the executor, so timers now due fire.
+    /// Moves the clock on and wakes the executor and the cron scheduler, so timers and
+    /// ticks now due fire.
     pub fn advance(&self, d: Duration) {
         self.clock.advance(d);
-        self.queue.wake();
+        if let Some(q) = &self.queue {
+            q.wake();
+        }
+        if let Some(a) = &self.app {
+            a.cron_wake.notify_one();
+        }
+    }
+
+    /// Moves the clock without waking anything (time that passes while the server is
+    /// stopped).
+    pub fn pass(&self, d: Duration) {
+        self.clock.advance(d);
     }
 
     /// The manual clock's now plus `d`, in RFC 3339.
@@ -118,19 +135,39 @@ impl ManualTime {
 pub async fn spawn_app_with_manual_clock(opts: Opts) -> (TestApp, ManualTime) {
     let (data, wf_dir) = fresh_dirs(&opts);
     let folder = wf_dir.path().to_path_buf();
-    let clock = Arc::new(tripline_app::ports::ManualClock::new(
-        tripline_core::Timestamp::from_system_time(std::time::SystemTime::now()),
-    ));
-    let store = tripline_embedded::EmbeddedStore::open(data.path()).expect("store");
+    let start = opts.clock_start.unwrap_or_else(|| {
+        tripline_core::Timestamp::from_system_time(std::time::SystemTime::now())
+    });
+    let clock = Arc::new(tripline_app::ports::ManualClock::new(start));
+    let (server, queue) = start_manual(&folder, data.path(), &opts.config, &clock).await;
+    let app = server.app.clone();
+    let test_app = TestApp::new(server, data, wf_dir, folder, opts.config);
+    (
+        test_app,
+        ManualTime {
+            clock,
+            queue: Some(queue),
+            app: Some(app),
+        },
+    )
+}
+
+async fn start_manual(
+    folder: &std::path::Path,
+    data: &std::path::Path,
+    config: &Config,
+    clock: &Arc<tripline_app::ports::ManualClock>,
+) -> (Server, tripline_embedded::EmbeddedQueue) {
+    let store = tripline_embedded::EmbeddedStore::open(data).expect("store");
     let queue = tripline_embedded::EmbeddedQueue::new(store.clone(), clock.clone());
     let server = Server::start_with(
         ServeOptions {
-            workflows: Some(folder.clone()),
-            data: data.path().to_path_buf(),
+            workflows: Some(folder.to_path_buf()),
+            data: data.to_path_buf(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             workers: 8,
             grace: Duration::from_secs(5),
-            config: opts.config.clone(),
+            config: config.clone(),
         },
         Arc::new(store),
         Arc::new(queue.clone()),
@@ -138,8 +175,7 @@ pub async fn spawn_app_with_manual_clock(opts: Opts) -> (TestApp, ManualTime) {
     )
     .await
     .expect("server starts");
-    let app = TestApp::new(server, data, wf_dir, folder, opts.config);
-    (app, ManualTime { clock, queue })
+    (server, queue)
 }
 
 async fn start_server(folder: &std::path::Path, data: &std::path::Path, config: Config) -> Server {
@@ -261,6 +297,28 @@ impl TestApp {
         self.addr = server.addr;
         self.base = format!("http://{}", server.addr);
         self.server = Some(server);
+    }
+
+    /// Stops the server and starts a new one on the same store and the same manual clock
+    /// (which `time` may have moved meanwhile with [`ManualTime::pass`]).
+    pub async fn restart_manual(&mut self, time: &mut ManualTime) {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+        time.queue = None;
+        time.app = None;
+        let (server, queue) =
+            start_manual(&self.folder, self.data.path(), &self.config, &time.clock).await;
+        time.queue = Some(queue);
+        time.app = Some(server.app.clone());
+        self.addr = server.addr;
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
+    }
+
+    /// The server's use cases.
+    pub fn app(&self) -> Arc<tripline_app::App> {
+        self.server.as_ref().expect("running").app.clone()
     }
 
     pub async fn stop(mut self) {

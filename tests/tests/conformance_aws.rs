@@ -44,6 +44,7 @@ fn message(id: &str, body: Vec<u8>) -> tripline_app::ports::InboxMessage {
         outcome: tripline_app::ports::Outcome::Filtered {
             reason: "test".into(),
         },
+        scheduled_at: None,
     }
 }
 

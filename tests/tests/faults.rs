@@ -88,6 +88,16 @@ impl Store for FaultyStore {
     async fn set_marker(&self, name: &str, at: Timestamp) -> Result<(), StoreError> {
         self.inner.set_marker(name, at).await
     }
+    async fn state(&self, workflow: &str) -> Result<Option<SavedState>, StoreError> {
+        self.inner.state(workflow).await
+    }
+    async fn save_state(
+        &self,
+        workflow: &str,
+        state: &SavedState,
+    ) -> Result<SavedState, StoreError> {
+        self.inner.save_state(workflow, state).await
+    }
 }
 
 const WORKFLOW: &str = r#"

@@ -35,6 +35,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     workers: JoinHandle<()>,
+    scheduler: JoinHandle<()>,
 }
 
 /// The definition files of a folder, sorted.
@@ -139,6 +140,7 @@ impl Server {
             stopped.clone(),
             opts.grace,
         ));
+        let scheduler = tokio::spawn(app.clone().run_scheduler(stopped.clone()));
         let router = app.router();
         let mut http_stopped = stopped;
         let http = tokio::spawn(async move {
@@ -158,6 +160,7 @@ impl Server {
             stop,
             http,
             workers,
+            scheduler,
         })
     }
 
@@ -188,6 +191,16 @@ impl Server {
                         "  POST    http://{}/v1/workflows/{}/runs  ({} / manual)",
                         self.addr, rec.id, rec.id
                     )),
+                    Trigger::Cron(c) => lines.push(format!(
+                        "  CRON    {} {}  ({} / {}; run now: POST http://{}/v1/workflows/{}/runs?trigger={})",
+                        c.schedule,
+                        c.timezone.as_deref().unwrap_or("UTC"),
+                        rec.id,
+                        c.id,
+                        self.addr,
+                        rec.id,
+                        c.id
+                    )),
                 }
             }
         }
@@ -199,6 +212,7 @@ impl Server {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.http.await;
+        let _ = self.scheduler.await;
         let _ = self.workers.await;
     }
 }

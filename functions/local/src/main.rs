@@ -66,6 +66,9 @@ struct Serve {
     /// reach this server (default: http://<listen address>).
     #[arg(long, env = "TRIPLINE_PUBLIC_URL")]
     public_url: Option<String>,
+    /// The largest cron state carried between runs, in bytes of JSON.
+    #[arg(long, default_value_t = tripline_app::STATE_LIMIT)]
+    state_limit: usize,
     /// Steps executed at once.
     #[arg(long, default_value_t = 64)]
     workers: usize,
@@ -174,6 +177,7 @@ fn serve(s: Serve) -> ExitCode {
             sync_budget: s.sync_budget,
             api_key: s.api_key,
             public_url: s.public_url.unwrap_or_default(),
+            state_limit_bytes: s.state_limit,
             outbound: OutboundPolicy {
                 allow_private_networks: s.allow_private_network,
                 rewrites: s.rewrite_url,

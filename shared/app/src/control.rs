@@ -21,7 +21,7 @@ use tripline_core::{Run, RunStatus, Timestamp};
 
 use crate::deploy::DeployError;
 use crate::ports::{
-    Admission, Admitted, InboxMessage, InboxQuery, Outcome, Page, RunQuery, StoreError,
+    Admission, Admitted, InboxMessage, InboxQuery, Outcome, Page, RunQuery, SavedState, StoreError,
     WorkflowRecord,
 };
 use crate::{App, error_response, unavailable};
@@ -31,6 +31,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/workflows", get(list_workflows))
         .route("/v1/workflows/{id}", get(get_workflow).put(put_workflow))
         .route("/v1/workflows/{id}/runs", post(start_run))
+        .route("/v1/workflows/{id}/ticks", get(list_ticks))
+        .route("/v1/workflows/{id}/state", get(get_state).put(put_state))
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
@@ -89,8 +91,38 @@ fn hooks_of(rec: &WorkflowRecord) -> Vec<Value> {
                 "type": "manual",
                 "url": format!("/v1/workflows/{}/runs", rec.id),
             }),
+            Trigger::Cron(c) => json!({
+                "trigger": c.id,
+                "type": "cron",
+                "schedule": c.schedule,
+                "timezone": c.timezone.as_deref().unwrap_or("UTC"),
+                "overlap": c.overlap,
+                "catch_up": c.catch_up,
+                "next_fire_times": next_fire_times(c),
+                "run_now_url": format!("/v1/workflows/{}/runs?trigger={}", rec.id, c.id),
+                "ticks_url": format!("/v1/workflows/{}/ticks?trigger={}", rec.id, c.id),
+            }),
         })
         .collect()
+}
+
+/// The next three fire times from now, as a preview.
+fn next_fire_times(c: &tripline_core::definition::CronTrigger) -> Vec<Timestamp> {
+    let Ok(schedule) = c.parsed() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut t = Timestamp::from_system_time(std::time::SystemTime::now());
+    while out.len() < 3 {
+        match schedule.next_after(t) {
+            Some(n) => {
+                out.push(n);
+                t = n;
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 fn summary(rec: &WorkflowRecord) -> Value {
@@ -159,6 +191,7 @@ async fn put_workflow(
     app.refresh_workflows(true).await;
     match app.deployments.deploy_text(app.store.as_ref(), text, format, Some(&id), app.clock.now()).await {
         Ok(d) => {
+            app.cron_wake.notify_one();
             let status = if d.unchanged { StatusCode::OK } else { StatusCode::CREATED };
             let mut body = summary(&d.record);
             body["unchanged"] = json!(d.unchanged);
@@ -179,28 +212,72 @@ async fn put_workflow(
 }
 
 /// `POST /v1/workflows/{id}/runs`: the body (JSON, or empty) is the run's `trigger.body`.
+/// With `?trigger=<id>` of a cron trigger: "run now", a run of that trigger outside its
+/// schedule, with the current state.
 async fn start_run(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(msg) = check_params(&q, &["trigger"]) {
+        return bad_request(msg);
+    }
     app.refresh_workflows(false).await;
     let Some(rec) = app.deployments.latest(&id) else {
         return not_found("workflow", &id);
     };
-    let Some(trigger) = rec.definition.triggers.iter().find_map(|t| match t {
-        Trigger::Manual(m) => Some(m.id.clone()),
-        _ => None,
-    }) else {
-        return error_response(
-            StatusCode::CONFLICT,
-            "no_manual_trigger",
-            format!(
-                "workflow `{id}` has no manual trigger; add `- type: manual` to its triggers to start it from the API"
-            ),
-        );
+    let wanted = q.get("trigger");
+    let found = rec.definition.triggers.iter().find(|t| match wanted {
+        Some(w) => t.id() == w.as_str(),
+        None => matches!(t, Trigger::Manual(_)),
+    });
+    let cron = match found {
+        Some(Trigger::Manual(_)) => None,
+        Some(Trigger::Cron(c)) => Some(c.clone()),
+        Some(other) => {
+            return error_response(
+                StatusCode::CONFLICT,
+                "not_startable",
+                format!(
+                    "trigger `{}` of workflow `{id}` is a webhook; call its URL, or name a manual or cron trigger",
+                    other.id()
+                ),
+            );
+        }
+        None => {
+            let cron_ids: Vec<&str> = rec
+                .definition
+                .triggers
+                .iter()
+                .filter(|t| matches!(t, Trigger::Cron(_)))
+                .map(|t| t.id())
+                .collect();
+            let message = match wanted {
+                Some(w) => format!("workflow `{id}` has no trigger `{w}`"),
+                None if !cron_ids.is_empty() => format!(
+                    "workflow `{id}` has no manual trigger; to run a cron trigger now, add `?trigger={}`",
+                    cron_ids[0]
+                ),
+                None => format!(
+                    "workflow `{id}` has no manual trigger; add `- type: manual` to its triggers to start it from the API"
+                ),
+            };
+            let code = if wanted.is_some() {
+                "unknown_trigger"
+            } else {
+                "no_manual_trigger"
+            };
+            let status = if wanted.is_some() {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::CONFLICT
+            };
+            return error_response(status, code, message);
+        }
     };
+    let trigger = found.map(|t| t.id().to_string()).unwrap_or_default();
     if body.len() > app.config.max_body_bytes {
         return error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -224,18 +301,21 @@ async fn start_run(
     };
     let now = app.clock.now();
     let message_id = app.new_id();
-    let run_id = app.new_id();
-    let mut run = Run::new(
-        run_id.clone(),
-        &rec.id,
-        rec.revision,
-        TriggerRef {
-            kind: "manual".into(),
-            id: trigger.clone(),
-        },
-        json!({ "body": input }),
-        now,
-    );
+    let mut run = match &cron {
+        Some(c) => app.run_now(&rec, c, input),
+        None => Run::new(
+            app.new_id(),
+            &rec.id,
+            rec.revision,
+            TriggerRef {
+                kind: "manual".into(),
+                id: trigger.clone(),
+            },
+            json!({ "body": input }),
+            now,
+        ),
+    };
+    let run_id = run.id.clone();
     run.message_id = Some(message_id.clone());
     let message = InboxMessage {
         id: message_id,
@@ -251,6 +331,7 @@ async fn start_run(
         outcome: Outcome::Started {
             run_ids: vec![run_id.clone()],
         },
+        scheduled_at: None,
     };
     let idempotency = app.idempotency_claim(&rec.id, &trigger, &headers);
     let run_id = match app
@@ -445,10 +526,11 @@ async fn list_inbox(
             ],
         )?;
         if let Some(o) = q.get("outcome")
-            && !["started", "duplicate", "filtered", "rejected"].contains(&o.as_str())
+            && !OUTCOMES.contains(&o.as_str())
         {
             return Err(format!(
-                "unknown outcome `{o}`; use started, duplicate, filtered or rejected"
+                "unknown outcome `{o}`; use {}",
+                OUTCOMES.join(", ")
             ));
         }
         let p = PageParams::parse(&q)?;
@@ -475,4 +557,199 @@ async fn get_message(State(app): State<Arc<App>>, Path(id): Path<String>) -> Res
         Ok(None) => not_found("inbox message", &id),
         Err(e) => unavailable(&e),
     }
+}
+
+const OUTCOMES: &[&str] = &[
+    "started",
+    "duplicate",
+    "filtered",
+    "rejected",
+    "skipped",
+    "missed",
+];
+
+/// `GET /v1/workflows/{id}/ticks[?trigger=...]`: the ticks of a cron trigger, newest
+/// first: `fired` (with the run), `skipped`, `duplicate`, `missed`, `rejected`.
+async fn list_ticks(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(msg) = check_params(&q, &["trigger", "since", "until", "limit", "cursor"]) {
+        return bad_request(msg);
+    }
+    app.refresh_workflows(false).await;
+    let rec = match app.store.workflow(&id, None).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return not_found("workflow", &id),
+        Err(e) => return unavailable(&e),
+    };
+    let cron_ids: Vec<&str> = rec
+        .definition
+        .triggers
+        .iter()
+        .filter(|t| matches!(t, Trigger::Cron(_)))
+        .map(|t| t.id())
+        .collect();
+    let trigger = match (q.get("trigger"), cron_ids.as_slice()) {
+        (Some(t), _) => t.clone(),
+        (None, [only]) => only.to_string(),
+        (None, []) => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "no_cron_trigger",
+                format!("workflow `{id}` has no cron trigger; name a removed one with `?trigger=`"),
+            );
+        }
+        (None, many) => {
+            return bad_request(format!(
+                "workflow `{id}` has {} cron triggers; name one with `?trigger=` ({})",
+                many.len(),
+                many.join(", ")
+            ));
+        }
+    };
+    let p = match PageParams::parse(&q) {
+        Ok(p) => p,
+        Err(msg) => return bad_request(msg),
+    };
+    let query = InboxQuery {
+        workflow: Some(id),
+        trigger: Some(trigger),
+        outcome: None,
+        since: p.since,
+        until: p.until,
+        limit: p.limit,
+        cursor: p.cursor,
+    };
+    page_response(app.store.messages(&query).await, tick_json)
+}
+
+fn tick_json(m: &InboxMessage) -> Value {
+    let mut v = json!({
+        "tick": m.id,
+        "trigger": m.trigger,
+        "scheduled_time": m.scheduled_at,
+        "recorded_at": m.received_at,
+    });
+    match &m.outcome {
+        Outcome::Started { run_ids } => {
+            v["outcome"] = json!(if m.scheduled_at.is_some() {
+                "fired"
+            } else {
+                "started"
+            });
+            if let Some(r) = run_ids.first() {
+                v["run_id"] = json!(r);
+                v["run_url"] = json!(format!("/v1/runs/{r}"));
+            }
+        }
+        Outcome::DuplicateTick { tick } => {
+            v["outcome"] = json!("duplicate");
+            v["duplicate_of"] = json!(tick);
+        }
+        Outcome::Duplicate { run_id } => {
+            v["outcome"] = json!("duplicate");
+            v["run_id"] = json!(run_id);
+        }
+        Outcome::Skipped { reason } => {
+            v["outcome"] = json!("skipped");
+            v["reason"] = json!(reason);
+        }
+        Outcome::Missed { reason } => {
+            v["outcome"] = json!("missed");
+            v["reason"] = json!(reason);
+        }
+        Outcome::Filtered { reason } | Outcome::Rejected { reason } => {
+            v["outcome"] = json!(m.outcome.kind());
+            v["reason"] = json!(reason);
+        }
+    }
+    if m.method != "CRON" {
+        v["run_now"] = json!(true);
+    }
+    v
+}
+
+fn state_json(id: &str, saved: Option<&SavedState>, limit: usize) -> Value {
+    match saved {
+        Some(s) => json!({
+            "workflow": id,
+            "state": s.value,
+            "bytes": serde_json::to_vec(&s.value).map(|v| v.len()).unwrap_or(0),
+            "limit_bytes": limit,
+            "saved_at": s.saved_at,
+            "saved_by_run": s.run_id,
+            "scheduled_time": s.scheduled_at,
+        }),
+        None => json!({"workflow": id, "state": null, "bytes": 0, "limit_bytes": limit}),
+    }
+}
+
+/// `GET /v1/workflows/{id}/state`: the state the next cron run gets.
+async fn get_state(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    match app.store.workflow(&id, None).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found("workflow", &id),
+        Err(e) => return unavailable(&e),
+    }
+    match app.store.state(&id).await {
+        Ok(s) => Json(state_json(&id, s.as_ref(), app.config.state_limit_bytes)).into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// `PUT /v1/workflows/{id}/state`: replaces the state (the body, JSON; `null` clears it).
+/// A run scheduled before the reset does not overwrite it when it ends.
+async fn put_state(State(app): State<Arc<App>>, Path(id): Path<String>, body: Bytes) -> Response {
+    match app.store.workflow(&id, None).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found("workflow", &id),
+        Err(e) => return unavailable(&e),
+    }
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the state must be JSON (`null` clears it): {e}"),
+            );
+        }
+    };
+    let limit = app.config.state_limit_bytes;
+    if body.len() > limit {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "state_too_large",
+            format!(
+                "the state is {} bytes, over the limit of {limit}; nothing was changed",
+                body.len()
+            ),
+        );
+    }
+    for _ in 0..5 {
+        let current = match app.store.state(&id).await {
+            Ok(c) => c,
+            Err(e) => return unavailable(&e),
+        };
+        let now = app.clock.now();
+        let next = SavedState {
+            value: value.clone(),
+            saved_at: now,
+            scheduled_at: now,
+            run_id: None,
+            version: current.map_or(0, |c| c.version),
+        };
+        match app.store.save_state(&id, &next).await {
+            Ok(saved) => return Json(state_json(&id, Some(&saved), limit)).into_response(),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return unavailable(&e),
+        }
+    }
+    error_response(
+        StatusCode::CONFLICT,
+        "conflict",
+        "the state kept changing; try again",
+    )
 }

@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rand::Rng;
 use serde_json::Value;
-use tripline_core::definition::{Trigger, WebhookTrigger};
+use tripline_core::definition::{CronTrigger, Trigger, WebhookTrigger};
 use tripline_core::validate::{self, Format, Problem};
 use tripline_core::{Timestamp, Workflow};
 
+use crate::cron::Schedules;
 use crate::ports::{Store, StoreError, WorkflowRecord};
 
 /// A webhook trigger of the latest revision of a workflow.
@@ -31,6 +32,7 @@ pub struct Deployments {
     registry: RwLock<Registry>,
     revisions: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
     seen: Mutex<Seen>,
+    schedules: std::sync::OnceLock<Arc<dyn Schedules>>,
 }
 
 /// What this process last saw of the deploys made elsewhere.
@@ -98,7 +100,20 @@ pub fn new_callback_secret() -> String {
     )
 }
 
+fn cron_triggers(wf: &Workflow) -> Vec<&CronTrigger> {
+    wf.triggers
+        .iter()
+        .filter_map(|t| match t {
+            Trigger::Cron(c) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
 impl Deployments {
+    pub fn set_schedules(&self, schedules: Arc<dyn Schedules>) {
+        let _ = self.schedules.set(schedules);
+    }
     pub fn hook(&self, token: &str) -> Option<Hook> {
         self.registry.read().ok()?.hooks.get(token).cloned()
     }
@@ -292,8 +307,31 @@ impl Deployments {
                 ));
             }
         }
+        let schedules = self.schedules.get();
+        if let Some(schedules) = schedules {
+            for (i, t) in wf.triggers.iter().enumerate() {
+                if let Trigger::Cron(c) = t
+                    && let Some(why) = schedules.refuse(c)
+                {
+                    problems.push(problem(&format!("triggers[{i}].schedule"), why));
+                }
+            }
+        }
         if !problems.is_empty() {
             return Err(DeployError::Invalid(problems));
+        }
+        let before: Vec<CronTrigger> = previous
+            .as_ref()
+            .map(|p| cron_triggers(&p.definition).into_iter().cloned().collect())
+            .unwrap_or_default();
+        if let Some(schedules) = schedules {
+            // Created or updated before the revision is stored: a failure leaves the old
+            // revision deployed, and the deploy can be retried.
+            for c in cron_triggers(&wf) {
+                if !before.contains(c) {
+                    schedules.put(&wf.id, c).await.map_err(DeployError::Store)?;
+                }
+            }
         }
         if (wf.on_success.is_some() || wf.on_failure.is_some()) && wf.callback_secret.is_none() {
             let kept = previous
@@ -311,6 +349,17 @@ impl Deployments {
         store.deploy(&record).await?;
         if let Err(e) = store.set_marker(DEPLOYED_MARKER, now).await {
             tracing::warn!(error = %e, "the deploy marker was not moved; other processes see this deploy at their next full reload");
+        }
+        if let Some(schedules) = schedules {
+            let now_ids: Vec<String> = cron_triggers(&record.definition)
+                .iter()
+                .map(|c| c.id.clone())
+                .collect();
+            for gone in before.iter().filter(|c| !now_ids.contains(&c.id)) {
+                if let Err(e) = schedules.delete(&record.id, &gone.id).await {
+                    tracing::warn!(workflow = %record.id, trigger = %gone.id, error = %e, "the removed trigger's schedule was not deleted; its ticks are recorded `rejected` and start nothing");
+                }
+            }
         }
         let rec = Arc::new(record);
         self.install(rec.clone());

@@ -179,6 +179,20 @@ impl App {
         let wf = self.revision_of(&run).await?;
         let event = self.event_for(&run).await?;
         let mut stored = run.clone();
+        let run = if run.status == RunStatus::Queued && run.trigger.kind == "cron" {
+            match self.prepare_cron_start(run).await? {
+                Some(run) => run,
+                None => {
+                    // Queued behind the trigger's previous run (`overlap: queue`): woken
+                    // when it ends, or looks again.
+                    let at = self.clock.now().plus(crate::cron::QUEUED_LOOK_AGAIN);
+                    self.schedule(run_id, at).await?;
+                    return Ok(());
+                }
+            }
+        } else {
+            run
+        };
         let (mut run, effects) = engine::apply(&wf, run, event, self.clock.now());
         let mut effects: VecDeque<Effect> = effects.into();
         let mut performed = 0usize;
@@ -275,6 +289,11 @@ impl App {
                     return Ok(());
                 }
                 Effect::Finish { status } => {
+                    if status == RunStatus::Succeeded && run.trigger.kind == "cron" {
+                        // Before the end is written: a crash in between runs the last
+                        // step again and saves the state again, never loses it.
+                        self.save_next_state(&mut run).await?;
+                    }
                     let Some(saved) = self.save(&run).await? else {
                         return Err(ExecError::Lost(Progress::of(&stored)));
                     };
@@ -350,6 +369,9 @@ impl App {
     /// it is delivered (it reads this run's outcome).
     pub async fn after_end(&self, run: &Run) {
         self.completions.notify(run);
+        if run.trigger.kind == "cron" {
+            self.wake_queued_successor(run).await;
+        }
         if let Some(parent) = &run.parent {
             let item = WorkItem {
                 run_id: parent.run_id.clone(),
@@ -456,6 +478,7 @@ impl App {
             outcome: Outcome::Started {
                 run_ids: vec![run_id.clone()],
             },
+            scheduled_at: None,
         };
         let claim = IdempotencyClaim {
             key: format!("{}/trigger_workflow/{}/{step}", rec.id, parent.id),

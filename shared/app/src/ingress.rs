@@ -280,6 +280,7 @@ async fn handle(
         outcome: Outcome::Rejected {
             reason: String::new(),
         },
+        scheduled_at: None,
     };
 
     let limit = app.config.max_body_bytes;

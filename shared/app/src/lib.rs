@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 pub mod control;
+pub mod cron;
 pub mod deploy;
 pub mod executor;
 pub mod ingress;
@@ -49,7 +50,12 @@ pub struct Config {
     /// callers outside reach this server, e.g. `https://hooks.example.com`. Empty: the
     /// local server uses its listen address; elsewhere the URLs are relative.
     pub public_url: String,
+    /// The largest cron state saved between runs, in bytes of JSON.
+    pub state_limit_bytes: usize,
 }
+
+/// The default [`Config::state_limit_bytes`]: 64 KiB.
+pub const STATE_LIMIT: usize = 64 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -62,6 +68,7 @@ impl Default for Config {
             poll_runs: false,
             refresh_workflows: None,
             public_url: String::new(),
+            state_limit_bytes: STATE_LIMIT,
         }
     }
 }
@@ -75,6 +82,8 @@ pub struct App {
     pub completions: Completions,
     pub outbound: Outbound,
     pub config: Config,
+    /// Wakes the local scheduler (a deploy, a moved manual clock).
+    pub cron_wake: tokio::sync::Notify,
 }
 
 impl App {
@@ -92,7 +101,15 @@ impl App {
             completions: Completions::default(),
             outbound: Outbound::new(config.outbound.clone()),
             config,
+            cron_wake: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Where cron triggers' schedules are kept outside this process (AWS): a deploy
+    /// creates, updates and deletes them.
+    pub fn with_schedules(self, schedules: Arc<dyn cron::Schedules>) -> Self {
+        self.deployments.set_schedules(schedules);
+        self
     }
 
     /// A new run id: a ULID, so ids sort by time.

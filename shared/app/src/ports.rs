@@ -32,6 +32,14 @@ pub enum Outcome {
     Filtered { reason: String },
     /// The message could not be accepted (malformed body, unsupported type, too large).
     Rejected { reason: String },
+    /// A cron tick that started nothing by its trigger's policy (`overlap: skip`).
+    Skipped { reason: String },
+    /// A cron tick that came due while the scheduler was not running, and was not caught
+    /// up (`catch_up`).
+    Missed { reason: String },
+    /// A cron tick delivered again: `tick` is the id of its first record (and of its run,
+    /// when it started one).
+    DuplicateTick { tick: String },
 }
 
 impl Outcome {
@@ -41,6 +49,9 @@ impl Outcome {
             Outcome::Duplicate { .. } => "duplicate",
             Outcome::Filtered { .. } => "filtered",
             Outcome::Rejected { .. } => "rejected",
+            Outcome::Skipped { .. } => "skipped",
+            Outcome::Missed { .. } => "missed",
+            Outcome::DuplicateTick { .. } => "duplicate",
         }
     }
 }
@@ -63,6 +74,9 @@ pub struct InboxMessage {
     #[serde(skip)]
     pub body: Vec<u8>,
     pub outcome: Outcome,
+    /// A cron tick's scheduled time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<Timestamp>,
 }
 
 /// A claim on an idempotency key: the first run for the key within the window wins.
@@ -167,6 +181,32 @@ pub trait Store: Send + Sync + 'static {
     /// A named time the use cases keep between invocations (the sweeper's watermark).
     async fn marker(&self, name: &str) -> Result<Option<Timestamp>, StoreError>;
     async fn set_marker(&self, name: &str, at: Timestamp) -> Result<(), StoreError>;
+
+    /// The saved cron state of a workflow.
+    async fn state(&self, workflow: &str) -> Result<Option<SavedState>, StoreError>;
+    /// Conditional write: succeeds when the stored version equals `state.version` (0:
+    /// nothing stored yet); returns the state with its new version.
+    async fn save_state(
+        &self,
+        workflow: &str,
+        state: &SavedState,
+    ) -> Result<SavedState, StoreError>;
+}
+
+/// The state a workflow's cron runs carry from one to the next.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedState {
+    pub value: Value,
+    pub saved_at: Timestamp,
+    /// The scheduled time of the run that saved it (or of the reset): a run scheduled
+    /// earlier never overwrites it.
+    pub scheduled_at: Timestamp,
+    /// The run that saved it; `None` when set through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Bumped by the store on every write; 0 when nothing is stored yet.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// Work for the executor: a run to start or continue.

@@ -84,3 +84,34 @@ pub fn deadline_of(context: &lambda_runtime::Context) -> tokio::time::Instant {
     let left = Duration::from_millis(context.deadline.saturating_sub(now_ms));
     tokio::time::Instant::now() + left
 }
+
+/// The event an EventBridge Scheduler schedule of a cron trigger sends (its `Input`, with
+/// `<aws.scheduler.scheduled-time>` filled in).
+#[derive(Debug, serde::Deserialize)]
+pub struct TickEvent {
+    pub workflow: String,
+    pub trigger: String,
+    /// RFC 3339, e.g. `2026-11-23T08:00:00Z`.
+    pub scheduled_time: String,
+}
+
+/// Handles a cron trigger's tick. An error makes Lambda retry the (asynchronous)
+/// invocation, then send it to the function's failure destination: a tick that could not
+/// be recorded is not lost.
+pub async fn cron_tick_event(app: &App, payload: Value) -> Result<Value, crate::BoxError> {
+    let event: TickEvent = serde_json::from_value(payload).map_err(|e| {
+        format!("not a cron tick event ({e}); a schedule sends {{\"workflow\", \"trigger\", \"scheduled_time\"}}")
+    })?;
+    let scheduled = tripline_core::Timestamp::parse_rfc3339(&event.scheduled_time)
+        .map_err(|e| format!("`scheduled_time`: {e}"))?;
+    let outcome = app
+        .cron_tick(
+            &event.workflow,
+            &event.trigger,
+            scheduled,
+            tripline_app::cron::Delivery::OnTime,
+        )
+        .await?;
+    tracing::info!(workflow = %event.workflow, trigger = %event.trigger, %scheduled, outcome = outcome.kind(), "cron tick");
+    Ok(json!({"outcome": outcome}))
+}

@@ -14,11 +14,12 @@ use tripline_app::{App, Config};
 pub mod lambda;
 pub mod provision;
 pub mod queue;
+pub mod schedules;
 pub mod settings;
 pub mod store;
 
 pub use queue::SqsQueue;
-pub use settings::{CallCounter, Clients, Settings};
+pub use settings::{CallCounter, Clients, CronSettings, Settings};
 pub use store::DynamoStore;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -54,6 +55,11 @@ pub fn config_from_env() -> Result<Config, String> {
         config.sync_budget = tripline_core::Duration::parse(&v)
             .map_err(|e| format!("TRIPLINE_SYNC_BUDGET: {e}"))?
             .std();
+    }
+    if let Some(v) = var("TRIPLINE_STATE_LIMIT") {
+        config.state_limit_bytes = v
+            .parse()
+            .map_err(|_| format!("TRIPLINE_STATE_LIMIT must be a number of bytes, not {v:?}"))?;
     }
     if let Some(v) = var("TRIPLINE_MAX_BODY") {
         config.max_body_bytes = v
@@ -96,13 +102,17 @@ pub fn build_app_with(
     if let Some(t) = timers {
         queue = queue.with_timers(t);
     }
+    Arc::new(new_app(clients, settings, config, queue))
+}
+
+fn new_app(clients: &Clients, settings: Settings, config: Config, queue: SqsQueue) -> App {
     let store = DynamoStore::new(clients, settings);
-    Arc::new(App::new(
+    App::new(
         Arc::new(store),
         Arc::new(queue),
         Arc::new(SystemClock),
         config,
-    ))
+    )
 }
 
 /// What a function's `main` does first: settings and clients from the environment (once
@@ -127,6 +137,30 @@ pub async fn executor_app_from_env() -> Result<Arc<App>, BoxError> {
         Arc::new(queue::SchedulerTimers::new(clients.scheduler(), t)) as Arc<dyn queue::LongTimers>
     });
     Ok(build_app_with(&clients, settings, config, timers))
+}
+
+/// [`app_from_env`] for the control API: a deploy keeps cron triggers' EventBridge
+/// Scheduler schedules in step when the template's cron settings are set
+/// (`TRIPLINE_CRON_GROUP`, `TRIPLINE_CRON_TARGET_ARN`, `TRIPLINE_CRON_ROLE_ARN`).
+pub async fn control_app_from_env() -> Result<Arc<App>, BoxError> {
+    let settings = Settings::from_env()?;
+    let config = config_from_env()?;
+    let clients = Clients::from_env(None).await;
+    Ok(build_control_app(&clients, settings, config))
+}
+
+/// The control API's use cases on the AWS adapters, with the cron schedules.
+pub fn build_control_app(clients: &Clients, settings: Settings, config: Config) -> Arc<App> {
+    let cron = settings.cron.clone();
+    let queue = SqsQueue::new(clients.sqs.clone(), settings.queue_url.clone());
+    let app = new_app(clients, settings, config, queue);
+    Arc::new(match cron {
+        Some(cron) => app.with_schedules(Arc::new(schedules::EventBridgeSchedules::new(
+            clients.scheduler(),
+            cron,
+        ))),
+        None => app,
+    })
 }
 
 /// Logs as JSON lines (CloudWatch; Lambda adds the time), at the level `RUST_LOG` names:

@@ -25,6 +25,19 @@ pub struct Settings {
     /// Timers longer than SQS's 15-minute delay: one-time EventBridge Scheduler schedules
     /// in this group, sending to the queue. `None`: such timers are re-sent every 15 min.
     pub timers: Option<TimerSettings>,
+    /// Where cron triggers' schedules go (the control API creates them at deploy). `None`:
+    /// cron triggers cannot be deployed in this function.
+    pub cron: Option<CronSettings>,
+}
+
+/// Cron triggers' recurring schedules: the group, the cron-tick function they invoke, the
+/// role Scheduler assumes to invoke it, and where an undeliverable tick goes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CronSettings {
+    pub group: String,
+    pub target_arn: String,
+    pub role_arn: String,
+    pub dead_letter_arn: Option<String>,
 }
 
 /// Where long timers are scheduled: the schedule group, the queue's ARN (the target) and
@@ -51,7 +64,9 @@ impl Settings {
     /// `TRIPLINE_IDEMPOTENCY_TABLE`, `TRIPLINE_QUEUE_URL`, `TRIPLINE_BUCKET` and, optionally,
     /// `TRIPLINE_ITEM_BUDGET` (bytes) and, together, `TRIPLINE_SCHEDULE_GROUP`,
     /// `TRIPLINE_QUEUE_ARN` and `TRIPLINE_SCHEDULER_ROLE_ARN` (long timers), with
-    /// `TRIPLINE_TIMER_DEAD_LETTER_ARN`.
+    /// `TRIPLINE_TIMER_DEAD_LETTER_ARN`; and, together, `TRIPLINE_CRON_GROUP`,
+    /// `TRIPLINE_CRON_TARGET_ARN` and `TRIPLINE_CRON_ROLE_ARN` (cron triggers), with
+    /// `TRIPLINE_CRON_DEAD_LETTER_ARN`.
     pub fn from_env() -> Result<Self, MissingSetting> {
         let var = |name: &'static str| std::env::var(name).map_err(|_| MissingSetting(name));
         Ok(Self {
@@ -82,6 +97,23 @@ impl Settings {
                 }
                 _ => None,
             },
+            cron: match (
+                std::env::var("TRIPLINE_CRON_GROUP"),
+                std::env::var("TRIPLINE_CRON_TARGET_ARN"),
+                std::env::var("TRIPLINE_CRON_ROLE_ARN"),
+            ) {
+                (Ok(group), Ok(target_arn), Ok(role_arn)) if !group.is_empty() => {
+                    Some(CronSettings {
+                        group,
+                        target_arn,
+                        role_arn,
+                        dead_letter_arn: std::env::var("TRIPLINE_CRON_DEAD_LETTER_ARN")
+                            .ok()
+                            .filter(|v| !v.is_empty()),
+                    })
+                }
+                _ => None,
+            },
         })
     }
 
@@ -100,6 +132,14 @@ impl Settings {
                 schedule_group: format!("{prefix}-timers"),
                 queue_arn: String::new(),
                 role_arn: format!("arn:aws:iam::123456789012:role/{prefix}-scheduler"),
+                dead_letter_arn: None,
+            }),
+            cron: Some(CronSettings {
+                group: format!("{prefix}-cron"),
+                target_arn: format!(
+                    "arn:aws:lambda:us-east-1:123456789012:function:{prefix}-cron-tick"
+                ),
+                role_arn: format!("arn:aws:iam::123456789012:role/{prefix}-cron"),
                 dead_letter_arn: None,
             }),
         }
@@ -122,6 +162,14 @@ impl Settings {
             env.push(("TRIPLINE_SCHEDULER_ROLE_ARN", t.role_arn.clone()));
             if let Some(dlq) = &t.dead_letter_arn {
                 env.push(("TRIPLINE_TIMER_DEAD_LETTER_ARN", dlq.clone()));
+            }
+        }
+        if let Some(c) = &self.cron {
+            env.push(("TRIPLINE_CRON_GROUP", c.group.clone()));
+            env.push(("TRIPLINE_CRON_TARGET_ARN", c.target_arn.clone()));
+            env.push(("TRIPLINE_CRON_ROLE_ARN", c.role_arn.clone()));
+            if let Some(dlq) = &c.dead_letter_arn {
+                env.push(("TRIPLINE_CRON_DEAD_LETTER_ARN", dlq.clone()));
             }
         }
         env

@@ -10,8 +10,8 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, Put, PutRequest, TransactWriteItem, WriteRequest,
 };
 use tripline_app::ports::{
-    Admission, Admitted, InboxMessage, InboxQuery, Outcome, Page, RunQuery, Store, StoreError,
-    WorkflowRecord,
+    Admission, Admitted, InboxMessage, InboxQuery, Outcome, Page, RunQuery, SavedState, Store,
+    StoreError, WorkflowRecord,
 };
 use tripline_core::{Run, RunStatus, Timestamp};
 
@@ -714,13 +714,21 @@ impl Store for DynamoStore {
             run_id: run_id.clone(),
         };
         let item = self.message_item(&message).await?;
-        self.db
+        // A duplicate never replaces a message recorded under its id (a cron tick's id is
+        // its first record's).
+        let put = self
+            .db
             .put_item()
             .table_name(&self.settings.inbox_table)
             .set_item(Some(item))
+            .condition_expression("attribute_not_exists(id)")
             .send()
-            .await
-            .map_err(|e| failed("PutItem (inbox)", e))?;
+            .await;
+        match put {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(conditional_failed) => {}
+            Err(e) => return Err(failed("PutItem (inbox)", e)),
+        }
         Ok(Admitted::Duplicate { run_id })
     }
 
@@ -847,6 +855,55 @@ impl Store for DynamoStore {
             .as_ref()
             .and_then(|i| get_n(i, "at"))
             .map(Timestamp))
+    }
+
+    async fn state(&self, workflow: &str) -> Result<Option<SavedState>, StoreError> {
+        let out = self
+            .db
+            .get_item()
+            .table_name(&self.settings.runs_table)
+            .key("id", s(format!("#state/{workflow}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| failed("GetItem (state)", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let doc = get_s(&item, "doc").ok_or_else(|| corrupt("state", "no doc"))?;
+        let mut state: SavedState = serde_json::from_str(doc).map_err(|e| corrupt("state", e))?;
+        state.version = get_n(&item, "v").unwrap_or(0) as u64;
+        Ok(Some(state))
+    }
+
+    async fn save_state(
+        &self,
+        workflow: &str,
+        state: &SavedState,
+    ) -> Result<SavedState, StoreError> {
+        let mut next = state.clone();
+        next.version = state.version + 1;
+        let doc = serde_json::to_string(&next).map_err(|e| corrupt("state", e))?;
+        let mut put = self
+            .db
+            .put_item()
+            .table_name(&self.settings.runs_table)
+            .item("id", s(format!("#state/{workflow}")))
+            .item("v", n(next.version))
+            .item("doc", s(doc));
+        put = if state.version == 0 {
+            put.condition_expression("attribute_not_exists(id)")
+        } else {
+            put.condition_expression("v = :expected")
+                .expression_attribute_values(":expected", n(state.version))
+        };
+        match put.send().await {
+            Ok(_) => Ok(next),
+            Err(e) if e.as_service_error().is_some_and(conditional_failed) => {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(failed("PutItem (state)", e)),
+        }
     }
 
     async fn set_marker(&self, name: &str, at: Timestamp) -> Result<(), StoreError> {

@@ -37,6 +37,10 @@ pub struct Workflow {
     /// out, the server generates one at deploy and keeps it across revisions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_secret: Option<String>,
+    /// A value template for the state a successful cron run leaves to the next one (its
+    /// `state` input). Without it, the `state` field of the run's output, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Value>,
 }
 
 impl Workflow {
@@ -94,6 +98,7 @@ impl Callback {
 pub enum Trigger {
     Webhook(WebhookTrigger),
     Manual(ManualTrigger),
+    Cron(CronTrigger),
 }
 
 impl Trigger {
@@ -101,6 +106,71 @@ impl Trigger {
         match self {
             Trigger::Webhook(t) => &t.id,
             Trigger::Manual(t) => &t.id,
+            Trigger::Cron(t) => &t.id,
+        }
+    }
+}
+
+/// Starts a run when a cron schedule comes due.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CronTrigger {
+    /// Names the trigger within the workflow; defaults to `cron`.
+    #[serde(default = "default_cron_id")]
+    pub id: String,
+    /// Five fields (minute hour day-of-month month day-of-week), six with seconds first,
+    /// or a macro: `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`.
+    pub schedule: String,
+    /// The IANA time zone the schedule is read in, e.g. `Europe/Paris`; default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// What a tick does while this trigger's previous run has not ended.
+    #[serde(default)]
+    pub overlap: Overlap,
+    /// What happens to the ticks that came due while the scheduler was not running (local
+    /// shape).
+    #[serde(default)]
+    pub catch_up: CatchUp,
+}
+
+impl CronTrigger {
+    /// The parsed schedule (validation has checked that it parses).
+    pub fn parsed(&self) -> Result<crate::cron::CronSchedule, String> {
+        crate::cron::CronSchedule::parse(&self.schedule, self.timezone.as_deref())
+    }
+}
+
+/// A cron tick while the trigger's previous run is still going.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// The tick is recorded `skipped` and starts nothing.
+    #[default]
+    Skip,
+    /// The run is recorded `queued` and starts when the previous one ends.
+    Queue,
+    /// The run starts at once, beside the previous one.
+    Allow,
+}
+
+/// Ticks that came due while the scheduler was down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Each is recorded `missed`; nothing runs.
+    #[default]
+    None,
+    /// The latest one runs; the others are recorded `missed`.
+    Last,
+    /// Each runs, oldest first, up to 100; older ones are recorded `missed`.
+    All,
+}
+
+impl Overlap {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::Queue => "queue",
+            Overlap::Allow => "allow",
         }
     }
 }
@@ -143,6 +213,9 @@ fn default_webhook_id() -> String {
 }
 fn default_manual_id() -> String {
     "manual".into()
+}
+fn default_cron_id() -> String {
+    "cron".into()
 }
 fn default_methods() -> Vec<HttpMethod> {
     vec![HttpMethod::Post]

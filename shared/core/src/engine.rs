@@ -995,12 +995,31 @@ fn advance(wf: &Workflow, run: &mut Run, now: Timestamp, effects: &mut Vec<Effec
         Some(tpl) => template::render_value(tpl, &run.template_context()),
         None => Ok(last_output(run)),
     };
-    match output {
-        Ok(out) => {
-            run.final_output = Some(out);
-            end(run, RunStatus::Succeeded, now, effects);
+    let out = match output {
+        Ok(out) => out,
+        Err(e) => return fail_run(run, "template_error", format!("output: {e}"), now, effects),
+    };
+    if run.trigger.kind == "cron" {
+        match next_state(wf, run, &out) {
+            Ok(state) => run.next_state = state,
+            Err(e) => return fail_run(run, "template_error", format!("state: {e}"), now, effects),
         }
-        Err(e) => fail_run(run, "template_error", format!("output: {e}"), now, effects),
+    }
+    run.final_output = Some(out);
+    end(run, RunStatus::Succeeded, now, effects);
+}
+
+/// The state a successful cron run leaves to the next: the workflow's `state` template
+/// (which may read `output`), else the `state` field of the output; `None` leaves the
+/// saved state as it is.
+fn next_state(wf: &Workflow, run: &Run, output: &Value) -> Result<Option<Value>, TemplateError> {
+    match &wf.state {
+        Some(tpl) => {
+            let mut ctx = run.template_context();
+            ctx["output"] = output.clone();
+            template::render_value(tpl, &ctx).map(Some)
+        }
+        None => Ok(output.get("state").cloned()),
     }
 }
 

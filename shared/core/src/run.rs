@@ -215,6 +215,23 @@ pub struct Run {
     /// Deliveries of the `on_success` / `on_failure` callback.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub callbacks: Vec<CallbackAttempt>,
+    /// A cron run's scheduled time (for a "run now", when it was asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<Timestamp>,
+    /// A cron run's `state` input: the state the last successful run of the workflow left,
+    /// read when this run starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Value>,
+    /// The state this run leaves to the next, once it has succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_state: Option<Value>,
+    /// With `overlap: queue`: the run of the same trigger that must end before this one
+    /// starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// What went wrong without failing the run (e.g. a state too large to save).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Run {
@@ -254,6 +271,11 @@ impl Run {
             parent: None,
             children: Vec::new(),
             callbacks: Vec::new(),
+            scheduled_at: None,
+            state: None,
+            next_state: None,
+            after: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -274,6 +296,7 @@ impl Run {
             "trigger": self.trigger_input,
             "steps": self.step_outputs(),
             "context": self.context,
+            "state": self.state,
             "run": {
                 "id": self.id,
                 "workflow": self.workflow,

@@ -118,6 +118,7 @@ pub fn load_value(value: &Value, positions: &Positions) -> Result<Workflow, Vec<
     let on_success: Option<Option<Callback>> = field(&mut c, obj, "", "on_success", false);
     let on_failure: Option<Option<Callback>> = field(&mut c, obj, "", "on_failure", false);
     let callback_secret: Option<Option<String>> = field(&mut c, obj, "", "callback_secret", false);
+    let state = obj.get("state").cloned();
     for key in ["on_success", "on_failure"] {
         if let Some(v) = obj.get(key) {
             unknown_fields(&mut c, v, key, CALLBACK_FIELDS, "callback");
@@ -220,6 +221,25 @@ pub fn load_value(value: &Value, positions: &Positions) -> Result<Workflow, Vec<
         );
     }
 
+    if let Some(tpl) = &state {
+        check_value_template(
+            &mut c,
+            tpl,
+            "state",
+            &Scope {
+                roots: EXTRACT_ROOTS,
+                steps_before: &raw_ids,
+                all_steps: &raw_ids,
+            },
+        );
+        if !triggers.iter().any(|(_, t)| matches!(t, Trigger::Cron(_))) {
+            c.at_key(
+                "state",
+                "`state` is carried between the runs of a cron trigger, and this workflow has none; add a `type: cron` trigger or remove `state`",
+            );
+        }
+    }
+
     if !c.problems.is_empty() {
         c.problems
             .sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column.unwrap_or(0)));
@@ -235,6 +255,7 @@ pub fn load_value(value: &Value, positions: &Positions) -> Result<Workflow, Vec<
         on_success: on_success.flatten(),
         on_failure: on_failure.flatten(),
         callback_secret: callback_secret.flatten(),
+        state,
     })
 }
 
@@ -327,9 +348,11 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "on_success",
     "on_failure",
     "callback_secret",
+    "state",
 ];
 const CALLBACK_FIELDS: &[&str] = &["url", "headers", "retry", "timeout"];
-const TRIGGER_TYPES: &[&str] = &["webhook", "manual"];
+const TRIGGER_TYPES: &[&str] = &["webhook", "manual", "cron"];
+const CRON_FIELDS: &[&str] = &["type", "id", "schedule", "timezone", "overlap", "catch_up"];
 const WEBHOOK_FIELDS: &[&str] = &[
     "type",
     "id",
@@ -456,6 +479,7 @@ fn check_trigger_shape(c: &mut Collector, v: &Value, path: &str) -> bool {
                 unknown_fields(c, reply, &join(path, "reply"), REPLY_FIELDS, "reply");
             }
         }
+        Some("cron") => unknown_fields(c, v, path, CRON_FIELDS, "cron trigger"),
         Some(_) => unknown_fields(c, v, path, MANUAL_FIELDS, "manual trigger"),
         None => known = false,
     }
@@ -581,12 +605,12 @@ struct Scope<'a> {
     all_steps: &'a [&'a str],
 }
 
-const STEP_ROOTS: &[&str] = &["trigger", "steps", "context", "run"];
-const EXTRACT_ROOTS: &[&str] = &["trigger", "steps", "context", "run", "output"];
+const STEP_ROOTS: &[&str] = &["trigger", "steps", "context", "run", "state"];
+const EXTRACT_ROOTS: &[&str] = &["trigger", "steps", "context", "run", "state", "output"];
 const TRIGGER_ROOTS: &[&str] = &["trigger"];
 const REPLY_ROOTS: &[&str] = &["trigger", "run", "output", "status"];
-const NOTIFY_ROOTS: &[&str] = &["trigger", "steps", "context", "run", "approval"];
-const WAIT_NOTIFY_ROOTS: &[&str] = &["trigger", "steps", "context", "run", "wait"];
+const NOTIFY_ROOTS: &[&str] = &["trigger", "steps", "context", "run", "state", "approval"];
+const WAIT_NOTIFY_ROOTS: &[&str] = &["trigger", "steps", "context", "run", "state", "wait"];
 const CALLBACK_ROOTS: &[&str] = &["trigger", "context", "run"];
 
 fn check_refs(c: &mut Collector, path: &str, refs: &BTreeSet<String>, scope: &Scope) {
@@ -674,6 +698,17 @@ fn check_triggers(c: &mut Collector, triggers: &[(String, Trigger)]) {
                     t.id()
                 ),
             );
+        }
+        if let Trigger::Cron(cron) = t {
+            if let Err(e) = cron.parsed() {
+                let field = if e.contains("time zone") {
+                    "timezone"
+                } else {
+                    "schedule"
+                };
+                c.at(&join(path, field), e);
+            }
+            continue;
         }
         let Trigger::Webhook(w) = t else { continue };
         if let Some(token) = &w.token {

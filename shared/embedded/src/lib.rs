@@ -65,6 +65,11 @@ CREATE TABLE IF NOT EXISTS markers (
     name TEXT PRIMARY KEY,
     at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS states (
+    workflow TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -458,7 +463,15 @@ impl Store for EmbeddedStore {
                     if let Some((run_id, expires)) = existing.filter(|(_, exp)| *exp > now) {
                         let _ = expires;
                         message.outcome = Outcome::Duplicate { run_id: run_id.clone() };
-                        insert_message(conn, &message)?;
+                        // A duplicate never replaces a message recorded under its id (a
+                        // cron tick's id is its first record's).
+                        let exists = conn
+                            .prepare_cached("SELECT 1 FROM inbox WHERE id = ?1")
+                            .and_then(|mut s| s.exists([&message.id]))
+                            .map_err(sql)?;
+                        if !exists {
+                            insert_message(conn, &message)?;
+                        }
                         return Ok(Admitted::Duplicate { run_id });
                     }
                     if let Some(first) = runs.first() {
@@ -587,6 +600,53 @@ impl Store for EmbeddedStore {
             .map(|v| v.map(Timestamp))
             .map_err(sql)
         })
+    }
+
+    async fn state(&self, workflow: &str) -> Result<Option<SavedState>, StoreError> {
+        self.read_now(|conn| {
+            let row: Option<(String, i64)> = conn
+                .query_row(
+                    "SELECT record, version FROM states WHERE workflow = ?1",
+                    [workflow],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sql)?;
+            row.map(|(rec, v)| {
+                let mut s: SavedState =
+                    serde_json::from_str(&rec).map_err(|e| corrupt("state", e))?;
+                s.version = v as u64;
+                Ok(s)
+            })
+            .transpose()
+        })
+    }
+
+    async fn save_state(
+        &self,
+        workflow: &str,
+        state: &SavedState,
+    ) -> Result<SavedState, StoreError> {
+        let mut next = state.clone();
+        next.version = state.version + 1;
+        let record = serde_json::to_string(&next).map_err(|e| corrupt("state", e))?;
+        let (workflow, expected) = (workflow.to_string(), state.version as i64);
+        self.write(move |conn| {
+            let changed = if expected == 0 {
+                conn.execute(
+                    "INSERT INTO states (workflow, version, record) VALUES (?1, 1, ?2) ON CONFLICT (workflow) DO NOTHING",
+                    params![workflow, record],
+                )
+            } else {
+                conn.execute(
+                    "UPDATE states SET record = ?1, version = version + 1 WHERE workflow = ?2 AND version = ?3",
+                    params![record, workflow, expected],
+                )
+            }
+            .map_err(sql)?;
+            if changed == 1 { Ok(next) } else { Err(StoreError::Conflict) }
+        })
+        .await
     }
 
     async fn set_marker(&self, name: &str, at: Timestamp) -> Result<(), StoreError> {

@@ -1,0 +1,593 @@
+//! Cron triggers: the tick (one scheduled time of one trigger → at most one run), the
+//! state carried between runs, "run now", and the local shape's in-process scheduler.
+//!
+//! A tick's record is an inbox message of the cron trigger whose id is the tick's id, a
+//! ULID made of the scheduled time and a hash of (workflow, trigger, scheduled time). The
+//! run it starts has the same id, and an idempotency claim on the same three holds it: a
+//! tick delivered twice starts one run and is recorded once more as `duplicate`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use sha2::Digest;
+use tokio::sync::watch;
+use tripline_core::definition::{CatchUp, CronTrigger, Overlap, Trigger};
+use tripline_core::run::TriggerRef;
+use tripline_core::{Run, Timestamp};
+
+use crate::App;
+use crate::ports::{
+    Admission, Admitted, IdempotencyClaim, InboxMessage, Outcome, SavedState, StoreError, WorkItem,
+    WorkflowRecord,
+};
+
+/// A tick handled within this long after its time is on time; a later one came due while
+/// the scheduler was not running, and its trigger's `catch_up` decides.
+pub const ON_TIME: Duration = Duration::from_secs(60);
+
+/// At most this many late ticks of one trigger are run (`catch_up: all`) or recorded
+/// `missed` after a downtime; earlier ones are counted in the oldest record.
+pub const CATCH_UP_LIMIT: usize = 100;
+
+/// How long the claim that makes a tick start one run lasts (EventBridge Scheduler retries
+/// a delivery for at most 24 hours).
+pub const TICK_CLAIM_WINDOW: Duration = Duration::from_secs(8 * 24 * 3600);
+
+/// How soon a queued run (`overlap: queue`) whose predecessor has not ended looks again,
+/// when it was not woken by the predecessor's end.
+pub const QUEUED_LOOK_AGAIN: Duration = Duration::from_secs(30);
+
+/// The longest the local scheduler sleeps before looking at the triggers again.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// Where the schedules of cron triggers live outside this process (AWS: EventBridge
+/// Scheduler). The local shape has none: its scheduler reads the deployed workflows.
+#[async_trait]
+pub trait Schedules: Send + Sync + 'static {
+    /// Why this shape cannot run the trigger's schedule, if it cannot.
+    fn refuse(&self, trigger: &CronTrigger) -> Option<String>;
+    /// Creates or updates the trigger's schedule.
+    async fn put(&self, workflow: &str, trigger: &CronTrigger) -> Result<(), StoreError>;
+    /// Deletes the trigger's schedule; one already gone is not an error.
+    async fn delete(&self, workflow: &str, trigger: &str) -> Result<(), StoreError>;
+}
+
+/// The id of the tick of `trigger` at `scheduled`, and of the run it starts: a ULID of the
+/// scheduled time (so ticks sort by it) and 80 bits of a hash of the three.
+pub fn tick_id(workflow: &str, trigger: &str, scheduled: Timestamp) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(workflow.as_bytes());
+    h.update([0]);
+    h.update(trigger.as_bytes());
+    h.update([0]);
+    h.update(scheduled.millis().to_be_bytes());
+    let digest = h.finalize();
+    let mut random = [0u8; 16];
+    random[6..].copy_from_slice(&digest[..10]);
+    let ms = u64::try_from(scheduled.millis()).unwrap_or(0);
+    ulid::Ulid::from_parts(ms, u128::from_be_bytes(random)).to_string()
+}
+
+fn fired_marker(workflow: &str, trigger: &str) -> String {
+    format!("cron-fired/{workflow}/{trigger}")
+}
+
+fn cursor_marker(workflow: &str, trigger: &str) -> String {
+    format!("cron/{workflow}/{trigger}")
+}
+
+/// How a tick came to be handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// At (or near) its time: the local scheduler, or EventBridge Scheduler.
+    OnTime,
+    /// After a downtime, by `catch_up: last | all`: runs are queued behind each other
+    /// (unless `overlap: allow`) rather than skipped.
+    CatchUp,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TickError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The cron trigger `id` of a deployed workflow.
+pub fn cron_trigger<'a>(rec: &'a WorkflowRecord, id: &str) -> Option<&'a CronTrigger> {
+    rec.definition.triggers.iter().find_map(|t| match t {
+        Trigger::Cron(c) if c.id == id => Some(c),
+        _ => None,
+    })
+}
+
+fn tick_input(trigger: &CronTrigger, scheduled: Timestamp) -> Value {
+    json!({
+        "scheduled_time": scheduled,
+        "trigger": trigger.id,
+        "schedule": trigger.schedule,
+        "timezone": trigger.timezone.as_deref().unwrap_or("UTC"),
+    })
+}
+
+impl App {
+    fn tick_message(
+        &self,
+        id: String,
+        workflow: &str,
+        trigger: &str,
+        scheduled: Timestamp,
+        body: &Value,
+        outcome: Outcome,
+    ) -> InboxMessage {
+        InboxMessage {
+            id,
+            received_at: self.clock.now(),
+            workflow: workflow.to_string(),
+            trigger: trigger.to_string(),
+            method: "CRON".into(),
+            path: String::new(),
+            query: String::new(),
+            headers: Vec::new(),
+            content_type: Some("application/json".into()),
+            body: serde_json::to_vec(body).unwrap_or_default(),
+            outcome,
+            scheduled_at: Some(scheduled),
+        }
+    }
+
+    async fn record(&self, message: InboxMessage) -> Result<(), StoreError> {
+        self.store
+            .admit(Admission {
+                message,
+                runs: Vec::new(),
+                idempotency: None,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Handles the tick of `trigger` of `workflow` at `scheduled`: starts its run, or
+    /// records why not. Safe to call again for the same tick (it is then recorded
+    /// `duplicate` and starts nothing). Returns what was recorded.
+    pub async fn cron_tick(
+        &self,
+        workflow: &str,
+        trigger: &str,
+        scheduled: Timestamp,
+        delivery: Delivery,
+    ) -> Result<Outcome, TickError> {
+        self.refresh_workflows(false).await;
+        let id = tick_id(workflow, trigger, scheduled);
+        let rec = match self.deployments.latest(workflow) {
+            Some(r) => r,
+            None => {
+                self.refresh_workflows(true).await;
+                match self.deployments.latest(workflow) {
+                    Some(r) => r,
+                    None => {
+                        let outcome = Outcome::Rejected {
+                            reason: format!(
+                                "workflow `{workflow}` is not deployed (its schedule outlived it); nothing was started"
+                            ),
+                        };
+                        self.record(self.tick_message(
+                            self.new_id(),
+                            workflow,
+                            trigger,
+                            scheduled,
+                            &Value::Null,
+                            outcome.clone(),
+                        ))
+                        .await?;
+                        return Ok(outcome);
+                    }
+                }
+            }
+        };
+        let Some(cron) = cron_trigger(&rec, trigger).cloned() else {
+            let outcome = Outcome::Rejected {
+                reason: format!(
+                    "workflow `{workflow}` has no cron trigger `{trigger}` in revision {} (it was removed); nothing was started",
+                    rec.revision
+                ),
+            };
+            self.record(self.tick_message(
+                self.new_id(),
+                workflow,
+                trigger,
+                scheduled,
+                &Value::Null,
+                outcome.clone(),
+            ))
+            .await?;
+            return Ok(outcome);
+        };
+        let input = tick_input(&cron, scheduled);
+        if self.store.message(&id).await?.is_some() {
+            let outcome = Outcome::DuplicateTick { tick: id };
+            self.record(self.tick_message(
+                self.new_id(),
+                workflow,
+                trigger,
+                scheduled,
+                &input,
+                outcome.clone(),
+            ))
+            .await?;
+            return Ok(outcome);
+        }
+
+        // The trigger's previous run: the run of the last tick that fired.
+        let mut after = None;
+        if cron.overlap != Overlap::Allow
+            && let Some(prev_at) = self.store.marker(&fired_marker(workflow, trigger)).await?
+            && prev_at != scheduled
+        {
+            let prev = tick_id(workflow, trigger, prev_at);
+            if let Some(run) = self.store.run(&prev).await?
+                && !run.status.is_terminal()
+            {
+                if cron.overlap == Overlap::Skip && delivery == Delivery::OnTime {
+                    let outcome = Outcome::Skipped {
+                        reason: format!(
+                            "overlap: run {prev} of the previous tick is still {}",
+                            run.status.as_str()
+                        ),
+                    };
+                    self.record(self.tick_message(
+                        id,
+                        workflow,
+                        trigger,
+                        scheduled,
+                        &input,
+                        outcome.clone(),
+                    ))
+                    .await?;
+                    return Ok(outcome);
+                }
+                after = Some(prev);
+            }
+        }
+
+        let mut run = Run::new(
+            id.clone(),
+            &rec.id,
+            rec.revision,
+            TriggerRef {
+                kind: "cron".into(),
+                id: trigger.to_string(),
+            },
+            input.clone(),
+            self.clock.now(),
+        );
+        run.scheduled_at = Some(scheduled);
+        run.after = after;
+        run.message_id = Some(id.clone());
+        let message = self.tick_message(
+            id.clone(),
+            workflow,
+            trigger,
+            scheduled,
+            &input,
+            Outcome::Started {
+                run_ids: vec![id.clone()],
+            },
+        );
+        let claim = IdempotencyClaim {
+            key: format!("{workflow}/{trigger}/cron:{}", scheduled.millis()),
+            expires_at: scheduled.plus(TICK_CLAIM_WINDOW),
+        };
+        match self
+            .admit(Admission {
+                message,
+                runs: vec![run],
+                idempotency: Some(claim),
+            })
+            .await?
+        {
+            Admitted::New { .. } => {
+                let fired = fired_marker(workflow, trigger);
+                if self
+                    .store
+                    .marker(&fired)
+                    .await?
+                    .is_none_or(|t| t < scheduled)
+                {
+                    self.store.set_marker(&fired, scheduled).await?;
+                }
+                tracing::info!(workflow, trigger, %scheduled, run_id = %id, "cron tick fired");
+                Ok(Outcome::Started { run_ids: vec![id] })
+            }
+            Admitted::Duplicate { .. } => Ok(Outcome::DuplicateTick { tick: id }),
+        }
+    }
+
+    /// Records the tick of `trigger` at `scheduled` as `missed` (once).
+    async fn record_missed(
+        &self,
+        rec: &WorkflowRecord,
+        trigger: &CronTrigger,
+        scheduled: Timestamp,
+        reason: String,
+    ) -> Result<(), StoreError> {
+        let id = tick_id(&rec.id, &trigger.id, scheduled);
+        if self.store.message(&id).await?.is_some() {
+            return Ok(());
+        }
+        let input = tick_input(trigger, scheduled);
+        self.record(self.tick_message(
+            id,
+            &rec.id,
+            &trigger.id,
+            scheduled,
+            &input,
+            Outcome::Missed { reason },
+        ))
+        .await
+    }
+
+    /// "Run now": a run of a cron trigger outside its schedule, with the current state.
+    pub fn run_now(&self, rec: &WorkflowRecord, trigger: &CronTrigger, body: Value) -> Run {
+        let now = self.clock.now();
+        let mut input = tick_input(trigger, now);
+        input["run_now"] = json!(true);
+        input["body"] = body;
+        let mut run = Run::new(
+            self.new_id(),
+            &rec.id,
+            rec.revision,
+            TriggerRef {
+                kind: "cron".into(),
+                id: trigger.id.clone(),
+            },
+            input,
+            now,
+        );
+        run.scheduled_at = Some(now);
+        run
+    }
+
+    /// Before a cron run starts: `None` when it must wait for the run it is queued behind
+    /// (`overlap: queue`); else the run with its `state` input read.
+    pub(crate) async fn prepare_cron_start(&self, mut run: Run) -> Result<Option<Run>, StoreError> {
+        if let Some(after) = &run.after
+            && let Some(prev) = self.store.run(after).await?
+            && !prev.status.is_terminal()
+        {
+            return Ok(None);
+        }
+        run.state = self.store.state(&run.workflow).await?.map(|s| s.value);
+        Ok(Some(run))
+    }
+
+    /// After a cron run succeeded, before its end is written: saves the state it leaves
+    /// (unless over the limit, or older than the saved one: then a warning on the run).
+    pub(crate) async fn save_next_state(&self, run: &mut Run) -> Result<(), StoreError> {
+        let Some(value) = run.next_state.clone() else {
+            return Ok(());
+        };
+        let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(0);
+        let limit = self.config.state_limit_bytes;
+        if size > limit {
+            run.warnings.push(format!(
+                "the state this run ended with is {size} bytes, over the limit of {limit}; it was not saved, and the next run gets the last saved state"
+            ));
+            return Ok(());
+        }
+        let scheduled = run.scheduled_at.unwrap_or(run.inserted_at);
+        for _ in 0..5 {
+            let current = self.store.state(&run.workflow).await?;
+            if let Some(c) = &current
+                && c.scheduled_at > scheduled
+            {
+                run.warnings.push(format!(
+                    "the state was not saved: a newer one (saved at {} for {}) is kept",
+                    c.saved_at,
+                    c.run_id.as_deref().unwrap_or("a reset through the API")
+                ));
+                return Ok(());
+            }
+            let next = SavedState {
+                value: value.clone(),
+                saved_at: self.clock.now(),
+                scheduled_at: scheduled,
+                run_id: Some(run.id.clone()),
+                version: current.map_or(0, |c| c.version),
+            };
+            match self.store.save_state(&run.workflow, &next).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// After a cron run ended: the run queued behind it (`overlap: queue`), when there is
+    /// one, is delivered at once.
+    pub(crate) async fn wake_queued_successor(&self, run: &Run) {
+        let Some(scheduled) = run.scheduled_at else {
+            return;
+        };
+        let Some(rec) = self.deployments.latest(&run.workflow) else {
+            return;
+        };
+        let Some(cron) = cron_trigger(&rec, &run.trigger.id) else {
+            return;
+        };
+        if cron.overlap == Overlap::Allow {
+            return;
+        }
+        let Ok(schedule) = cron.parsed() else { return };
+        let Some(next) = schedule.next_after(scheduled) else {
+            return;
+        };
+        let next_id = tick_id(&run.workflow, &cron.id, next);
+        if let Ok(Some(n)) = self.store.run(&next_id).await
+            && n.status == tripline_core::RunStatus::Queued
+        {
+            let item = WorkItem { run_id: next_id };
+            if let Err(e) = self.queue.send(&item, Duration::ZERO).await {
+                tracing::warn!(error = %e, "waking the queued cron run failed; it looks again by itself");
+            }
+        }
+    }
+
+    /// One pass of the local scheduler: handles every tick now due, by each trigger's
+    /// `catch_up` for those that came due while it was not running. Returns when the next
+    /// tick is due.
+    pub async fn scheduler_pass(&self) -> Option<Timestamp> {
+        let mut next_due: Option<Timestamp> = None;
+        for rec in self.deployments.all() {
+            for t in &rec.definition.triggers {
+                let Trigger::Cron(cron) = t else { continue };
+                match self.trigger_pass(&rec, cron).await {
+                    Ok(Some(n)) => next_due = Some(next_due.map_or(n, |d| d.min(n))),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(workflow = %rec.id, trigger = %cron.id, error = %e, "cron ticks not handled; trying again shortly");
+                        let soon = self.clock.now().plus(Duration::from_secs(1));
+                        next_due = Some(next_due.map_or(soon, |d| d.min(soon)));
+                    }
+                }
+            }
+        }
+        next_due
+    }
+
+    async fn trigger_pass(
+        &self,
+        rec: &WorkflowRecord,
+        cron: &CronTrigger,
+    ) -> Result<Option<Timestamp>, TickError> {
+        let Ok(schedule) = cron.parsed() else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let cursor_name = cursor_marker(&rec.id, &cron.id);
+        // A trigger seen for the first time starts at its workflow's deploy.
+        let cursor = match self.store.marker(&cursor_name).await? {
+            Some(c) => c,
+            None => {
+                self.store.set_marker(&cursor_name, rec.deployed_at).await?;
+                rec.deployed_at
+            }
+        };
+        // The due ticks, keeping the latest CATCH_UP_LIMIT + 1 and counting the rest.
+        let mut due: std::collections::VecDeque<Timestamp> = Default::default();
+        let mut dropped = 0usize;
+        let mut from = cursor;
+        loop {
+            let chunk = schedule.fire_times(from, now, 1000);
+            let Some(last) = chunk.last().copied() else {
+                break;
+            };
+            for t in chunk {
+                due.push_back(t);
+                if due.len() > CATCH_UP_LIMIT + 1 {
+                    due.pop_front();
+                    dropped += 1;
+                }
+            }
+            from = last;
+            if dropped > 10_000_000 {
+                break;
+            }
+        }
+        let late = |t: Timestamp| now.since(t) > ON_TIME;
+        let late_count = due.iter().filter(|t| late(**t)).count();
+        let latest_late = due.iter().rev().find(|t| late(**t)).copied();
+        let any_on_time = due.iter().any(|t| !late(*t));
+        let mut first = true;
+        for t in due {
+            let action = if !late(t) {
+                Some(Delivery::OnTime)
+            } else {
+                match cron.catch_up {
+                    CatchUp::None => None,
+                    CatchUp::Last => {
+                        (Some(t) == latest_late && !any_on_time).then_some(Delivery::CatchUp)
+                    }
+                    CatchUp::All => Some(Delivery::CatchUp),
+                }
+            };
+            match action {
+                Some(d) => {
+                    self.cron_tick(&rec.id, &cron.id, t, d).await?;
+                }
+                None => {
+                    let mut reason = format!(
+                        "the scheduler was not running at {t} (catch_up: {})",
+                        match cron.catch_up {
+                            CatchUp::None => "none",
+                            CatchUp::Last => "last: only the latest of the ticks missed runs",
+                            CatchUp::All => "all",
+                        }
+                    );
+                    if first && dropped > 0 {
+                        reason.push_str(&format!(
+                            "; {dropped} earlier tick(s) came due too and are not recorded one by one"
+                        ));
+                    }
+                    self.record_missed(rec, cron, t, reason).await?;
+                }
+            }
+            first = false;
+            self.store.set_marker(&cursor_name, t).await?;
+        }
+        if late_count > 0 {
+            tracing::info!(workflow = %rec.id, trigger = %cron.id, late = late_count + dropped, policy = ?cron.catch_up, "cron ticks came due while the scheduler was not running");
+        }
+        Ok(schedule.next_after(now.max(cursor)))
+    }
+
+    /// The local shape's scheduler: handles due ticks, sleeps until the next one (at most a
+    /// minute, or until woken by a deploy or a moved manual clock), until `stop`.
+    pub async fn run_scheduler(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let next = self.scheduler_pass().await;
+            let now = self.clock.now();
+            let sleep = next
+                .map(|n| n.since(now))
+                .unwrap_or(MAX_SLEEP)
+                .min(MAX_SLEEP);
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.cron_wake.notified() => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tick_id_depends_on_workflow_trigger_and_time_only() {
+        let t = Timestamp(1_800_000_000_000);
+        let a = tick_id("pull", "nightly", t);
+        assert_eq!(a, tick_id("pull", "nightly", t));
+        assert_ne!(a, tick_id("pull", "hourly", t));
+        assert_ne!(a, tick_id("push", "nightly", t));
+        assert_ne!(a, tick_id("pull", "nightly", Timestamp(t.0 + 1000)));
+        let ulid: ulid::Ulid = a.parse().expect("a ULID");
+        assert_eq!(ulid.timestamp_ms(), 1_800_000_000_000);
+    }
+
+    #[test]
+    fn tick_ids_sort_by_scheduled_time() {
+        let ids: Vec<String> = (0..50)
+            .map(|i| tick_id("w", "t", Timestamp(1_800_000_000_000 + i * 60_000)))
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+    }
+}
