@@ -502,6 +502,10 @@ async fn main() {
         ),
         ("step-executor", json!({"Records": []})),
         ("control-api", http_event("GET", "/healthz", &[], b"")),
+        (
+            "cron-tick",
+            json!({"workflow": "none", "trigger": "none", "scheduled_time": "2026-01-01T00:00:00Z"}),
+        ),
     ];
     for (name, event) in events {
         let size = std::fs::metadata(function_bin(name))

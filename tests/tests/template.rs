@@ -152,6 +152,7 @@ fn every_function_is_a_rust_arm64_binary_with_its_own_policy() {
         ("ResumeApprovalFunction", "resume-approval"),
         ("StepExecutorFunction", "step-executor"),
         ("ControlApiFunction", "control-api"),
+        ("CronTickFunction", "cron-tick"),
     ] {
         let f = resource(&t, name);
         assert_eq!(
@@ -240,6 +241,9 @@ fn long_timers_can_be_scheduled_by_the_executor_and_only_send_to_the_queue() {
     // Every variable the timer settings are read from is set for the executor.
     let settings = tripline_aws::Settings::with_prefix("x");
     for (name, _) in settings.to_env() {
+        if name.starts_with("TRIPLINE_CRON_") {
+            continue; // the control API's (see the cron test below)
+        }
         let in_globals = !t["Globals"]["Function"]["Environment"]["Variables"][name].is_badvalue();
         assert!(
             in_globals || !env[name].is_badvalue(),
@@ -274,4 +278,71 @@ fn long_timers_can_be_scheduled_by_the_executor_and_only_send_to_the_queue() {
         })
         .collect();
     assert_eq!(allowed, vec!["sqs:SendMessage"]);
+}
+
+#[test]
+fn cron_schedules_are_kept_by_the_control_api_and_invoke_only_the_cron_tick_function() {
+    let t = template();
+    // The control API gets every cron setting and may manage the group's schedules.
+    let control = &resource(&t, "ControlApiFunction")["Properties"];
+    let env = &control["Environment"]["Variables"];
+    for (name, _) in tripline_aws::Settings::with_prefix("x").to_env() {
+        if name.starts_with("TRIPLINE_CRON_") {
+            assert!(
+                !env[name].is_badvalue(),
+                "the control API does not get {name}"
+            );
+        }
+    }
+    let granted = actions(&t, "ControlApiFunction");
+    for needed in [
+        "scheduler:CreateSchedule",
+        "scheduler:UpdateSchedule",
+        "scheduler:DeleteSchedule",
+        "iam:PassRole",
+    ] {
+        assert!(granted.iter().any(|a| a == needed), "{needed}: {granted:?}");
+    }
+    assert_eq!(
+        resource(&t, "CronScheduleGroup")["Type"].as_str(),
+        Some("AWS::Scheduler::ScheduleGroup")
+    );
+    // The role the schedules assume may invoke the cron-tick function and reach the
+    // dead-letter queue, nothing else.
+    let role = &resource(&t, "CronSchedulerRole")["Properties"];
+    assert_eq!(
+        role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"].as_str(),
+        Some("scheduler.amazonaws.com")
+    );
+    let mut allowed: Vec<String> = role["Policies"][0]["PolicyDocument"]["Statement"]
+        .as_vec()
+        .expect("statements")
+        .iter()
+        .flat_map(|s| match &s["Action"] {
+            Yaml::String(a) => vec![a.clone()],
+            other => strings(other),
+        })
+        .collect();
+    allowed.sort();
+    assert_eq!(allowed, vec!["lambda:InvokeFunction", "sqs:SendMessage"]);
+    // A tick the function failed on three times goes to the dead-letter queue.
+    let tick = &resource(&t, "CronTickFunction")["Properties"];
+    let config = &tick["EventInvokeConfig"];
+    assert_eq!(config["MaximumRetryAttempts"].as_i64(), Some(2));
+    assert_eq!(
+        config["DestinationConfig"]["OnFailure"]["Type"].as_str(),
+        Some("SQS")
+    );
+    assert_eq!(
+        resource(&t, "CronDeadLetterQueue")["Type"].as_str(),
+        Some("AWS::SQS::Queue")
+    );
+    let granted = actions(&t, "CronTickFunction");
+    for needed in [
+        "dynamodb:GetItem",
+        "dynamodb:TransactWriteItems",
+        "sqs:SendMessage",
+    ] {
+        assert!(granted.iter().any(|a| a == needed), "{needed}: {granted:?}");
+    }
 }

@@ -169,7 +169,7 @@ pub async fn provision(clients: &Clients, settings: &Settings) -> Result<Setting
     let queue = clients
         .sqs
         .create_queue()
-        .queue_name(queue_name)
+        .queue_name(&queue_name)
         .attributes(QueueAttributeName::VisibilityTimeout, "60")
         .attributes(
             QueueAttributeName::RedrivePolicy,
@@ -189,9 +189,26 @@ pub async fn provision(clients: &Clients, settings: &Settings) -> Result<Setting
             .send()
             .await?;
     }
+    let mut cron = settings.cron.clone();
+    if let Some(c) = cron.as_mut() {
+        let dead = clients
+            .sqs
+            .create_queue()
+            .queue_name(format!("{queue_name}-cron-dead"))
+            .send()
+            .await?;
+        c.dead_letter_arn = Some(queue_arn(clients, dead.queue_url().unwrap_or_default()).await?);
+        clients
+            .scheduler()
+            .create_schedule_group()
+            .name(&c.group)
+            .send()
+            .await?;
+    }
     Ok(Settings {
         queue_url,
         timers,
+        cron,
         ..settings.clone()
     })
 }
