@@ -394,7 +394,7 @@ struct StubState {
 }
 
 /// A downstream HTTP server on loopback that records every request. By default it answers
-/// 200 with an httpbin-like echo: `{"url", "method", "headers", "json"}`.
+/// 200 with an httpbin-like echo: `{"url", "args", "method", "headers", "json"}`.
 #[derive(Clone)]
 pub struct Stub {
     pub addr: SocketAddr,
@@ -461,6 +461,7 @@ async fn stub_handler(
     State(state): State<Arc<StubState>>,
     method: Method,
     uri: Uri,
+    axum::extract::Query(args): axum::extract::Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -497,6 +498,7 @@ async fn stub_handler(
         }
         None => axum::Json(json!({
             "url": uri.to_string(),
+            "args": args,
             "method": method.as_str(),
             "headers": headers_map,
             "json": body_json,

@@ -200,3 +200,86 @@ async fn partner_callback_hands_out_its_resume_url_and_reports_the_result() {
     assert_eq!(report.body["type"], "run.succeeded");
     assert!(report.headers["webhook-signature"].starts_with("v1,"));
 }
+
+#[tokio::test]
+async fn nightly_sync_pulls_each_window_once_from_the_saved_cursor() {
+    let stub = Stub::start().await;
+    let app = examples_app(&stub).await;
+    // The README's "run now", twice: the second window starts where the first ended.
+    let (status, _, body) = app
+        .post_json("/v1/workflows/nightly-sync/runs?trigger=daily", &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let first = app.wait_run(body["run_id"].as_str().expect("id")).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    assert_eq!(first["final_output"]["since"], "1970-01-01T00:00:00.000Z");
+    let until = first["final_output"]["until"].clone();
+    assert_eq!(until, first["trigger_input"]["scheduled_time"]);
+
+    let (_, _, body) = app
+        .post_json("/v1/workflows/nightly-sync/runs?trigger=daily", &json!({}))
+        .await;
+    let second = app.wait_run(body["run_id"].as_str().expect("id")).await;
+    assert_eq!(second["final_output"]["since"], until, "{second}");
+    let (_, state) = app.get("/v1/workflows/nightly-sync/state").await;
+    assert_eq!(state["state"]["cursor"], second["final_output"]["until"]);
+    let (_, ticks) = app.get("/v1/workflows/nightly-sync/ticks").await;
+    assert_eq!(ticks["items"].as_array().map(Vec::len), Some(2), "{ticks}");
+
+    // "Start again from the beginning".
+    let resp = app
+        .client
+        .put(app.url("/v1/workflows/nightly-sync/state"))
+        .body("null")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (_, _, body) = app
+        .post_json("/v1/workflows/nightly-sync/runs?trigger=daily", &json!({}))
+        .await;
+    let third = app.wait_run(body["run_id"].as_str().expect("id")).await;
+    assert_eq!(third["final_output"]["since"], "1970-01-01T00:00:00.000Z");
+    let queries: Vec<String> = stub.requests().iter().map(|r| r.query.clone()).collect();
+    assert_eq!(queries.len(), 3, "{queries:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn nightly_sync_fires_at_eight_in_paris() {
+    let stub = Stub::start().await;
+    let text =
+        std::fs::read_to_string(repo_root().join("examples/nightly-sync.yaml")).expect("example");
+    // 2026-03-02T06:59:00Z: 07:59 in Paris (winter time, UTC+1).
+    let start = tripline_core::Timestamp::parse_rfc3339("2026-03-02T06:59:00Z").expect("time");
+    let opts = Opts {
+        clock_start: Some(start),
+        config: Config {
+            outbound: OutboundPolicy {
+                allow_private_networks: true,
+                rewrites: vec![("https://httpbin.org".into(), stub.url.clone())],
+            },
+            ..Config::default()
+        },
+        ..Opts::default()
+    }
+    .workflow("nightly-sync.yaml", &text);
+    let (app, time) = spawn_app_with_manual_clock(opts).await;
+    time.advance(std::time::Duration::from_secs(60));
+    let reqs = stub.wait_for(1).await;
+    assert!(
+        reqs[0]
+            .query
+            .contains("changed_before=2026-03-02T07%3A00%3A00.000Z"),
+        "{:?}",
+        reqs[0].query
+    );
+    let id = tripline_app::cron::tick_id(
+        "nightly-sync",
+        "daily",
+        tripline_core::Timestamp::parse_rfc3339("2026-03-02T07:00:00Z").expect("time"),
+    );
+    let run = app.wait_run(&id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    app.stop().await;
+}

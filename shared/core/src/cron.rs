@@ -80,8 +80,9 @@ impl CronSchedule {
             .build();
         let cron = parser.parse(&fields.join(" ")).map_err(|e| {
             format!(
-                "`{}` is not a valid cron expression: {e}",
-                expression.trim()
+                "`{}` is not a valid cron expression ({e}); the fields are {}minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 or JAN-DEC, day-of-week 0-6 or SUN-SAT",
+                expression.trim(),
+                if seconds { "second 0-59, " } else { "" }
             )
         })?;
         let tz = match timezone {

@@ -2039,4 +2039,93 @@ steps:
         assert!((0.0..1.0).contains(&a));
         assert_ne!(a, jitter_unit("r", "s", 2));
     }
+
+    fn cron_run(state: Option<Value>) -> Run {
+        let mut run = new_run(json!({"scheduled_time": "2026-03-01T08:00:00.000Z"}));
+        run.trigger = TriggerRef {
+            kind: "cron".into(),
+            id: "daily".into(),
+        };
+        run.state = state;
+        run
+    }
+
+    #[test]
+    fn a_cron_run_leaves_the_state_its_template_renders_reading_the_output_and_the_last_state() {
+        let w = wf(r#"
+id: w
+triggers: [{ type: cron, id: daily, schedule: "@daily" }]
+steps:
+  - { id: page, type: transform, value: { items: 3, next: "{{ (state.cursor if state else 0) + 3 }}" } }
+state: { cursor: "{{ output.next }}", at: "{{ trigger.scheduled_time }}" }
+"#);
+        let (run, effects) = apply(&w, cron_run(Some(json!({"cursor": 7}))), Event::Started, T0);
+        assert_eq!(
+            effects,
+            vec![Effect::Finish {
+                status: RunStatus::Succeeded
+            }]
+        );
+        assert_eq!(
+            run.next_state,
+            Some(json!({"cursor": 10, "at": "2026-03-01T08:00:00.000Z"}))
+        );
+        let (first, _) = apply(&w, cron_run(None), Event::Started, T0);
+        assert_eq!(
+            first.next_state.as_ref().map(|s| &s["cursor"]),
+            Some(&json!(3))
+        );
+    }
+
+    #[test]
+    fn without_a_state_template_the_outputs_state_field_is_the_next_state_if_any() {
+        let w = wf(r#"
+id: w
+triggers: [{ type: cron, schedule: "@daily" }]
+steps:
+  - { id: page, type: transform, value: { rows: [], state: { since: "{{ trigger.scheduled_time }}" } } }
+"#);
+        let (run, _) = apply(&w, cron_run(None), Event::Started, T0);
+        assert_eq!(
+            run.next_state,
+            Some(json!({"since": "2026-03-01T08:00:00.000Z"}))
+        );
+        let plain = wf(r#"
+id: w
+triggers: [{ type: cron, schedule: "@daily" }]
+steps: [{ id: page, type: transform, value: [1, 2] }]
+"#);
+        let (run, _) = apply(&plain, cron_run(Some(json!(1))), Event::Started, T0);
+        assert_eq!(run.status, RunStatus::Succeeded);
+        assert_eq!(run.next_state, None, "the saved state stays as it is");
+    }
+
+    #[test]
+    fn a_failed_cron_run_leaves_no_state_and_a_broken_state_template_fails_the_run() {
+        let failing = wf(r#"
+id: w
+triggers: [{ type: cron, schedule: "@daily" }]
+steps: [{ id: boom, type: fail, message: "no" }]
+state: { n: 1 }
+"#);
+        let (run, _) = apply(&failing, cron_run(None), Event::Started, T0);
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(run.next_state, None);
+        let broken = wf(r#"
+id: w
+triggers: [{ type: cron, schedule: "@daily" }]
+steps: [{ id: a, type: transform, value: 1 }]
+state: { n: "{{ state.missing.deeper }}" }
+"#);
+        let (run, _) = apply(&broken, cron_run(None), Event::Started, T0);
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(run.error_type.as_deref(), Some("template_error"));
+        assert!(
+            run.error
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("state:"),
+            "{run:?}"
+        );
+    }
 }

@@ -1126,4 +1126,84 @@ steps:
         has("`Not Valid` is not a valid workflow id");
         assert!(!text.iter().any(|t| t.contains("notify.url")), "{text:#?}");
     }
+
+    #[test]
+    fn cron_triggers_are_checked_with_the_fix_named() {
+        let ps = problems(
+            r#"
+id: x
+triggers:
+  - { type: cron, schedule: "0 25 * * *" }
+  - { type: cron, id: b, schedule: "@fortnightly" }
+  - { type: cron, id: c, schedule: "0 8 * * *", timezone: Europe/Pariss }
+  - { type: cron, id: d, schedul: "0 8 * * *" }
+  - { type: cron, id: e, schedule: "0 8 * * *", overlap: wait }
+steps: [{ id: a, type: transform, value: 1 }]
+"#,
+        );
+        let at = |path: &str| {
+            ps.iter()
+                .find(|p| p.path == path)
+                .unwrap_or_else(|| panic!("no problem at {path}: {ps:#?}"))
+                .message
+                .clone()
+        };
+        assert!(at("triggers[0].schedule").contains("hour 0-23"));
+        assert!(at("triggers[1].schedule").contains("@hourly, @daily"));
+        assert!(at("triggers[2].timezone").contains("IANA"));
+        assert!(at("triggers[3].schedul").contains("did you mean `schedule`?"));
+        assert!(
+            at("triggers[4]").contains("`skip`, `queue`, `allow`"),
+            "{ps:#?}"
+        );
+        for p in &ps {
+            assert!(p.line.is_some(), "every problem has its line: {p:?}");
+        }
+    }
+
+    #[test]
+    fn a_good_cron_trigger_loads_with_its_defaults() {
+        let wf = load(
+            r#"
+id: x
+triggers:
+  - { type: cron, schedule: "*/10 * * * * *" }
+  - { type: cron, id: daily, schedule: "@daily", timezone: America/New_York, overlap: queue, catch_up: all }
+steps: [{ id: a, type: transform, value: "{{ state.cursor if state else 0 }}" }]
+state: { cursor: "{{ output }}" }
+"#,
+            Format::Yaml,
+        )
+        .expect("valid");
+        let Trigger::Cron(first) = &wf.triggers[0] else {
+            panic!("a cron trigger")
+        };
+        assert_eq!(first.id, "cron");
+        assert_eq!(first.overlap, crate::definition::Overlap::Skip);
+        assert_eq!(first.catch_up, crate::definition::CatchUp::None);
+        assert!(first.parsed().expect("parses").has_seconds());
+        let Trigger::Cron(daily) = &wf.triggers[1] else {
+            panic!("a cron trigger")
+        };
+        assert_eq!(daily.overlap, crate::definition::Overlap::Queue);
+        assert_eq!(daily.catch_up, crate::definition::CatchUp::All);
+    }
+
+    #[test]
+    fn a_state_template_needs_a_cron_trigger_and_known_roots() {
+        let ps = problems(
+            "id: x\ntriggers: [{type: manual}]\nsteps: [{id: a, type: transform, value: 1}]\nstate: '{{ output }}'\n",
+        );
+        assert!(
+            ps[0].message.contains("add a `type: cron` trigger"),
+            "{ps:#?}"
+        );
+        let ps = problems(
+            "id: x\ntriggers: [{type: cron, schedule: '@daily'}]\nsteps: [{id: a, type: transform, value: 1}]\nstate: '{{ approval.comment }}'\n",
+        );
+        assert!(
+            ps[0].message.contains("`approval` is not available"),
+            "{ps:#?}"
+        );
+    }
 }
