@@ -40,7 +40,9 @@ async fn manual(
 async fn ticks(app: &TestApp, workflow: &str, n: usize) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, body) = app.get(&format!("/v1/workflows/{workflow}/ticks")).await;
+        let (status, body) = app
+            .get(&format!("/v1/workflows/{workflow}/ticks?limit=500"))
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let mut items = body["items"].as_array().cloned().unwrap_or_default();
         if items.len() >= n {
@@ -513,5 +515,75 @@ steps: [{ id: a, type: transform, value: 1 }]
     assert!(problems.contains("triggers[0].schedule"), "{problems}");
     assert!(problems.contains("triggers[1].timezone"), "{problems}");
     assert!(problems.contains("IANA"), "{problems}");
+    app.stop().await;
+}
+
+const EVERY_MINUTE_NO_CATCH_UP: &str = r#"
+id: minutely
+triggers:
+  - { type: cron, id: minute, schedule: "0 * * * * *" }
+steps:
+  - { id: a, type: transform, value: 1 }
+"#;
+
+#[tokio::test]
+async fn a_long_downtime_records_a_bounded_number_of_missed_ticks() {
+    let (mut app, mut time) = manual(&[("m.yaml", EVERY_MINUTE_NO_CATCH_UP)], None).await;
+    if let Some(s) = app.server.take() {
+        s.stop().await;
+    }
+    // 30 days and 30 seconds: 43,200 ticks came due; the last one, 30 s ago, is on time.
+    time.pass(Duration::from_secs(30 * 24 * 3600 + 30));
+    let started = std::time::Instant::now();
+    app.restart_manual(&mut time).await;
+    let t = ticks(&app, "minutely", 101).await;
+    settle().await;
+    let (_, body) = app.get("/v1/workflows/minutely/ticks?limit=500").await;
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(101), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(t[100]["outcome"], "fired");
+    assert_eq!(t[100]["scheduled_time"], json!(at(30 * 24 * 60)));
+    assert!(t[..100].iter().all(|x| x["outcome"] == "missed"));
+    assert!(
+        t[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("earlier tick(s) came due too"),
+        "{}",
+        t[0]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_changed_schedule_starts_from_its_deploy_without_missed_ticks_of_the_new_one() {
+    let (app, time) = manual(&[("h.yaml", &hourly("none"))], None).await;
+    time.advance(60 * MIN);
+    ticks(&app, "hourly_none", 1).await;
+    time.advance(30 * MIN);
+    let (status, body) = app
+        .deploy(
+            "hourly_none",
+            r#"
+id: hourly_none
+triggers:
+  - { type: cron, id: hourly, schedule: "*/10 * * * *" }
+steps:
+  - { id: stamp, type: transform, value: "{{ trigger.scheduled_time }}" }
+"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    time.advance(10 * MIN);
+    let t = ticks(&app, "hourly_none", 2).await;
+    settle().await;
+    let t2 = ticks(&app, "hourly_none", 2).await;
+    assert_eq!(t.len(), t2.len());
+    assert_eq!(outcomes(&t2), ["fired", "fired"], "{t2:?}");
+    assert_eq!(t2[1]["scheduled_time"], json!(at(100)));
     app.stop().await;
 }

@@ -74,9 +74,23 @@ fn fired_marker(workflow: &str, trigger: &str) -> String {
     format!("cron-fired/{workflow}/{trigger}")
 }
 
-fn cursor_marker(workflow: &str, trigger: &str) -> String {
-    format!("cron/{workflow}/{trigger}")
+/// The last tick the local scheduler handled, per schedule: a trigger whose schedule or
+/// zone changed starts afresh from its new revision's deploy (the old schedule's ticks are
+/// not the new one's missed ticks).
+fn cursor_marker(workflow: &str, trigger: &CronTrigger) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(trigger.schedule.trim().as_bytes());
+    h.update([0]);
+    h.update(trigger.timezone.as_deref().unwrap_or("UTC").as_bytes());
+    let digest = h.finalize();
+    let short: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("cron/{workflow}/{}/{short}", trigger.id)
 }
+
+/// At most this many fire times are walked forward to find the due ticks; past that (a
+/// seconds schedule after a long downtime) the walk starts from the last
+/// [`CATCH_UP_LIMIT`] + 1 before now.
+const MAX_WALK: usize = 20_000;
 
 /// How a tick came to be handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -466,7 +480,7 @@ impl App {
             return Ok(None);
         };
         let now = self.clock.now();
-        let cursor_name = cursor_marker(&rec.id, &cron.id);
+        let cursor_name = cursor_marker(&rec.id, cron);
         // A trigger seen for the first time starts at its workflow's deploy.
         let cursor = match self.store.marker(&cursor_name).await? {
             Some(c) => c,
@@ -479,11 +493,30 @@ impl App {
         let mut due: std::collections::VecDeque<Timestamp> = Default::default();
         let mut dropped = 0usize;
         let mut from = cursor;
+        let mut walked = 0usize;
         loop {
+            if walked >= MAX_WALK {
+                // Too many to walk: start again from the last few before now.
+                let mut start = now.plus(Duration::from_millis(1));
+                for _ in 0..=CATCH_UP_LIMIT {
+                    match schedule.prev_before(start) {
+                        Some(p) if p > cursor => start = p,
+                        _ => break,
+                    }
+                }
+                dropped += due.len();
+                due.clear();
+                from = Timestamp(start.millis() - 1).max(cursor);
+                for t in schedule.fire_times(from, now, CATCH_UP_LIMIT + 1) {
+                    due.push_back(t);
+                }
+                break;
+            }
             let chunk = schedule.fire_times(from, now, 1000);
             let Some(last) = chunk.last().copied() else {
                 break;
             };
+            walked += chunk.len();
             for t in chunk {
                 due.push_back(t);
                 if due.len() > CATCH_UP_LIMIT + 1 {
@@ -492,9 +525,6 @@ impl App {
                 }
             }
             from = last;
-            if dropped > 10_000_000 {
-                break;
-            }
         }
         let late = |t: Timestamp| now.since(t) > ON_TIME;
         let late_count = due.iter().filter(|t| late(**t)).count();
@@ -528,7 +558,7 @@ impl App {
                     );
                     if first && dropped > 0 {
                         reason.push_str(&format!(
-                            "; {dropped} earlier tick(s) came due too and are not recorded one by one"
+                            "; {dropped} or more earlier tick(s) came due too and are not recorded one by one"
                         ));
                     }
                     self.record_missed(rec, cron, t, reason).await?;

@@ -125,6 +125,16 @@ impl CronSchedule {
         Some(Timestamp::from_millis(next.timestamp_millis()))
     }
 
+    /// The last fire time strictly before `t`.
+    pub fn prev_before(&self, t: Timestamp) -> Option<Timestamp> {
+        let start = Utc
+            .timestamp_millis_opt(t.millis())
+            .single()?
+            .with_timezone(&self.tz);
+        let prev = self.cron.find_previous_occurrence(&start, false).ok()?;
+        Some(Timestamp::from_millis(prev.timestamp_millis()))
+    }
+
     /// The fire times in `(from, to]`, at most `limit` of them.
     pub fn fire_times(&self, from: Timestamp, to: Timestamp, limit: usize) -> Vec<Timestamp> {
         let mut out = Vec::new();
@@ -519,5 +529,23 @@ mod tests {
                 "{} -> {}", expr, form
             );
         }
+    }
+
+    #[test]
+    fn the_fire_time_before_a_time_is_the_one_next_after_walks_to() {
+        let s = CronSchedule::parse("15 8 * * MON-FRI", Some("Europe/Berlin")).expect("parse");
+        let t = Timestamp::parse_rfc3339("2026-03-09T12:00:00Z").expect("time"); // a Monday
+        let prev = s.prev_before(t).expect("prev");
+        assert_eq!(
+            prev,
+            Timestamp::parse_rfc3339("2026-03-09T07:15:00Z").expect("time")
+        );
+        let before = s.prev_before(prev).expect("prev");
+        assert_eq!(
+            before,
+            Timestamp::parse_rfc3339("2026-03-06T07:15:00Z").expect("time"),
+            "Friday"
+        );
+        assert_eq!(s.next_after(before), Some(prev));
     }
 }
