@@ -420,6 +420,7 @@ pub async fn revisions_are_consecutive_and_conditional(p: Ports) {
         definition: wf.clone(),
         source: json!({"r": revision}),
         deployed_at: T0,
+        removed: false,
     };
     p.store.deploy(&rec(1)).await.expect("rev 1");
     assert!(

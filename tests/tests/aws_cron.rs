@@ -35,7 +35,8 @@ steps:
 "#;
 
 #[tokio::test]
-async fn a_deploy_creates_updates_and_deletes_the_schedules_of_its_cron_triggers() {
+async fn a_deploy_creates_updates_and_deletes_the_schedules_of_its_cron_triggers_and_a_removal_deletes_them_all()
+ {
     let counter = CallCounter::default();
     let (clients, settings) = fresh(Some(counter.clone())).await;
     let cron = settings.cron.clone().expect("cron settings");
@@ -164,6 +165,21 @@ steps:
         .expect("list");
     let names: Vec<&str> = listed.schedules().iter().filter_map(|s| s.name()).collect();
     assert_eq!(names, vec![schedule_name("pull", "weekdays").as_str()]);
+
+    // A removed workflow's schedules are deleted.
+    let removed = app
+        .deployments
+        .remove(app.store.as_ref(), "pull", app.clock.now())
+        .await
+        .expect("remove");
+    assert!(removed.is_some_and(|r| r.removed));
+    let listed = scheduler
+        .list_schedules()
+        .group_name(&cron.group)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(listed.schedules().len(), 0, "{listed:?}");
 
     // Seconds cannot run on EventBridge: refused, naming the trigger, nothing written.
     counter.reset();

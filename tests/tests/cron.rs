@@ -587,3 +587,55 @@ steps:
     assert_eq!(t2[1]["scheduled_time"], json!(at(100)));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_removed_workflow_stops_ticking_and_deploying_it_again_restores_it() {
+    let (app, time) = manual(&[("w.yaml", EVERY_5)], None).await;
+    time.advance(5 * MIN);
+    ticks(&app, "every5", 1).await;
+    let resp = app
+        .client
+        .delete(app.url("/v1/workflows/every5"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (status, body) = app.get("/v1/workflows/every5").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("was removed"),
+        "{body}"
+    );
+    let (_, list) = app.get("/v1/workflows").await;
+    assert_eq!(list["items"], json!([]));
+    let again = app
+        .client
+        .delete(app.url("/v1/workflows/every5"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+
+    // Ten minutes pass: nothing ticks; the run of the removed workflow is still readable.
+    time.advance(10 * MIN);
+    settle().await;
+    let t = ticks(&app, "every5", 1).await;
+    assert_eq!(t.len(), 1, "{t:?}");
+    let (status, _) = app
+        .get(&format!("/v1/runs/{}", tick_id("every5", "five", at(5))))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Deployed again: it ticks from its new deploy on.
+    let (status, body) = app.deploy("every5", EVERY_5).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["revision"], 3);
+    time.advance(5 * MIN);
+    let t = ticks(&app, "every5", 2).await;
+    assert_eq!(outcomes(&t), ["fired", "fired"]);
+    assert_eq!(t[1]["scheduled_time"], json!(at(20)));
+    app.stop().await;
+}

@@ -29,7 +29,10 @@ use crate::{App, error_response, unavailable};
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/workflows", get(list_workflows))
-        .route("/v1/workflows/{id}", get(get_workflow).put(put_workflow))
+        .route(
+            "/v1/workflows/{id}",
+            get(get_workflow).put(put_workflow).delete(delete_workflow),
+        )
         .route("/v1/workflows/{id}/runs", post(start_run))
         .route("/v1/workflows/{id}/ticks", get(list_ticks))
         .route("/v1/workflows/{id}/state", get(get_state).put(put_state))
@@ -152,6 +155,16 @@ async fn get_workflow(
         None => None,
     };
     let rec = match app.store.workflow(&id, revision).await {
+        Ok(Some(r)) if r.removed => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "workflow `{id}` was removed (revision {}); its earlier revisions are at ?revision=N, and deploying it again restores it",
+                    r.revision
+                ),
+            );
+        }
         Ok(Some(r)) => r,
         Ok(None) => return not_found("workflow", &id),
         Err(e) => return unavailable(&e),
@@ -208,6 +221,33 @@ async fn put_workflow(
             .into_response(),
         Err(DeployError::Conflict) => error_response(StatusCode::CONFLICT, "conflict", DeployError::Conflict.to_string()),
         Err(DeployError::Store(e)) => unavailable(&e),
+    }
+}
+
+/// `DELETE /v1/workflows/{id}`: removes a workflow (see [`crate::deploy::Deployments::remove`]).
+async fn delete_workflow(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    app.refresh_workflows(true).await;
+    match app
+        .deployments
+        .remove(app.store.as_ref(), &id, app.clock.now())
+        .await
+    {
+        Ok(Some(rec)) => {
+            app.cron_wake.notify_one();
+            Json(json!({"id": rec.id, "revision": rec.revision, "removed": true})).into_response()
+        }
+        Ok(None) => not_found("workflow", &id),
+        Err(DeployError::Conflict) => error_response(
+            StatusCode::CONFLICT,
+            "conflict",
+            DeployError::Conflict.to_string(),
+        ),
+        Err(DeployError::Store(e)) => unavailable(&e),
+        Err(DeployError::Invalid(_)) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "a removal has no definition to be invalid",
+        ),
     }
 }
 

@@ -74,10 +74,10 @@ fn fired_marker(workflow: &str, trigger: &str) -> String {
     format!("cron-fired/{workflow}/{trigger}")
 }
 
-/// The last tick the local scheduler handled, per schedule: a trigger whose schedule or
-/// zone changed starts afresh from its new revision's deploy (the old schedule's ticks are
-/// not the new one's missed ticks).
-fn cursor_marker(workflow: &str, trigger: &CronTrigger) -> String {
+/// The last tick the local scheduler handled, per schedule. A deploy that adds or changes a
+/// trigger (or deploys a removed workflow again) sets it to the deploy's time: the trigger
+/// starts from there, and the ticks of before are not its missed ticks.
+pub(crate) fn cursor_marker(workflow: &str, trigger: &CronTrigger) -> String {
     let mut h = sha2::Sha256::new();
     h.update(trigger.schedule.trim().as_bytes());
     h.update([0]);

@@ -137,6 +137,10 @@ impl Deployments {
             return;
         };
         reg.hooks.retain(|_, h| h.record.id != record.id);
+        if record.removed {
+            reg.latest.remove(&record.id);
+            return;
+        }
         for t in &record.definition.triggers {
             if let Trigger::Webhook(w) = t
                 && let Some(token) = &w.token
@@ -169,7 +173,7 @@ impl Deployments {
             let newer = self
                 .latest(&r.id)
                 .is_none_or(|have| have.revision < r.revision);
-            if newer {
+            if newer && (!r.removed || self.latest(&r.id).is_some()) {
                 self.install(Arc::new(r));
             }
         }
@@ -265,6 +269,43 @@ impl Deployments {
         self.deploy(store, wf, source, now).await
     }
 
+    /// Removes a workflow: a new revision that marks it removed, so that its webhooks stop
+    /// answering, its cron triggers' schedules are deleted and nothing starts it, while its
+    /// runs keep their revisions. `None` when it is not deployed.
+    pub async fn remove(
+        &self,
+        store: &dyn Store,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<Arc<WorkflowRecord>>, DeployError> {
+        let Some(previous) = store.workflow(id, None).await?.filter(|p| !p.removed) else {
+            return Ok(None);
+        };
+        let record = WorkflowRecord {
+            id: previous.id.clone(),
+            revision: previous.revision + 1,
+            definition: previous.definition.clone(),
+            source: Value::Null,
+            deployed_at: now,
+            removed: true,
+        };
+        store.deploy(&record).await?;
+        if let Err(e) = store.set_marker(DEPLOYED_MARKER, now).await {
+            tracing::warn!(error = %e, "the deploy marker was not moved; other processes see this removal at their next full reload");
+        }
+        if let Some(schedules) = self.schedules.get() {
+            for c in cron_triggers(&previous.definition) {
+                if let Err(e) = schedules.delete(id, &c.id).await {
+                    tracing::warn!(workflow = %id, trigger = %c.id, error = %e, "the removed workflow's schedule was not deleted; its ticks are recorded `rejected` and start nothing");
+                }
+            }
+        }
+        let rec = Arc::new(record);
+        self.install(rec.clone());
+        tracing::info!(workflow = %id, revision = rec.revision, "workflow removed");
+        Ok(Some(rec))
+    }
+
     /// Deploys a validated definition: fills in webhook tokens (keeping those of the
     /// previous revision), refuses a token another workflow uses, and makes a new revision
     /// unless the definition is unchanged.
@@ -278,6 +319,7 @@ impl Deployments {
         let previous = store.workflow(&wf.id, None).await?;
         if let Some(prev) = &previous
             && prev.source == source
+            && !prev.removed
         {
             let rec = Arc::new(prev.clone());
             self.install(rec.clone());
@@ -322,6 +364,7 @@ impl Deployments {
         }
         let before: Vec<CronTrigger> = previous
             .as_ref()
+            .filter(|p| !p.removed)
             .map(|p| cron_triggers(&p.definition).into_iter().cloned().collect())
             .unwrap_or_default();
         if let Some(schedules) = schedules {
@@ -345,10 +388,20 @@ impl Deployments {
             definition: wf,
             source,
             deployed_at: now,
+            removed: false,
         };
         store.deploy(&record).await?;
         if let Err(e) = store.set_marker(DEPLOYED_MARKER, now).await {
             tracing::warn!(error = %e, "the deploy marker was not moved; other processes see this deploy at their next full reload");
+        }
+        for c in cron_triggers(&record.definition) {
+            if !before.contains(c)
+                && let Err(e) = store
+                    .set_marker(&crate::cron::cursor_marker(&record.id, c), now)
+                    .await
+            {
+                tracing::warn!(workflow = %record.id, trigger = %c.id, error = %e, "the new trigger's start was not recorded; the scheduler starts it from its last tick");
+            }
         }
         if let Some(schedules) = schedules {
             let now_ids: Vec<String> = cron_triggers(&record.definition)

@@ -18,6 +18,10 @@ pub struct WorkflowRecord {
     /// The definition as its author wrote it (to tell an unchanged redeploy).
     pub source: Value,
     pub deployed_at: Timestamp,
+    /// A removal: the workflow is no longer deployed (its triggers are gone; its runs keep
+    /// their revisions). Deploying it again makes a new revision.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
 }
 
 /// What happened to an inbound message.
