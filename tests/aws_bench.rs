@@ -74,6 +74,10 @@ fn workflows(stub: &Stub) -> Vec<(&'static str, String)> {
             ),
         ),
         (
+            "cron",
+            "id: cron\ntriggers:\n  - {type: cron, id: minute, schedule: \"* * * * *\"}\nsteps:\n  - {id: count, type: transform, value: {n: \"{{ (state.n if state else 0) + 1 }}\"}}\nstate: {n: \"{{ output.n }}\"}\n".to_string(),
+        ),
+        (
             "synchttp",
             format!(
                 "id: synchttp\ntriggers:\n  - {{type: webhook, id: hook, token: bench-synchttp-token-00001, response: sync}}\nsteps:\n  - {{id: call, type: http, method: POST, url: \"{}/s\", body: \"{{{{ trigger.body }}}}\"}}\n",
@@ -257,9 +261,24 @@ async fn run_once(rig: &Rig, token: &str, sync: bool, n: usize) {
         assert_eq!(status, 200, "{answer}");
         return;
     }
-    let (status, answer) = rig.post(token, &body).await;
-    assert_eq!(status, 202, "{answer}");
-    let run_id = answer["run_id"].as_str().expect("run id").to_string();
+    let run_id = if token == "cron" {
+        // The cron-tick function's work for one tick (what an EventBridge Scheduler
+        // schedule invokes it with), one minute apart.
+        let scheduled = tripline_core::Timestamp(1_800_000_000_000 + n as i64 * 60_000);
+        let outcome = rig
+            .ingress
+            .cron_tick("cron", "minute", scheduled, tripline_app::cron::Delivery::OnTime)
+            .await
+            .expect("tick");
+        let tripline_app::ports::Outcome::Started { run_ids } = outcome else {
+            panic!("the tick starts a run: {outcome:?}");
+        };
+        run_ids[0].clone()
+    } else {
+        let (status, answer) = rig.post(token, &body).await;
+        assert_eq!(status, 202, "{answer}");
+        answer["run_id"].as_str().expect("run id").to_string()
+    };
     if token.contains("parked") {
         // Park at the wait, then resume it through its URL as a partner would.
         let resume = loop {
@@ -363,6 +382,12 @@ async fn main() {
             "async webhook, http step, wait_for_webhook resumed through its URL, transform",
             "parked",
             "bench-parked-token-0000001",
+            false,
+        ),
+        (
+            "cron tick (the cron-tick function), one transform, state carried to the next run",
+            "cron",
+            "cron",
             false,
         ),
         (
