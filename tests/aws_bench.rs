@@ -267,7 +267,12 @@ async fn run_once(rig: &Rig, token: &str, sync: bool, n: usize) {
         let scheduled = tripline_core::Timestamp(1_800_000_000_000 + n as i64 * 60_000);
         let outcome = rig
             .ingress
-            .cron_tick("cron", "minute", scheduled, tripline_app::cron::Delivery::OnTime)
+            .cron_tick(
+                "cron",
+                "minute",
+                scheduled,
+                tripline_app::cron::Delivery::OnTime,
+            )
             .await
             .expect("tick");
         let tripline_app::ports::Outcome::Started { run_ids } = outcome else {

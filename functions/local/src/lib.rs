@@ -192,11 +192,15 @@ impl Server {
                         self.addr, rec.id, rec.id
                     )),
                     Trigger::Cron(c) => lines.push(format!(
-                        "  CRON    {} {}  ({} / {}; run now: POST http://{}/v1/workflows/{}/runs?trigger={})",
+                        "  CRON    {} {}  ({} / {}; next {}; run now: POST http://{}/v1/workflows/{}/runs?trigger={})",
                         c.schedule,
                         c.timezone.as_deref().unwrap_or("UTC"),
                         rec.id,
                         c.id,
+                        c.parsed()
+                            .ok()
+                            .and_then(|s| s.next_after(self.app.clock.now()))
+                            .map_or_else(|| "never".to_string(), |t| t.to_string()),
                         self.addr,
                         rec.id,
                         c.id

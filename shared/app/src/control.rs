@@ -101,31 +101,11 @@ fn hooks_of(rec: &WorkflowRecord) -> Vec<Value> {
                 "timezone": c.timezone.as_deref().unwrap_or("UTC"),
                 "overlap": c.overlap,
                 "catch_up": c.catch_up,
-                "next_fire_times": next_fire_times(c),
                 "run_now_url": format!("/v1/workflows/{}/runs?trigger={}", rec.id, c.id),
                 "ticks_url": format!("/v1/workflows/{}/ticks?trigger={}", rec.id, c.id),
             }),
         })
         .collect()
-}
-
-/// The next three fire times from now, as a preview.
-fn next_fire_times(c: &tripline_core::definition::CronTrigger) -> Vec<Timestamp> {
-    let Ok(schedule) = c.parsed() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut t = Timestamp::from_system_time(std::time::SystemTime::now());
-    while out.len() < 3 {
-        match schedule.next_after(t) {
-            Some(n) => {
-                out.push(n);
-                t = n;
-            }
-            None => break,
-        }
-    }
-    out
 }
 
 fn summary(rec: &WorkflowRecord) -> Value {

@@ -70,6 +70,12 @@ pub fn tick_id(workflow: &str, trigger: &str, scheduled: Timestamp) -> String {
     ulid::Ulid::from_parts(ms, u128::from_be_bytes(random)).to_string()
 }
 
+/// Set on a run that another is queued behind (`overlap: queue`): the successor's
+/// scheduled time.
+fn next_marker(run_id: &str) -> String {
+    format!("cron-next/{run_id}")
+}
+
 fn fired_marker(workflow: &str, trigger: &str) -> String {
     format!("cron-fired/{workflow}/{trigger}")
 }
@@ -277,6 +283,11 @@ impl App {
             self.clock.now(),
         );
         run.scheduled_at = Some(scheduled);
+        if let Some(prev) = &after {
+            // Before the run exists: when the previous run ends, it finds its successor
+            // (a marker to a run never admitted finds nothing).
+            self.store.set_marker(&next_marker(prev), scheduled).await?;
+        }
         run.after = after;
         run.message_id = Some(id.clone());
         let message = self.tick_message(
@@ -420,25 +431,14 @@ impl App {
     }
 
     /// After a cron run ended: the run queued behind it (`overlap: queue`), when there is
-    /// one, is delivered at once.
+    /// one, is delivered at once. (Found through a marker the tick that queued it left, not
+    /// by computing the next fire time: the functions that end runs then do not link the
+    /// time-zone database.)
     pub(crate) async fn wake_queued_successor(&self, run: &Run) {
-        let Some(scheduled) = run.scheduled_at else {
+        let Ok(Some(next)) = self.store.marker(&next_marker(&run.id)).await else {
             return;
         };
-        let Some(rec) = self.deployments.latest(&run.workflow) else {
-            return;
-        };
-        let Some(cron) = cron_trigger(&rec, &run.trigger.id) else {
-            return;
-        };
-        if cron.overlap == Overlap::Allow {
-            return;
-        }
-        let Ok(schedule) = cron.parsed() else { return };
-        let Some(next) = schedule.next_after(scheduled) else {
-            return;
-        };
-        let next_id = tick_id(&run.workflow, &cron.id, next);
+        let next_id = tick_id(&run.workflow, &run.trigger.id, next);
         if let Ok(Some(n)) = self.store.run(&next_id).await
             && n.status == tripline_core::RunStatus::Queued
         {

@@ -93,14 +93,17 @@ impl CronSchedule {
                 )
             })?,
         };
-        let schedule = Self { cron, tz, seconds };
         // An expression that can never fire (`0 0 30 2 *`) is refused here, not found out
-        // at run time.
-        if schedule.next_after(Timestamp(0)).is_none()
-            && schedule
-                .next_after(Timestamp::from_millis(4_102_444_800_000))
-                .is_none()
-        {
+        // at run time. Whether a date matches does not depend on the zone, so this looks in
+        // UTC: validation then needs the zone's name only, not its transitions (the control
+        // API's Lambda binary stays without the time-zone database's tables).
+        let never = |from: Option<chrono::DateTime<Utc>>| {
+            from.is_none_or(|f| cron.find_next_occurrence(&f, false).is_err())
+        };
+        let never_fires = never(Utc.timestamp_millis_opt(0).single())
+            && never(Utc.timestamp_millis_opt(4_102_444_800_000).single());
+        let schedule = Self { cron, tz, seconds };
+        if never_fires {
             return Err(format!(
                 "`{}` never fires (no date matches it)",
                 expression.trim()
