@@ -240,9 +240,10 @@ impl App {
         }
 
         // The trigger's previous run: the run of the last tick that fired.
+        let last_fired = self.store.marker(&fired_marker(workflow, trigger)).await?;
         let mut after = None;
         if cron.overlap != Overlap::Allow
-            && let Some(prev_at) = self.store.marker(&fired_marker(workflow, trigger)).await?
+            && let Some(prev_at) = last_fired
             && prev_at != scheduled
         {
             let prev = tick_id(workflow, trigger, prev_at);
@@ -313,13 +314,8 @@ impl App {
             .await?
         {
             Admitted::New { .. } => {
-                let fired = fired_marker(workflow, trigger);
-                if self
-                    .store
-                    .marker(&fired)
-                    .await?
-                    .is_none_or(|t| t < scheduled)
-                {
+                if last_fired.is_none_or(|t| t < scheduled) {
+                    let fired = fired_marker(workflow, trigger);
                     self.store.set_marker(&fired, scheduled).await?;
                 }
                 tracing::info!(workflow, trigger, %scheduled, run_id = %id, "cron tick fired");
