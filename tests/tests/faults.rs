@@ -88,6 +88,12 @@ impl Store for FaultyStore {
     async fn set_marker(&self, name: &str, at: Timestamp) -> Result<(), StoreError> {
         self.inner.set_marker(name, at).await
     }
+    async fn link(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.inner.link(name).await
+    }
+    async fn set_link(&self, name: &str, target: &str) -> Result<(), StoreError> {
+        self.inner.set_link(name, target).await
+    }
     async fn state(&self, workflow: &str) -> Result<Option<SavedState>, StoreError> {
         self.inner.state(workflow).await
     }

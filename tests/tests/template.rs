@@ -153,6 +153,7 @@ fn every_function_is_a_rust_arm64_binary_with_its_own_policy() {
         ("StepExecutorFunction", "step-executor"),
         ("ControlApiFunction", "control-api"),
         ("CronTickFunction", "cron-tick"),
+        ("MskConsumerFunction", "msk-consumer"),
     ] {
         let f = resource(&t, name);
         assert_eq!(
@@ -340,6 +341,45 @@ fn cron_schedules_are_kept_by_the_control_api_and_invoke_only_the_cron_tick_func
     let granted = actions(&t, "CronTickFunction");
     for needed in [
         "dynamodb:GetItem",
+        "dynamodb:TransactWriteItems",
+        "sqs:SendMessage",
+    ] {
+        assert!(granted.iter().any(|a| a == needed), "{needed}: {granted:?}");
+    }
+}
+
+#[test]
+fn the_msk_consumer_exists_only_with_a_cluster_and_sends_failed_batches_to_a_queue() {
+    let t = template();
+    let f = resource(&t, "MskConsumerFunction");
+    assert_eq!(f["Condition"].as_str(), Some("HasMskCluster"));
+    let event = &f["Properties"]["Events"]["Records"];
+    assert_eq!(event["Type"].as_str(), Some("MSK"));
+    let p = &event["Properties"];
+    for (field, parameter) in [
+        ("Stream", "MskClusterArn"),
+        ("Topics", "MskTopics"),
+        ("StartingPosition", "MskStartingPosition"),
+        ("BatchSize", "MskBatchSize"),
+    ] {
+        assert_eq!(
+            p[field]["Ref"].as_str().or_else(|| p[field].as_str()),
+            Some(parameter),
+            "{field} comes from a parameter"
+        );
+        assert!(!t["Parameters"][parameter].is_badvalue(), "{parameter}");
+    }
+    assert!(!p["DestinationConfig"]["OnFailure"]["Destination"].is_badvalue());
+    assert_eq!(
+        t["Parameters"]["MskClusterArn"]["Default"].as_str(),
+        Some("")
+    );
+    let granted = actions(&t, "MskConsumerFunction");
+    for needed in [
+        "kafka:DescribeClusterV2",
+        "kafka-cluster:ReadData",
+        "kafka-cluster:AlterGroup",
+        "ec2:CreateNetworkInterface",
         "dynamodb:TransactWriteItems",
         "sqs:SendMessage",
     ] {

@@ -191,6 +191,12 @@ impl Server {
                         "  POST    http://{}/v1/workflows/{}/runs  ({} / manual)",
                         self.addr, rec.id, rec.id
                     )),
+                    Trigger::Kafka(k) => lines.push(format!(
+                        "  KAFKA   {}  ({} / {})",
+                        k.topics.join(", "),
+                        rec.id,
+                        k.id
+                    )),
                     Trigger::Cron(c) => lines.push(format!(
                         "  CRON    {} {}  ({} / {}; next {}; run now: POST http://{}/v1/workflows/{}/runs?trigger={})",
                         c.schedule,

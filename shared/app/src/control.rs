@@ -94,6 +94,12 @@ fn hooks_of(rec: &WorkflowRecord) -> Vec<Value> {
                 "type": "manual",
                 "url": format!("/v1/workflows/{}/runs", rec.id),
             }),
+            Trigger::Kafka(k) => json!({
+                "trigger": k.id,
+                "type": "kafka",
+                "topics": k.topics,
+                "ordering": k.ordering,
+            }),
             Trigger::Cron(c) => json!({
                 "trigger": c.id,
                 "type": "cron",

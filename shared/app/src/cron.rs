@@ -70,12 +70,6 @@ pub fn tick_id(workflow: &str, trigger: &str, scheduled: Timestamp) -> String {
     ulid::Ulid::from_parts(ms, u128::from_be_bytes(random)).to_string()
 }
 
-/// Set on a run that another is queued behind (`overlap: queue`): the successor's
-/// scheduled time.
-fn next_marker(run_id: &str) -> String {
-    format!("cron-next/{run_id}")
-}
-
 fn fired_marker(workflow: &str, trigger: &str) -> String {
     format!("cron-fired/{workflow}/{trigger}")
 }
@@ -287,7 +281,9 @@ impl App {
         if let Some(prev) = &after {
             // Before the run exists: when the previous run ends, it finds its successor
             // (a marker to a run never admitted finds nothing).
-            self.store.set_marker(&next_marker(prev), scheduled).await?;
+            self.store
+                .set_link(&crate::kafka::next_link(prev), &id)
+                .await?;
         }
         run.after = after;
         run.message_id = Some(id.clone());
@@ -370,17 +366,36 @@ impl App {
         run
     }
 
-    /// Before a cron run starts: `None` when it must wait for the run it is queued behind
-    /// (`overlap: queue`); else the run with its `state` input read.
-    pub(crate) async fn prepare_cron_start(&self, mut run: Run) -> Result<Option<Run>, StoreError> {
+    /// Before a queued run starts: `None` when it must wait for the run it is ordered
+    /// behind (`overlap: queue`, Kafka `ordering: key`); else the run, a cron run with its
+    /// `state` input read.
+    pub(crate) async fn prepare_start(&self, mut run: Run) -> Result<Option<Run>, StoreError> {
         if let Some(after) = &run.after
             && let Some(prev) = self.store.run(after).await?
             && !prev.status.is_terminal()
         {
             return Ok(None);
         }
-        run.state = self.store.state(&run.workflow).await?.map(|s| s.value);
+        if run.trigger.kind == "cron" {
+            run.state = self.store.state(&run.workflow).await?.map(|s| s.value);
+        }
         Ok(Some(run))
+    }
+
+    /// After a run ended: the run ordered behind it, when there is one, is delivered at
+    /// once (a link the later run's admission left).
+    pub(crate) async fn wake_successor(&self, run: &Run) {
+        let Ok(Some(next_id)) = self.store.link(&crate::kafka::next_link(&run.id)).await else {
+            return;
+        };
+        if let Ok(Some(n)) = self.store.run(&next_id).await
+            && n.status == tripline_core::RunStatus::Queued
+        {
+            let item = WorkItem { run_id: next_id };
+            if let Err(e) = self.queue.send(&item, Duration::ZERO).await {
+                tracing::warn!(error = %e, "waking the run ordered behind failed; it looks again by itself");
+            }
+        }
     }
 
     /// After a cron run succeeded, before its end is written: saves the state it leaves
@@ -424,25 +439,6 @@ impl App {
             }
         }
         Err(StoreError::Conflict)
-    }
-
-    /// After a cron run ended: the run queued behind it (`overlap: queue`), when there is
-    /// one, is delivered at once. (Found through a marker the tick that queued it left, not
-    /// by computing the next fire time: the functions that end runs then do not link the
-    /// time-zone database.)
-    pub(crate) async fn wake_queued_successor(&self, run: &Run) {
-        let Ok(Some(next)) = self.store.marker(&next_marker(&run.id)).await else {
-            return;
-        };
-        let next_id = tick_id(&run.workflow, &run.trigger.id, next);
-        if let Ok(Some(n)) = self.store.run(&next_id).await
-            && n.status == tripline_core::RunStatus::Queued
-        {
-            let item = WorkItem { run_id: next_id };
-            if let Err(e) = self.queue.send(&item, Duration::ZERO).await {
-                tracing::warn!(error = %e, "waking the queued cron run failed; it looks again by itself");
-            }
-        }
     }
 
     /// One pass of the local scheduler: handles every tick now due, by each trigger's

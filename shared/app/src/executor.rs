@@ -179,12 +179,14 @@ impl App {
         let wf = self.revision_of(&run).await?;
         let event = self.event_for(&run).await?;
         let mut stored = run.clone();
-        let run = if run.status == RunStatus::Queued && run.trigger.kind == "cron" {
-            match self.prepare_cron_start(run).await? {
+        let run = if run.status == RunStatus::Queued
+            && (run.trigger.kind == "cron" || run.after.is_some())
+        {
+            match self.prepare_start(run).await? {
                 Some(run) => run,
                 None => {
-                    // Queued behind the trigger's previous run (`overlap: queue`): woken
-                    // when it ends, or looks again.
+                    // Ordered behind another run (`overlap: queue`, `ordering: key`):
+                    // woken when it ends, or looks again.
                     let at = self.clock.now().plus(crate::cron::QUEUED_LOOK_AGAIN);
                     self.schedule(run_id, at).await?;
                     return Ok(());
@@ -369,8 +371,8 @@ impl App {
     /// it is delivered (it reads this run's outcome).
     pub async fn after_end(&self, run: &Run) {
         self.completions.notify(run);
-        if run.trigger.kind == "cron" {
-            self.wake_queued_successor(run).await;
+        if matches!(run.trigger.kind.as_str(), "cron" | "kafka") {
+            self.wake_successor(run).await;
         }
         if let Some(parent) = &run.parent {
             let item = WorkItem {

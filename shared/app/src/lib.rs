@@ -14,6 +14,7 @@ pub mod cron;
 pub mod deploy;
 pub mod executor;
 pub mod ingress;
+pub mod kafka;
 pub mod outbound;
 pub mod ports;
 pub mod resume;

@@ -186,6 +186,11 @@ pub trait Store: Send + Sync + 'static {
     async fn marker(&self, name: &str) -> Result<Option<Timestamp>, StoreError>;
     async fn set_marker(&self, name: &str, at: Timestamp) -> Result<(), StoreError>;
 
+    /// A named pointer to a record (the last run of a Kafka key; the run ordered behind
+    /// another).
+    async fn link(&self, name: &str) -> Result<Option<String>, StoreError>;
+    async fn set_link(&self, name: &str, target: &str) -> Result<(), StoreError>;
+
     /// The saved cron state of a workflow.
     async fn state(&self, workflow: &str) -> Result<Option<SavedState>, StoreError>;
     /// Conditional write: succeeds when the stored version equals `state.version` (0:

@@ -115,3 +115,118 @@ pub async fn cron_tick_event(app: &App, payload: Value) -> Result<Value, crate::
     tracing::info!(workflow = %event.workflow, trigger = %event.trigger, %scheduled, outcome = outcome.kind(), "cron tick");
     Ok(json!({"outcome": outcome}))
 }
+
+/// The MSK event source's event (as documented for Lambda): records by `topic-partition`,
+/// keys and values in base64, headers as lists of bytes. Read here rather than through
+/// `aws_lambda_events`, whose timestamp goes through a float and can lose a millisecond.
+#[derive(Debug, serde::Deserialize)]
+pub struct MskEvent {
+    #[serde(default)]
+    pub records: std::collections::BTreeMap<String, Vec<MskRecord>>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MskRecord {
+    #[serde(default)]
+    pub topic: Option<String>,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Each header's bytes, signed (Java's bytes) or not.
+    #[serde(default)]
+    pub headers: Vec<std::collections::BTreeMap<String, Vec<i16>>>,
+}
+
+/// Handles a batch of the MSK event source: every record is recorded in the inbox (with
+/// the runs it starts) before this returns `Ok`, which is what lets the event source move
+/// on. Any record that could not be stored fails the invocation: the event source delivers
+/// the batch again, and the records already stored are recognized and start nothing.
+pub async fn msk_event(app: &App, payload: Value) -> Result<Value, crate::BoxError> {
+    let event: MskEvent =
+        serde_json::from_value(payload).map_err(|e| format!("not an MSK event ({e})"))?;
+    let records = msk_records(event);
+    let count = records.len();
+    let report = app.kafka_intake(records).await?;
+    tracing::info!(
+        records = count,
+        recorded = report.recorded,
+        already = report.already,
+        runs = report.runs_started,
+        "MSK batch recorded"
+    );
+    Ok(json!({
+        "records": count,
+        "recorded": report.recorded,
+        "already_recorded": report.already,
+        "runs_started": report.runs_started,
+    }))
+}
+
+/// The records of an MSK event, decoded.
+pub fn msk_records(event: MskEvent) -> Vec<tripline_app::kafka::KafkaRecord> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    // A value that is not base64 (MSK always sends base64) is kept as the text it is.
+    let decode = |s: &String| b64.decode(s).unwrap_or_else(|_| s.as_bytes().to_vec());
+    let mut records = Vec::new();
+    for (source, batch) in event.records {
+        for r in batch {
+            let topic = r.topic.clone().unwrap_or_else(|| {
+                // `topic-partition` is the batch's key.
+                source
+                    .rsplit_once('-')
+                    .map_or(source.clone(), |(t, _)| t.to_string())
+            });
+            let headers = r
+                .headers
+                .iter()
+                .flat_map(|h| h.iter())
+                .map(|(k, v)| (k.clone(), v.iter().map(|b| *b as u8).collect()))
+                .collect();
+            records.push(tripline_app::kafka::KafkaRecord {
+                topic,
+                partition: r.partition,
+                offset: r.offset,
+                timestamp: tripline_core::Timestamp(r.timestamp),
+                key: r.key.as_ref().map(decode),
+                value: r.value.as_ref().map(decode),
+                headers,
+            });
+        }
+    }
+    records
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_msk_event_keeps_the_exact_timestamp_bytes_and_signed_header_bytes() {
+        let event: MskEvent = serde_json::from_value(json!({
+            "eventSource": "aws:kafka",
+            "records": {"my-topic-3": [{
+                "topic": "my-topic", "partition": 3, "offset": 15,
+                "timestamp": 1545084650987i64, "timestampType": "CREATE_TIME",
+                "key": "a2V5", "value": "eyJhIjogMX0=",
+                "headers": [{"h": [104, -1, 0]}]
+            }]}
+        }))
+        .expect("event");
+        let r = &msk_records(event)[0];
+        assert_eq!(
+            (r.topic.as_str(), r.partition, r.offset),
+            ("my-topic", 3, 15)
+        );
+        assert_eq!(r.timestamp.millis(), 1_545_084_650_987);
+        assert_eq!(r.key.as_deref(), Some(&b"key"[..]));
+        assert_eq!(r.value.as_deref(), Some(&br#"{"a": 1}"#[..]));
+        assert_eq!(r.headers, vec![("h".to_string(), vec![104u8, 0xff, 0])]);
+    }
+}

@@ -857,6 +857,35 @@ impl Store for DynamoStore {
             .map(Timestamp))
     }
 
+    async fn link(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let out = self
+            .db
+            .get_item()
+            .table_name(&self.settings.runs_table)
+            .key("id", s(format!("#link/{name}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| failed("GetItem (link)", e))?;
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(|i| get_s(i, "target"))
+            .map(str::to_string))
+    }
+
+    async fn set_link(&self, name: &str, target: &str) -> Result<(), StoreError> {
+        self.db
+            .put_item()
+            .table_name(&self.settings.runs_table)
+            .item("id", s(format!("#link/{name}")))
+            .item("target", s(target))
+            .send()
+            .await
+            .map_err(|e| failed("PutItem (link)", e))?;
+        Ok(())
+    }
+
     async fn state(&self, workflow: &str) -> Result<Option<SavedState>, StoreError> {
         let out = self
             .db

@@ -99,6 +99,7 @@ pub enum Trigger {
     Webhook(WebhookTrigger),
     Manual(ManualTrigger),
     Cron(CronTrigger),
+    Kafka(KafkaTrigger),
 }
 
 impl Trigger {
@@ -107,6 +108,7 @@ impl Trigger {
             Trigger::Webhook(t) => &t.id,
             Trigger::Manual(t) => &t.id,
             Trigger::Cron(t) => &t.id,
+            Trigger::Kafka(t) => &t.id,
         }
     }
 }
@@ -137,6 +139,35 @@ impl CronTrigger {
     pub fn parsed(&self) -> Result<crate::cron::CronSchedule, String> {
         crate::cron::CronSchedule::parse(&self.schedule, self.timezone.as_deref())
     }
+}
+
+/// Starts a run for each record of its topics that passes its filter and condition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct KafkaTrigger {
+    /// Names the trigger within the workflow; defaults to `kafka`.
+    #[serde(default = "default_kafka_id")]
+    pub id: String,
+    /// The topics whose records start runs.
+    pub topics: Vec<String>,
+    /// `none` (default): runs start as records arrive; `key`: the runs of one record key
+    /// start one at a time, in offset order, while different keys run in parallel.
+    #[serde(default)]
+    pub ordering: KafkaOrdering,
+    /// JSON containment filter over the trigger input (`body`, `key`, `headers`, `topic`,
+    /// `partition`, `offset`, `timestamp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
+    /// A template expression over `trigger` that must be true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaOrdering {
+    #[default]
+    None,
+    Key,
 }
 
 /// A cron tick while the trigger's previous run is still going.
@@ -216,6 +247,9 @@ fn default_manual_id() -> String {
 }
 fn default_cron_id() -> String {
     "cron".into()
+}
+fn default_kafka_id() -> String {
+    "kafka".into()
 }
 fn default_methods() -> Vec<HttpMethod> {
     vec![HttpMethod::Post]

@@ -330,6 +330,16 @@ fn valid_identifier(id: &str) -> bool {
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
 }
 
+/// Kafka's own rule for topic names.
+fn valid_topic(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t != "."
+        && t != ".."
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// A webhook token must be long enough to carry 128 random bits.
 pub fn valid_token(t: &str) -> bool {
     t.len() >= 22
@@ -351,7 +361,8 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "state",
 ];
 const CALLBACK_FIELDS: &[&str] = &["url", "headers", "retry", "timeout"];
-const TRIGGER_TYPES: &[&str] = &["webhook", "manual", "cron"];
+const TRIGGER_TYPES: &[&str] = &["webhook", "manual", "cron", "kafka"];
+const KAFKA_FIELDS: &[&str] = &["type", "id", "topics", "ordering", "filter", "condition"];
 const CRON_FIELDS: &[&str] = &["type", "id", "schedule", "timezone", "overlap", "catch_up"];
 const WEBHOOK_FIELDS: &[&str] = &[
     "type",
@@ -480,6 +491,7 @@ fn check_trigger_shape(c: &mut Collector, v: &Value, path: &str) -> bool {
             }
         }
         Some("cron") => unknown_fields(c, v, path, CRON_FIELDS, "cron trigger"),
+        Some("kafka") => unknown_fields(c, v, path, KAFKA_FIELDS, "kafka trigger"),
         Some(_) => unknown_fields(c, v, path, MANUAL_FIELDS, "manual trigger"),
         None => known = false,
     }
@@ -698,6 +710,28 @@ fn check_triggers(c: &mut Collector, triggers: &[(String, Trigger)]) {
                     t.id()
                 ),
             );
+        }
+        if let Trigger::Kafka(k) = t {
+            if k.topics.is_empty() {
+                c.at(
+                    &join(path, "topics"),
+                    "`topics` must name at least one topic",
+                );
+            }
+            for (i, topic) in k.topics.iter().enumerate() {
+                if !valid_topic(topic) {
+                    c.at(
+                        &format!("{}[{i}]", join(path, "topics")),
+                        format!(
+                            "`{topic}` is not a Kafka topic name: use 1 to 249 of a-z A-Z 0-9 . _ -"
+                        ),
+                    );
+                }
+            }
+            if let Some(cond) = &k.condition {
+                check_expression(c, cond, &join(path, "condition"), &trigger_scope);
+            }
+            continue;
         }
         if let Trigger::Cron(cron) = t {
             if let Err(e) = cron.parsed() {
@@ -1205,5 +1239,47 @@ state: { cursor: "{{ output }}" }
             ps[0].message.contains("`approval` is not available"),
             "{ps:#?}"
         );
+    }
+
+    #[test]
+    fn kafka_triggers_are_checked() {
+        let ps = problems(
+            r#"
+id: x
+triggers:
+  - { type: kafka, topics: [] }
+  - { type: kafka, id: b, topics: ["bad topic!"], ordering: keys }
+  - { type: kafka, id: c, topics: [ok], condition: "steps.a.x" }
+steps: [{ id: a, type: transform, value: 1 }]
+"#,
+        );
+        let text = format!("{ps:#?}");
+        assert!(text.contains("triggers[0].topics"), "{text}");
+        assert!(
+            text.contains("`topics` must name at least one topic"),
+            "{text}"
+        );
+        assert!(text.contains("expected `none` or `key`"), "{text}");
+        let wf = load(
+            "id: x\ntriggers: [{type: kafka, topics: [orders.v1, refunds], ordering: key, filter: {body: {type: created}}}]\nsteps: [{id: a, type: transform, value: '{{ trigger.key }}'}]\n",
+            Format::Yaml,
+        )
+        .expect("valid");
+        let Trigger::Kafka(k) = &wf.triggers[0] else {
+            panic!("a kafka trigger")
+        };
+        assert_eq!(k.id, "kafka");
+        assert_eq!(k.ordering, crate::definition::KafkaOrdering::Key);
+        let ps = problems(
+            "id: x\ntriggers: [{type: kafka, topics: [ok], condition: 'steps.a.x'}]\nsteps: [{id: a, type: transform, value: 1}]\n",
+        );
+        assert!(
+            ps[0].message.contains("`steps` is not available"),
+            "{ps:#?}"
+        );
+        let ps = problems(
+            "id: x\ntriggers: [{type: kafka, topics: ['bad topic!']}]\nsteps: [{id: a, type: transform, value: 1}]\n",
+        );
+        assert_eq!(ps[0].path, "triggers[0].topics[0]", "{ps:#?}");
     }
 }

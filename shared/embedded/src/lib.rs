@@ -65,6 +65,10 @@ CREATE TABLE IF NOT EXISTS markers (
     name TEXT PRIMARY KEY,
     at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS links (
+    name TEXT PRIMARY KEY,
+    target TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS states (
     workflow TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
@@ -600,6 +604,29 @@ impl Store for EmbeddedStore {
             .map(|v| v.map(Timestamp))
             .map_err(sql)
         })
+    }
+
+    async fn link(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.read_now(|conn| {
+            conn.query_row("SELECT target FROM links WHERE name = ?1", [name], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()
+            .map_err(sql)
+        })
+    }
+
+    async fn set_link(&self, name: &str, target: &str) -> Result<(), StoreError> {
+        let (name, target) = (name.to_string(), target.to_string());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO links (name, target) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET target = excluded.target",
+                params![name, target],
+            )
+            .map(|_| ())
+            .map_err(sql)
+        })
+        .await
     }
 
     async fn state(&self, workflow: &str) -> Result<Option<SavedState>, StoreError> {

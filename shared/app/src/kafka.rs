@@ -1,0 +1,469 @@
+//! Kafka intake: records of the topics that `kafka` triggers consume become inbox messages
+//! and runs, each record exactly once however often it is delivered.
+//!
+//! A record's inbox message (one per workflow that consumes its topic) and its run have
+//! ids derived from (topic, partition, offset, workflow): a batch delivered again finds
+//! its messages recorded and starts nothing. The message and its run are written in one
+//! admission, so a record is either wholly recorded or not at all; the caller commits the
+//! offsets (AWS: returns success to the event source) only after [`App::kafka_intake`]
+//! returned `Ok`.
+//!
+//! `ordering: key`: each run of a keyed record is admitted `after` the previous run of
+//! the same workflow, trigger and key (a link in the store), and the executor starts it
+//! only once that one has ended; the end of a run wakes the run linked behind it.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+use sha2::Digest;
+use tripline_core::definition::{KafkaOrdering, KafkaTrigger, Trigger};
+use tripline_core::run::TriggerRef;
+use tripline_core::{Run, Timestamp, filter, template};
+
+use crate::App;
+use crate::ports::{Admission, InboxMessage, Outcome, StoreError, WorkflowRecord};
+
+/// One record as the consumer (or the MSK event) gives it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The record's timestamp (producer or log-append time).
+    pub timestamp: Timestamp,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// What a batch did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IntakeReport {
+    /// Inbox messages written now.
+    pub recorded: usize,
+    /// Records (per workflow) already in the inbox: a redelivery.
+    pub already: usize,
+    pub runs_started: usize,
+}
+
+/// The id of a record's message and run for `workflow`: a ULID of the record's timestamp
+/// (part of the record, so a redelivery gives the same id) and 80 bits of a hash of
+/// (topic, partition, offset, workflow).
+pub fn record_id(r: &KafkaRecord, workflow: &str) -> String {
+    let mut h = sha2::Sha256::new();
+    for part in [r.topic.as_bytes(), workflow.as_bytes()] {
+        h.update(part);
+        h.update([0]);
+    }
+    h.update(r.partition.to_be_bytes());
+    h.update(r.offset.to_be_bytes());
+    let digest = h.finalize();
+    let mut random = [0u8; 16];
+    random[6..].copy_from_slice(&digest[..10]);
+    let time = u64::try_from(r.timestamp.millis()).unwrap_or(0);
+    ulid::Ulid::from_parts(time, u128::from_be_bytes(random)).to_string()
+}
+
+/// The link to the last run of a key (`ordering: key`).
+fn last_of_key(workflow: &str, trigger: &str, key: &[u8]) -> String {
+    let digest = sha2::Sha256::digest(key);
+    let short: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("kafka-last/{workflow}/{trigger}/{short}")
+}
+
+/// The link from a run to the run ordered behind it.
+pub(crate) fn next_link(run_id: &str) -> String {
+    format!("next/{run_id}")
+}
+
+fn text_or_base64(bytes: &[u8]) -> Value {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => json!(s),
+        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
+    }
+}
+
+/// The trigger input of a record, or why its value cannot be decoded.
+pub fn record_input(r: &KafkaRecord) -> Result<Value, String> {
+    let body = match &r.value {
+        None => Value::Null,
+        Some(bytes) => match serde_json::from_slice::<Value>(bytes) {
+            Ok(v) => v,
+            Err(_) => match std::str::from_utf8(bytes) {
+                Ok(s) => json!(s),
+                Err(e) => {
+                    return Err(format!(
+                        "the value is neither JSON nor UTF-8 text ({e}); it is kept raw"
+                    ));
+                }
+            },
+        },
+    };
+    let headers: Map<String, Value> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), text_or_base64(v)))
+        .collect();
+    Ok(json!({
+        "topic": r.topic,
+        "partition": r.partition,
+        "offset": r.offset,
+        "timestamp": r.timestamp,
+        "key": r.key.as_deref().map(text_or_base64),
+        "headers": headers,
+        "body": body,
+    }))
+}
+
+fn mismatch(trigger: &KafkaTrigger, input: &Value) -> Option<String> {
+    if let Some(f) = &trigger.filter
+        && let Err(m) = filter::check(input, f, "")
+    {
+        return Some(format!("trigger `{}`: {m}", trigger.id));
+    }
+    if let Some(cond) = &trigger.condition {
+        match template::eval_condition(cond, &json!({ "trigger": input })) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Some(format!(
+                    "trigger `{}`: condition `{cond}` is false",
+                    trigger.id
+                ));
+            }
+            Err(e) => {
+                return Some(format!(
+                    "trigger `{}`: condition `{cond}` could not be evaluated: {e}",
+                    trigger.id
+                ));
+            }
+        }
+    }
+    None
+}
+
+impl App {
+    /// The kafka triggers of the deployed workflows that consume `topic`.
+    pub fn consumers_of(
+        &self,
+        topic: &str,
+    ) -> Vec<(std::sync::Arc<WorkflowRecord>, Vec<KafkaTrigger>)> {
+        self.deployments
+            .all()
+            .into_iter()
+            .filter_map(|rec| {
+                let triggers: Vec<KafkaTrigger> = rec
+                    .definition
+                    .triggers
+                    .iter()
+                    .filter_map(|t| match t {
+                        Trigger::Kafka(k) if k.topics.iter().any(|x| x == topic) => Some(k.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                (!triggers.is_empty()).then_some((rec, triggers))
+            })
+            .collect()
+    }
+
+    /// The topics the deployed kafka triggers consume.
+    pub fn kafka_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self
+            .deployments
+            .all()
+            .iter()
+            .flat_map(|r| r.definition.triggers.iter())
+            .filter_map(|t| match t {
+                Trigger::Kafka(k) => Some(k.topics.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+
+    /// Records a batch: each record in the inbox (once per workflow consuming its topic)
+    /// with the runs it starts. The records of one partition are handled in offset order,
+    /// partitions at once. `Err` when any record could not be stored: the batch must not be
+    /// acknowledged, and delivering it again is harmless.
+    pub async fn kafka_intake(
+        &self,
+        records: Vec<KafkaRecord>,
+    ) -> Result<IntakeReport, StoreError> {
+        self.refresh_workflows(false).await;
+        let mut partitions: BTreeMap<(String, i32), Vec<KafkaRecord>> = BTreeMap::new();
+        for r in records {
+            partitions
+                .entry((r.topic.clone(), r.partition))
+                .or_default()
+                .push(r);
+        }
+        let work = partitions.into_values().map(|mut recs| async move {
+            recs.sort_by_key(|r| r.offset);
+            let mut report = IntakeReport::default();
+            for r in &recs {
+                self.intake_one(r, &mut report).await?;
+            }
+            Ok::<_, StoreError>(report)
+        });
+        let mut total = IntakeReport::default();
+        let mut first_error = None;
+        for result in futures::future::join_all(work).await {
+            match result {
+                Ok(r) => {
+                    total.recorded += r.recorded;
+                    total.already += r.already;
+                    total.runs_started += r.runs_started;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
+    }
+
+    async fn intake_one(
+        &self,
+        r: &KafkaRecord,
+        report: &mut IntakeReport,
+    ) -> Result<(), StoreError> {
+        let consumers = self.consumers_of(&r.topic);
+        let input = record_input(r);
+        if consumers.is_empty() {
+            // Kept, so that a record is never silently dropped (a trigger removed while its
+            // topic is still consumed).
+            let id = record_id(r, "");
+            let reason = format!("no deployed kafka trigger consumes topic `{}`", r.topic);
+            self.record_kafka(
+                r,
+                &id,
+                "",
+                "",
+                Outcome::Filtered { reason },
+                Vec::new(),
+                report,
+            )
+            .await?;
+            return Ok(());
+        }
+        for (rec, triggers) in consumers {
+            let id = record_id(r, &rec.id);
+            let input = match &input {
+                Ok(v) => v.clone(),
+                Err(reason) => {
+                    let outcome = Outcome::Rejected {
+                        reason: reason.clone(),
+                    };
+                    self.record_kafka(
+                        r,
+                        &id,
+                        &rec.id,
+                        &triggers[0].id,
+                        outcome,
+                        Vec::new(),
+                        report,
+                    )
+                    .await?;
+                    continue;
+                }
+            };
+            let mut reasons = Vec::new();
+            let Some(trigger) = triggers.iter().find(|t| match mismatch(t, &input) {
+                Some(why) => {
+                    reasons.push(why);
+                    false
+                }
+                None => true,
+            }) else {
+                let outcome = Outcome::Filtered {
+                    reason: reasons.join("; "),
+                };
+                self.record_kafka(
+                    r,
+                    &id,
+                    &rec.id,
+                    &triggers[0].id,
+                    outcome,
+                    Vec::new(),
+                    report,
+                )
+                .await?;
+                continue;
+            };
+            let mut run = Run::new(
+                id.clone(),
+                &rec.id,
+                rec.revision,
+                TriggerRef {
+                    kind: "kafka".into(),
+                    id: trigger.id.clone(),
+                },
+                input,
+                self.clock.now(),
+            );
+            run.message_id = Some(id.clone());
+            let mut key_link = None;
+            if trigger.ordering == KafkaOrdering::Key
+                && let Some(key) = &r.key
+            {
+                let link = last_of_key(&rec.id, &trigger.id, key);
+                if let Some(prev) = self.store.link(&link).await?
+                    && prev != id
+                {
+                    // Before this run exists: the previous run's end finds it.
+                    self.store.set_link(&next_link(&prev), &id).await?;
+                    run.after = Some(prev);
+                }
+                key_link = Some(link);
+            }
+            let outcome = Outcome::Started {
+                run_ids: vec![id.clone()],
+            };
+            let trigger_id = trigger.id.clone();
+            let started = self
+                .record_kafka(r, &id, &rec.id, &trigger_id, outcome, vec![run], report)
+                .await?;
+            if started && let Some(link) = key_link {
+                self.store.set_link(&link, &id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one record's message (and run) unless it is already there. True when the run
+    /// was admitted now.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_kafka(
+        &self,
+        r: &KafkaRecord,
+        id: &str,
+        workflow: &str,
+        trigger: &str,
+        outcome: Outcome,
+        runs: Vec<Run>,
+        report: &mut IntakeReport,
+    ) -> Result<bool, StoreError> {
+        if self.store.message(id).await?.is_some() {
+            report.already += 1;
+            return Ok(false);
+        }
+        let started = !runs.is_empty();
+        let mut headers: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let v = match text_or_base64(v) {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k.to_lowercase(), v)
+            })
+            .collect();
+        if let Some(key) = &r.key {
+            headers.push((
+                "kafka-key".into(),
+                match text_or_base64(key) {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                },
+            ));
+        }
+        let message = InboxMessage {
+            id: id.to_string(),
+            received_at: self.clock.now(),
+            workflow: workflow.to_string(),
+            trigger: trigger.to_string(),
+            method: "KAFKA".into(),
+            path: format!("{}/{}/{}", r.topic, r.partition, r.offset),
+            query: String::new(),
+            headers,
+            content_type: None,
+            body: r.value.clone().unwrap_or_default(),
+            outcome,
+            scheduled_at: None,
+        };
+        self.admit(Admission {
+            message,
+            runs,
+            idempotency: None,
+        })
+        .await?;
+        report.recorded += 1;
+        if started {
+            report.runs_started += 1;
+        }
+        Ok(started)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(value: &[u8]) -> KafkaRecord {
+        KafkaRecord {
+            topic: "orders".into(),
+            partition: 2,
+            offset: 7,
+            timestamp: Timestamp(1_800_000_000_000),
+            key: Some(b"customer-1".to_vec()),
+            value: Some(value.to_vec()),
+            headers: vec![
+                ("trace".into(), b"abc".to_vec()),
+                ("bin".into(), vec![0xff, 0x00]),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_record_id_depends_on_topic_partition_offset_and_workflow_only() {
+        let r = record(b"{}");
+        let a = record_id(&r, "w");
+        assert_eq!(a, record_id(&r.clone(), "w"));
+        assert_ne!(a, record_id(&r, "v"));
+        for other in [
+            KafkaRecord {
+                partition: 3,
+                ..r.clone()
+            },
+            KafkaRecord {
+                offset: 8,
+                ..r.clone()
+            },
+            KafkaRecord {
+                topic: "refunds".into(),
+                ..r.clone()
+            },
+        ] {
+            assert_ne!(a, record_id(&other, "w"));
+        }
+        let same_record_redelivered = KafkaRecord {
+            value: Some(b"{}".to_vec()),
+            ..r.clone()
+        };
+        assert_eq!(a, record_id(&same_record_redelivered, "w"));
+    }
+
+    #[test]
+    fn a_record_becomes_the_trigger_input_json_text_or_refused_when_undecodable() {
+        let v = record_input(&record(br#"{"id": 5}"#)).expect("json");
+        assert_eq!(v["body"], json!({"id": 5}));
+        assert_eq!(v["key"], "customer-1");
+        assert_eq!(v["headers"]["trace"], "abc");
+        assert_eq!(v["headers"]["bin"], json!({"base64": "/wA="}));
+        assert_eq!(
+            (v["partition"].clone(), v["offset"].clone()),
+            (json!(2), json!(7))
+        );
+        let text = record_input(&record(b"plain words")).expect("text");
+        assert_eq!(text["body"], "plain words");
+        let err = record_input(&record(&[0xc3, 0x28])).expect_err("undecodable");
+        assert!(err.contains("kept raw"), "{err}");
+    }
+}

@@ -1,0 +1,224 @@
+//! Kafka triggers in the AWS shape, against the AWS-protocol server: the msk-consumer
+//! function fed the MSK event source's JSON (several topics and partitions, JSON, text
+//! and binary values, headers), a batch delivered twice, and a store failure in the middle
+//! of a batch.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tripline_app::kafka::{KafkaRecord, record_id};
+use tripline_core::Timestamp;
+use tripline_tests::aws::{endpoint, fresh};
+use tripline_tests::lambda::{Function, function_env};
+use tripline_tests::shape::shape;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+const WORKFLOW: &str = r#"
+id: stream
+triggers:
+  - type: kafka
+    topics: [orders, refunds]
+    condition: "trigger.body is mapping"
+steps:
+  - { id: shape, type: transform, value: { at: "{{ trigger.topic }}/{{ trigger.partition }}/{{ trigger.offset }}", body: "{{ trigger.body }}", trace: "{{ trigger.headers.trace }}" } }
+"#;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// One record as the MSK event source writes it: base64 key and value, headers as lists
+/// of (signed) bytes.
+fn msk_record(topic: &str, partition: i64, offset: i64, key: &str, value: &[u8]) -> Value {
+    json!({
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "timestamp": 1_800_000_000_000i64 + offset,
+        "timestampType": "CREATE_TIME",
+        "key": b64(key.as_bytes()),
+        "value": b64(value),
+        "headers": [{"trace": "t-1".bytes().map(|b| b as i8).collect::<Vec<i8>>()}],
+    })
+}
+
+fn msk_event(records: &[(&str, i64, Vec<Value>)]) -> Value {
+    let mut by_partition = serde_json::Map::new();
+    for (topic, partition, recs) in records {
+        by_partition.insert(format!("{topic}-{partition}"), json!(recs));
+    }
+    json!({
+        "eventSource": "aws:kafka",
+        "eventSourceArn": "arn:aws:kafka:us-east-1:123456789012:cluster/tripline/abcd1234-0123-4567-89ab-cdef01234567-1",
+        "bootstrapServers": "b-1.tripline.abc123.c2.kafka.us-east-1.amazonaws.com:9098",
+        "records": by_partition,
+    })
+}
+
+/// The record `msk_record` describes, as the intake sees it (for its id).
+fn as_record(topic: &str, partition: i32, offset: i64) -> KafkaRecord {
+    KafkaRecord {
+        topic: topic.into(),
+        partition,
+        offset,
+        timestamp: Timestamp(1_800_000_000_000 + offset),
+        key: None,
+        value: None,
+        headers: vec![],
+    }
+}
+
+#[tokio::test]
+async fn the_msk_consumer_records_every_record_and_starts_each_run_once() {
+    let s = shape(&[]).await;
+    let consumer = Function::start("msk-consumer", &function_env(&s.settings, &endpoint())).await;
+    s.deploy("stream", WORKFLOW).await;
+    let event = msk_event(&[
+        (
+            "orders",
+            0,
+            vec![
+                msk_record("orders", 0, 7, "c-1", br#"{"id": 1}"#),
+                msk_record("orders", 0, 8, "c-1", br#"{"id": 2}"#),
+            ],
+        ),
+        (
+            "orders",
+            1,
+            vec![msk_record("orders", 1, 3, "c-2", b"plain text")],
+        ),
+        (
+            "refunds",
+            0,
+            vec![msk_record("refunds", 0, 1, "c-3", &[0xff, 0xfe, 0x00])],
+        ),
+    ]);
+    let answer = consumer
+        .invoke(event.clone())
+        .await
+        .expect("the batch succeeds");
+    assert_eq!(answer["records"], 4, "{answer}");
+    assert_eq!(answer["recorded"], 4);
+    assert_eq!(
+        answer["runs_started"], 2,
+        "text fails the condition, binary is rejected"
+    );
+
+    for offset in [7, 8] {
+        let id = record_id(&as_record("orders", 0, offset), "stream");
+        let run = s.pump_until(&id, "succeeded", LIMIT).await;
+        assert_eq!(run["final_output"]["at"], format!("orders/0/{offset}"));
+        assert_eq!(run["final_output"]["trace"], "t-1");
+    }
+    let (_, _, text) = s
+        .http(
+            &s.control,
+            "GET",
+            &format!(
+                "/v1/inbox/{}",
+                record_id(&as_record("orders", 1, 3), "stream")
+            ),
+            &[],
+            b"",
+        )
+        .await;
+    assert_eq!(text["outcome"]["kind"], "filtered", "{text}");
+    assert_eq!(text["body"], "plain text");
+    let (_, _, raw) = s
+        .http(
+            &s.control,
+            "GET",
+            &format!(
+                "/v1/inbox/{}",
+                record_id(&as_record("refunds", 0, 1), "stream")
+            ),
+            &[],
+            b"",
+        )
+        .await;
+    assert_eq!(raw["outcome"]["kind"], "rejected", "{raw}");
+    assert_eq!(raw["body_base64"], b64(&[0xff, 0xfe, 0x00]), "kept raw");
+
+    // The event source delivers the same batch again: nothing new.
+    let again = consumer.invoke(event).await.expect("the batch succeeds");
+    assert_eq!(again["recorded"], 0, "{again}");
+    assert_eq!(again["already_recorded"], 4);
+    assert_eq!(again["runs_started"], 0);
+    consumer.stop().await;
+}
+
+#[tokio::test]
+async fn a_store_failure_in_a_batch_fails_the_invocation_and_the_retry_completes_it_once() {
+    let (clients, settings) = fresh(None).await;
+    let config = tripline_app::Config::default();
+    let healthy = tripline_aws::build_app(&clients, settings.clone(), config.clone());
+    healthy
+        .deployments
+        .deploy_text(
+            healthy.store.as_ref(),
+            WORKFLOW,
+            tripline_core::validate::Format::Yaml,
+            None,
+            healthy.clock.now(),
+        )
+        .await
+        .expect("deploy");
+    // The same tables, but a large body goes to a bucket that does not exist: the second
+    // record of the partition cannot be stored.
+    let broken = tripline_aws::build_app(
+        &clients,
+        tripline_aws::Settings {
+            bucket: "no-such-bucket-for-this-test".into(),
+            item_budget: 1024,
+            ..settings.clone()
+        },
+        config,
+    );
+    broken
+        .deployments
+        .load(broken.store.as_ref())
+        .await
+        .expect("load");
+    let big = format!(r#"{{"id": 2, "pad": "{}"}}"#, "x".repeat(4000));
+    let event = msk_event(&[(
+        "orders",
+        0,
+        vec![
+            msk_record("orders", 0, 1, "k", br#"{"id": 1}"#),
+            msk_record("orders", 0, 2, "k", big.as_bytes()),
+            msk_record("orders", 0, 3, "k", br#"{"id": 3}"#),
+        ],
+    )]);
+    let failed = tripline_aws::lambda::msk_event(&broken, event.clone()).await;
+    assert!(failed.is_err(), "the invocation fails: {failed:?}");
+    let id = |offset| record_id(&as_record("orders", 0, offset), "stream");
+    let store = &healthy.store;
+    assert!(store.message(&id(1)).await.expect("read").is_some());
+    for offset in [2, 3] {
+        assert!(
+            store.message(&id(offset)).await.expect("read").is_none(),
+            "{offset}: nothing half-done"
+        );
+        assert!(
+            store.run(&id(offset)).await.expect("read").is_none(),
+            "{offset}"
+        );
+    }
+
+    let retried = tripline_aws::lambda::msk_event(&healthy, event)
+        .await
+        .expect("retry");
+    assert_eq!(retried["recorded"], 2, "{retried}");
+    assert_eq!(retried["already_recorded"], 1);
+    assert_eq!(retried["runs_started"], 2);
+    for offset in [1, 2, 3] {
+        let run = store
+            .run(&id(offset))
+            .await
+            .expect("read")
+            .expect("one run per record");
+        assert_eq!(run.trigger.kind, "kafka");
+    }
+}
