@@ -277,3 +277,14 @@ async fn workflows_deployed_through_the_api_and_their_runs_survive_a_restart() {
     let (_, old) = app.get(&format!("/v1/runs/{first_id}")).await;
     assert_eq!(old["final_output"]["got"], json!({"before": true}));
 }
+
+#[tokio::test]
+async fn ids_made_in_the_same_millisecond_sort_in_the_order_they_were_made() {
+    let (app, _time) = tripline_tests::spawn_app_with_manual_clock(Opts::default()).await;
+    let core = app.app();
+    let ids: Vec<String> = (0..500).map(|_| core.new_id()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "the clock did not move, the order holds");
+    app.stop().await;
+}

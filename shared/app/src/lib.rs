@@ -85,6 +85,7 @@ pub struct App {
     pub config: Config,
     /// Wakes the local scheduler (a deploy, a moved manual clock).
     pub cron_wake: tokio::sync::Notify,
+    ids: std::sync::Mutex<ulid::Generator>,
 }
 
 impl App {
@@ -103,6 +104,7 @@ impl App {
             outbound: Outbound::new(config.outbound.clone()),
             config,
             cron_wake: tokio::sync::Notify::new(),
+            ids: std::sync::Mutex::new(ulid::Generator::new()),
         }
     }
 
@@ -114,8 +116,17 @@ impl App {
     }
 
     /// A new run id: a ULID, so ids sort by time.
+    ///
+    /// Ids made within one millisecond still sort in the order they were made (a monotonic
+    /// generator: the random part is incremented), so that listings are newest first.
     pub fn new_id(&self) -> String {
-        ulid::Ulid::from_datetime(self.clock.now().to_system_time()).to_string()
+        let at = self.clock.now().to_system_time();
+        self.ids
+            .lock()
+            .ok()
+            .and_then(|mut g| g.generate_from_datetime(at).ok())
+            .unwrap_or_else(|| ulid::Ulid::from_datetime(at))
+            .to_string()
     }
 
     /// Records a message and its runs, then sends the store's `to_enqueue` to the queue. A
