@@ -56,6 +56,8 @@ fn message(id: &str, workflow: &str, at: Timestamp, outcome: Outcome) -> InboxMe
         body: b"{\"a\":1}".to_vec(),
         outcome,
         scheduled_at: None,
+        kafka: None,
+        reprocess_of: None,
     }
 }
 

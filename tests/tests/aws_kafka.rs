@@ -126,6 +126,26 @@ async fn the_msk_consumer_records_every_record_and_starts_each_run_once() {
         .await;
     assert_eq!(text["outcome"]["kind"], "filtered", "{text}");
     assert_eq!(text["body"], "plain text");
+    // Reprocessed from DynamoDB as it was received (its record's metadata kept).
+    let filtered_id = record_id(&as_record("orders", 1, 3), "stream");
+    let (status, _, again) = s
+        .http(
+            &s.control,
+            "POST",
+            &format!("/v1/inbox/{filtered_id}/reprocess"),
+            &[],
+            b"",
+        )
+        .await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["outcome"]["kind"], "filtered");
+    assert!(
+        again["outcome"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is mapping"),
+        "{again}"
+    );
     let (_, _, raw) = s
         .http(
             &s.control,

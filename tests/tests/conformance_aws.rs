@@ -45,6 +45,8 @@ fn message(id: &str, body: Vec<u8>) -> tripline_app::ports::InboxMessage {
             reason: "test".into(),
         },
         scheduled_at: None,
+        kafka: None,
+        reprocess_of: None,
     }
 }
 

@@ -288,3 +288,46 @@ async fn ids_made_in_the_same_millisecond_sort_in_the_order_they_were_made() {
     assert_eq!(ids, sorted, "the clock did not move, the order holds");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_filtered_webhook_message_is_reprocessed_against_the_fixed_workflow() {
+    const HOOK: &str = r#"
+id: picky
+triggers:
+  - { type: webhook, token: picky-token-000000000000001, filter: { body: { kind: a } } }
+steps:
+  - { id: echo, type: transform, value: "{{ trigger.body.kind }}" }
+"#;
+    let app = spawn_app(Opts::default().workflow("p.yaml", HOOK)).await;
+    let resp = app
+        .client
+        .post(app.url("/hooks/picky-token-000000000000001"))
+        .json(&json!({"kind": "b"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 204);
+    let id = resp.headers()["x-tripline-message-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    // Reprocessed unchanged: filtered again, and recorded as such.
+    let (status, _, body) = app
+        .post_json(&format!("/v1/inbox/{id}/reprocess"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(body["outcome"]["kind"], "filtered", "{body}");
+    // After the fix it starts a run with the message as it came.
+    let (status, _) = app
+        .deploy("picky", &HOOK.replace("kind: a", "kind: b"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _, body) = app
+        .post_json(&format!("/v1/inbox/{id}/reprocess"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let run = app.wait_run(body["run_id"].as_str().expect("run")).await;
+    assert_eq!(run["final_output"], "b");
+    assert_eq!(run["trigger"]["kind"], "webhook");
+    app.stop().await;
+}

@@ -136,6 +136,18 @@ async fn a_tick_delivered_twice_starts_one_run_and_is_recorded_as_a_duplicate() 
     assert_eq!(t[1]["duplicate_of"], json!(id));
     let (_, runs) = app.get("/v1/runs?workflow=every5").await;
     assert_eq!(runs["items"].as_array().map(Vec::len), Some(1), "{runs}");
+    // A tick is not reprocessed: the answer says how to run the trigger now.
+    let (status, _, body) = app
+        .post_json(&format!("/v1/inbox/{id}/reprocess"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("?trigger=five"),
+        "{body}"
+    );
     app.stop().await;
 }
 

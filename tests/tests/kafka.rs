@@ -162,3 +162,39 @@ async fn ordering_by_key_runs_one_key_at_a_time_in_offset_order_and_keys_in_para
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_filtered_record_is_reprocessed_after_the_workflow_is_fixed() {
+    let app = spawn_app(Opts::default().workflow("o.yaml", ORDERS)).await;
+    let core = app.app();
+    let r = record("orders", 4, 99, "c-9", br#"{"type": "updated", "id": "Z"}"#);
+    core.kafka_intake(vec![r.clone()]).await.expect("intake");
+    let first = record_id(&r, "orders");
+    assert_eq!(message(&app, &first).await["outcome"]["kind"], "filtered");
+
+    let (status, _) = app
+        .deploy("orders", &ORDERS.replace("type: created", "type: updated"))
+        .await;
+    assert_eq!(status, 201);
+    let (status, _, body) = app
+        .post_json(&format!("/v1/inbox/{first}/reprocess"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["reprocess_of"], json!(first));
+    let run = app.wait_run(body["run_id"].as_str().expect("run")).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        run["final_output"],
+        json!({"id": "Z", "key": "c-9", "at": "orders/4/99", "source": "tests"}),
+        "the record as received: coordinates, key and headers"
+    );
+    let copy = message(&app, body["message_id"].as_str().expect("message")).await;
+    assert_eq!(copy["reprocess_of"], json!(first));
+    assert_eq!(copy["outcome"]["kind"], "started");
+
+    let (status, _, _) = app
+        .post_json("/v1/inbox/01NOSUCHMESSAGE0000000000/reprocess", &json!({}))
+        .await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}

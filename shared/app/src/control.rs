@@ -41,6 +41,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/inbox", get(list_inbox))
         .route("/v1/inbox/{id}", get(get_message))
+        .route("/v1/inbox/{id}/reprocess", post(reprocess_message))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_key))
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
         .with_state(app)
@@ -358,6 +359,8 @@ async fn start_run(
             run_ids: vec![run_id.clone()],
         },
         scheduled_at: None,
+        kafka: None,
+        reprocess_of: None,
     };
     let idempotency = app.idempotency_claim(&rec.id, &trigger, &headers);
     let run_id = match app
@@ -778,4 +781,34 @@ async fn put_state(State(app): State<Arc<App>>, Path(id): Path<String>, body: By
         "conflict",
         "the state kept changing; try again",
     )
+}
+
+/// `POST /v1/inbox/{id}/reprocess`: the message matched again against its workflow's
+/// current revision, recorded as a new message with the run it starts.
+async fn reprocess_message(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let original = match app.store.message(&id).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return not_found("inbox message", &id),
+        Err(e) => return unavailable(&e),
+    };
+    match app.reprocess(&original).await {
+        Ok(done) => {
+            let mut body = json!({
+                "message_id": done.message_id,
+                "reprocess_of": id,
+                "outcome": done.outcome,
+            });
+            if let Outcome::Started { run_ids } = &done.outcome
+                && let Some(run) = run_ids.first()
+            {
+                body["run_id"] = json!(run);
+                body["status_url"] = json!(format!("/v1/runs/{run}"));
+            }
+            (StatusCode::ACCEPTED, Json(body)).into_response()
+        }
+        Err(crate::reprocess::ReprocessError::Refused(why)) => {
+            error_response(StatusCode::CONFLICT, "not_reprocessable", why)
+        }
+        Err(crate::reprocess::ReprocessError::Store(e)) => unavailable(&e),
+    }
 }

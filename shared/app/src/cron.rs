@@ -148,6 +148,8 @@ impl App {
             body: serde_json::to_vec(body).unwrap_or_default(),
             outcome,
             scheduled_at: Some(scheduled),
+            kafka: None,
+            reprocess_of: None,
         }
     }
 

@@ -481,6 +481,8 @@ impl App {
                 run_ids: vec![run_id.clone()],
             },
             scheduled_at: None,
+            kafka: None,
+            reprocess_of: None,
         };
         let claim = IdempotencyClaim {
             key: format!("{}/trigger_workflow/{}/{step}", rec.id, parent.id),

@@ -205,7 +205,7 @@ pub fn parse_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, Bod
     }
 }
 
-fn query_map(query: &str) -> Value {
+pub fn query_map(query: &str) -> Value {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
     let mut map = Map::new();
     for (k, v) in pairs {
@@ -281,6 +281,8 @@ async fn handle(
             reason: String::new(),
         },
         scheduled_at: None,
+        kafka: None,
+        reprocess_of: None,
     };
 
     let limit = app.config.max_body_bytes;
@@ -454,7 +456,7 @@ async fn wait_for(
 }
 
 /// `None` when the message matches; else why not.
-fn filtered(hook: &Hook, input: &Value) -> Option<String> {
+pub fn filtered(hook: &Hook, input: &Value) -> Option<String> {
     if let Some(f) = &hook.trigger.filter
         && let Err(m) = filter::check(input, f, "")
     {

@@ -22,7 +22,7 @@ use tripline_core::run::TriggerRef;
 use tripline_core::{Run, Timestamp, filter, template};
 
 use crate::App;
-use crate::ports::{Admission, InboxMessage, Outcome, StoreError, WorkflowRecord};
+use crate::ports::{Admission, InboxMessage, KafkaMeta, Outcome, StoreError, WorkflowRecord};
 
 /// One record as the consumer (or the MSK event) gives it.
 #[derive(Clone, Debug, PartialEq)]
@@ -114,6 +114,56 @@ pub fn record_input(r: &KafkaRecord) -> Result<Value, String> {
         "headers": headers,
         "body": body,
     }))
+}
+
+/// What an inbox message keeps of a record besides its value.
+pub fn meta_of(r: &KafkaRecord) -> KafkaMeta {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    KafkaMeta {
+        topic: r.topic.clone(),
+        partition: r.partition,
+        offset: r.offset,
+        timestamp: r.timestamp,
+        key: r.key.as_deref().map(|k| b64.encode(k)),
+        headers: r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), b64.encode(v)))
+            .collect(),
+    }
+}
+
+/// The record an inbox message was made from.
+pub fn record_of(meta: &KafkaMeta, value: &[u8]) -> KafkaRecord {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    KafkaRecord {
+        topic: meta.topic.clone(),
+        partition: meta.partition,
+        offset: meta.offset,
+        timestamp: meta.timestamp,
+        key: meta.key.as_ref().and_then(|k| b64.decode(k).ok()),
+        value: Some(value.to_vec()),
+        headers: meta
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), b64.decode(v).unwrap_or_default()))
+            .collect(),
+    }
+}
+
+/// Which of a workflow's kafka triggers a record's input matches, or why none does.
+pub fn matching<'a>(
+    triggers: &'a [KafkaTrigger],
+    input: &Value,
+) -> Result<&'a KafkaTrigger, String> {
+    let mut reasons = Vec::new();
+    for t in triggers {
+        match mismatch(t, input) {
+            None => return Ok(t),
+            Some(why) => reasons.push(why),
+        }
+    }
+    Err(reasons.join("; "))
 }
 
 fn mismatch(trigger: &KafkaTrigger, input: &Value) -> Option<String> {
@@ -387,6 +437,8 @@ impl App {
             body: r.value.clone().unwrap_or_default(),
             outcome,
             scheduled_at: None,
+            kafka: Some(meta_of(r)),
+            reprocess_of: None,
         };
         self.admit(Admission {
             message,

@@ -17,6 +17,7 @@ pub mod ingress;
 pub mod kafka;
 pub mod outbound;
 pub mod ports;
+pub mod reprocess;
 pub mod resume;
 pub mod signing;
 

@@ -81,6 +81,26 @@ pub struct InboxMessage {
     /// A cron tick's scheduled time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<Timestamp>,
+    /// A Kafka record's coordinates, timestamp, key and headers as received (so that it
+    /// can be reprocessed exactly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaMeta>,
+    /// The message this one reprocesses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprocess_of: Option<String>,
+}
+
+/// A Kafka record's metadata in its inbox message; key and header values in base64.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KafkaMeta {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
 }
 
 /// A claim on an idempotency key: the first run for the key within the window wins.
