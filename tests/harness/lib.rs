@@ -39,6 +39,8 @@ pub struct Opts {
     pub config: Config,
     /// Where a manual clock starts (now when `None`).
     pub clock_start: Option<tripline_core::Timestamp>,
+    /// A Kafka cluster to consume (`serve`'s Kafka options).
+    pub kafka: Option<tripline_local::kafka::KafkaOptions>,
 }
 
 impl Default for Opts {
@@ -47,6 +49,7 @@ impl Default for Opts {
             workflows: Vec::new(),
             folder: None,
             clock_start: None,
+            kafka: None,
             config: Config {
                 outbound: OutboundPolicy {
                     allow_private_networks: true,
@@ -74,6 +77,7 @@ pub struct TestApp {
     _workflows: TempDir,
     folder: PathBuf,
     config: Config,
+    kafka: Option<tripline_local::kafka::KafkaOptions>,
 }
 
 /// Starts the real server in-process on port 0 with a fresh store.
@@ -83,8 +87,10 @@ pub async fn spawn_app(opts: Opts) -> TestApp {
         .folder
         .clone()
         .unwrap_or_else(|| wf_dir.path().to_path_buf());
-    let server = start_server(&folder, data.path(), opts.config.clone()).await;
-    TestApp::new(server, data, wf_dir, folder, opts.config)
+    let server = start_server(&folder, data.path(), opts.config.clone(), opts.kafka.clone()).await;
+    let mut app = TestApp::new(server, data, wf_dir, folder, opts.config);
+    app.kafka = opts.kafka;
+    app
 }
 
 /// A fresh data folder, and a workflows folder with the options' definitions.
@@ -168,6 +174,7 @@ async fn start_manual(
             workers: 8,
             grace: Duration::from_secs(5),
             config: config.clone(),
+            kafka: None,
         },
         Arc::new(store),
         Arc::new(queue.clone()),
@@ -178,7 +185,12 @@ async fn start_manual(
     (server, queue)
 }
 
-async fn start_server(folder: &std::path::Path, data: &std::path::Path, config: Config) -> Server {
+async fn start_server(
+    folder: &std::path::Path,
+    data: &std::path::Path,
+    config: Config,
+    kafka: Option<tripline_local::kafka::KafkaOptions>,
+) -> Server {
     Server::start(ServeOptions {
         workflows: Some(folder.to_path_buf()),
         data: data.to_path_buf(),
@@ -186,6 +198,7 @@ async fn start_server(folder: &std::path::Path, data: &std::path::Path, config: 
         workers: 16,
         grace: Duration::from_secs(5),
         config,
+        kafka,
     })
     .await
     .expect("server starts")
@@ -209,6 +222,7 @@ impl TestApp {
             _workflows: wf_dir,
             folder,
             config,
+            kafka: None,
         }
     }
 
@@ -293,7 +307,13 @@ impl TestApp {
         if let Some(s) = self.server.take() {
             s.stop().await;
         }
-        let server = start_server(&self.folder, self.data.path(), self.config.clone()).await;
+        let server = start_server(
+            &self.folder,
+            self.data.path(),
+            self.config.clone(),
+            self.kafka.clone(),
+        )
+        .await;
         self.addr = server.addr;
         self.base = format!("http://{}", server.addr);
         self.server = Some(server);

@@ -142,6 +142,7 @@ fn options(workflows: &std::path::Path, data: &std::path::Path) -> ServeOptions 
         workers: 4,
         grace: Duration::from_secs(2),
         config: tripline_app::Config::default(),
+        kafka: None,
     }
 }
 

@@ -15,6 +15,8 @@ use tripline_core::definition::Trigger;
 use tripline_core::validate::Format;
 use tripline_embedded::{EmbeddedQueue, EmbeddedStore};
 
+pub mod kafka;
+
 /// Settings of `tripline serve`.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -26,6 +28,8 @@ pub struct ServeOptions {
     /// How long in-flight steps may take to finish at shutdown.
     pub grace: Duration,
     pub config: Config,
+    /// The Kafka cluster whose topics `kafka` triggers consume; none when `None`.
+    pub kafka: Option<kafka::KafkaOptions>,
 }
 
 /// A running server.
@@ -36,6 +40,7 @@ pub struct Server {
     http: JoinHandle<()>,
     workers: JoinHandle<()>,
     scheduler: JoinHandle<()>,
+    consumer: Option<JoinHandle<()>>,
 }
 
 /// The definition files of a folder, sorted.
@@ -141,6 +146,10 @@ impl Server {
             opts.grace,
         ));
         let scheduler = tokio::spawn(app.clone().run_scheduler(stopped.clone()));
+        let consumer = opts
+            .kafka
+            .clone()
+            .map(|k| tokio::spawn(kafka::run(app.clone(), k, stopped.clone())));
         let router = app.router();
         let mut http_stopped = stopped;
         let http = tokio::spawn(async move {
@@ -161,6 +170,7 @@ impl Server {
             http,
             workers,
             scheduler,
+            consumer,
         })
     }
 
@@ -223,6 +233,9 @@ impl Server {
         let _ = self.stop.send(true);
         let _ = self.http.await;
         let _ = self.scheduler.await;
+        if let Some(c) = self.consumer {
+            let _ = c.await;
+        }
         let _ = self.workers.await;
     }
 }

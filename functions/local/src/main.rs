@@ -69,6 +69,21 @@ struct Serve {
     /// The largest cron state carried between runs, in bytes of JSON.
     #[arg(long, default_value_t = tripline_app::STATE_LIMIT)]
     state_limit: usize,
+    /// Kafka brokers (host:port, comma-separated) whose topics `kafka` triggers consume;
+    /// none: no Kafka consumer.
+    #[arg(long, env = "TRIPLINE_KAFKA_BOOTSTRAP", value_delimiter = ',')]
+    kafka_bootstrap: Vec<String>,
+    /// The consumer group: names the positions kept in the store.
+    #[arg(long, default_value = "tripline", env = "TRIPLINE_KAFKA_GROUP")]
+    kafka_group: String,
+    /// Where a new group starts on a partition: earliest, latest, or an RFC 3339 time.
+    #[arg(long, default_value = "latest", env = "TRIPLINE_KAFKA_START")]
+    kafka_start: tripline_local::kafka::StartAt,
+    /// SASL/PLAIN user name (with TRIPLINE_KAFKA_SASL_PASSWORD).
+    #[arg(long, env = "TRIPLINE_KAFKA_SASL_USER")]
+    kafka_sasl_user: Option<String>,
+    #[arg(long, env = "TRIPLINE_KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    kafka_sasl_password: Option<String>,
     /// Steps executed at once.
     #[arg(long, default_value_t = 64)]
     workers: usize,
@@ -184,6 +199,13 @@ fn serve(s: Serve) -> ExitCode {
             },
             ..Config::default()
         },
+        kafka: (!s.kafka_bootstrap.is_empty()).then(|| tripline_local::kafka::KafkaOptions {
+            bootstrap: s.kafka_bootstrap,
+            group: s.kafka_group,
+            start: s.kafka_start,
+            sasl: s.kafka_sasl_user.zip(s.kafka_sasl_password),
+            refresh: Duration::from_secs(5),
+        }),
     };
     runtime.block_on(async move {
         let server = match Server::start(opts).await {

@@ -1,0 +1,226 @@
+//! The local shape's Kafka consumer: reads the topics of the deployed `kafka` triggers
+//! from a Kafka cluster and hands each partition's records to the Kafka intake, in offset
+//! order. A partition's position (the next offset to read) is kept in the store, per
+//! consumer group, and moved only after the records before it are in the inbox: a crash
+//! reads them again, and the intake recognizes them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
+use tokio::sync::watch;
+use tripline_app::App;
+use tripline_app::kafka::KafkaRecord;
+use tripline_core::Timestamp;
+
+/// Where a consumer group starts on a partition it has no position for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StartAt {
+    Earliest,
+    Latest,
+    /// The first record at or after this time.
+    Timestamp(Timestamp),
+}
+
+impl std::str::FromStr for StartAt {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "earliest" => Ok(Self::Earliest),
+            "latest" => Ok(Self::Latest),
+            other => Timestamp::parse_rfc3339(other)
+                .map(Self::Timestamp)
+                .map_err(|e| format!("use earliest, latest, or a time: {e}")),
+        }
+    }
+}
+
+/// The cluster `tripline serve` consumes.
+#[derive(Clone, Debug)]
+pub struct KafkaOptions {
+    /// `host:port` of one or more brokers.
+    pub bootstrap: Vec<String>,
+    /// Names the positions kept in the store: two servers with one group share them.
+    pub group: String,
+    pub start: StartAt,
+    /// SASL/PLAIN user name and password.
+    pub sasl: Option<(String, String)>,
+    /// How often the deployed triggers' topics and their partitions are looked at again.
+    pub refresh: Duration,
+}
+
+fn position_link(group: &str, topic: &str, partition: i32) -> String {
+    format!("kafka-offset/{group}/{topic}/{partition}")
+}
+
+/// Consumes until `stop`. Connection failures are logged and retried; they never stop the
+/// server.
+pub async fn run(app: Arc<App>, opts: KafkaOptions, mut stop: watch::Receiver<bool>) {
+    let mut client: Option<Arc<Client>> = None;
+    let mut running: HashMap<(String, i32), tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let topics = app.kafka_topics();
+        if !topics.is_empty() {
+            if client.is_none() {
+                let mut builder = ClientBuilder::new(opts.bootstrap.clone());
+                if let Some((user, password)) = &opts.sasl {
+                    builder = builder.sasl_config(SaslConfig::Plain(Credentials::new(
+                        user.clone(),
+                        password.clone(),
+                    )));
+                }
+                match builder.build().await {
+                    Ok(c) => client = Some(Arc::new(c)),
+                    Err(e) => tracing::warn!(bootstrap = ?opts.bootstrap, error = %e, "cannot reach the Kafka cluster; trying again"),
+                }
+            }
+            if let Some(c) = &client {
+                match c.list_topics().await {
+                    Ok(listed) => {
+                        for t in listed.iter().filter(|t| topics.contains(&t.name)) {
+                            for &p in &t.partitions {
+                                let key = (t.name.clone(), p);
+                                if running.get(&key).is_some_and(|h| !h.is_finished()) {
+                                    continue;
+                                }
+                                let task = consume_partition(
+                                    app.clone(),
+                                    c.clone(),
+                                    opts.clone(),
+                                    t.name.clone(),
+                                    p,
+                                    stop.clone(),
+                                );
+                                running.insert(key, tokio::spawn(task));
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "listing the Kafka topics failed; trying again"),
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(opts.refresh) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    for (_, h) in running {
+        let _ = h.await;
+    }
+}
+
+async fn consume_partition(
+    app: Arc<App>,
+    client: Arc<Client>,
+    opts: KafkaOptions,
+    topic: String,
+    partition: i32,
+    mut stop: watch::Receiver<bool>,
+) {
+    let pc = match client
+        .partition_client(topic.clone(), partition, UnknownTopicHandling::Retry)
+        .await
+    {
+        Ok(pc) => pc,
+        Err(e) => {
+            tracing::warn!(topic, partition, error = %e, "cannot read the partition; trying again at the next look");
+            return;
+        }
+    };
+    let link = position_link(&opts.group, &topic, partition);
+    let mut next = None;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let position = match next {
+            Some(n) => n,
+            None => match start_position(&app, &pc, &link, opts.start).await {
+                Ok(n) => {
+                    next = Some(n);
+                    n
+                }
+                Err(e) => {
+                    tracing::warn!(topic, partition, error = %e, "cannot find where to start; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        let fetched = tokio::select! {
+            f = pc.fetch_records(position, 1..1_048_576, 500) => f,
+            _ = stop.changed() => return,
+        };
+        let records = match fetched {
+            Ok((records, _high)) => records,
+            Err(e) => {
+                tracing::warn!(topic, partition, position, error = %e, "fetching from Kafka failed; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if records.is_empty() {
+            continue;
+        }
+        let last = records.iter().map(|r| r.offset).max().unwrap_or(position);
+        let batch: Vec<KafkaRecord> = records
+            .into_iter()
+            .map(|r| KafkaRecord {
+                topic: topic.clone(),
+                partition,
+                offset: r.offset,
+                timestamp: Timestamp(r.record.timestamp.timestamp_millis()),
+                key: r.record.key,
+                value: r.record.value,
+                headers: r.record.headers.into_iter().collect(),
+            })
+            .collect();
+        match app.kafka_intake(batch).await {
+            Ok(report) => {
+                // Only now: everything before `last + 1` is in the inbox.
+                if let Err(e) = app.store.set_link(&link, &(last + 1).to_string()).await {
+                    tracing::warn!(topic, partition, error = %e, "the position was not saved; these records are read again (and recognized)");
+                }
+                next = Some(last + 1);
+                tracing::debug!(topic, partition, recorded = report.recorded, next = last + 1, "Kafka records recorded");
+            }
+            Err(e) => {
+                tracing::warn!(topic, partition, error = %e, "recording Kafka records failed; reading them again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The saved position, or the start policy's offset (saved at once, so that `latest`
+/// means "from when this group first looked", not "from each restart").
+async fn start_position(
+    app: &App,
+    pc: &rskafka::client::partition::PartitionClient,
+    link: &str,
+    start: StartAt,
+) -> Result<i64, String> {
+    if let Some(saved) = app.store.link(link).await.map_err(|e| e.to_string())? {
+        return saved
+            .parse()
+            .map_err(|_| format!("the saved position {saved:?} is not an offset"));
+    }
+    let at = match start {
+        StartAt::Earliest => OffsetAt::Earliest,
+        StartAt::Latest => OffsetAt::Latest,
+        StartAt::Timestamp(t) => OffsetAt::Timestamp(
+            chrono::DateTime::from_timestamp_millis(t.millis()).ok_or("a time out of range")?,
+        ),
+    };
+    let offset = pc.get_offset(at).await.map_err(|e| e.to_string())?;
+    app.store
+        .set_link(link, &offset.to_string())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(offset)
+}
