@@ -87,7 +87,13 @@ pub async fn spawn_app(opts: Opts) -> TestApp {
         .folder
         .clone()
         .unwrap_or_else(|| wf_dir.path().to_path_buf());
-    let server = start_server(&folder, data.path(), opts.config.clone(), opts.kafka.clone()).await;
+    let server = start_server(
+        &folder,
+        data.path(),
+        opts.config.clone(),
+        opts.kafka.clone(),
+    )
+    .await;
     let mut app = TestApp::new(server, data, wf_dir, folder, opts.config);
     app.kafka = opts.kafka;
     app

@@ -117,14 +117,19 @@ async fn records_are_consumed_filtered_and_run_once_across_a_restart() {
     .await;
     // 20 records, half kept by the filter, over two partitions.
     for p in 0..2 {
-        let values: Vec<Value> = (0..10).map(|i| json!({"n": p * 100 + i, "keep": i % 2 == 0})).collect();
+        let values: Vec<Value> = (0..10)
+            .map(|i| json!({"n": p * 100 + i, "keep": i % 2 == 0}))
+            .collect();
         produce(&client, &topic, p, &values).await;
     }
     messages(&app, 20).await;
 
     // More records while the server restarts.
     let producing = {
-        let client = ClientBuilder::new(vec![bootstrap()]).build().await.expect("client");
+        let client = ClientBuilder::new(vec![bootstrap()])
+            .build()
+            .await
+            .expect("client");
         let topic = topic.clone();
         tokio::spawn(async move {
             for round in 0..5 {
@@ -146,8 +151,14 @@ async fn records_are_consumed_filtered_and_run_once_across_a_restart() {
     let all_again = messages(&app, 60).await;
     assert_eq!(all.len(), 60, "no record recorded twice");
     assert_eq!(all_again.len(), 60);
-    let started = all.iter().filter(|m| m["outcome"]["kind"] == "started").count();
-    assert_eq!(started, 50, "10 kept of the first 20, and all 40 later ones");
+    let started = all
+        .iter()
+        .filter(|m| m["outcome"]["kind"] == "started")
+        .count();
+    assert_eq!(
+        started, 50,
+        "10 kept of the first 20, and all 40 later ones"
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let r = runs(&app).await;
@@ -165,7 +176,13 @@ async fn records_are_consumed_filtered_and_run_once_across_a_restart() {
 async fn a_new_group_starts_where_its_policy_says() {
     let topic = unique("events");
     let client = create_topic(&topic, 1).await;
-    produce(&client, &topic, 0, &[json!({"n": 1, "keep": true}), json!({"n": 2, "keep": true})]).await;
+    produce(
+        &client,
+        &topic,
+        0,
+        &[json!({"n": 1, "keep": true}), json!({"n": 2, "keep": true})],
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let middle = tripline_core::Timestamp::from_system_time(std::time::SystemTime::now());
     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -76,7 +76,9 @@ pub async fn run(app: Arc<App>, opts: KafkaOptions, mut stop: watch::Receiver<bo
                 }
                 match builder.build().await {
                     Ok(c) => client = Some(Arc::new(c)),
-                    Err(e) => tracing::warn!(bootstrap = ?opts.bootstrap, error = %e, "cannot reach the Kafka cluster; trying again"),
+                    Err(e) => {
+                        tracing::warn!(bootstrap = ?opts.bootstrap, error = %e, "cannot reach the Kafka cluster; trying again")
+                    }
                 }
             }
             if let Some(c) = &client {
@@ -100,7 +102,9 @@ pub async fn run(app: Arc<App>, opts: KafkaOptions, mut stop: watch::Receiver<bo
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "listing the Kafka topics failed; trying again"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listing the Kafka topics failed; trying again")
+                    }
                 }
             }
         }
@@ -187,7 +191,13 @@ async fn consume_partition(
                     tracing::warn!(topic, partition, error = %e, "the position was not saved; these records are read again (and recognized)");
                 }
                 next = Some(last + 1);
-                tracing::debug!(topic, partition, recorded = report.recorded, next = last + 1, "Kafka records recorded");
+                tracing::debug!(
+                    topic,
+                    partition,
+                    recorded = report.recorded,
+                    next = last + 1,
+                    "Kafka records recorded"
+                );
             }
             Err(e) => {
                 tracing::warn!(topic, partition, error = %e, "recording Kafka records failed; reading them again");
