@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run everything in one process on the embedded store.
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Check workflow definitions; reports every problem with its line and column.
     Validate {
         /// Definition files (.yaml, .yml, .json).
@@ -115,7 +115,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Validate { files } => validate(&files),
-        Command::Serve(s) => serve(s),
+        Command::Serve(s) => serve(*s),
     }
 }
 
