@@ -183,42 +183,20 @@ impl App {
                 match self.deployments.latest(workflow) {
                     Some(r) => r,
                     None => {
-                        let outcome = Outcome::Rejected {
-                            reason: format!(
-                                "workflow `{workflow}` is not deployed (its schedule outlived it); nothing was started"
-                            ),
-                        };
-                        self.record(self.tick_message(
-                            self.new_id(),
-                            workflow,
-                            trigger,
-                            scheduled,
-                            &Value::Null,
-                            outcome.clone(),
-                        ))
-                        .await?;
-                        return Ok(outcome);
+                        let reason = format!(
+                            "workflow `{workflow}` is not deployed (its schedule outlived it); nothing was started"
+                        );
+                        return self.reject_tick(workflow, trigger, scheduled, reason).await;
                     }
                 }
             }
         };
         let Some(cron) = cron_trigger(&rec, trigger).cloned() else {
-            let outcome = Outcome::Rejected {
-                reason: format!(
-                    "workflow `{workflow}` has no cron trigger `{trigger}` in revision {} (it was removed); nothing was started",
-                    rec.revision
-                ),
-            };
-            self.record(self.tick_message(
-                self.new_id(),
-                workflow,
-                trigger,
-                scheduled,
-                &Value::Null,
-                outcome.clone(),
-            ))
-            .await?;
-            return Ok(outcome);
+            let reason = format!(
+                "workflow `{workflow}` has no cron trigger `{trigger}` in revision {} (it was removed); nothing was started",
+                rec.revision
+            );
+            return self.reject_tick(workflow, trigger, scheduled, reason).await;
         };
         let input = tick_input(&cron, scheduled);
         if self.store.message(&id).await?.is_some() {
@@ -321,6 +299,27 @@ impl App {
             }
             Admitted::Duplicate { .. } => Ok(Outcome::DuplicateTick { tick: id }),
         }
+    }
+
+    /// Records a tick that starts nothing because its workflow or trigger is gone.
+    async fn reject_tick(
+        &self,
+        workflow: &str,
+        trigger: &str,
+        scheduled: Timestamp,
+        reason: String,
+    ) -> Result<Outcome, TickError> {
+        let outcome = Outcome::Rejected { reason };
+        let message = self.tick_message(
+            self.new_id(),
+            workflow,
+            trigger,
+            scheduled,
+            &Value::Null,
+            outcome.clone(),
+        );
+        self.record(message).await?;
+        Ok(outcome)
     }
 
     /// Records the tick of `trigger` at `scheduled` as `missed` (once).

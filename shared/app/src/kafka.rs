@@ -323,28 +323,22 @@ impl App {
                     continue;
                 }
             };
-            let mut reasons = Vec::new();
-            let Some(trigger) = triggers.iter().find(|t| match mismatch(t, &input) {
-                Some(why) => {
-                    reasons.push(why);
-                    false
+            let trigger = match matching(&triggers, &input) {
+                Ok(t) => t,
+                Err(reason) => {
+                    let outcome = Outcome::Filtered { reason };
+                    self.record_kafka(
+                        r,
+                        &id,
+                        &rec.id,
+                        &triggers[0].id,
+                        outcome,
+                        Vec::new(),
+                        report,
+                    )
+                    .await?;
+                    continue;
                 }
-                None => true,
-            }) else {
-                let outcome = Outcome::Filtered {
-                    reason: reasons.join("; "),
-                };
-                self.record_kafka(
-                    r,
-                    &id,
-                    &rec.id,
-                    &triggers[0].id,
-                    outcome,
-                    Vec::new(),
-                    report,
-                )
-                .await?;
-                continue;
             };
             let mut run = Run::new(
                 id.clone(),
