@@ -242,3 +242,152 @@ async fn a_store_failure_in_a_batch_fails_the_invocation_and_the_retry_completes
         assert_eq!(run.trigger.kind, "kafka");
     }
 }
+
+#[tokio::test]
+async fn a_kafka_trigger_deploys_only_where_the_msk_event_source_can_deliver_it() {
+    use aws_sdk_kafka::types::BrokerNodeGroupInfo;
+    let (clients, settings) = fresh(None).await;
+    let create = |state: Option<&'static str>| {
+        let mut req = clients
+            .kafka()
+            .create_cluster()
+            .cluster_name(format!("c{}", tripline_tests::aws::unique_prefix()).replace('-', ""))
+            .kafka_version("3.6.0")
+            .number_of_broker_nodes(2)
+            .broker_node_group_info(
+                BrokerNodeGroupInfo::builder()
+                    .client_subnets("subnet-0a1b2c3d")
+                    .client_subnets("subnet-4e5f6a7b")
+                    .instance_type("kafka.m5.large")
+                    .build(),
+            );
+        if let Some(state) = state {
+            // tests/moto-server.py: the test server's clusters otherwise stay CREATING.
+            req = req.tags("moto:state", state);
+        }
+        async move {
+            req.send()
+                .await
+                .expect("a cluster on the test server")
+                .cluster_arn()
+                .expect("arn")
+                .to_string()
+        }
+    };
+    let arn = create(None).await;
+    let active = create(Some("ACTIVE")).await;
+    let deploy = |msk: tripline_aws::msk::MskSettings, topics: &'static str| {
+        let app = tripline_aws::build_control_app(
+            &clients,
+            tripline_aws::Settings {
+                msk,
+                ..settings.clone()
+            },
+            tripline_app::Config::default(),
+        );
+        async move {
+            let text = format!(
+                "id: consumer\ntriggers: [{{type: kafka, topics: [{topics}]}}]\nsteps: [{{id: a, type: transform, value: 1}}]\n"
+            );
+            match app
+                .deployments
+                .deploy_text(
+                    app.store.as_ref(),
+                    &text,
+                    tripline_core::validate::Format::Yaml,
+                    None,
+                    app.clock.now(),
+                )
+                .await
+            {
+                Ok(_) => None,
+                Err(tripline_app::deploy::DeployError::Invalid(p)) => {
+                    assert_eq!(p[0].path, "triggers[0].topics");
+                    Some(p[0].message.clone())
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let no_cluster = deploy(
+        tripline_aws::msk::MskSettings {
+            cluster_arn: None,
+            topics: vec![],
+        },
+        "orders",
+    )
+    .await;
+    assert!(
+        no_cluster
+            .as_deref()
+            .unwrap_or_default()
+            .contains("MskClusterArn"),
+        "{no_cluster:?}"
+    );
+    let msk = tripline_aws::msk::MskSettings {
+        cluster_arn: Some(arn.clone()),
+        topics: vec!["orders".into()],
+    };
+    let other_topic = deploy(msk.clone(), "orders, refunds").await;
+    assert!(
+        other_topic
+            .as_deref()
+            .unwrap_or_default()
+            .contains("refunds are not among those the MSK event source consumes (orders)"),
+        "{other_topic:?}"
+    );
+    let creating = deploy(msk.clone(), "orders").await;
+    assert!(
+        creating
+            .as_deref()
+            .unwrap_or_default()
+            .contains("is CREATING, not ACTIVE"),
+        "{creating:?}"
+    );
+    let gone = format!("{}0", &arn[..arn.len() - 1]);
+    let unknown = deploy(
+        tripline_aws::msk::MskSettings {
+            cluster_arn: Some(gone.clone()),
+            ..msk.clone()
+        },
+        "orders",
+    )
+    .await;
+    assert!(
+        unknown
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&format!("the MSK cluster {gone} does not exist")),
+        "{unknown:?}"
+    );
+    let store = tripline_aws::DynamoStore::new(&clients, settings.clone());
+    use tripline_app::ports::Store as _;
+    assert!(
+        store
+            .workflow("consumer", None)
+            .await
+            .expect("read")
+            .is_none(),
+        "nothing deployed while the deploy was refused"
+    );
+    let ok = deploy(
+        tripline_aws::msk::MskSettings {
+            cluster_arn: Some(active),
+            topics: vec!["orders".into(), "refunds".into()],
+        },
+        "orders, refunds",
+    )
+    .await;
+    assert_eq!(
+        ok, None,
+        "an ACTIVE cluster whose event source consumes both topics"
+    );
+    assert!(
+        store
+            .workflow("consumer", None)
+            .await
+            .expect("read")
+            .is_some(),
+        "deployed"
+    );
+}

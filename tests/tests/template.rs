@@ -385,4 +385,14 @@ fn the_msk_consumer_exists_only_with_a_cluster_and_sends_failed_batches_to_a_que
     ] {
         assert!(granted.iter().any(|a| a == needed), "{needed}: {granted:?}");
     }
+    // The control API checks at deploy that the event source can deliver a kafka
+    // trigger's topics: it reads the cluster and knows the topics.
+    assert!(
+        actions(&t, "ControlApiFunction")
+            .iter()
+            .any(|a| a == "kafka:DescribeClusterV2")
+    );
+    let vars = &resource(&t, "ControlApiFunction")["Properties"]["Environment"]["Variables"];
+    assert!(!vars["TRIPLINE_MSK_CLUSTER_ARN"].is_badvalue());
+    assert!(!vars["TRIPLINE_MSK_TOPICS"].is_badvalue());
 }

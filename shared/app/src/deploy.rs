@@ -33,6 +33,7 @@ pub struct Deployments {
     revisions: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
     seen: Mutex<Seen>,
     schedules: std::sync::OnceLock<Arc<dyn Schedules>>,
+    kafka: std::sync::OnceLock<Arc<dyn crate::kafka::KafkaSource>>,
 }
 
 /// What this process last saw of the deploys made elsewhere.
@@ -113,6 +114,10 @@ fn cron_triggers(wf: &Workflow) -> Vec<&CronTrigger> {
 impl Deployments {
     pub fn set_schedules(&self, schedules: Arc<dyn Schedules>) {
         let _ = self.schedules.set(schedules);
+    }
+
+    pub fn set_kafka_source(&self, source: Arc<dyn crate::kafka::KafkaSource>) {
+        let _ = self.kafka.set(source);
     }
     pub fn hook(&self, token: &str) -> Option<Hook> {
         self.registry.read().ok()?.hooks.get(token).cloned()
@@ -356,6 +361,15 @@ impl Deployments {
                     && let Some(why) = schedules.refuse(c)
                 {
                     problems.push(problem(&format!("triggers[{i}].schedule"), why));
+                }
+            }
+        }
+        if let Some(source) = self.kafka.get() {
+            for (i, t) in wf.triggers.iter().enumerate() {
+                if let Trigger::Kafka(k) = t
+                    && let Some(why) = source.refuse(k).await?
+                {
+                    problems.push(problem(&format!("triggers[{i}].topics"), why));
                 }
             }
         }

@@ -24,6 +24,14 @@ use tripline_core::{Run, Timestamp, filter, template};
 use crate::App;
 use crate::ports::{Admission, InboxMessage, KafkaMeta, Outcome, StoreError, WorkflowRecord};
 
+/// Where the records of kafka triggers come from outside this process (AWS: the MSK event
+/// source of the template). A deploy asks it whether it can deliver a trigger's topics.
+#[async_trait::async_trait]
+pub trait KafkaSource: Send + Sync + 'static {
+    /// Why this shape cannot deliver the trigger's records, if it cannot.
+    async fn refuse(&self, trigger: &KafkaTrigger) -> Result<Option<String>, StoreError>;
+}
+
 /// One record as the consumer (or the MSK event) gives it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KafkaRecord {

@@ -116,6 +116,13 @@ impl App {
         self
     }
 
+    /// Where kafka triggers' records come from outside this process (AWS: MSK): a deploy
+    /// refuses a trigger it cannot deliver.
+    pub fn with_kafka_source(self, source: Arc<dyn kafka::KafkaSource>) -> Self {
+        self.deployments.set_kafka_source(source);
+        self
+    }
+
     /// A new run id: a ULID, so ids sort by time.
     ///
     /// Ids made within one millisecond still sort in the order they were made (a monotonic

@@ -12,6 +12,7 @@ use tripline_app::ports::{StoreError, SystemClock};
 use tripline_app::{App, Config};
 
 pub mod lambda;
+pub mod msk;
 pub mod provision;
 pub mod queue;
 pub mod schedules;
@@ -152,8 +153,10 @@ pub async fn control_app_from_env() -> Result<Arc<App>, BoxError> {
 /// The control API's use cases on the AWS adapters, with the cron schedules.
 pub fn build_control_app(clients: &Clients, settings: Settings, config: Config) -> Arc<App> {
     let cron = settings.cron.clone();
+    let msk = settings.msk.clone();
     let queue = SqsQueue::new(clients.sqs.clone(), settings.queue_url.clone());
     let app = new_app(clients, settings, config, queue);
+    let app = app.with_kafka_source(Arc::new(msk::MskSource::new(clients.kafka(), msk)));
     Arc::new(match cron {
         Some(cron) => app.with_schedules(Arc::new(schedules::EventBridgeSchedules::new(
             clients.scheduler(),

@@ -28,6 +28,9 @@ pub struct Settings {
     /// Where cron triggers' schedules go (the control API creates them at deploy). `None`:
     /// cron triggers cannot be deployed in this function.
     pub cron: Option<CronSettings>,
+    /// The MSK cluster and topics the template's event source consumes: a deploy refuses
+    /// kafka triggers it cannot deliver.
+    pub msk: crate::msk::MskSettings,
 }
 
 /// Cron triggers' recurring schedules: the group, the cron-tick function they invoke, the
@@ -114,6 +117,7 @@ impl Settings {
                 }
                 _ => None,
             },
+            msk: crate::msk::MskSettings::from_env(),
         })
     }
 
@@ -142,6 +146,10 @@ impl Settings {
                 role_arn: format!("arn:aws:iam::123456789012:role/{prefix}-cron"),
                 dead_letter_arn: None,
             }),
+            msk: crate::msk::MskSettings {
+                cluster_arn: None,
+                topics: Vec::new(),
+            },
         }
     }
 
@@ -163,6 +171,12 @@ impl Settings {
             if let Some(dlq) = &t.dead_letter_arn {
                 env.push(("TRIPLINE_TIMER_DEAD_LETTER_ARN", dlq.clone()));
             }
+        }
+        if let Some(arn) = &self.msk.cluster_arn {
+            env.push(("TRIPLINE_MSK_CLUSTER_ARN", arn.clone()));
+        }
+        if !self.msk.topics.is_empty() {
+            env.push(("TRIPLINE_MSK_TOPICS", self.msk.topics.join(",")));
         }
         if let Some(c) = &self.cron {
             env.push(("TRIPLINE_CRON_GROUP", c.group.clone()));
@@ -226,6 +240,15 @@ impl Clients {
             shared: shared.clone(),
             counter,
         }
+    }
+
+    /// An MSK client on the same configuration (only the control API checks clusters).
+    pub fn kafka(&self) -> aws_sdk_kafka::Client {
+        let mut b = aws_sdk_kafka::config::Builder::from(&self.shared);
+        if let Some(c) = self.counter.clone() {
+            b = b.interceptor(c);
+        }
+        aws_sdk_kafka::Client::from_conf(b.build())
     }
 
     /// An EventBridge Scheduler client on the same configuration. Built on demand: only the
