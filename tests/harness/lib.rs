@@ -493,15 +493,18 @@ async fn stub_handler(
 ) -> Response {
     let body_json = serde_json::from_slice(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    let headers_map: HashMap<String, String> = headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    // A header sent twice reads as both values joined, as HTTP folds them: a test sees it.
+    let mut headers_map: HashMap<String, String> = HashMap::new();
+    for (k, v) in &headers {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        headers_map
+            .entry(k.as_str().to_string())
+            .and_modify(|first| {
+                first.push_str(", ");
+                first.push_str(&v);
+            })
+            .or_insert(v);
+    }
     state.requests.lock().expect("lock").push(Recorded {
         method: method.to_string(),
         path: uri.path().to_string(),

@@ -222,3 +222,150 @@ async fn a_new_group_starts_where_its_policy_says() {
         app.stop().await;
     }
 }
+
+/// `examples/payment-events.yaml` as its comment says: captured payments post to the
+/// ledger in order per customer, with the record's coordinates as the idempotency key;
+/// the others are kept in the inbox as filtered.
+#[tokio::test]
+async fn the_payment_events_example_posts_captured_payments_in_order_per_customer() {
+    let stub = tripline_tests::Stub::start().await;
+    let client = ClientBuilder::new(vec![bootstrap()])
+        .build()
+        .await
+        .expect("the broker answers");
+    // The example's topic has a fixed name: another run on this broker may have made it.
+    let _ = client
+        .controller_client()
+        .expect("controller")
+        .create_topic("payments", 1, 1, 5_000)
+        .await;
+    let since = tripline_core::Timestamp::from_system_time(std::time::SystemTime::now());
+    let app = spawn_app(Opts {
+        folder: Some(tripline_tests::repo_root().join("examples")),
+        kafka: Some(options(&unique("group"), StartAt::Timestamp(since))),
+        config: tripline_app::Config {
+            outbound: tripline_app::outbound::OutboundPolicy {
+                allow_private_networks: true,
+                rewrites: vec![("https://httpbin.org".into(), stub.url.clone())],
+            },
+            ..tripline_app::Config::default()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let run = unique("p");
+    let records = [
+        (
+            "cust-1",
+            json!({"type": "captured", "payment": format!("{run}-1"), "amount": 10}),
+        ),
+        (
+            "cust-2",
+            json!({"type": "captured", "payment": format!("{run}-2"), "amount": 20}),
+        ),
+        (
+            "cust-1",
+            json!({"type": "refunded", "payment": format!("{run}-3"), "amount": 10}),
+        ),
+        (
+            "cust-1",
+            json!({"type": "captured", "payment": format!("{run}-4"), "amount": 0}),
+        ),
+        (
+            "cust-1",
+            json!({"type": "captured", "payment": format!("{run}-5"), "amount": 30}),
+        ),
+        (
+            "cust-2",
+            json!({"type": "captured", "payment": format!("{run}-6"), "amount": 40}),
+        ),
+        (
+            "cust-1",
+            json!({"type": "captured", "payment": format!("{run}-7"), "amount": 50}),
+        ),
+    ];
+    let pc = client
+        .partition_client("payments", 0, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition");
+    let batch: Vec<Record> = records
+        .iter()
+        .map(|(key, value)| Record {
+            key: Some(key.as_bytes().to_vec()),
+            value: Some(value.to_string().into_bytes()),
+            headers: Default::default(),
+            timestamp: chrono::Utc::now(),
+        })
+        .collect();
+    pc.produce(batch, Compression::NoCompression)
+        .await
+        .expect("produce");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let posts = loop {
+        let posts: Vec<_> = stub
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                r.body["payment"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with(&run))
+            })
+            .collect();
+        if posts.len() >= 5 {
+            break posts;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ledger posts: {}",
+            posts.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let of = |customer: &str| -> Vec<String> {
+        posts
+            .iter()
+            .filter(|r| r.body["customer"] == customer)
+            .map(|r| r.body["payment"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(
+        of("cust-1"),
+        vec![format!("{run}-1"), format!("{run}-5"), format!("{run}-7")],
+        "captured payments of a positive amount, in offset order"
+    );
+    assert_eq!(of("cust-2"), vec![format!("{run}-2"), format!("{run}-6")]);
+    for p in &posts {
+        assert_eq!(p.path, "/anything/ledger");
+        assert!(
+            p.headers
+                .get("idempotency-key")
+                .is_some_and(|k| k.starts_with("payments-0-")),
+            "{:?}",
+            p.headers
+        );
+        assert!(
+            p.body["amount"].as_i64().is_some_and(|a| a > 0),
+            "{}",
+            p.body
+        );
+    }
+
+    // The refund and the zero amount are kept, filtered, with the reason.
+    let (_, inbox) = app
+        .get("/v1/inbox?workflow=payment-events&outcome=filtered&limit=500")
+        .await;
+    let filtered: Vec<&Value> = inbox["items"]
+        .as_array()
+        .map(|v| v.iter().collect())
+        .unwrap_or_default();
+    let ours = |n: usize| {
+        filtered.iter().any(|m| {
+            m["body"]
+                .as_str()
+                .is_some_and(|b| b.contains(&format!("{run}-{n}\"")))
+        })
+    };
+    assert!(ours(3) && ours(4), "{inbox}");
+    app.stop().await;
+}

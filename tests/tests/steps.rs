@@ -84,6 +84,28 @@ async fn a_failing_step_is_retried_with_backoff_and_the_same_idempotency_key() {
 }
 
 #[tokio::test]
+async fn a_step_that_sets_its_own_idempotency_key_sends_only_that_one() {
+    let stub = Stub::start().await;
+    let app = spawn_app(Opts::default().workflow(
+        "w.yaml",
+        &workflow(
+            &stub,
+            "    headers: { Idempotency-Key: \"order-{{ trigger.body.n }}\" }",
+        ),
+    ))
+    .await;
+    let (status, _, body) = app
+        .post_json("/v1/workflows/steps/runs", &json!({"n": 7}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let run = app.wait_run(body["run_id"].as_str().expect("id")).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let reqs = stub.requests();
+    assert_eq!(reqs[0].headers["idempotency-key"], "order-7");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_error_is_not_retried_by_default() {
     let stub = Stub::start().await;
     stub.set_default(Reply::status(422));

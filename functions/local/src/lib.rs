@@ -150,6 +150,15 @@ impl Server {
             .kafka
             .clone()
             .map(|k| tokio::spawn(kafka::run(app.clone(), k, stopped.clone())));
+        if opts.kafka.is_none() {
+            let topics = app.kafka_topics();
+            if !topics.is_empty() {
+                tracing::warn!(
+                    topics = %topics.join(","),
+                    "kafka triggers are deployed but no Kafka cluster is configured, so they receive nothing; pass --kafka-bootstrap host:port"
+                );
+            }
+        }
         let router = app.router();
         let mut http_stopped = stopped;
         let http = tokio::spawn(async move {

@@ -172,7 +172,14 @@ impl Outbound {
         for (k, v) in &req.headers {
             builder = builder.header(k, v);
         }
-        builder = builder.header("idempotency-key", &req.idempotency_key);
+        // The step's own key, if it sets one, replaces the run's (not sent beside it).
+        if !req
+            .headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("idempotency-key"))
+        {
+            builder = builder.header("idempotency-key", &req.idempotency_key);
+        }
         match &req.body {
             None => {}
             Some(Value::String(s)) => {
