@@ -79,6 +79,7 @@ fn options(group: &str, start: StartAt) -> KafkaOptions {
         group: group.into(),
         start,
         sasl: None,
+        tls: None,
         refresh: Duration::from_millis(200),
     }
 }
@@ -368,4 +369,225 @@ async fn the_payment_events_example_posts_captured_payments_in_order_per_custome
     };
     assert!(ours(3) && ours(4), "{inbox}");
     app.stop().await;
+}
+
+/// A broker reached only over mutual TLS: a tansu of its own on a private port, advertising
+/// the port of a TLS-terminating proxy in front of it (tansu speaks plain TCP only). The
+/// proxy's certificate and the client's are signed by a CA made for the test.
+struct TlsBroker {
+    bootstrap: String,
+    dir: tempfile::TempDir,
+    broker: std::process::Child,
+    proxy: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsBroker {
+    fn drop(&mut self) {
+        let _ = self.broker.kill();
+        let _ = self.broker.wait();
+        self.proxy.abort();
+    }
+}
+
+impl TlsBroker {
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    async fn start() -> TlsBroker {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let tansu = std::env::var("TRIPLINE_TEST_TANSU").unwrap_or_else(|_| {
+            panic!("TRIPLINE_TEST_TANSU is not set: run `tests/run`, which installs tansu")
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_key = KeyPair::generate().expect("key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "tripline test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("CA");
+        let leaf = |name: &str| {
+            let key = KeyPair::generate().expect("key");
+            let cert = CertificateParams::new(vec![name.to_string()])
+                .expect("params")
+                .signed_by(&key, &ca, &ca_key)
+                .expect("signed");
+            (cert, key)
+        };
+        let (server_cert, server_key) = leaf("localhost");
+        let (client_cert, client_key) = leaf("tripline");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write");
+        std::fs::write(dir.path().join("client.pem"), client_cert.pem()).expect("write");
+        std::fs::write(dir.path().join("client.key"), client_key.serialize_pem()).expect("write");
+
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).expect("root");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.into(),
+            provider.clone(),
+        )
+        .build()
+        .expect("client verifier");
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![CertificateDer::from(server_cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+            )
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let front_port = front.local_addr().expect("addr").port();
+        let back_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let log = std::fs::File::create(dir.path().join("tansu.log")).expect("log");
+        let broker = std::process::Command::new(tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &format!("tcp://127.0.0.1:{back_port}"),
+                "--advertised-listener-url",
+                &format!("tcp://localhost:{front_port}"),
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        let proxy = tokio::spawn(async move {
+            while let Ok((socket, _)) = front.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client without a certificate of the CA fails here.
+                    let Ok(mut tls) = acceptor.accept(socket).await else {
+                        return;
+                    };
+                    if let Ok(mut back) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", back_port)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut back).await;
+                    }
+                });
+            }
+        });
+        let started = tokio::time::Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", back_port))
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the TLS test's broker did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        TlsBroker {
+            bootstrap: format!("localhost:{front_port}"),
+            dir,
+            broker,
+            proxy,
+        }
+    }
+}
+
+#[tokio::test]
+async fn records_are_consumed_over_mutual_tls() {
+    let broker = TlsBroker::start().await;
+    let (ca, cert, key) = (
+        broker.path("ca.pem"),
+        broker.path("client.pem"),
+        broker.path("client.key"),
+    );
+    let tls = tripline_local::kafka::tls_config(Some(&ca), Some((&cert, &key)))
+        .expect("the test CA and client certificate");
+    let client = ClientBuilder::new(vec![broker.bootstrap.clone()])
+        .tls_config(tls.clone())
+        .build()
+        .await
+        .expect("a producer over TLS");
+    let topic = unique("secure");
+    client
+        .controller_client()
+        .expect("controller")
+        .create_topic(&topic, 1, 1, 5_000)
+        .await
+        .expect("create topic");
+    produce(
+        &client,
+        &topic,
+        0,
+        &[
+            json!({"n": 1, "keep": true}),
+            json!({"n": 2, "keep": false}),
+            json!({"n": 3, "keep": true}),
+        ],
+    )
+    .await;
+    let app = spawn_app(Opts {
+        kafka: Some(KafkaOptions {
+            bootstrap: vec![broker.bootstrap.clone()],
+            group: unique("group"),
+            start: StartAt::Earliest,
+            sasl: None,
+            tls: Some(tls),
+            refresh: Duration::from_millis(200),
+        }),
+        ..Opts::default().workflow("s.yaml", &workflow(&topic))
+    })
+    .await;
+    let all = messages(&app, 3).await;
+    assert_eq!(all.len(), 3);
+    let started = all
+        .iter()
+        .filter(|m| m["outcome"]["kind"] == "started")
+        .count();
+    assert_eq!(started, 2, "{all:?}");
+    app.stop().await;
+
+    // Without the client certificate the proxy refuses the handshake (the client keeps
+    // trying, so it is given 3 s).
+    let no_cert = tripline_local::kafka::tls_config(Some(&ca), None).expect("config");
+    let refused = tokio::time::timeout(
+        Duration::from_secs(3),
+        ClientBuilder::new(vec![broker.bootstrap.clone()])
+            .tls_config(no_cert)
+            .build(),
+    )
+    .await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "a client without a certificate is refused"
+    );
+}
+
+#[test]
+fn bad_tls_files_are_named_in_the_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").expect("write");
+    let e = tripline_local::kafka::tls_config(Some(&empty), None)
+        .expect_err("no certificate in it")
+        .to_string();
+    assert!(e.contains("empty.pem holds no PEM certificate"), "{e}");
+    let missing = dir.path().join("missing.pem");
+    let e = format!(
+        "{:#}",
+        tripline_local::kafka::tls_config(Some(&missing), None).expect_err("missing")
+    );
+    assert!(
+        e.contains("cannot read the CA certificates of") && e.contains("missing.pem"),
+        "{e}"
+    );
 }

@@ -5,6 +5,7 @@
 //! reads them again, and the intake recognizes them.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,8 +48,76 @@ pub struct KafkaOptions {
     pub start: StartAt,
     /// SASL/PLAIN user name and password.
     pub sasl: Option<(String, String)>,
+    /// TLS to the brokers (see [`tls_config`]); plain TCP when `None`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// How often the deployed triggers' topics and their partitions are looked at again.
     pub refresh: Duration,
+}
+
+/// The TLS configuration of the connections to the brokers: the server certificates are
+/// checked against the public web roots (as AWS MSK's are) and, with `ca_file`, the
+/// certificates of that PEM file too (a private CA). With `client` (a PEM certificate chain
+/// and its PEM private key), the client authenticates with it (mutual TLS, as MSK offers).
+/// Errors name the file and what is wrong with it.
+pub fn tls_config(
+    ca_file: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use anyhow::Context as _;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("cannot read the CA certificates of {}", path.display()))?;
+        if certs.is_empty() {
+            anyhow::bail!(
+                "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            );
+        }
+        for cert in certs {
+            roots.add(cert).with_context(|| {
+                format!(
+                    "{} holds a certificate that is not a valid CA",
+                    path.display()
+                )
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("the TLS provider offers no protocol version")?
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .with_context(|| {
+                    format!("cannot read the client certificate of {}", cert.display())
+                })?;
+            if chain.is_empty() {
+                anyhow::bail!("{} holds no PEM certificate", cert.display());
+            }
+            let key_der = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("cannot read a PEM private key from {}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .with_context(|| {
+                    format!(
+                        "the client key {} does not go with the certificate {}",
+                        key.display(),
+                        cert.display()
+                    )
+                })?
+        }
+    };
+    Ok(Arc::new(config))
 }
 
 fn position_link(group: &str, topic: &str, partition: i32) -> String {
@@ -73,6 +142,9 @@ pub async fn run(app: Arc<App>, opts: KafkaOptions, mut stop: watch::Receiver<bo
                         user.clone(),
                         password.clone(),
                     )));
+                }
+                if let Some(tls) = &opts.tls {
+                    builder = builder.tls_config(tls.clone());
                 }
                 match builder.build().await {
                     Ok(c) => client = Some(Arc::new(c)),

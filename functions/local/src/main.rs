@@ -84,12 +84,62 @@ struct Serve {
     kafka_sasl_user: Option<String>,
     #[arg(long, env = "TRIPLINE_KAFKA_SASL_PASSWORD", hide_env_values = true)]
     kafka_sasl_password: Option<String>,
+    /// Connect to the brokers over TLS, checking their certificates against the public web
+    /// roots (and --kafka-tls-ca). Implied by the other --kafka-tls-* options.
+    #[arg(long, env = "TRIPLINE_KAFKA_TLS")]
+    kafka_tls: bool,
+    /// A PEM file of CA certificates the brokers' certificates may also chain to.
+    #[arg(long, env = "TRIPLINE_KAFKA_TLS_CA")]
+    kafka_tls_ca: Option<PathBuf>,
+    /// A PEM client certificate (chain) for mutual TLS, with --kafka-tls-key.
+    #[arg(long, env = "TRIPLINE_KAFKA_TLS_CERT")]
+    kafka_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --kafka-tls-cert.
+    #[arg(long, env = "TRIPLINE_KAFKA_TLS_KEY")]
+    kafka_tls_key: Option<PathBuf>,
     /// Steps executed at once.
     #[arg(long, default_value_t = 64)]
     workers: usize,
     /// Default wait of sync webhook replies, e.g. 25s.
     #[arg(long, default_value = "25s", value_parser = parse_duration)]
     sync_budget: Duration,
+}
+
+/// The Kafka consumer's options, or why they do not fit together. TLS files are read
+/// here, so a bad one stops the start with its name.
+fn kafka_options(s: &Serve) -> anyhow::Result<Option<tripline_local::kafka::KafkaOptions>> {
+    let tls_asked = s.kafka_tls || s.kafka_tls_ca.is_some() || s.kafka_tls_cert.is_some();
+    if s.kafka_bootstrap.is_empty() {
+        if tls_asked || s.kafka_sasl_user.is_some() {
+            anyhow::bail!(
+                "the --kafka-tls* and --kafka-sasl-* options need --kafka-bootstrap host:port"
+            );
+        }
+        return Ok(None);
+    }
+    let sasl = match (&s.kafka_sasl_user, &s.kafka_sasl_password) {
+        (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+        (None, None) => None,
+        _ => anyhow::bail!(
+            "SASL needs both --kafka-sasl-user and --kafka-sasl-password (or TRIPLINE_KAFKA_SASL_USER and TRIPLINE_KAFKA_SASL_PASSWORD)"
+        ),
+    };
+    let client = match (&s.kafka_tls_cert, &s.kafka_tls_key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        (None, None) => None,
+        _ => anyhow::bail!("mutual TLS needs both --kafka-tls-cert and --kafka-tls-key"),
+    };
+    let tls = tls_asked
+        .then(|| tripline_local::kafka::tls_config(s.kafka_tls_ca.as_deref(), client))
+        .transpose()?;
+    Ok(Some(tripline_local::kafka::KafkaOptions {
+        bootstrap: s.kafka_bootstrap.clone(),
+        group: s.kafka_group.clone(),
+        start: s.kafka_start,
+        sasl,
+        tls,
+        refresh: Duration::from_secs(5),
+    }))
 }
 
 fn parse_rewrite(s: &str) -> Result<(String, String), String> {
@@ -177,6 +227,13 @@ fn serve(s: Serve) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let kafka = match kafka_options(&s) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let opts = ServeOptions {
         workflows: s.workflows.or_else(|| {
             let examples = PathBuf::from("examples");
@@ -199,13 +256,7 @@ fn serve(s: Serve) -> ExitCode {
             },
             ..Config::default()
         },
-        kafka: (!s.kafka_bootstrap.is_empty()).then(|| tripline_local::kafka::KafkaOptions {
-            bootstrap: s.kafka_bootstrap,
-            group: s.kafka_group,
-            start: s.kafka_start,
-            sasl: s.kafka_sasl_user.zip(s.kafka_sasl_password),
-            refresh: Duration::from_secs(5),
-        }),
+        kafka,
     };
     runtime.block_on(async move {
         let server = match Server::start(opts).await {
