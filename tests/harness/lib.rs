@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -553,4 +553,59 @@ pub fn tripline_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// A `tripline serve` process (the real binary), killed when dropped.
+pub struct ServeProc {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`, as the server printed it.
+    pub base: String,
+}
+
+impl ServeProc {
+    /// Starts `tripline serve --listen 127.0.0.1:0 --allow-private-network --workflows W
+    /// --data D` with `extra` arguments, and reads the address it printed.
+    pub fn start(workflows: &Path, data: &Path, extra: &[&str]) -> ServeProc {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(tripline_bin())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--allow-private-network",
+            ])
+            .args(extra)
+            .arg("--workflows")
+            .arg(workflows)
+            .arg("--data")
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start tripline");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("a line").expect("read");
+        let base = first
+            .strip_prefix("tripline listening on ")
+            .expect("banner")
+            .trim()
+            .to_string();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        ServeProc { child, base }
+    }
+
+    /// SIGKILL: nothing is flushed or stopped gracefully.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServeProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }

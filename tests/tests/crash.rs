@@ -4,9 +4,8 @@
 //! idempotency key (a repeated call only ever with the same key).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,47 +13,14 @@ use serde_json::json;
 use tokio::sync::Mutex;
 use tripline_tests::*;
 
-struct Proc {
-    child: Child,
-    base: String,
-}
+type Proc = ServeProc;
 
-/// Starts `tripline serve` on port 0 and reads the address it printed.
 fn serve(workflows: &Path, data: &Path) -> Proc {
-    let mut child = Command::new(tripline_bin())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--allow-private-network",
-            "--workers",
-            "32",
-        ])
-        .arg("--workflows")
-        .arg(workflows)
-        .arg("--data")
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start tripline");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("a line").expect("read");
-    let base = first
-        .strip_prefix("tripline listening on ")
-        .expect("banner")
-        .trim()
-        .to_string();
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Proc { child, base }
+    ServeProc::start(workflows, data, &["--workers", "32"])
 }
 
 fn kill9(p: &mut Proc) {
-    let _ = p.child.kill(); // SIGKILL
-    let _ = p.child.wait();
+    p.kill9();
 }
 
 fn sigterm(p: &mut Proc) -> std::process::ExitStatus {
