@@ -1,7 +1,7 @@
 //! Every example in `examples/` validates and does what its comment says.
 
 use axum::http::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 use tripline_app::Config;
 use tripline_app::outbound::OutboundPolicy;
 use tripline_tests::*;
@@ -70,6 +70,8 @@ async fn orders_runs_created_orders_and_filters_the_rest() {
         run["final_output"],
         json!({"order": {"order_id": "A-1", "items": 2, "total": 6.0}, "accepted": true})
     );
+    let accepted = run;
+    let mut refused = Value::Null;
 
     let empty = json!({"event": "order.created", "order": {"id": "A-2", "items": []}});
     let (_, _, body) = app
@@ -78,6 +80,7 @@ async fn orders_runs_created_orders_and_filters_the_rest() {
     let run = app.wait_run(body["run_id"].as_str().expect("id")).await;
     assert_eq!(run["status"], "failed");
     assert_eq!(run["error"], "order A-2 has no items");
+    refused = run;
 
     let (status, _, _) = app
         .post_json(
@@ -86,6 +89,26 @@ async fn orders_runs_created_orders_and_filters_the_rest() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+
+    // examples/order-receipt.yaml follows each order run, succeeded or failed.
+    for (order, want) in [
+        (
+            &accepted,
+            json!({"outcome": "succeeded", "order_id": "A-1", "total": 6.0, "reason": null}),
+        ),
+        (
+            &refused,
+            json!({"outcome": "failed", "order_id": null, "total": 0, "reason": "order A-2 has no items"}),
+        ),
+    ] {
+        let children = order["children"].as_array().cloned().unwrap_or_default();
+        assert_eq!(children.len(), 1, "{order}");
+        let receipt = app.wait_run(children[0].as_str().expect("id")).await;
+        assert_eq!(receipt["workflow"], "order-receipt");
+        let mut want = want;
+        want["order_run"] = order["id"].clone();
+        assert_eq!(receipt["final_output"], want, "{receipt}");
+    }
 }
 
 #[tokio::test]

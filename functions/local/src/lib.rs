@@ -210,6 +210,17 @@ impl Server {
                         "  POST    http://{}/v1/workflows/{}/runs  ({} / manual)",
                         self.addr, rec.id, rec.id
                     )),
+                    Trigger::Flow(f) => lines.push(format!(
+                        "  FLOW    after {} {}  ({} / {}{})",
+                        f.workflow,
+                        f.on.iter()
+                            .map(|o| o.as_str())
+                            .collect::<Vec<_>>()
+                            .join("|"),
+                        rec.id,
+                        f.id,
+                        if f.for_each { ", for each item" } else { "" }
+                    )),
                     Trigger::Kafka(k) => lines.push(format!(
                         "  KAFKA   {}  ({} / {})",
                         k.topics.join(", "),

@@ -95,6 +95,13 @@ fn hooks_of(rec: &WorkflowRecord) -> Vec<Value> {
                 "type": "manual",
                 "url": format!("/v1/workflows/{}/runs", rec.id),
             }),
+            Trigger::Flow(f) => json!({
+                "trigger": f.id,
+                "type": "flow",
+                "workflow": f.workflow,
+                "on": f.on,
+                "for_each": f.for_each,
+            }),
             Trigger::Kafka(k) => json!({
                 "trigger": k.id,
                 "type": "kafka",

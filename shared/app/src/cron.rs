@@ -63,11 +63,7 @@ pub fn tick_id(workflow: &str, trigger: &str, scheduled: Timestamp) -> String {
     h.update(trigger.as_bytes());
     h.update([0]);
     h.update(scheduled.millis().to_be_bytes());
-    let digest = h.finalize();
-    let mut random = [0u8; 16];
-    random[6..].copy_from_slice(&digest[..10]);
-    let ms = u64::try_from(scheduled.millis()).unwrap_or(0);
-    ulid::Ulid::from_parts(ms, u128::from_be_bytes(random)).to_string()
+    crate::derived_ulid(scheduled.millis(), &h.finalize())
 }
 
 fn fired_marker(workflow: &str, trigger: &str) -> String {

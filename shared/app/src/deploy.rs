@@ -364,6 +364,21 @@ impl Deployments {
                 }
             }
         }
+        let deployed = self.all();
+        for (i, t) in wf.triggers.iter().enumerate() {
+            if let Trigger::Flow(f) = t
+                && let Some(cycle) =
+                    crate::flow::flow_cycle(deployed.iter().map(|r| &r.definition), &wf, f)
+            {
+                problems.push(problem(
+                    &format!("triggers[{i}].workflow"),
+                    format!(
+                        "this flow trigger closes a loop ({}): each run's end would start the next for ever; remove one of the flow triggers on the way",
+                        cycle.join(" → ")
+                    ),
+                ));
+            }
+        }
         if let Some(source) = self.kafka.get() {
             for (i, t) in wf.triggers.iter().enumerate() {
                 if let Trigger::Kafka(k) = t

@@ -296,6 +296,9 @@ impl App {
                         // step again and saves the state again, never loses it.
                         self.save_next_state(&mut run).await?;
                     }
+                    // Likewise: the runs its end starts are admitted (with ids of their
+                    // own that a second admission recognizes) before the end is written.
+                    self.start_flows(&mut run).await?;
                     let Some(saved) = self.save(&run).await? else {
                         return Err(ExecError::Lost(Progress::of(&stored)));
                     };
@@ -374,7 +377,9 @@ impl App {
         if matches!(run.trigger.kind.as_str(), "cron" | "kafka") {
             self.wake_successor(run).await;
         }
-        if let Some(parent) = &run.parent {
+        // A parent waits for a run its step started; one that started runs by ending
+        // (flow triggers) has nothing to be woken for.
+        if let Some(parent) = run.parent.as_ref().filter(|p| p.flow.is_none()) {
             let item = WorkItem {
                 run_id: parent.run_id.clone(),
             };
@@ -465,6 +470,7 @@ impl App {
             run_id: parent.id.clone(),
             workflow: parent.workflow.clone(),
             step: step.to_string(),
+            flow: None,
         });
         let message = InboxMessage {
             id: message_id,
@@ -573,9 +579,12 @@ impl App {
     ) -> Result<Option<Run>, ExecError> {
         let wf = self.revision_of(&run).await?;
         let before = run.clone();
-        let (run, effects) = engine::apply(&wf, run, event, self.clock.now());
+        let (mut run, effects) = engine::apply(&wf, run, event, self.clock.now());
         if run == before {
             return Ok(Some(run));
+        }
+        if run.status.is_terminal() && !before.status.is_terminal() {
+            self.start_flows(&mut run).await?;
         }
         let Some(saved) = self.save(&run).await? else {
             return Ok(None);

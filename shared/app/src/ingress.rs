@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 use tracing::Instrument;
 use tripline_core::definition::{ResponseMode, WebhookAuth};
 use tripline_core::run::TriggerRef;
-use tripline_core::{Run, RunStatus, engine, filter, template};
+use tripline_core::{Run, RunStatus, engine, template};
 
 use crate::deploy::Hook;
 use crate::ports::{Admission, Admitted, InboxMessage, Outcome};
@@ -457,19 +457,11 @@ async fn wait_for(
 
 /// `None` when the message matches; else why not.
 pub fn filtered(hook: &Hook, input: &Value) -> Option<String> {
-    if let Some(f) = &hook.trigger.filter
-        && let Err(m) = filter::check(input, f, "")
-    {
-        return Some(m.to_string());
-    }
-    if let Some(cond) = &hook.trigger.condition {
-        match template::eval_condition(cond, &json!({ "trigger": input })) {
-            Ok(true) => {}
-            Ok(false) => return Some(format!("condition `{cond}` is false")),
-            Err(e) => return Some(format!("condition `{cond}` could not be evaluated: {e}")),
-        }
-    }
-    None
+    crate::unmet(
+        hook.trigger.filter.as_ref(),
+        hook.trigger.condition.as_deref(),
+        input,
+    )
 }
 
 async fn reject(

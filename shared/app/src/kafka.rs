@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use sha2::Digest;
 use tripline_core::definition::{KafkaOrdering, KafkaTrigger, Trigger};
 use tripline_core::run::TriggerRef;
-use tripline_core::{Run, Timestamp, filter, template};
+use tripline_core::{Run, Timestamp};
 
 use crate::App;
 use crate::ports::{Admission, InboxMessage, KafkaMeta, Outcome, StoreError, WorkflowRecord};
@@ -66,11 +66,7 @@ pub fn record_id(r: &KafkaRecord, workflow: &str) -> String {
     }
     h.update(r.partition.to_be_bytes());
     h.update(r.offset.to_be_bytes());
-    let digest = h.finalize();
-    let mut random = [0u8; 16];
-    random[6..].copy_from_slice(&digest[..10]);
-    let time = u64::try_from(r.timestamp.millis()).unwrap_or(0);
-    ulid::Ulid::from_parts(time, u128::from_be_bytes(random)).to_string()
+    crate::derived_ulid(r.timestamp.millis(), &h.finalize())
 }
 
 /// The link to the last run of a key (`ordering: key`).
@@ -175,29 +171,8 @@ pub fn matching<'a>(
 }
 
 fn mismatch(trigger: &KafkaTrigger, input: &Value) -> Option<String> {
-    if let Some(f) = &trigger.filter
-        && let Err(m) = filter::check(input, f, "")
-    {
-        return Some(format!("trigger `{}`: {m}", trigger.id));
-    }
-    if let Some(cond) = &trigger.condition {
-        match template::eval_condition(cond, &json!({ "trigger": input })) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Some(format!(
-                    "trigger `{}`: condition `{cond}` is false",
-                    trigger.id
-                ));
-            }
-            Err(e) => {
-                return Some(format!(
-                    "trigger `{}`: condition `{cond}` could not be evaluated: {e}",
-                    trigger.id
-                ));
-            }
-        }
-    }
-    None
+    crate::unmet(trigger.filter.as_ref(), trigger.condition.as_deref(), input)
+        .map(|why| format!("trigger `{}`: {why}", trigger.id))
 }
 
 impl App {

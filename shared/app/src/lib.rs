@@ -13,6 +13,7 @@ pub mod control;
 pub mod cron;
 pub mod deploy;
 pub mod executor;
+pub mod flow;
 pub mod ingress;
 pub mod kafka;
 pub mod outbound;
@@ -87,6 +88,39 @@ pub struct App {
     /// Wakes the local scheduler (a deploy, a moved manual clock).
     pub cron_wake: tokio::sync::Notify,
     ids: std::sync::Mutex<ulid::Generator>,
+}
+
+/// `None` when a trigger's input passes its `filter` and `condition`; else why not.
+pub fn unmet(
+    filter: Option<&serde_json::Value>,
+    condition: Option<&str>,
+    input: &serde_json::Value,
+) -> Option<String> {
+    if let Some(f) = filter
+        && let Err(m) = tripline_core::filter::check(input, f, "")
+    {
+        return Some(m.to_string());
+    }
+    if let Some(cond) = condition {
+        match tripline_core::template::eval_condition(
+            cond,
+            &serde_json::json!({ "trigger": input }),
+        ) {
+            Ok(true) => {}
+            Ok(false) => return Some(format!("condition `{cond}` is false")),
+            Err(e) => return Some(format!("condition `{cond}` could not be evaluated: {e}")),
+        }
+    }
+    None
+}
+
+/// A ULID of time `ms` whose random part is the first 80 bits of `digest`: the id of
+/// something that must be the same each time it is derived (a cron tick, a Kafka record's
+/// run, a flow run).
+pub(crate) fn derived_ulid(ms: i64, digest: &[u8]) -> String {
+    let mut random = [0u8; 16];
+    random[6..].copy_from_slice(&digest[..10]);
+    ulid::Ulid::from_parts(u64::try_from(ms).unwrap_or(0), u128::from_be_bytes(random)).to_string()
 }
 
 impl App {

@@ -100,6 +100,7 @@ pub enum Trigger {
     Manual(ManualTrigger),
     Cron(CronTrigger),
     Kafka(KafkaTrigger),
+    Flow(FlowTrigger),
 }
 
 impl Trigger {
@@ -109,6 +110,7 @@ impl Trigger {
             Trigger::Manual(t) => &t.id,
             Trigger::Cron(t) => &t.id,
             Trigger::Kafka(t) => &t.id,
+            Trigger::Flow(t) => &t.id,
         }
     }
 }
@@ -160,6 +162,61 @@ pub struct KafkaTrigger {
     /// A template expression over `trigger` that must be true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
+}
+
+/// Starts a run when a run of another workflow ends with one of the statuses in `on`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FlowTrigger {
+    /// Names the trigger within the workflow; defaults to `flow`.
+    #[serde(default = "default_flow_id")]
+    pub id: String,
+    /// The workflow whose runs' ends start this one.
+    pub workflow: String,
+    /// Which ends start a run; default `[succeeded]`.
+    #[serde(default = "default_flow_on")]
+    pub on: Vec<FlowOn>,
+    /// When the ended run's output is an array, start one run per item (`trigger.body` is
+    /// the item, `trigger.index` its position).
+    #[serde(default)]
+    pub for_each: bool,
+    /// JSON containment filter over the trigger input (`body`, `status`, `error`,
+    /// `parent`, `index`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
+    /// A template expression over `trigger` that must be true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+}
+
+/// The end of a run that a flow trigger reacts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowOn {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+impl FlowOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowOn::Succeeded => "succeeded",
+            FlowOn::Failed => "failed",
+            FlowOn::TimedOut => "timed_out",
+            FlowOn::Cancelled => "cancelled",
+        }
+    }
+    pub fn of(status: crate::run::RunStatus) -> Option<FlowOn> {
+        use crate::run::RunStatus as S;
+        match status {
+            S::Succeeded => Some(FlowOn::Succeeded),
+            S::Failed => Some(FlowOn::Failed),
+            S::TimedOut => Some(FlowOn::TimedOut),
+            S::Cancelled => Some(FlowOn::Cancelled),
+            S::Queued | S::Running | S::Waiting => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -250,6 +307,12 @@ fn default_cron_id() -> String {
 }
 fn default_kafka_id() -> String {
     "kafka".into()
+}
+fn default_flow_id() -> String {
+    "flow".into()
+}
+fn default_flow_on() -> Vec<FlowOn> {
+    vec![FlowOn::Succeeded]
 }
 fn default_methods() -> Vec<HttpMethod> {
     vec![HttpMethod::Post]

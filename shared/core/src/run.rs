@@ -149,12 +149,16 @@ pub struct CallbackAttempt {
     pub at: Timestamp,
 }
 
-/// The run that started this one with a `trigger_workflow` step.
+/// The run that started this one: with a `trigger_workflow` step (`step`), or by ending,
+/// through this workflow's flow trigger (`flow`, the trigger's id).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ParentRef {
     pub run_id: String,
     pub workflow: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub step: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -206,10 +210,10 @@ pub struct Run {
     /// Secrets of single-use URLs already used or expired: a second use answers 410.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub used_tokens: Vec<String>,
-    /// The run whose `trigger_workflow` step started this one.
+    /// The run whose `trigger_workflow` step, or whose end (flow trigger), started this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRef>,
-    /// Runs started by this run's `trigger_workflow` steps.
+    /// Runs started by this run's `trigger_workflow` steps and by its end (flow triggers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<String>,
     /// Deliveries of the `on_success` / `on_failure` callback.

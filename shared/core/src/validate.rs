@@ -361,7 +361,7 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "state",
 ];
 const CALLBACK_FIELDS: &[&str] = &["url", "headers", "retry", "timeout"];
-const TRIGGER_TYPES: &[&str] = &["webhook", "manual", "cron", "kafka"];
+const TRIGGER_TYPES: &[&str] = &["webhook", "manual", "cron", "kafka", "flow"];
 const KAFKA_FIELDS: &[&str] = &["type", "id", "topics", "ordering", "filter", "condition"];
 const CRON_FIELDS: &[&str] = &["type", "id", "schedule", "timezone", "overlap", "catch_up"];
 const WEBHOOK_FIELDS: &[&str] = &[
@@ -377,6 +377,15 @@ const WEBHOOK_FIELDS: &[&str] = &[
     "condition",
 ];
 const MANUAL_FIELDS: &[&str] = &["type", "id"];
+const FLOW_FIELDS: &[&str] = &[
+    "type",
+    "id",
+    "workflow",
+    "on",
+    "for_each",
+    "filter",
+    "condition",
+];
 const AUTH_TYPES: &[&str] = &["none", "api_key", "basic"];
 const REPLY_FIELDS: &[&str] = &["status", "headers", "body"];
 const STEP_TYPES: &[&str] = &[
@@ -492,6 +501,7 @@ fn check_trigger_shape(c: &mut Collector, v: &Value, path: &str) -> bool {
         }
         Some("cron") => unknown_fields(c, v, path, CRON_FIELDS, "cron trigger"),
         Some("kafka") => unknown_fields(c, v, path, KAFKA_FIELDS, "kafka trigger"),
+        Some("flow") => unknown_fields(c, v, path, FLOW_FIELDS, "flow trigger"),
         Some(_) => unknown_fields(c, v, path, MANUAL_FIELDS, "manual trigger"),
         None => known = false,
     }
@@ -729,6 +739,24 @@ fn check_triggers(c: &mut Collector, triggers: &[(String, Trigger)]) {
                 }
             }
             if let Some(cond) = &k.condition {
+                check_expression(c, cond, &join(path, "condition"), &trigger_scope);
+            }
+            continue;
+        }
+        if let Trigger::Flow(f) = t {
+            if !valid_workflow_id(&f.workflow) {
+                c.at(
+                    &join(path, "workflow"),
+                    format!("`{}` is not a workflow id", f.workflow),
+                );
+            }
+            if f.on.is_empty() {
+                c.at(
+                    &join(path, "on"),
+                    "`on` must name at least one of succeeded, failed, timed_out, cancelled",
+                );
+            }
+            if let Some(cond) = &f.condition {
                 check_expression(c, cond, &join(path, "condition"), &trigger_scope);
             }
             continue;
@@ -1239,6 +1267,40 @@ state: { cursor: "{{ output }}" }
             ps[0].message.contains("`approval` is not available"),
             "{ps:#?}"
         );
+    }
+
+    #[test]
+    fn flow_triggers_are_checked() {
+        let text = r#"id: x
+triggers:
+  - { type: flow, workflow: "not an id", on: [] }
+  - { type: flow, id: b, workflow: y, condition: "steps.a.x", after: z }
+steps: [{id: a, type: transform, value: 1}]
+"#;
+        let ps = load(text, Format::Yaml).expect_err("invalid");
+        let text = format!("{ps:#?}");
+        assert!(text.contains("triggers[0].workflow"), "{text}");
+        assert!(text.contains("`not an id` is not a workflow id"), "{text}");
+        assert!(text.contains("triggers[0].on"), "{text}");
+        assert!(text.contains("triggers[1].condition"), "{text}");
+        assert!(text.contains("triggers[1].after"), "{text}");
+        let ps = load(
+            "id: x\ntriggers: [{type: flow, workflow: y, on: [done]}]\nsteps: [{id: a, type: transform, value: 1}]\n",
+            Format::Yaml,
+        )
+        .expect_err("unknown status");
+        assert!(format!("{ps:#?}").contains("done"), "{ps:#?}");
+        let wf = load(
+            "id: x\ntriggers: [{type: flow, workflow: y}]\nsteps: [{id: a, type: transform, value: '{{ trigger.body }}'}]\n",
+            Format::Yaml,
+        )
+        .expect("valid");
+        let Trigger::Flow(f) = &wf.triggers[0] else {
+            panic!("a flow trigger")
+        };
+        assert_eq!(f.id, "flow");
+        assert_eq!(f.on, vec![crate::definition::FlowOn::Succeeded]);
+        assert!(!f.for_each);
     }
 
     #[test]
