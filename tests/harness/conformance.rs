@@ -558,6 +558,36 @@ pub async fn runs_still_queued_are_found_by_admission_time(p: Ports) {
     assert_eq!(listed.items.len(), 3, "markers are not listed as runs");
 }
 
+pub async fn context_patches_of_different_keys_made_at_once_all_stay(p: Ports) {
+    use std::collections::BTreeMap;
+    assert!(p.store.context("wf").await.expect("read").is_empty());
+    let patches = (0..16).map(|i| {
+        let store = p.store.clone();
+        async move {
+            let mut change = BTreeMap::new();
+            change.insert(format!("k{i}"), Some(format!("v{i}")));
+            store.patch_context("wf", &change).await.expect("patch");
+        }
+    });
+    futures::future::join_all(patches).await;
+    let got = p.store.context("wf").await.expect("read");
+    assert_eq!(got.len(), 16, "{got:?}");
+    assert_eq!(got["k7"], "v7");
+    let mut change = BTreeMap::new();
+    change.insert("k1".to_string(), None);
+    change.insert("k2".to_string(), Some("two".to_string()));
+    change.insert("never".to_string(), None);
+    p.store.patch_context("wf", &change).await.expect("patch");
+    let got = p.store.context("wf").await.expect("read");
+    assert_eq!(got.len(), 15);
+    assert!(!got.contains_key("k1"));
+    assert_eq!(got["k2"], "two");
+    assert!(
+        p.store.context("other").await.expect("read").is_empty(),
+        "one store per workflow"
+    );
+}
+
 /// Every check, by name, for adapters to run with a fresh `Ports` each.
 #[macro_export]
 macro_rules! conformance_suite {
@@ -575,7 +605,8 @@ macro_rules! conformance_suite {
                 an_inbox_message_keeps_its_raw_bytes,
                 revisions_are_consecutive_and_conditional,
                 large_payloads_round_trip,
-                runs_still_queued_are_found_by_admission_time
+                runs_still_queued_are_found_by_admission_time,
+                context_patches_of_different_keys_made_at_once_all_stay
             );
         }
     };

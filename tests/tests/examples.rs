@@ -1,7 +1,7 @@
 //! Every example in `examples/` validates and does what its comment says.
 
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use tripline_app::Config;
 use tripline_app::outbound::OutboundPolicy;
 use tripline_tests::*;
@@ -71,7 +71,6 @@ async fn orders_runs_created_orders_and_filters_the_rest() {
         json!({"order": {"order_id": "A-1", "items": 2, "total": 6.0}, "accepted": true})
     );
     let accepted = run;
-    let mut refused = Value::Null;
 
     let empty = json!({"event": "order.created", "order": {"id": "A-2", "items": []}});
     let (_, _, body) = app
@@ -80,7 +79,7 @@ async fn orders_runs_created_orders_and_filters_the_rest() {
     let run = app.wait_run(body["run_id"].as_str().expect("id")).await;
     assert_eq!(run["status"], "failed");
     assert_eq!(run["error"], "order A-2 has no items");
-    refused = run;
+    let refused = run;
 
     let (status, _, _) = app
         .post_json(

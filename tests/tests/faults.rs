@@ -104,6 +104,19 @@ impl Store for FaultyStore {
     ) -> Result<SavedState, StoreError> {
         self.inner.save_state(workflow, state).await
     }
+    async fn context(
+        &self,
+        workflow: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        self.inner.context(workflow).await
+    }
+    async fn patch_context(
+        &self,
+        workflow: &str,
+        changes: &std::collections::BTreeMap<String, Option<String>>,
+    ) -> Result<(), StoreError> {
+        self.inner.patch_context(workflow, changes).await
+    }
 }
 
 const WORKFLOW: &str = r#"

@@ -36,6 +36,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/workflows/{id}/runs", post(start_run))
         .route("/v1/workflows/{id}/ticks", get(list_ticks))
         .route("/v1/workflows/{id}/state", get(get_state).put(put_state))
+        .route(
+            "/v1/workflows/{id}/context",
+            get(get_context).patch(patch_context),
+        )
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
@@ -788,6 +792,74 @@ async fn put_state(State(app): State<Arc<App>>, Path(id): Path<String>, body: By
         "conflict",
         "the state kept changing; try again",
     )
+}
+
+/// `GET /v1/workflows/{id}/context`: the workflow's context store.
+async fn get_context(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    match app.store.workflow(&id, None).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found("workflow", &id),
+        Err(e) => return unavailable(&e),
+    }
+    match app.store.context(&id).await {
+        Ok(c) => Json(json!({"workflow": id, "context": c})).into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// `PATCH /v1/workflows/{id}/context`: a JSON object of keys to string values (`null`
+/// deletes the key); the keys not named keep their values, whoever writes them meanwhile.
+async fn patch_context(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    match app.store.workflow(&id, None).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found("workflow", &id),
+        Err(e) => return unavailable(&e),
+    }
+    let bad = |msg: String| error_response(StatusCode::BAD_REQUEST, "invalid_context", msg);
+    let changes: serde_json::Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return bad("the body must be a JSON object of keys to strings (null deletes a key), e.g. {\"cursor\": \"42\", \"old\": null}".into()),
+        Err(e) => return bad(format!("the body must be JSON: {e}")),
+    };
+    let mut patch = std::collections::BTreeMap::new();
+    for (k, v) in changes {
+        if let Err(why) = tripline_core::validate::valid_context_key(&k) {
+            return bad(why);
+        }
+        let v = match v {
+            Value::Null => None,
+            Value::String(s) if s.len() <= tripline_core::engine::CONTEXT_VALUE_LIMIT => Some(s),
+            Value::String(s) => {
+                return error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "context_value_too_large",
+                    format!(
+                        "the value of `{k}` is {} bytes, over the limit of {}; nothing was changed",
+                        s.len(),
+                        tripline_core::engine::CONTEXT_VALUE_LIMIT
+                    ),
+                );
+            }
+            other => {
+                return bad(format!(
+                    "the value of `{k}` is {other}, not a string: the context store keeps strings (write \"{}\" for a number, null to delete)",
+                    other.to_string().replace('"', "\\\"")
+                ));
+            }
+        };
+        patch.insert(k, v);
+    }
+    if let Err(e) = app.store.patch_context(&id, &patch).await {
+        return unavailable(&e);
+    }
+    match app.store.context(&id).await {
+        Ok(c) => Json(json!({"workflow": id, "context": c})).into_response(),
+        Err(e) => unavailable(&e),
+    }
 }
 
 /// `POST /v1/inbox/{id}/reprocess`: the message matched again against its workflow's

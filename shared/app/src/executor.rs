@@ -169,7 +169,7 @@ impl App {
         run_id: &str,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(), ExecError> {
-        let Some(run) = self.store.run(run_id).await? else {
+        let Some(mut run) = self.store.run(run_id).await? else {
             tracing::warn!(run_id, "work item for an unknown run dropped");
             return Ok(());
         };
@@ -177,6 +177,7 @@ impl App {
             return Ok(());
         }
         let wf = self.revision_of(&run).await?;
+        self.load_store(&wf, &mut run).await?;
         let event = self.event_for(&run).await?;
         let mut stored = run.clone();
         let run = if run.status == RunStatus::Queued
@@ -574,10 +575,11 @@ impl App {
     /// write lost: the caller reads the run again and decides anew.
     pub async fn apply_from_outside(
         &self,
-        run: Run,
+        mut run: Run,
         event: Event,
     ) -> Result<Option<Run>, ExecError> {
         let wf = self.revision_of(&run).await?;
+        self.load_store(&wf, &mut run).await?;
         let before = run.clone();
         let (mut run, effects) = engine::apply(&wf, run, event, self.clock.now());
         if run == before {
@@ -601,11 +603,31 @@ impl App {
         Ok(Some(saved))
     }
 
+    /// Gives the run the workflow's context store (`store` in templates) when the workflow
+    /// uses it: one read.
+    pub(crate) async fn load_store(&self, wf: &Workflow, run: &mut Run) -> Result<(), StoreError> {
+        if run.store.is_none() && wf.uses_store() {
+            run.store = Some(self.store.context(&run.workflow).await?);
+        }
+        Ok(())
+    }
+
     /// Writes the run; `None` when the conditional write lost (another delivery of the same
     /// run moved it on, so this result is dropped).
     async fn save(&self, run: &Run) -> Result<Option<Run>, ExecError> {
+        // The steps' context-store writes go first: a crash before the run is written
+        // runs the step again and writes them again; they are never lost.
+        if !run.store_writes.is_empty() {
+            self.store
+                .patch_context(&run.workflow, &run.store_writes)
+                .await?;
+        }
         match self.store.save_run(run).await {
-            Ok(saved) => Ok(Some(saved)),
+            Ok(mut saved) => {
+                saved.store = run.store.clone();
+                saved.store_writes.clear();
+                Ok(Some(saved))
+            }
             Err(StoreError::Conflict) => {
                 tracing::info!(run_id = %run.id, "the run changed meanwhile (duplicate delivery); this result is dropped");
                 Ok(None)

@@ -103,6 +103,17 @@ pub fn flow_cycle<'a>(
 }
 
 impl App {
+    /// Whether a deployed workflow has a flow trigger on `workflow` (as this process last
+    /// saw the deploys).
+    pub fn has_flow_listeners(&self, workflow: &str) -> bool {
+        self.deployments.all().iter().any(|rec| {
+            rec.definition
+                .triggers
+                .iter()
+                .any(|t| matches!(t, Trigger::Flow(f) if f.workflow == workflow))
+        })
+    }
+
     /// Admits the runs that flow triggers start because `run` ended, and records them as
     /// its children. Called before the end is written (see the module's comment).
     pub(crate) async fn start_flows(&self, run: &mut Run) -> Result<(), StoreError> {

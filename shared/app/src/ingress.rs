@@ -352,10 +352,37 @@ async fn handle(
     let sync = trigger.response == ResponseMode::Sync;
     let wf = &hook.record.definition;
     // A sync run that needs no I/O runs here and now, and is written once, finished.
-    if sync && wf.steps.iter().all(|s| s.action.is_pure()) {
-        run = engine::run_pure(wf, run, now);
-    }
     let idempotency = app.idempotency_claim(&hook.record.id, &trigger.id, &headers);
+    // Its end's effects (context-store writes, flow runs) happen before the admission; a
+    // repeated idempotency key would make them for a run never recorded, so such a request
+    // goes through the executor instead.
+    let end_effects = || {
+        wf.steps.iter().any(|s| !s.extract_to_context.is_empty()) || app.has_flow_listeners(&wf.id)
+    };
+    if sync
+        && wf.steps.iter().all(|s| s.action.is_pure())
+        && !(idempotency.is_some() && end_effects())
+    {
+        if let Err(e) = app.load_store(wf, &mut run).await {
+            return unavailable(&e);
+        }
+        run = engine::run_pure(wf, run, now);
+        // What the executor does before it writes an end: the context-store writes, and
+        // the runs that flow triggers start.
+        if !run.store_writes.is_empty()
+            && let Err(e) = app
+                .store
+                .patch_context(&run.workflow, &run.store_writes)
+                .await
+        {
+            return unavailable(&e);
+        }
+        if run.status.is_terminal()
+            && let Err(e) = app.start_flows(&mut run).await
+        {
+            return unavailable(&e);
+        }
+    }
     message.outcome = Outcome::Started {
         run_ids: vec![run_id.clone()],
     };

@@ -1,6 +1,7 @@
 //! The ports: what the use cases need from storage, queues and time. Adapters (embedded
 //! SQLite, AWS) implement them; the use cases never see an adapter's types.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -220,6 +221,16 @@ pub trait Store: Send + Sync + 'static {
         workflow: &str,
         state: &SavedState,
     ) -> Result<SavedState, StoreError>;
+
+    /// A workflow's context store: string keys to string values.
+    async fn context(&self, workflow: &str) -> Result<BTreeMap<String, String>, StoreError>;
+    /// Sets (`Some`) and deletes (`None`) keys of a workflow's context store, each key on
+    /// its own: a change to other keys, made at the same time, is kept.
+    async fn patch_context(
+        &self,
+        workflow: &str,
+        changes: &BTreeMap<String, Option<String>>,
+    ) -> Result<(), StoreError>;
 }
 
 /// The state a workflow's cron runs carry from one to the next.

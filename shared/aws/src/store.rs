@@ -1,7 +1,7 @@
 //! The [`Store`] on DynamoDB, with S3 for what does not fit in an item. The key design and
 //! the reason for every key and index are in `infra/dynamodb.md`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
@@ -935,6 +935,70 @@ impl Store for DynamoStore {
         }
     }
 
+    async fn context(&self, workflow: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        let out = self
+            .db
+            .get_item()
+            .table_name(&self.settings.runs_table)
+            .key("id", s(format!("#context/{workflow}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| failed("GetItem (context)", e))?;
+        Ok(out
+            .item
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, v)| {
+                let key = name.strip_prefix(CONTEXT_PREFIX)?.to_string();
+                Some((key, v.as_s().ok()?.clone()))
+            })
+            .collect())
+    }
+
+    /// One item per workflow, one attribute per key (`k.{key}`): an UpdateItem sets and
+    /// removes only the attributes of its keys, so writers of other keys keep theirs.
+    async fn patch_context(
+        &self,
+        workflow: &str,
+        changes: &BTreeMap<String, Option<String>>,
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut sets = Vec::new();
+        let mut removes = Vec::new();
+        let mut update = self
+            .db
+            .update_item()
+            .table_name(&self.settings.runs_table)
+            .key("id", s(format!("#context/{workflow}")));
+        for (i, (key, value)) in changes.iter().enumerate() {
+            update = update
+                .expression_attribute_names(format!("#k{i}"), format!("{CONTEXT_PREFIX}{key}"));
+            match value {
+                Some(v) => {
+                    sets.push(format!("#k{i} = :v{i}"));
+                    update = update.expression_attribute_values(format!(":v{i}"), s(v.as_str()));
+                }
+                None => removes.push(format!("#k{i}")),
+            }
+        }
+        let mut expr = String::new();
+        if !sets.is_empty() {
+            expr.push_str(&format!("SET {}", sets.join(", ")));
+        }
+        if !removes.is_empty() {
+            expr.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        update
+            .update_expression(expr.trim())
+            .send()
+            .await
+            .map_err(|e| failed("UpdateItem (context)", e))?;
+        Ok(())
+    }
+
     async fn set_marker(&self, name: &str, at: Timestamp) -> Result<(), StoreError> {
         self.db
             .put_item()
@@ -947,6 +1011,9 @@ impl Store for DynamoStore {
         Ok(())
     }
 }
+
+/// The attribute-name prefix of a context store's keys in its item.
+const CONTEXT_PREFIX: &str = "k.";
 
 #[cfg(test)]
 mod tests {

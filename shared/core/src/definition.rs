@@ -44,6 +44,14 @@ pub struct Workflow {
 }
 
 impl Workflow {
+    /// Whether its runs read or write the context store: a step writes it, or a template
+    /// mentions `store`. A superset (the word in a literal counts too): a false positive
+    /// costs a read of the store, a false negative would fail a template.
+    pub fn uses_store(&self) -> bool {
+        self.steps.iter().any(|s| !s.extract_to_context.is_empty())
+            || serde_json::to_string(self).is_ok_and(|t| t.contains("store"))
+    }
+
     /// The callback for a run that ended with `status`, if the workflow has one.
     pub fn callback_for(&self, status: crate::run::RunStatus) -> Option<&Callback> {
         use crate::run::RunStatus::*;
@@ -413,6 +421,11 @@ pub struct Step {
     /// Values put into the run's `context`; templates also see `output` (this step's output).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extract: BTreeMap<String, Value>,
+    /// Values written to the workflow's context store (`store` in templates) when the step
+    /// succeeds: strings are kept as they are, other values as JSON text, and `null`
+    /// deletes the key. Templates also see `output`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extract_to_context: BTreeMap<String, Value>,
     #[serde(flatten)]
     pub action: Action,
 }

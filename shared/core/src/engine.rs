@@ -1187,8 +1187,11 @@ pub fn wait_notification(wf: &Workflow, run: &Run) -> Option<Result<HttpRequest,
     ))
 }
 
+/// The largest value of a context store key, in bytes.
+pub const CONTEXT_VALUE_LIMIT: usize = 32 * 1024;
+
 fn extract(step: &Step, run: &mut Run) -> Result<(), TemplateError> {
-    if step.extract.is_empty() {
+    if step.extract.is_empty() && step.extract_to_context.is_empty() {
         return Ok(());
     }
     let mut ctx = run.template_context();
@@ -1203,6 +1206,32 @@ fn extract(step: &Step, run: &mut Run) -> Result<(), TemplateError> {
     for (k, tpl) in &step.extract {
         let v = template::render_value(tpl, &ctx)?;
         run.context.insert(k.clone(), v);
+    }
+    // All rendered before any is recorded: a template error writes none of them.
+    let mut writes = Vec::new();
+    for (k, tpl) in &step.extract_to_context {
+        let v = match template::render_value(tpl, &ctx)? {
+            Value::Null => None,
+            Value::String(s) => Some(s),
+            other => Some(other.to_string()),
+        };
+        if let Some(v) = &v
+            && v.len() > CONTEXT_VALUE_LIMIT
+        {
+            return Err(TemplateError(format!(
+                "extract_to_context `{k}` is {} bytes, over the context store's limit of {CONTEXT_VALUE_LIMIT} per value",
+                v.len()
+            )));
+        }
+        writes.push((k.clone(), v));
+    }
+    for (k, v) in writes {
+        let store = run.store.get_or_insert_with(Default::default);
+        match &v {
+            Some(v) => store.insert(k.clone(), v.clone()),
+            None => store.remove(&k),
+        };
+        run.store_writes.insert(k, v);
     }
     Ok(())
 }

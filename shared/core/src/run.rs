@@ -236,6 +236,14 @@ pub struct Run {
     /// What went wrong without failing the run (e.g. a state too large to save).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The workflow's context store as this run's templates see it (`store`): read by the
+    /// executor when the workflow uses it; not part of the run's record.
+    #[serde(skip)]
+    pub store: Option<BTreeMap<String, String>>,
+    /// The context-store writes of steps (`extract_to_context`) not yet in the store: the
+    /// executor writes them before the run (a crash repeats them, never loses them).
+    #[serde(skip)]
+    pub store_writes: BTreeMap<String, Option<String>>,
 }
 
 impl Run {
@@ -280,6 +288,8 @@ impl Run {
             next_state: None,
             after: None,
             warnings: Vec::new(),
+            store: None,
+            store_writes: BTreeMap::new(),
         }
     }
 
@@ -301,6 +311,7 @@ impl Run {
             "steps": self.step_outputs(),
             "context": self.context,
             "state": self.state,
+            "store": self.store,
             "run": {
                 "id": self.id,
                 "workflow": self.workflow,

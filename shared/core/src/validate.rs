@@ -397,7 +397,15 @@ const STEP_TYPES: &[&str] = &[
     "delay",
     "trigger_workflow",
 ];
-const STEP_COMMON: &[&str] = &["id", "type", "when", "timeout", "retry", "extract"];
+const STEP_COMMON: &[&str] = &[
+    "id",
+    "type",
+    "when",
+    "timeout",
+    "retry",
+    "extract",
+    "extract_to_context",
+];
 const HTTP_FIELDS: &[&str] = &[
     "method",
     "url",
@@ -627,12 +635,18 @@ struct Scope<'a> {
     all_steps: &'a [&'a str],
 }
 
-const STEP_ROOTS: &[&str] = &["trigger", "steps", "context", "run", "state"];
-const EXTRACT_ROOTS: &[&str] = &["trigger", "steps", "context", "run", "state", "output"];
+const STEP_ROOTS: &[&str] = &["trigger", "steps", "context", "store", "run", "state"];
+const EXTRACT_ROOTS: &[&str] = &[
+    "trigger", "steps", "context", "store", "run", "state", "output",
+];
 const TRIGGER_ROOTS: &[&str] = &["trigger"];
 const REPLY_ROOTS: &[&str] = &["trigger", "run", "output", "status"];
-const NOTIFY_ROOTS: &[&str] = &["trigger", "steps", "context", "run", "state", "approval"];
-const WAIT_NOTIFY_ROOTS: &[&str] = &["trigger", "steps", "context", "run", "state", "wait"];
+const NOTIFY_ROOTS: &[&str] = &[
+    "trigger", "steps", "context", "store", "run", "state", "approval",
+];
+const WAIT_NOTIFY_ROOTS: &[&str] = &[
+    "trigger", "steps", "context", "store", "run", "state", "wait",
+];
 const CALLBACK_ROOTS: &[&str] = &["trigger", "context", "run"];
 
 fn check_refs(c: &mut Collector, path: &str, refs: &BTreeSet<String>, scope: &Scope) {
@@ -947,7 +961,29 @@ fn check_steps(c: &mut Collector, steps: &[(String, Step)], all: &[&str]) {
             }
             check_value_template(c, v, &ep, &extract_scope);
         }
+        for (name, v) in &step.extract_to_context {
+            let ep = join(&join(path, "extract_to_context"), name);
+            if let Err(why) = valid_context_key(name) {
+                c.at_key(&ep, why);
+            }
+            check_value_template(c, v, &ep, &extract_scope);
+        }
     }
+}
+
+/// A context store key: 1 to 200 characters, none of them a control character.
+pub fn valid_context_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.chars().count() > 200 {
+        return Err(format!(
+            "`{key}` is not a context store key: use 1 to 200 characters"
+        ));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(format!(
+            "{key:?} is not a context store key: it holds a control character"
+        ));
+    }
+    Ok(())
 }
 
 fn check_http(c: &mut Collector, path: &str, h: &HttpAction, scope: &Scope) {

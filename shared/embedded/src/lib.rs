@@ -7,7 +7,7 @@
 //! the one commit (WAL, `synchronous=FULL`: the commit is on disk when it returns). Reads use
 //! a small pool of other connections.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -73,6 +73,12 @@ CREATE TABLE IF NOT EXISTS states (
     workflow TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
     record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS contexts (
+    workflow TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (workflow, key)
 );
 "#;
 
@@ -672,6 +678,45 @@ impl Store for EmbeddedStore {
             }
             .map_err(sql)?;
             if changed == 1 { Ok(next) } else { Err(StoreError::Conflict) }
+        })
+        .await
+    }
+
+    async fn context(&self, workflow: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        self.read_now(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT key, value FROM contexts WHERE workflow = ?1")
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map([workflow], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(sql)?;
+            rows.collect::<Result<BTreeMap<_, _>, _>>().map_err(sql)
+        })
+    }
+
+    async fn patch_context(
+        &self,
+        workflow: &str,
+        changes: &BTreeMap<String, Option<String>>,
+    ) -> Result<(), StoreError> {
+        let (workflow, changes) = (workflow.to_string(), changes.clone());
+        self.write(move |conn| {
+            for (key, value) in &changes {
+                match value {
+                    Some(v) => conn.execute(
+                        "INSERT INTO contexts (workflow, key, value) VALUES (?1, ?2, ?3) ON CONFLICT (workflow, key) DO UPDATE SET value = excluded.value",
+                        params![workflow, key, v],
+                    ),
+                    None => conn.execute(
+                        "DELETE FROM contexts WHERE workflow = ?1 AND key = ?2",
+                        params![workflow, key],
+                    ),
+                }
+                .map_err(sql)?;
+            }
+            Ok(())
         })
         .await
     }
