@@ -373,7 +373,67 @@ async fn start_run(
         kafka: None,
         reprocess_of: None,
     };
-    let idempotency = app.idempotency_claim(&rec.id, &trigger, &headers);
+    let mut message = message;
+    let manual = match found {
+        Some(Trigger::Manual(m)) => Some(m),
+        _ => None,
+    };
+    let refused = |message: InboxMessage, status: StatusCode, code: &'static str, why: String| {
+        let app = app.clone();
+        async move {
+            if let Err(e) = app
+                .admit(Admission {
+                    message,
+                    runs: vec![],
+                    idempotency: None,
+                })
+                .await
+            {
+                return unavailable(&e);
+            }
+            error_response(status, code, why)
+        }
+    };
+    if let Some(m) = manual
+        && let Some(why) = crate::unmet(
+            m.filter.as_ref(),
+            m.condition.as_deref(),
+            &run.trigger_input,
+        )
+    {
+        message.outcome = Outcome::Filtered {
+            reason: why.clone(),
+        };
+        return refused(
+            message,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "condition_not_met",
+            format!("the input does not start a run of `{id}`: {why}"),
+        )
+        .await;
+    }
+    let key_template = manual.and_then(|m| m.idempotency_key.as_deref());
+    let idempotency = match app.claim_for(
+        &rec.id,
+        &trigger,
+        key_template,
+        &run.trigger_input,
+        Some(&headers),
+    ) {
+        Ok(c) => c,
+        Err(why) => {
+            message.outcome = Outcome::Rejected {
+                reason: why.clone(),
+            };
+            return refused(
+                message,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_failed",
+                why,
+            )
+            .await;
+        }
+    };
     let run_id = match app
         .admit(Admission {
             message,

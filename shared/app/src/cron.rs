@@ -209,6 +209,22 @@ impl App {
             return Ok(outcome);
         }
 
+        // The trigger's condition (e.g. weekdays only): a tick it refuses is recorded
+        // skipped, with the reason, and does not count as the previous run.
+        if let Some(why) = crate::unmet(None, cron.condition.as_deref(), &input) {
+            let outcome = Outcome::Skipped { reason: why };
+            self.record(self.tick_message(
+                id,
+                workflow,
+                trigger,
+                scheduled,
+                &input,
+                outcome.clone(),
+            ))
+            .await?;
+            return Ok(outcome);
+        }
+
         // The trigger's previous run: the run of the last tick that fired.
         let last_fired = self.store.marker(&fired_marker(workflow, trigger)).await?;
         let mut after = None;

@@ -142,41 +142,47 @@ impl App {
                 for (index, body) in items {
                     let input = flow_input(run, body, index);
                     let id = flow_run_id(&run.id, &rec.id, &f.id, index, ended);
-                    let (outcome, runs) =
-                        match crate::unmet(f.filter.as_ref(), f.condition.as_deref(), &input) {
-                            Some(why) => (
-                                Outcome::Filtered {
-                                    reason: format!("trigger `{}`: {why}", f.id),
+                    let keyed =
+                        self.claim_for(&rec.id, &f.id, f.idempotency_key.as_deref(), &input, None);
+                    let unmet = match &keyed {
+                        Err(why) => Some(why.clone()),
+                        Ok(_) => crate::unmet(f.filter.as_ref(), f.condition.as_deref(), &input),
+                    };
+                    let (outcome, runs) = match unmet {
+                        Some(why) if keyed.is_err() => (Outcome::Rejected { reason: why }, vec![]),
+                        Some(why) => (
+                            Outcome::Filtered {
+                                reason: format!("trigger `{}`: {why}", f.id),
+                            },
+                            vec![],
+                        ),
+                        None => {
+                            let mut child = Run::new(
+                                id.clone(),
+                                &rec.id,
+                                rec.revision,
+                                TriggerRef {
+                                    kind: "flow".into(),
+                                    id: f.id.clone(),
                                 },
-                                vec![],
-                            ),
-                            None => {
-                                let mut child = Run::new(
-                                    id.clone(),
-                                    &rec.id,
-                                    rec.revision,
-                                    TriggerRef {
-                                        kind: "flow".into(),
-                                        id: f.id.clone(),
-                                    },
-                                    input.clone(),
-                                    self.clock.now(),
-                                );
-                                child.message_id = Some(id.clone());
-                                child.parent = Some(ParentRef {
-                                    run_id: run.id.clone(),
-                                    workflow: run.workflow.clone(),
-                                    step: String::new(),
-                                    flow: Some(f.id.clone()),
-                                });
-                                (
-                                    Outcome::Started {
-                                        run_ids: vec![id.clone()],
-                                    },
-                                    vec![child],
-                                )
-                            }
-                        };
+                                input.clone(),
+                                self.clock.now(),
+                            );
+                            child.message_id = Some(id.clone());
+                            child.parent = Some(ParentRef {
+                                run_id: run.id.clone(),
+                                workflow: run.workflow.clone(),
+                                step: String::new(),
+                                flow: Some(f.id.clone()),
+                            });
+                            (
+                                Outcome::Started {
+                                    run_ids: vec![id.clone()],
+                                },
+                                vec![child],
+                            )
+                        }
+                    };
                     let started = !runs.is_empty();
                     let message = InboxMessage {
                         id: id.clone(),
@@ -194,7 +200,10 @@ impl App {
                         kafka: None,
                         reprocess_of: None,
                     };
-                    let claim = IdempotencyClaim {
+                    // The trigger's own key when it has one (a second end with the same key
+                    // starts nothing); else one per (ended run, item), so that admitting
+                    // again after a crash starts nothing new.
+                    let claim = keyed.ok().flatten().unwrap_or_else(|| IdempotencyClaim {
                         key: format!(
                             "{}/{}/flow:{}:{}",
                             rec.id,
@@ -203,7 +212,7 @@ impl App {
                             index.map_or(String::new(), |i| i.to_string())
                         ),
                         expires_at: ended.plus(FLOW_CLAIM_WINDOW),
-                    };
+                    });
                     let admitted = self
                         .admit(Admission {
                             message,

@@ -352,7 +352,25 @@ async fn handle(
     let sync = trigger.response == ResponseMode::Sync;
     let wf = &hook.record.definition;
     // A sync run that needs no I/O runs here and now, and is written once, finished.
-    let idempotency = app.idempotency_claim(&hook.record.id, &trigger.id, &headers);
+    let idempotency = match app.claim_for(
+        &hook.record.id,
+        &trigger.id,
+        trigger.idempotency_key.as_deref(),
+        &run.trigger_input,
+        Some(&headers),
+    ) {
+        Ok(c) => c,
+        Err(why) => {
+            return reject(
+                &app,
+                message,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_failed",
+                why,
+            )
+            .await;
+        }
+    };
     // Its end's effects (context-store writes, flow runs) happen before the admission; a
     // repeated idempotency key would make them for a run never recorded, so such a request
     // goes through the executor instead.

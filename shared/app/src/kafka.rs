@@ -22,7 +22,10 @@ use tripline_core::run::TriggerRef;
 use tripline_core::{Run, Timestamp};
 
 use crate::App;
-use crate::ports::{Admission, InboxMessage, KafkaMeta, Outcome, StoreError, WorkflowRecord};
+use crate::ports::{
+    Admission, Admitted, IdempotencyClaim, InboxMessage, KafkaMeta, Outcome, StoreError,
+    WorkflowRecord,
+};
 
 /// Where the records of kafka triggers come from outside this process (AWS: the MSK event
 /// source of the template). A deploy asks it whether it can deliver a trigger's topics.
@@ -280,6 +283,7 @@ impl App {
                 "",
                 Outcome::Filtered { reason },
                 Vec::new(),
+                None,
                 report,
             )
             .await?;
@@ -300,6 +304,7 @@ impl App {
                         &triggers[0].id,
                         outcome,
                         Vec::new(),
+                        None,
                         report,
                     )
                     .await?;
@@ -317,9 +322,26 @@ impl App {
                         &triggers[0].id,
                         outcome,
                         Vec::new(),
+                        None,
                         report,
                     )
                     .await?;
+                    continue;
+                }
+            };
+            let idempotency = match self.claim_for(
+                &rec.id,
+                &trigger.id,
+                trigger.idempotency_key.as_deref(),
+                &input,
+                None,
+            ) {
+                Ok(c) => c,
+                Err(reason) => {
+                    let outcome = Outcome::Rejected { reason };
+                    let trigger_id = trigger.id.clone();
+                    self.record_kafka(r, &id, &rec.id, &trigger_id, outcome, vec![], None, report)
+                        .await?;
                     continue;
                 }
             };
@@ -354,7 +376,16 @@ impl App {
             };
             let trigger_id = trigger.id.clone();
             let started = self
-                .record_kafka(r, &id, &rec.id, &trigger_id, outcome, vec![run], report)
+                .record_kafka(
+                    r,
+                    &id,
+                    &rec.id,
+                    &trigger_id,
+                    outcome,
+                    vec![run],
+                    idempotency,
+                    report,
+                )
                 .await?;
             if started && let Some(link) = key_link {
                 self.store.set_link(&link, &id).await?;
@@ -374,6 +405,7 @@ impl App {
         trigger: &str,
         outcome: Outcome,
         runs: Vec<Run>,
+        idempotency: Option<IdempotencyClaim>,
         report: &mut IntakeReport,
     ) -> Result<bool, StoreError> {
         if self.store.message(id).await?.is_some() {
@@ -417,12 +449,15 @@ impl App {
             kafka: Some(meta_of(r)),
             reprocess_of: None,
         };
-        self.admit(Admission {
-            message,
-            runs,
-            idempotency: None,
-        })
-        .await?;
+        let admitted = self
+            .admit(Admission {
+                message,
+                runs,
+                idempotency,
+            })
+            .await?;
+        // A key the trigger's `idempotency_key` saw before: recorded, nothing started.
+        let started = started && matches!(admitted, Admitted::New { .. });
         report.recorded += 1;
         if started {
             report.runs_started += 1;

@@ -206,6 +206,45 @@ impl App {
     }
 
     /// The idempotency claim of a request's `Idempotency-Key`, scoped to its trigger.
+    /// The idempotency claim of an input to `trigger`: its `idempotency_key` template,
+    /// rendered over the input, when it has one; else the caller's `Idempotency-Key`
+    /// header. A key that renders empty claims nothing (the input starts a run). `Err`:
+    /// the template failed on this input, with why.
+    pub fn claim_for(
+        &self,
+        workflow: &str,
+        trigger: &str,
+        key_template: Option<&str>,
+        input: &serde_json::Value,
+        headers: Option<&axum::http::HeaderMap>,
+    ) -> Result<Option<ports::IdempotencyClaim>, String> {
+        let Some(tpl) = key_template else {
+            return Ok(headers.and_then(|h| self.idempotency_claim(workflow, trigger, h)));
+        };
+        let key =
+            tripline_core::template::render_string(tpl, &serde_json::json!({ "trigger": input }))
+                .map_err(|e| {
+                format!("the trigger's idempotency_key `{tpl}` failed on this input: {e}")
+            })?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Ok(None);
+        }
+        // Long keys are kept as their hash: the claim's own key stays small.
+        let key = if key.len() > 200 {
+            use sha2::Digest as _;
+            let digest = sha2::Sha256::digest(key.as_bytes());
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            format!("sha256:{hex}")
+        } else {
+            key.to_string()
+        };
+        Ok(Some(ports::IdempotencyClaim {
+            key: format!("{workflow}/{trigger}/{key}"),
+            expires_at: self.clock.now().plus(ingress::IDEMPOTENCY_WINDOW),
+        }))
+    }
+
     pub fn idempotency_claim(
         &self,
         workflow: &str,

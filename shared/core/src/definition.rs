@@ -121,6 +121,29 @@ impl Trigger {
             Trigger::Flow(t) => &t.id,
         }
     }
+
+    /// The expression that must be true for an input to start a run.
+    pub fn condition(&self) -> Option<&str> {
+        match self {
+            Trigger::Webhook(t) => t.condition.as_deref(),
+            Trigger::Manual(t) => t.condition.as_deref(),
+            Trigger::Cron(t) => t.condition.as_deref(),
+            Trigger::Kafka(t) => t.condition.as_deref(),
+            Trigger::Flow(t) => t.condition.as_deref(),
+        }
+    }
+
+    /// The template of the key that makes two inputs the same (cron ticks have theirs: the
+    /// scheduled time).
+    pub fn idempotency_key(&self) -> Option<&str> {
+        match self {
+            Trigger::Webhook(t) => t.idempotency_key.as_deref(),
+            Trigger::Manual(t) => t.idempotency_key.as_deref(),
+            Trigger::Cron(_) => None,
+            Trigger::Kafka(t) => t.idempotency_key.as_deref(),
+            Trigger::Flow(t) => t.idempotency_key.as_deref(),
+        }
+    }
 }
 
 /// Starts a run when a cron schedule comes due.
@@ -142,6 +165,10 @@ pub struct CronTrigger {
     /// shape).
     #[serde(default)]
     pub catch_up: CatchUp,
+    /// A template expression over `trigger` (`scheduled_time`, …) that must be true for a
+    /// tick to start a run, e.g. `is_weekday(trigger.scheduled_time, 'Europe/Paris')`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 impl CronTrigger {
@@ -170,6 +197,10 @@ pub struct KafkaTrigger {
     /// A template expression over `trigger` that must be true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
+    /// A template over `trigger` naming what makes two inputs the same: a second input
+    /// with the same key within 24 h starts nothing and gets the first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// Starts a run when a run of another workflow ends with one of the statuses in `on`.
@@ -194,6 +225,10 @@ pub struct FlowTrigger {
     /// A template expression over `trigger` that must be true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
+    /// A template over `trigger` naming what makes two inputs the same: a second input
+    /// with the same key within 24 h starts nothing and gets the first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// The end of a run that a flow trigger reacts to.
@@ -302,6 +337,10 @@ pub struct WebhookTrigger {
     /// A template expression over `trigger` that must be true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
+    /// A template over `trigger` naming what makes two inputs the same: a second input
+    /// with the same key within 24 h starts nothing and gets the first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 fn default_webhook_id() -> String {
@@ -330,6 +369,16 @@ fn default_methods() -> Vec<HttpMethod> {
 pub struct ManualTrigger {
     #[serde(default = "default_manual_id")]
     pub id: String,
+    /// JSON containment filter over the trigger input (`body`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
+    /// A template expression over `trigger` that must be true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// A template over `trigger` naming what makes two inputs the same: a second input
+    /// with the same key within 24 h starts nothing and gets the first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

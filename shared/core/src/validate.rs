@@ -362,8 +362,24 @@ const WORKFLOW_FIELDS: &[&str] = &[
 ];
 const CALLBACK_FIELDS: &[&str] = &["url", "headers", "retry", "timeout"];
 const TRIGGER_TYPES: &[&str] = &["webhook", "manual", "cron", "kafka", "flow"];
-const KAFKA_FIELDS: &[&str] = &["type", "id", "topics", "ordering", "filter", "condition"];
-const CRON_FIELDS: &[&str] = &["type", "id", "schedule", "timezone", "overlap", "catch_up"];
+const KAFKA_FIELDS: &[&str] = &[
+    "type",
+    "id",
+    "topics",
+    "ordering",
+    "filter",
+    "condition",
+    "idempotency_key",
+];
+const CRON_FIELDS: &[&str] = &[
+    "type",
+    "id",
+    "schedule",
+    "timezone",
+    "overlap",
+    "catch_up",
+    "condition",
+];
 const WEBHOOK_FIELDS: &[&str] = &[
     "type",
     "id",
@@ -375,8 +391,9 @@ const WEBHOOK_FIELDS: &[&str] = &[
     "reply",
     "filter",
     "condition",
+    "idempotency_key",
 ];
-const MANUAL_FIELDS: &[&str] = &["type", "id"];
+const MANUAL_FIELDS: &[&str] = &["type", "id", "filter", "condition", "idempotency_key"];
 const FLOW_FIELDS: &[&str] = &[
     "type",
     "id",
@@ -385,6 +402,7 @@ const FLOW_FIELDS: &[&str] = &[
     "for_each",
     "filter",
     "condition",
+    "idempotency_key",
 ];
 const AUTH_TYPES: &[&str] = &["none", "api_key", "basic"];
 const REPLY_FIELDS: &[&str] = &["status", "headers", "body"];
@@ -735,6 +753,12 @@ fn check_triggers(c: &mut Collector, triggers: &[(String, Trigger)]) {
                 ),
             );
         }
+        if let Some(cond) = t.condition() {
+            check_expression(c, cond, &join(path, "condition"), &trigger_scope);
+        }
+        if let Some(key) = t.idempotency_key() {
+            check_string_template(c, key, &join(path, "idempotency_key"), &trigger_scope);
+        }
         if let Trigger::Kafka(k) = t {
             if k.topics.is_empty() {
                 c.at(
@@ -752,9 +776,6 @@ fn check_triggers(c: &mut Collector, triggers: &[(String, Trigger)]) {
                     );
                 }
             }
-            if let Some(cond) = &k.condition {
-                check_expression(c, cond, &join(path, "condition"), &trigger_scope);
-            }
             continue;
         }
         if let Trigger::Flow(f) = t {
@@ -769,9 +790,6 @@ fn check_triggers(c: &mut Collector, triggers: &[(String, Trigger)]) {
                     &join(path, "on"),
                     "`on` must name at least one of succeeded, failed, timed_out, cancelled",
                 );
-            }
-            if let Some(cond) = &f.condition {
-                check_expression(c, cond, &join(path, "condition"), &trigger_scope);
             }
             continue;
         }
@@ -824,9 +842,6 @@ fn check_triggers(c: &mut Collector, triggers: &[(String, Trigger)]) {
                 }
             }
             WebhookAuth::None => {}
-        }
-        if let Some(cond) = &w.condition {
-            check_expression(c, cond, &join(path, "condition"), &trigger_scope);
         }
         if let Some(reply) = &w.reply {
             let rp = join(path, "reply");

@@ -1,0 +1,245 @@
+//! Idempotency keys on every kind of trigger (an `idempotency_key` template, the
+//! `Idempotency-Key` header of webhooks and of the manual-run API): a second input with the
+//! same key starts nothing and answers with the first run. And conditions on the triggers
+//! that had none (manual, cron).
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use tripline_app::kafka::KafkaRecord;
+use tripline_core::Timestamp;
+use tripline_tests::*;
+
+const HOOK: &str = r#"
+id: keyed
+triggers:
+  - type: webhook
+    id: hook
+    token: idempotency-hook-token-0001
+    idempotency_key: "order-{{ trigger.body.order_id }}"
+  - type: manual
+    idempotency_key: "{{ trigger.body.order_id }}"
+    condition: "trigger.body.order_id is defined"
+steps:
+  - { id: a, type: transform, value: "{{ trigger.body.order_id }}" }
+"#;
+
+async fn post(app: &TestApp, path: &str, body: Value, key: Option<&str>) -> (StatusCode, Value) {
+    let mut req = app.client.post(app.url(path)).json(&body);
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    let (status, _, body) = read(req.send().await.expect("post")).await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_webhook_key_template_maps_a_repeated_input_to_its_first_run() {
+    let app = spawn_app(Opts::default().workflow("k.yaml", HOOK)).await;
+    let hook = "/hooks/idempotency-hook-token-0001";
+    let (s1, first) = post(&app, hook, json!({"order_id": 7, "try": 1}), None).await;
+    let (s2, second) = post(&app, hook, json!({"order_id": 7, "try": 2}), None).await;
+    let (_, other) = post(&app, hook, json!({"order_id": 8}), None).await;
+    assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+    assert_eq!(first["run_id"], second["run_id"], "{first} {second}");
+    assert_ne!(first["run_id"], other["run_id"]);
+    let (_, runs) = app.get("/v1/runs?workflow=keyed").await;
+    assert_eq!(runs["items"].as_array().map(Vec::len), Some(2), "{runs}");
+    let (_, dups) = app.get("/v1/inbox?workflow=keyed&outcome=duplicate").await;
+    assert_eq!(dups["items"].as_array().map(Vec::len), Some(1), "{dups}");
+
+    // The template wins over the header; an input it cannot render is refused and kept.
+    let (_, third) = post(&app, hook, json!({"order_id": 7}), Some("something-else")).await;
+    assert_eq!(third["run_id"], first["run_id"]);
+    let (status, body) = post(&app, hook, json!({"no_order": true}), None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("idempotency_key")),
+        "{body}"
+    );
+    let (_, rejected) = app.get("/v1/inbox?workflow=keyed&outcome=rejected").await;
+    assert_eq!(
+        rejected["items"].as_array().map(Vec::len),
+        Some(1),
+        "{rejected}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn manual_runs_take_the_header_or_the_template_and_their_condition() {
+    let app = spawn_app(Opts::default().workflow("k.yaml", HOOK).workflow(
+        "p.yaml",
+        "id: plain\ntriggers: [{type: manual}]\nsteps: [{id: a, type: transform, value: 1}]\n",
+    ))
+    .await;
+    // The manual-run API's header, on a trigger without a template.
+    let (s, a) = post(&app, "/v1/workflows/plain/runs", json!({}), Some("k-1")).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{a}");
+    let (_, b) = post(&app, "/v1/workflows/plain/runs", json!({}), Some("k-1")).await;
+    let (_, c) = post(&app, "/v1/workflows/plain/runs", json!({}), Some("k-2")).await;
+    assert_eq!(a["run_id"], b["run_id"]);
+    assert_ne!(a["run_id"], c["run_id"]);
+    // The trigger's template.
+    let (_, a) = post(
+        &app,
+        "/v1/workflows/keyed/runs",
+        json!({"order_id": 1}),
+        None,
+    )
+    .await;
+    let (_, b) = post(
+        &app,
+        "/v1/workflows/keyed/runs",
+        json!({"order_id": 1}),
+        None,
+    )
+    .await;
+    assert_eq!(a["run_id"], b["run_id"]);
+    // The manual trigger's condition: refused with the reason, kept in the inbox.
+    let (status, body) = post(&app, "/v1/workflows/keyed/runs", json!({"x": 1}), None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is false")),
+        "{body}"
+    );
+    let (_, filtered) = app.get("/v1/inbox?workflow=keyed&outcome=filtered").await;
+    assert_eq!(
+        filtered["items"].as_array().map(Vec::len),
+        Some(1),
+        "{filtered}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn kafka_records_with_the_same_key_start_one_run() {
+    let app = spawn_app(Opts::default().workflow(
+        "k.yaml",
+        "id: events\ntriggers: [{type: kafka, topics: [events], idempotency_key: '{{ trigger.body.event_id }}'}]\nsteps: [{id: a, type: transform, value: '{{ trigger.offset }}'}]\n",
+    ))
+    .await;
+    let rec = |offset: i64, event: &str| KafkaRecord {
+        topic: "events".into(),
+        partition: 0,
+        offset,
+        timestamp: Timestamp(1_800_000_000_000 + offset),
+        key: None,
+        value: Some(json!({"event_id": event}).to_string().into_bytes()),
+        headers: vec![],
+    };
+    // The producer sent event e-1 twice (at offsets 1 and 3).
+    let report = app
+        .app()
+        .kafka_intake(vec![rec(1, "e-1"), rec(2, "e-2"), rec(3, "e-1")])
+        .await
+        .expect("intake");
+    assert_eq!((report.recorded, report.runs_started), (3, 2));
+    let (_, runs) = app.get("/v1/runs?workflow=events").await;
+    assert_eq!(runs["items"].as_array().map(Vec::len), Some(2), "{runs}");
+    let (_, inbox) = app.get("/v1/inbox?workflow=events&outcome=duplicate").await;
+    assert_eq!(inbox["items"].as_array().map(Vec::len), Some(1), "{inbox}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn flow_runs_with_the_same_key_start_once() {
+    let app = spawn_app(
+        Opts::default()
+            .workflow(
+                "s.yaml",
+                "id: source\ntriggers: [{type: manual}]\nsteps: [{id: a, type: transform, value: {order: '{{ trigger.body.order }}'}}]\n",
+            )
+            .workflow(
+                "f.yaml",
+                "id: once-per-order\ntriggers: [{type: flow, workflow: source, idempotency_key: '{{ trigger.body.order }}'}]\nsteps: [{id: a, type: transform, value: '{{ trigger.body.order }}'}]\n",
+            ),
+    )
+    .await;
+    let mut parents = Vec::new();
+    for order in ["A", "A", "B"] {
+        let (_, r) = post(
+            &app,
+            "/v1/workflows/source/runs",
+            json!({"order": order}),
+            None,
+        )
+        .await;
+        parents.push(app.wait_run(r["run_id"].as_str().expect("id")).await);
+    }
+    assert_eq!(
+        parents[0]["children"], parents[1]["children"],
+        "the second A gets the first's run"
+    );
+    assert_ne!(parents[0]["children"], parents[2]["children"]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, runs) = app.get("/v1/runs?workflow=once-per-order").await;
+    assert_eq!(runs["items"].as_array().map(Vec::len), Some(2), "{runs}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_cron_condition_skips_the_ticks_it_refuses_and_says_why() {
+    // 2026-03-01T00:00:00Z; every minute; only even minutes run.
+    let start = Timestamp(1_772_323_200_000);
+    let (app, time) = spawn_app_with_manual_clock(
+        Opts {
+            clock_start: Some(start),
+            ..Opts::default()
+        }
+        .workflow(
+            "c.yaml",
+            "id: even\ntriggers: [{type: cron, schedule: '* * * * *', condition: \"(trigger.scheduled_time[14:16] | int) % 2 == 0\"}]\nsteps: [{id: a, type: transform, value: 1}]\n",
+        ),
+    )
+    .await;
+    for _ in 0..4 {
+        time.advance(Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let items = loop {
+        let (_, body) = app.get("/v1/workflows/even/ticks").await;
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        if items.len() >= 4 {
+            break items;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut seen: Vec<(String, String)> = items
+        .iter()
+        .map(|t| {
+            (
+                t["scheduled_time"].as_str().unwrap_or_default()[14..16].to_string(),
+                t["outcome"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("01".into(), "skipped".into()),
+            ("02".into(), "fired".into()),
+            ("03".into(), "skipped".into()),
+            ("04".into(), "fired".into()),
+        ]
+    );
+    let skipped = items
+        .iter()
+        .find(|t| t["outcome"] == "skipped")
+        .expect("one");
+    assert!(
+        skipped["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("is false")),
+        "{skipped}"
+    );
+    app.stop().await;
+}
