@@ -85,7 +85,7 @@ async fn admit(p: &Ports, a: Admission) -> Admitted {
     if let Admitted::New { to_enqueue } = &out {
         for id in to_enqueue {
             p.queue
-                .send(&WorkItem { run_id: id.clone() }, Duration::ZERO)
+                .send(&WorkItem::run(id.clone()), Duration::ZERO)
                 .await
                 .expect("send");
         }
@@ -187,12 +187,7 @@ pub async fn an_admitted_queued_run_is_delivered_and_gone_once_acked(p: Ports) {
 
 pub async fn an_unacked_item_is_delivered_again_after_its_lease(p: Ports) {
     p.queue
-        .send(
-            &WorkItem {
-                run_id: "r9".into(),
-            },
-            Duration::ZERO,
-        )
+        .send(&WorkItem::run("r9"), Duration::ZERO)
         .await
         .expect("send");
     let first = receive_now(&p, Duration::from_secs(2)).await;
@@ -210,12 +205,7 @@ pub async fn an_unacked_item_is_delivered_again_after_its_lease(p: Ports) {
 
 pub async fn a_released_item_comes_back_after_the_given_delay(p: Ports) {
     p.queue
-        .send(
-            &WorkItem {
-                run_id: "r7".into(),
-            },
-            Duration::ZERO,
-        )
+        .send(&WorkItem::run("r7"), Duration::ZERO)
         .await
         .expect("send");
     let first = receive_now(&p, Duration::from_secs(600)).await;
@@ -241,21 +231,11 @@ pub async fn a_released_item_comes_back_after_the_given_delay(p: Ports) {
 
 pub async fn a_delayed_item_waits_for_its_time(p: Ports) {
     p.queue
-        .send(
-            &WorkItem {
-                run_id: "later".into(),
-            },
-            Duration::from_secs(3),
-        )
+        .send(&WorkItem::run("later"), Duration::from_secs(3))
         .await
         .expect("send");
     p.queue
-        .send(
-            &WorkItem {
-                run_id: "now".into(),
-            },
-            Duration::ZERO,
-        )
+        .send(&WorkItem::run("now"), Duration::ZERO)
         .await
         .expect("send");
     let got = receive_now(&p, Duration::from_secs(30)).await;

@@ -478,6 +478,11 @@ impl Stub {
         }
     }
 
+    /// Requests being answered now.
+    pub fn in_flight(&self) -> usize {
+        self.state.in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn max_in_flight(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
@@ -514,9 +519,17 @@ async fn stub_handler(
     });
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    // Counted out however the request ends, a dropped connection (a killed server) included.
+    struct Out<'a>(&'a AtomicUsize);
+    impl Drop for Out<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let _out = Out(&state.in_flight);
     let scripted = state.script.lock().expect("lock").pop_front();
     let reply = scripted.or_else(|| state.default.lock().expect("lock").clone());
-    let response = match reply {
+    match reply {
         Some(r) => {
             tokio::time::sleep(r.delay).await;
             (
@@ -533,9 +546,7 @@ async fn stub_handler(
             "json": body_json,
         }))
         .into_response(),
-    };
-    state.in_flight.fetch_sub(1, Ordering::SeqCst);
-    response
+    }
 }
 
 /// The `tripline` binary built by `cargo build -p tripline-local` (the test runner builds it).

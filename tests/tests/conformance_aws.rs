@@ -166,7 +166,7 @@ async fn the_call_counter_counts_every_request_by_service_and_operation() {
     assert!(store.run("nope").await.expect("read").is_none());
     tripline_app::ports::Queue::send(
         &queue,
-        &tripline_app::ports::WorkItem { run_id: "r".into() },
+        &tripline_app::ports::WorkItem::run("r"),
         Duration::ZERO,
     )
     .await

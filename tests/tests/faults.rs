@@ -104,6 +104,12 @@ impl Store for FaultyStore {
     ) -> Result<SavedState, StoreError> {
         self.inner.save_state(workflow, state).await
     }
+    async fn slots(&self, name: &str) -> Result<Option<Slots>, StoreError> {
+        self.inner.slots(name).await
+    }
+    async fn save_slots(&self, name: &str, slots: &Slots) -> Result<Slots, StoreError> {
+        self.inner.save_slots(name, slots).await
+    }
     async fn context(
         &self,
         workflow: &str,

@@ -404,7 +404,8 @@ impl App {
         if let Ok(Some(n)) = self.store.run(&next_id).await
             && n.status == tripline_core::RunStatus::Queued
         {
-            let item = WorkItem { run_id: next_id };
+            // It may have started by its look-again meanwhile: only a start.
+            let item = WorkItem::start(next_id);
             if let Err(e) = self.queue.send(&item, Duration::ZERO).await {
                 tracing::warn!(error = %e, "waking the run ordered behind failed; it looks again by itself");
             }

@@ -120,7 +120,7 @@ impl App {
         let run_id = &delivery.item.run_id;
         let span = tracing::info_span!("run", run_id = %run_id);
         async {
-            self.advance_run(run_id).await?;
+            self.advance_item(&delivery.item, None).await?;
             self.queue.ack(delivery).await?;
             Ok(())
         }
@@ -131,6 +131,17 @@ impl App {
     /// Loads a run and drives it until it parks (timer) or ends.
     pub async fn advance_run(&self, run_id: &str) -> Result<(), ExecError> {
         self.advance_run_until(run_id, None).await
+    }
+
+    /// Handles a work item: like [`App::advance_run_until`]; a `start_only` item does
+    /// nothing once its run has started.
+    pub async fn advance_item(
+        &self,
+        item: &WorkItem,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), ExecError> {
+        self.advance_loop(&item.run_id, deadline, item.start_only)
+            .await
     }
 
     /// Like [`App::advance_run`], but a step is only started while it can finish (its
@@ -146,8 +157,17 @@ impl App {
         run_id: &str,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(), ExecError> {
+        self.advance_loop(run_id, deadline, false).await
+    }
+
+    async fn advance_loop(
+        &self,
+        run_id: &str,
+        deadline: Option<tokio::time::Instant>,
+        start_only: bool,
+    ) -> Result<(), ExecError> {
         for _ in 0..4 {
-            match self.advance_once(run_id, deadline).await {
+            match self.advance_once(run_id, deadline, start_only).await {
                 Err(ExecError::Lost(loaded)) => {
                     let current = self.store.run(run_id).await?;
                     if current.as_ref().map(Progress::of) != Some(loaded) {
@@ -168,11 +188,17 @@ impl App {
         &self,
         run_id: &str,
         deadline: Option<tokio::time::Instant>,
+        start_only: bool,
     ) -> Result<(), ExecError> {
         let Some(mut run) = self.store.run(run_id).await? else {
             tracing::warn!(run_id, "work item for an unknown run dropped");
             return Ok(());
         };
+        if start_only && run.status != RunStatus::Queued {
+            // A wake or look-again for a run that has started since: its own work item
+            // drives it.
+            return Ok(());
+        }
         if run.status.is_terminal() && run.cursor.callback.is_none() {
             return Ok(());
         }
@@ -189,13 +215,26 @@ impl App {
                     // Ordered behind another run (`overlap: queue`, `ordering: key`):
                     // woken when it ends, or looks again.
                     let at = self.clock.now().plus(crate::cron::QUEUED_LOOK_AGAIN);
-                    self.schedule(run_id, at).await?;
+                    self.queue
+                        .send(&WorkItem::start(run_id), at.since(self.clock.now()))
+                        .await?;
                     return Ok(());
                 }
             }
         } else {
             run
         };
+        if run.status == RunStatus::Queued
+            && wf.concurrency.is_some()
+            && self.take_slot(&wf, &run).await? == crate::concurrency::Slot::Wait
+        {
+            // Over the workflow's concurrency limit: woken when a slot frees, or looks
+            // again (a wake lost in a crash).
+            self.queue
+                .send(&WorkItem::start(run_id), crate::cron::QUEUED_LOOK_AGAIN)
+                .await?;
+            return Ok(());
+        }
         let (mut run, effects) = engine::apply(&wf, run, event, self.clock.now());
         let mut effects: VecDeque<Effect> = effects.into();
         let mut performed = 0usize;
@@ -218,7 +257,7 @@ impl App {
                             let Some(saved) = self.save(&run).await? else {
                                 return Err(ExecError::Lost(Progress::of(&stored)));
                             };
-                            let item = WorkItem { run_id: saved.id };
+                            let item = WorkItem::run(saved.id);
                             self.queue.send(&item, Duration::ZERO).await?;
                             return Ok(());
                         }
@@ -305,6 +344,7 @@ impl App {
                     };
                     tracing::info!(workflow = %saved.workflow, status = status.as_str(), "run ended");
                     self.after_end(&saved).await;
+                    self.release_slot(&wf, &saved).await;
                     stored = saved.clone();
                     run = saved;
                     continue;
@@ -365,10 +405,7 @@ impl App {
     /// adapter maps to its own timers.
     async fn schedule(&self, run_id: &str, at: Timestamp) -> Result<(), StoreError> {
         let delay = at.since(self.clock.now());
-        let item = WorkItem {
-            run_id: run_id.to_string(),
-        };
-        self.queue.send(&item, delay).await
+        self.queue.send(&WorkItem::run(run_id), delay).await
     }
 
     /// What follows the end of a run: sync callers are woken, and a parent run waiting for
@@ -381,9 +418,7 @@ impl App {
         // A parent waits for a run its step started; one that started runs by ending
         // (flow triggers) has nothing to be woken for.
         if let Some(parent) = run.parent.as_ref().filter(|p| p.flow.is_none()) {
-            let item = WorkItem {
-                run_id: parent.run_id.clone(),
-            };
+            let item = WorkItem::run(parent.run_id.clone());
             if let Err(e) = self.queue.send(&item, Duration::ZERO).await {
                 tracing::error!(parent = %parent.run_id, error = %e, "waking the parent run failed; it goes on at its next timer");
             }
@@ -593,6 +628,7 @@ impl App {
         };
         if saved.status.is_terminal() {
             self.after_end(&saved).await;
+            self.release_slot(&wf, &saved).await;
         }
         let more = effects
             .iter()
@@ -655,7 +691,7 @@ impl App {
         for id in &ids {
             tracing::warn!(run_id = %id, "run still queued long after it was admitted; enqueuing it again");
             self.queue
-                .send(&WorkItem { run_id: id.clone() }, Duration::ZERO)
+                .send(&WorkItem::run(id.clone()), Duration::ZERO)
                 .await?;
         }
         self.store.set_marker(SWEEP_MARKER, to).await?;

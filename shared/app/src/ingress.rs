@@ -377,7 +377,9 @@ async fn handle(
     let end_effects = || {
         wf.steps.iter().any(|s| !s.extract_to_context.is_empty()) || app.has_flow_listeners(&wf.id)
     };
+    // A workflow with a concurrency limit takes a slot in the executor first, even sync.
     if sync
+        && wf.concurrency.is_none()
         && wf.steps.iter().all(|s| s.action.is_pure())
         && !(idempotency.is_some() && end_effects())
     {

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+pub mod concurrency;
 pub mod control;
 pub mod cron;
 pub mod deploy;
@@ -181,7 +182,7 @@ impl App {
         let admitted = self.store.admit(admission).await?;
         if let ports::Admitted::New { to_enqueue } = &admitted {
             for id in to_enqueue {
-                let item = ports::WorkItem { run_id: id.clone() };
+                let item = ports::WorkItem::run(id.clone());
                 if let Err(e) = self.queue.send(&item, Duration::ZERO).await {
                     tracing::warn!(run_id = %id, error = %e, "enqueue after admit failed");
                 }

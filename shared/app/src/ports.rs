@@ -222,6 +222,12 @@ pub trait Store: Send + Sync + 'static {
         state: &SavedState,
     ) -> Result<SavedState, StoreError>;
 
+    /// The runs holding and waiting for the slots of a concurrency limit.
+    async fn slots(&self, name: &str) -> Result<Option<Slots>, StoreError>;
+    /// Conditional write: succeeds when the stored version equals `slots.version` (0:
+    /// nothing stored yet); returns the record with its new version.
+    async fn save_slots(&self, name: &str, slots: &Slots) -> Result<Slots, StoreError>;
+
     /// A workflow's context store: string keys to string values.
     async fn context(&self, workflow: &str) -> Result<BTreeMap<String, String>, StoreError>;
     /// Sets (`Some`) and deletes (`None`) keys of a workflow's context store, each key on
@@ -231,6 +237,16 @@ pub trait Store: Send + Sync + 'static {
         workflow: &str,
         changes: &BTreeMap<String, Option<String>>,
     ) -> Result<(), StoreError>;
+}
+
+/// A concurrency limit's accounting: the runs holding a slot and those waiting for one, in
+/// arrival order (their ids, which sort by time).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Slots {
+    pub holders: Vec<String>,
+    pub waiting: Vec<String>,
+    #[serde(skip)]
+    pub version: u64,
 }
 
 /// The state a workflow's cron runs carry from one to the next.
@@ -253,6 +269,29 @@ pub struct SavedState {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkItem {
     pub run_id: String,
+    /// Only to start the run while it is still `queued` (a wake of a run waiting for a
+    /// slot or a predecessor, or its look-again): dropped once the run has started, so
+    /// that it never runs a started run's step a second time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub start_only: bool,
+}
+
+impl WorkItem {
+    /// Start or continue the run.
+    pub fn run(run_id: impl Into<String>) -> Self {
+        Self {
+            run_id: run_id.into(),
+            start_only: false,
+        }
+    }
+
+    /// Start the run if it is still queued.
+    pub fn start(run_id: impl Into<String>) -> Self {
+        Self {
+            run_id: run_id.into(),
+            start_only: true,
+        }
+    }
 }
 
 /// A received work item, invisible to other receivers until acked or its lease ends.

@@ -28,7 +28,7 @@ pub async fn sqs_batch(
             tracing::error!(message_id = %id, "an SQS message that is not a work item; it goes to the dead-letter queue after its retries");
             return Some(id);
         };
-        match app.advance_run_until(&item.run_id, Some(deadline)).await {
+        match app.advance_item(&item, Some(deadline)).await {
             Ok(()) => None,
             Err(e) => {
                 tracing::error!(run_id = %item.run_id, error = %e, "work item failed; SQS delivers it again");

@@ -267,9 +267,7 @@ mod tests {
 
     #[test]
     fn a_work_item_round_trips_through_a_message_body() {
-        let item = WorkItem {
-            run_id: "01J".into(),
-        };
+        let item = WorkItem::run("01J");
         assert_eq!(decode(&encode(&item)), Some(item));
         assert_eq!(decode("not json"), None);
     }

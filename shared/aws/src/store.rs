@@ -10,8 +10,8 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, Put, PutRequest, TransactWriteItem, WriteRequest,
 };
 use tripline_app::ports::{
-    Admission, Admitted, InboxMessage, InboxQuery, Outcome, Page, RunQuery, SavedState, Store,
-    StoreError, WorkflowRecord,
+    Admission, Admitted, InboxMessage, InboxQuery, Outcome, Page, RunQuery, SavedState, Slots,
+    Store, StoreError, WorkflowRecord,
 };
 use tripline_core::{Run, RunStatus, Timestamp};
 
@@ -932,6 +932,53 @@ impl Store for DynamoStore {
                 Err(StoreError::Conflict)
             }
             Err(e) => Err(failed("PutItem (state)", e)),
+        }
+    }
+
+    async fn slots(&self, name: &str) -> Result<Option<Slots>, StoreError> {
+        let out = self
+            .db
+            .get_item()
+            .table_name(&self.settings.runs_table)
+            .key("id", s(format!("#slots/{name}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| failed("GetItem (slots)", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let doc = get_s(&item, "doc").ok_or_else(|| corrupt("slots", "no doc"))?;
+        let mut slots: Slots = serde_json::from_str(doc).map_err(|e| corrupt("slots", e))?;
+        slots.version = get_n(&item, "v").unwrap_or(0) as u64;
+        Ok(Some(slots))
+    }
+
+    /// A conditional put on the version: of two executors taking the last slot at once,
+    /// one write fails and that executor reads again and waits.
+    async fn save_slots(&self, name: &str, slots: &Slots) -> Result<Slots, StoreError> {
+        let mut next = slots.clone();
+        next.version = slots.version + 1;
+        let doc = serde_json::to_string(&next).map_err(|e| corrupt("slots", e))?;
+        let mut put = self
+            .db
+            .put_item()
+            .table_name(&self.settings.runs_table)
+            .item("id", s(format!("#slots/{name}")))
+            .item("v", n(next.version))
+            .item("doc", s(doc));
+        put = if slots.version == 0 {
+            put.condition_expression("attribute_not_exists(id)")
+        } else {
+            put.condition_expression("v = :expected")
+                .expression_attribute_values(":expected", n(slots.version))
+        };
+        match put.send().await {
+            Ok(_) => Ok(next),
+            Err(e) if e.as_service_error().is_some_and(conditional_failed) => {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(failed("PutItem (slots)", e)),
         }
     }
 

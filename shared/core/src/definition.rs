@@ -41,6 +41,22 @@ pub struct Workflow {
     /// `state` input). Without it, the `state` field of the run's output, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<Value>,
+    /// At most `limit` runs `running` or `waiting` at once (per value of `key`, when
+    /// given); the others wait `queued`, first in first out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+}
+
+/// A workflow's concurrency limit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    /// How many runs may be `running` or `waiting` at once: 1 to 10,000.
+    pub limit: u32,
+    /// A template over `trigger` (e.g. `{{ trigger.body.customer_id }}`): the limit holds
+    /// for each of its values on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl Workflow {

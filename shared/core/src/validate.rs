@@ -119,6 +119,27 @@ pub fn load_value(value: &Value, positions: &Positions) -> Result<Workflow, Vec<
     let on_failure: Option<Option<Callback>> = field(&mut c, obj, "", "on_failure", false);
     let callback_secret: Option<Option<String>> = field(&mut c, obj, "", "callback_secret", false);
     let state = obj.get("state").cloned();
+    let concurrency: Option<Option<Concurrency>> = field(&mut c, obj, "", "concurrency", false);
+    if let Some(Some(conc)) = &concurrency {
+        if conc.limit == 0 || conc.limit > 10_000 {
+            c.at(
+                "concurrency.limit",
+                "`limit` is how many runs may be running or waiting at once: 1 to 10000",
+            );
+        }
+        if let Some(key) = &conc.key {
+            check_string_template(
+                &mut c,
+                key,
+                "concurrency.key",
+                &Scope {
+                    roots: TRIGGER_ROOTS,
+                    steps_before: &[],
+                    all_steps: &[],
+                },
+            );
+        }
+    }
     for key in ["on_success", "on_failure"] {
         if let Some(v) = obj.get(key) {
             unknown_fields(&mut c, v, key, CALLBACK_FIELDS, "callback");
@@ -256,6 +277,7 @@ pub fn load_value(value: &Value, positions: &Positions) -> Result<Workflow, Vec<
         on_failure: on_failure.flatten(),
         callback_secret: callback_secret.flatten(),
         state,
+        concurrency: concurrency.flatten(),
     })
 }
 
@@ -359,6 +381,7 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "on_failure",
     "callback_secret",
     "state",
+    "concurrency",
 ];
 const CALLBACK_FIELDS: &[&str] = &["url", "headers", "retry", "timeout"];
 const TRIGGER_TYPES: &[&str] = &["webhook", "manual", "cron", "kafka", "flow"];

@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS idempotency (
 CREATE TABLE IF NOT EXISTS queue (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
-    visible_at INTEGER NOT NULL
+    visible_at INTEGER NOT NULL,
+    start_only INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS queue_by_visible ON queue (visible_at, seq);
 CREATE TABLE IF NOT EXISTS markers (
@@ -71,6 +72,11 @@ CREATE TABLE IF NOT EXISTS links (
 );
 CREATE TABLE IF NOT EXISTS states (
     workflow TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS slots (
+    name TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
     record TEXT NOT NULL
 );
@@ -179,6 +185,15 @@ impl EmbeddedStore {
         };
         let writer = open_conn(&path, false).map_err(db_err)?;
         writer.execute_batch(SCHEMA).map_err(db_err)?;
+        // Data folders made before work items had `start_only`.
+        if writer
+            .prepare("SELECT start_only FROM queue LIMIT 0")
+            .is_err()
+        {
+            writer
+                .execute_batch("ALTER TABLE queue ADD COLUMN start_only INTEGER NOT NULL DEFAULT 0")
+                .map_err(db_err)?;
+        }
         let mut readers = Vec::new();
         for _ in 0..4 {
             readers.push(open_conn(&path, true).map_err(db_err)?);
@@ -674,6 +689,48 @@ impl Store for EmbeddedStore {
                 conn.execute(
                     "UPDATE states SET record = ?1, version = version + 1 WHERE workflow = ?2 AND version = ?3",
                     params![record, workflow, expected],
+                )
+            }
+            .map_err(sql)?;
+            if changed == 1 { Ok(next) } else { Err(StoreError::Conflict) }
+        })
+        .await
+    }
+
+    async fn slots(&self, name: &str) -> Result<Option<Slots>, StoreError> {
+        self.read_now(|conn| {
+            let row: Option<(String, i64)> = conn
+                .query_row(
+                    "SELECT record, version FROM slots WHERE name = ?1",
+                    [name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sql)?;
+            row.map(|(rec, v)| {
+                let mut s: Slots = serde_json::from_str(&rec).map_err(|e| corrupt("slots", e))?;
+                s.version = v as u64;
+                Ok(s)
+            })
+            .transpose()
+        })
+    }
+
+    async fn save_slots(&self, name: &str, slots: &Slots) -> Result<Slots, StoreError> {
+        let mut next = slots.clone();
+        next.version = slots.version + 1;
+        let record = serde_json::to_string(&next).map_err(|e| corrupt("slots", e))?;
+        let (name, expected) = (name.to_string(), slots.version as i64);
+        self.write(move |conn| {
+            let changed = if expected == 0 {
+                conn.execute(
+                    "INSERT INTO slots (name, version, record) VALUES (?1, 1, ?2) ON CONFLICT (name) DO NOTHING",
+                    params![name, record],
+                )
+            } else {
+                conn.execute(
+                    "UPDATE slots SET record = ?1, version = version + 1 WHERE name = ?2 AND version = ?3",
+                    params![record, name, expected],
                 )
             }
             .map_err(sql)?;

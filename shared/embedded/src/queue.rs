@@ -47,7 +47,7 @@ impl EmbeddedQueue {
 
     fn claim(
         &self,
-        rows: Vec<(i64, String)>,
+        rows: Vec<(i64, String, bool)>,
         max: usize,
         now: Timestamp,
         lease: Duration,
@@ -57,7 +57,7 @@ impl EmbeddedQueue {
         };
         leases.retain(|_, until| *until > now);
         let mut out = Vec::new();
-        for (seq, run_id) in rows {
+        for (seq, run_id, start_only) in rows {
             if out.len() == max {
                 break;
             }
@@ -67,7 +67,7 @@ impl EmbeddedQueue {
             leases.insert(seq, now.plus(lease));
             out.push(Delivery {
                 receipt: seq.to_string(),
-                item: WorkItem { run_id },
+                item: WorkItem { run_id, start_only },
                 receive_count: 1,
             });
         }
@@ -80,11 +80,14 @@ impl Queue for EmbeddedQueue {
     async fn send(&self, item: &WorkItem, delay: Duration) -> Result<(), StoreError> {
         let visible_at = self.clock.now().plus(delay).millis();
         let run_id = item.run_id.clone();
+        let start_only = item.start_only;
         self.store
             .write(move |conn| {
-                conn.prepare_cached("INSERT INTO queue (run_id, visible_at) VALUES (?1, ?2)")
-                    .and_then(|mut s| s.execute(params![run_id, visible_at]))
-                    .map_err(sql)?;
+                conn.prepare_cached(
+                    "INSERT INTO queue (run_id, visible_at, start_only) VALUES (?1, ?2, ?3)",
+                )
+                .and_then(|mut s| s.execute(params![run_id, visible_at, start_only]))
+                .map_err(sql)?;
                 Ok(())
             })
             .await?;
@@ -109,10 +112,12 @@ impl Queue for EmbeddedQueue {
             // read, done in place.
             let (rows, next_visible) = self.store.read_now(|conn| {
                 let mut stmt = conn
-                    .prepare_cached("SELECT seq, run_id FROM queue WHERE visible_at <= ?1 ORDER BY visible_at, seq LIMIT ?2")
+                    .prepare_cached("SELECT seq, run_id, start_only FROM queue WHERE visible_at <= ?1 ORDER BY visible_at, seq LIMIT ?2")
                     .map_err(sql)?;
                 let rows = stmt
-                    .query_map(params![now.millis(), limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                    .query_map(params![now.millis(), limit], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?))
+                    })
                     .map_err(sql)?
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(sql)?;
