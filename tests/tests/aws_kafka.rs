@@ -70,11 +70,51 @@ fn as_record(topic: &str, partition: i32, offset: i64) -> KafkaRecord {
     }
 }
 
+/// An MSK cluster on the test server that is ACTIVE (tests/moto-server.py honours the tag).
+async fn active_cluster(clients: &tripline_aws::Clients) -> String {
+    clients
+        .kafka()
+        .create_cluster()
+        .cluster_name(format!("c{}", tripline_tests::aws::unique_prefix()).replace('-', ""))
+        .kafka_version("3.6.0")
+        .number_of_broker_nodes(2)
+        .broker_node_group_info(
+            aws_sdk_kafka::types::BrokerNodeGroupInfo::builder()
+                .client_subnets("subnet-0a1b2c3d")
+                .client_subnets("subnet-4e5f6a7b")
+                .instance_type("kafka.m5.large")
+                .build(),
+        )
+        .tags("moto:state", "ACTIVE")
+        .send()
+        .await
+        .expect("a cluster on the test server")
+        .cluster_arn()
+        .expect("arn")
+        .to_string()
+}
+
 #[tokio::test]
 async fn the_msk_consumer_records_every_record_and_starts_each_run_once() {
     let s = shape(&[]).await;
     let consumer = Function::start("msk-consumer", &function_env(&s.settings, &endpoint())).await;
-    s.deploy("stream", WORKFLOW).await;
+    // The control API deploys kafka triggers only where the stack's MSK event source can
+    // deliver them: a control API of a stack with an ACTIVE cluster and both topics.
+    let cluster = active_cluster(&s.clients).await;
+    let mut env = function_env(&s.settings, &endpoint());
+    env.push(("TRIPLINE_MSK_CLUSTER_ARN".into(), cluster));
+    env.push(("TRIPLINE_MSK_TOPICS".into(), "orders,refunds".into()));
+    let control = Function::start("control-api", &env).await;
+    let (status, _, body) = s
+        .http(
+            &control,
+            "PUT",
+            "/v1/workflows/stream",
+            &[("content-type", "application/yaml")],
+            WORKFLOW.as_bytes(),
+        )
+        .await;
+    assert!(status == 201 || status == 200, "deploy: {status} {body}");
     let event = msk_event(&[
         (
             "orders",
