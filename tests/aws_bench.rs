@@ -536,6 +536,10 @@ async fn main() {
             "cron-tick",
             json!({"workflow": "none", "trigger": "none", "scheduled_time": "2026-01-01T00:00:00Z"}),
         ),
+        (
+            "msk-consumer",
+            json!({"eventSource": "aws:kafka", "records": {}}),
+        ),
     ];
     for (name, event) in events {
         let size = std::fs::metadata(function_bin(name))

@@ -243,3 +243,86 @@ async fn a_cron_condition_skips_the_ticks_it_refuses_and_says_why() {
     );
     app.stop().await;
 }
+
+const SIGNED: &str = r#"
+id: signed
+triggers:
+  - type: webhook
+    token: standard-webhooks-token-0001
+    auth:
+      type: standard_webhooks
+      secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24xMjM=]
+steps:
+  - { id: a, type: transform, value: "{{ trigger.body.n }}" }
+"#;
+
+async fn post_signed(
+    app: &TestApp,
+    secret: &str,
+    id: &str,
+    ts: i64,
+    body: &str,
+    tamper: bool,
+) -> (StatusCode, Value) {
+    let headers = tripline_app::signing::headers(secret, id, ts, body.as_bytes()).expect("secret");
+    let mut req = app
+        .client
+        .post(app.url("/hooks/standard-webhooks-token-0001"))
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let body = if tamper {
+        body.replace('1', "2")
+    } else {
+        body.to_string()
+    };
+    let (status, _, resp) = read(req.body(body).send().await.expect("post")).await;
+    (status, resp)
+}
+
+#[tokio::test]
+async fn a_standard_webhooks_signature_is_verified_and_its_id_is_the_key() {
+    let app = spawn_app(Opts::default().workflow("s.yaml", SIGNED)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64;
+    let first_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let rotated = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24xMjM=";
+    let (s1, a) = post_signed(&app, first_secret, "msg_1", now, r#"{"n": 1}"#, false).await;
+    assert_eq!(s1, StatusCode::ACCEPTED, "{a}");
+    // The sender's retry of msg_1 (a new timestamp, signed again) is the same message.
+    let (_, b) = post_signed(&app, first_secret, "msg_1", now + 3, r#"{"n": 1}"#, false).await;
+    assert_eq!(a["run_id"], b["run_id"]);
+    // The second secret of a rotation is valid too.
+    let (s2, c) = post_signed(&app, rotated, "msg_2", now, r#"{"n": 2}"#, false).await;
+    assert_eq!(s2, StatusCode::ACCEPTED, "{c}");
+    assert_ne!(a["run_id"], c["run_id"]);
+    // A changed body, an unknown secret, a replay from an hour ago: refused, saying why.
+    let (s, e) = post_signed(&app, first_secret, "msg_3", now, r#"{"n": 1}"#, true).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(e.to_string().contains("does not match"), "{e}");
+    let other = "whsec_b3RoZXItc2VjcmV0LW5vdC1vbi10aGUtdHJpZ2dlcg==";
+    let (s, _) = post_signed(&app, other, "msg_4", now, r#"{"n": 1}"#, false).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, e) = post_signed(
+        &app,
+        first_secret,
+        "msg_5",
+        now - 3600,
+        r#"{"n": 1}"#,
+        false,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(e.to_string().contains("tolerance"), "{e}");
+    let (status, _, e) = app
+        .post_json("/hooks/standard-webhooks-token-0001", &json!({"n": 1}))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(e.to_string().contains("webhook-signature"), "{e}");
+    let (_, runs) = app.get("/v1/runs?workflow=signed").await;
+    assert_eq!(runs["items"].as_array().map(Vec::len), Some(2), "{runs}");
+    app.stop().await;
+}

@@ -443,6 +443,21 @@ pub enum WebhookAuth {
     },
     /// HTTP Basic authentication.
     Basic { username: String, password: String },
+    /// Standard Webhooks signatures (`webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature`: `v1,` + base64 HMAC-SHA256 of `{id}.{timestamp}.{body}`),
+    /// under any of `secrets` (`whsec_…`; several during a rotation). A verified
+    /// `webhook-id` is the request's idempotency key when the trigger has no other.
+    StandardWebhooks {
+        secrets: Vec<String>,
+        /// How far `webhook-timestamp` may be from now (replays older than this are
+        /// refused); default 5m.
+        #[serde(default = "default_signature_tolerance")]
+        tolerance: Duration,
+    },
+}
+
+fn default_signature_tolerance() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_api_key_header() -> String {

@@ -427,7 +427,7 @@ const FLOW_FIELDS: &[&str] = &[
     "condition",
     "idempotency_key",
 ];
-const AUTH_TYPES: &[&str] = &["none", "api_key", "basic"];
+const AUTH_TYPES: &[&str] = &["none", "api_key", "basic", "standard_webhooks"];
 const REPLY_FIELDS: &[&str] = &["status", "headers", "body"];
 const STEP_TYPES: &[&str] = &[
     "http",
@@ -538,6 +538,7 @@ fn check_trigger_shape(c: &mut Collector, v: &Value, path: &str) -> bool {
                 if let Some(t) = check_type(c, auth, &ap, AUTH_TYPES, "webhook auth") {
                     let fields: &[&str] = match t {
                         "api_key" => &["type", "header", "keys"],
+                        "standard_webhooks" => &["type", "secrets", "tolerance"],
                         "basic" => &["type", "username", "password"],
                         _ => &["type"],
                     };
@@ -862,6 +863,28 @@ fn check_triggers(c: &mut Collector, triggers: &[(String, Trigger)]) {
             WebhookAuth::Basic { username, password } => {
                 if username.is_empty() || username.contains(':') || password.len() < 8 {
                     c.at(&join(path, "auth"), "basic auth needs a username without `:` and a password of 8 characters or more");
+                }
+            }
+            WebhookAuth::StandardWebhooks { secrets, tolerance } => {
+                if secrets.is_empty() {
+                    c.at(
+                        &join(path, "auth.secrets"),
+                        "`secrets` needs at least one `whsec_…` secret",
+                    );
+                }
+                for (i, s) in secrets.iter().enumerate() {
+                    if !valid_callback_secret(s) {
+                        c.at(
+                            &format!("{}[{i}]", join(path, "auth.secrets")),
+                            "a signing secret is `whsec_` followed by the base64 of 24 to 64 random bytes",
+                        );
+                    }
+                }
+                if tolerance.std().is_zero() {
+                    c.at(
+                        &join(path, "auth.tolerance"),
+                        "`tolerance` must be longer than zero",
+                    );
                 }
             }
             WebhookAuth::None => {}
