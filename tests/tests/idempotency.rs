@@ -326,3 +326,57 @@ async fn a_standard_webhooks_signature_is_verified_and_its_id_is_the_key() {
     assert_eq!(runs["items"].as_array().map(Vec::len), Some(2), "{runs}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn calendar_helpers_keep_a_schedule_to_paris_business_hours_on_weekdays() {
+    // Monday 2026-03-02, 06:30 UTC = 07:30 in Paris (winter time, UTC+1).
+    let start = Timestamp::parse_rfc3339("2026-03-02T06:30:00Z").expect("time");
+    let (app, time) = spawn_app_with_manual_clock(
+        Opts {
+            clock_start: Some(start),
+            ..Opts::default()
+        }
+        .workflow(
+            "c.yaml",
+            r#"
+id: office
+triggers:
+  - type: cron
+    schedule: "0 * * * *"
+    condition: "is_weekday(trigger.scheduled_time, 'Europe/Paris') and in_time_window(trigger.scheduled_time, '09:00', '11:00', 'Europe/Paris')"
+steps:
+  - { id: a, type: transform, value: "{{ weekday(trigger.scheduled_time, 'Europe/Paris') }} {{ local_time(trigger.scheduled_time, 'Europe/Paris') }}" }
+"#,
+        ),
+    )
+    .await;
+    // To each hour exactly (a tick more than 60 s late would be a missed one).
+    time.advance(Duration::from_secs(1800));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..4 {
+        time.advance(Duration::from_secs(3600));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let items = loop {
+        let (_, body) = app.get("/v1/workflows/office/ticks").await;
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        if items.len() >= 5 {
+            break items;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut fired: Vec<String> = Vec::new();
+    for t in items.iter().filter(|t| t["outcome"] == "fired") {
+        let run = app.wait_run(t["run_id"].as_str().expect("run")).await;
+        fired.push(run["final_output"].as_str().unwrap_or_default().to_string());
+    }
+    fired.sort();
+    assert_eq!(fired, vec!["monday 09:00", "monday 10:00"], "{items:?}");
+    assert_eq!(
+        items.iter().filter(|t| t["outcome"] == "skipped").count(),
+        3
+    );
+    app.stop().await;
+}

@@ -22,8 +22,44 @@ fn env() -> &'static Environment<'static> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_recursion_limit(64);
+        add_calendar(&mut env);
         env
     })
+}
+
+/// The calendar helpers: `weekday(t, zone)`, `is_weekday(t, zone)`, `local_time(t, zone)`
+/// (`HH:MM`), `local_date(t, zone)` (`YYYY-MM-DD`) and `in_time_window(t, from, to, zone)`,
+/// where `t` is an RFC 3339 time or Unix milliseconds and `zone` an IANA zone (default UTC).
+fn add_calendar(env: &mut Environment<'static>) {
+    use minijinja::{Error, ErrorKind};
+    fn local(t: &minijinja::Value, zone: Option<&str>) -> Result<chrono::NaiveDateTime, Error> {
+        let v = serde_json::to_value(t).unwrap_or(serde_json::Value::Null);
+        let utc =
+            crate::calendar::instant(&v).map_err(|m| Error::new(ErrorKind::InvalidOperation, m))?;
+        crate::calendar::local(utc, zone.unwrap_or("UTC"))
+            .map_err(|m| Error::new(ErrorKind::InvalidOperation, m))
+    }
+    env.add_function("weekday", |t: minijinja::Value, zone: Option<String>| {
+        local(&t, zone.as_deref()).map(|l| crate::calendar::weekday_name(&l))
+    });
+    env.add_function("is_weekday", |t: minijinja::Value, zone: Option<String>| {
+        local(&t, zone.as_deref())
+            .map(|l| !matches!(crate::calendar::weekday_name(&l), "saturday" | "sunday"))
+    });
+    env.add_function("local_time", |t: minijinja::Value, zone: Option<String>| {
+        local(&t, zone.as_deref()).map(|l| l.format("%H:%M").to_string())
+    });
+    env.add_function("local_date", |t: minijinja::Value, zone: Option<String>| {
+        local(&t, zone.as_deref()).map(|l| l.format("%Y-%m-%d").to_string())
+    });
+    env.add_function(
+        "in_time_window",
+        |t: minijinja::Value, from: String, to: String, zone: Option<String>| {
+            let l = local(&t, zone.as_deref())?;
+            crate::calendar::in_window(&l, &from, &to)
+                .map_err(|m| Error::new(ErrorKind::InvalidOperation, m))
+        },
+    );
 }
 
 fn err(e: minijinja::Error) -> TemplateError {
@@ -116,14 +152,31 @@ pub fn check_string(tpl: &str) -> Result<BTreeSet<String>, TemplateError> {
         return Ok(BTreeSet::new());
     }
     let t = env().template_from_str(tpl).map_err(err)?;
-    Ok(t.undeclared_variables(true).into_iter().collect())
+    Ok(without_helpers(t.undeclared_variables(true)))
 }
+
+/// The helper functions are not variables the template reads.
+fn without_helpers(names: std::collections::HashSet<String>) -> BTreeSet<String> {
+    names
+        .into_iter()
+        .filter(|n| !HELPERS.contains(&n.as_str()))
+        .collect()
+}
+
+/// The functions `add_calendar` gives templates.
+pub const HELPERS: &[&str] = &[
+    "weekday",
+    "is_weekday",
+    "local_time",
+    "local_date",
+    "in_time_window",
+];
 
 /// Parses an expression and returns the variable paths it reads.
 pub fn check_expression(expr: &str) -> Result<BTreeSet<String>, TemplateError> {
     let expr = whole_expression(expr).unwrap_or(expr);
     let e = env().compile_expression(expr).map_err(err)?;
-    Ok(e.undeclared_variables(true).into_iter().collect())
+    Ok(without_helpers(e.undeclared_variables(true)))
 }
 
 /// Checks every string of a value template; returns `(json path suffix, result)` pairs.
