@@ -27,6 +27,7 @@ lines = [
     "",
     "pub const TZDB_VERSION: &str = \"" + version + "\";",
     "",
+    "#[rustfmt::skip]",
     "pub const ZONES: &[(&str, &str)] = &[",
 ]
 lines += [f'    ("{n}", "{r}"),' for n, r in zones]
