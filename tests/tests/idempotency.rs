@@ -380,3 +380,42 @@ steps:
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_cron_key_template_makes_the_ticks_of_one_day_one_run() {
+    let start = Timestamp::parse_rfc3339("2026-03-02T06:00:00Z").expect("time");
+    let (app, time) = spawn_app_with_manual_clock(
+        Opts {
+            clock_start: Some(start),
+            ..Opts::default()
+        }
+        .workflow(
+            "d.yaml",
+            "id: daily\ntriggers: [{type: cron, schedule: '*/30 * * * *', idempotency_key: \"{{ local_date(trigger.scheduled_time, 'Europe/Paris') }}\"}]\nsteps: [{id: a, type: transform, value: 1}]\n",
+        ),
+    )
+    .await;
+    for _ in 0..3 {
+        time.advance(Duration::from_secs(1800));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let items = loop {
+        let (_, body) = app.get("/v1/workflows/daily/ticks").await;
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        if items.len() >= 3 {
+            break items;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut outcomes: Vec<String> = items
+        .iter()
+        .map(|t| t["outcome"].as_str().unwrap_or_default().to_string())
+        .collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["duplicate", "duplicate", "fired"], "{items:?}");
+    let (_, runs) = app.get("/v1/runs?workflow=daily").await;
+    assert_eq!(runs["items"].as_array().map(Vec::len), Some(1), "{runs}");
+    app.stop().await;
+}

@@ -289,10 +289,22 @@ impl App {
                 run_ids: vec![id.clone()],
             },
         );
-        let claim = IdempotencyClaim {
+        // The trigger's own key, when it has one (two ticks with one key are one run);
+        // else the tick's: its scheduled time.
+        let keyed = match self.claim_for(
+            workflow,
+            trigger,
+            cron.idempotency_key.as_deref(),
+            &input,
+            None,
+        ) {
+            Ok(k) => k,
+            Err(why) => return self.reject_tick(workflow, trigger, scheduled, why).await,
+        };
+        let claim = keyed.unwrap_or_else(|| IdempotencyClaim {
             key: format!("{workflow}/{trigger}/cron:{}", scheduled.millis()),
             expires_at: scheduled.plus(TICK_CLAIM_WINDOW),
-        };
+        });
         match self
             .admit(Admission {
                 message,

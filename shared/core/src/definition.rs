@@ -149,13 +149,12 @@ impl Trigger {
         }
     }
 
-    /// The template of the key that makes two inputs the same (cron ticks have theirs: the
-    /// scheduled time).
+    /// The template of the key that makes two inputs the same.
     pub fn idempotency_key(&self) -> Option<&str> {
         match self {
             Trigger::Webhook(t) => t.idempotency_key.as_deref(),
             Trigger::Manual(t) => t.idempotency_key.as_deref(),
-            Trigger::Cron(_) => None,
+            Trigger::Cron(t) => t.idempotency_key.as_deref(),
             Trigger::Kafka(t) => t.idempotency_key.as_deref(),
             Trigger::Flow(t) => t.idempotency_key.as_deref(),
         }
@@ -185,6 +184,11 @@ pub struct CronTrigger {
     /// tick to start a run, e.g. `is_weekday(trigger.scheduled_time, 'Europe/Paris')`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
+    /// A template over `trigger` naming the ticks that are the same run (each tick is one
+    /// by its scheduled time already): e.g. `{{ local_date(trigger.scheduled_time) }}`
+    /// starts at most one run a day, whatever the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 impl CronTrigger {

@@ -402,6 +402,7 @@ const CRON_FIELDS: &[&str] = &[
     "overlap",
     "catch_up",
     "condition",
+    "idempotency_key",
 ];
 const WEBHOOK_FIELDS: &[&str] = &[
     "type",
