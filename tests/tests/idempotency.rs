@@ -25,6 +25,20 @@ steps:
   - { id: a, type: transform, value: "{{ trigger.body.order_id }}" }
 "#;
 
+/// A workflow's ticks once there are at least `n`.
+async fn ticks(app: &TestApp, workflow: &str, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = app.get(&format!("/v1/workflows/{workflow}/ticks")).await;
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        if items.len() >= n {
+            return items;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn post(app: &TestApp, path: &str, body: Value, key: Option<&str>) -> (StatusCode, Value) {
     let mut req = app.client.post(app.url(path)).json(&body);
     if let Some(k) = key {
@@ -202,16 +216,7 @@ async fn a_cron_condition_skips_the_ticks_it_refuses_and_says_why() {
         time.advance(Duration::from_secs(60));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let items = loop {
-        let (_, body) = app.get("/v1/workflows/even/ticks").await;
-        let items = body["items"].as_array().cloned().unwrap_or_default();
-        if items.len() >= 4 {
-            break items;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let items = ticks(&app, "even", 4).await;
     let mut seen: Vec<(String, String)> = items
         .iter()
         .map(|t| {
@@ -357,16 +362,7 @@ steps:
         time.advance(Duration::from_secs(3600));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let items = loop {
-        let (_, body) = app.get("/v1/workflows/office/ticks").await;
-        let items = body["items"].as_array().cloned().unwrap_or_default();
-        if items.len() >= 5 {
-            break items;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let items = ticks(&app, "office", 5).await;
     let mut fired: Vec<String> = Vec::new();
     for t in items.iter().filter(|t| t["outcome"] == "fired") {
         let run = app.wait_run(t["run_id"].as_str().expect("run")).await;
@@ -399,16 +395,7 @@ async fn a_cron_key_template_makes_the_ticks_of_one_day_one_run() {
         time.advance(Duration::from_secs(1800));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let items = loop {
-        let (_, body) = app.get("/v1/workflows/daily/ticks").await;
-        let items = body["items"].as_array().cloned().unwrap_or_default();
-        if items.len() >= 3 {
-            break items;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let items = ticks(&app, "daily", 3).await;
     let mut outcomes: Vec<String> = items
         .iter()
         .map(|t| t["outcome"].as_str().unwrap_or_default().to_string())

@@ -9,6 +9,9 @@
 //! one loses, reads again and waits. A crash after a run ended but before it released its
 //! slot is repaired when the limit is full: holders that have ended are dropped.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use serde_json::json;
 use sha2::Digest as _;
 use tripline_core::{Run, Workflow, template};
@@ -27,6 +30,17 @@ pub enum Slot {
 
 /// How often a contended slot record is read and written again before the run waits.
 const TRIES: usize = 500;
+
+/// The per-record locks of one process (see `App::slot_locks`).
+#[derive(Default)]
+pub(crate) struct SlotLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl SlotLocks {
+    fn of(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(name.to_string()).or_default().clone()
+    }
+}
 
 /// The record's name: the workflow, and the key's value when the limit is per key (hashed
 /// when long).
@@ -66,6 +80,10 @@ impl App {
         let Some((name, limit)) = self.limit_of(wf, run) else {
             return Ok(Slot::Taken);
         };
+        // Other processes (AWS: other executors) may still write between our read and
+        // write: the conditional write tells, and the loop reads again.
+        let lock = self.slot_locks.of(&name);
+        let _held = lock.lock().await;
         for attempt in 0..TRIES {
             let mut slots = self.store.slots(&name).await?.unwrap_or_default();
             if slots.holders.contains(&run.id) {
@@ -79,7 +97,7 @@ impl App {
                 self.drop_ended(&mut slots.holders).await?;
             }
             let free = limit.saturating_sub(slots.holders.len());
-            let mut pos = slots.waiting.iter().position(|w| w == &run.id).unwrap_or(0);
+            let pos = slots.waiting.iter().position(|w| w == &run.id).unwrap_or(0);
             if pos >= free {
                 // Runs ahead that ended while waiting (cancelled) do not hold the line.
                 let mut ahead: Vec<String> = slots.waiting[..pos].to_vec();
@@ -88,12 +106,17 @@ impl App {
                     slots
                         .waiting
                         .retain(|w| ahead.contains(w) || w.as_str() >= run.id.as_str());
-                    pos = ahead.len();
                 }
             }
-            let outcome = if pos < free {
-                slots.waiting.remove(pos);
-                slots.holders.push(run.id.clone());
+            // The free slots go to the first waiting runs, this one or others: a slot freed
+            // by dropping an ended holder is handed on here, since that holder's own
+            // release will find nothing left to give.
+            let granted: Vec<String> = slots
+                .waiting
+                .drain(..free.min(slots.waiting.len()))
+                .collect();
+            slots.holders.extend(granted.iter().cloned());
+            let outcome = if granted.contains(&run.id) {
                 Slot::Taken
             } else {
                 Slot::Wait
@@ -102,7 +125,10 @@ impl App {
                 return Ok(outcome);
             }
             match self.store.save_slots(&name, &slots).await {
-                Ok(_) => return Ok(outcome),
+                Ok(_) => {
+                    self.wake(granted.iter().filter(|g| **g != run.id)).await;
+                    return Ok(outcome);
+                }
                 Err(StoreError::Conflict) => {
                     // Another executor wrote meanwhile: read again, after a short pause
                     // that spreads the contenders.
@@ -123,6 +149,8 @@ impl App {
         let Some((name, limit)) = self.limit_of(wf, run) else {
             return;
         };
+        let lock = self.slot_locks.of(&name);
+        let _held = lock.lock().await;
         for _ in 0..TRIES {
             let mut slots = match self.store.slots(&name).await {
                 Ok(Some(s)) => s,
@@ -154,13 +182,21 @@ impl App {
                     return;
                 }
             }
-            for id in &granted {
-                let item = WorkItem::start(id.clone());
-                if let Err(e) = self.queue.send(&item, std::time::Duration::ZERO).await {
-                    tracing::warn!(run_id = %id, error = %e, "waking a waiting run failed; it looks again later");
-                }
-            }
+            self.wake(granted.iter()).await;
             return;
+        }
+    }
+
+    /// Starts runs that were given a slot (start-only work items: a duplicate does nothing).
+    async fn wake(&self, ids: impl Iterator<Item = &String>) {
+        for id in ids {
+            if let Err(e) = self
+                .queue
+                .send(&WorkItem::start(id.clone()), std::time::Duration::ZERO)
+                .await
+            {
+                tracing::warn!(run_id = %id, error = %e, "waking a run given a slot failed; it looks again later");
+            }
         }
     }
 

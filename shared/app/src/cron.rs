@@ -213,16 +213,8 @@ impl App {
         // skipped, with the reason, and does not count as the previous run.
         if let Some(why) = crate::unmet(None, cron.condition.as_deref(), &input) {
             let outcome = Outcome::Skipped { reason: why };
-            self.record(self.tick_message(
-                id,
-                workflow,
-                trigger,
-                scheduled,
-                &input,
-                outcome.clone(),
-            ))
-            .await?;
-            return Ok(outcome);
+            let tick = self.tick_message(id, workflow, trigger, scheduled, &input, outcome);
+            return self.record_tick(tick).await;
         }
 
         // The trigger's previous run: the run of the last tick that fired.
@@ -243,16 +235,8 @@ impl App {
                             run.status.as_str()
                         ),
                     };
-                    self.record(self.tick_message(
-                        id,
-                        workflow,
-                        trigger,
-                        scheduled,
-                        &input,
-                        outcome.clone(),
-                    ))
-                    .await?;
-                    return Ok(outcome);
+                    let tick = self.tick_message(id, workflow, trigger, scheduled, &input, outcome);
+                    return self.record_tick(tick).await;
                 }
                 after = Some(prev);
             }
@@ -326,6 +310,13 @@ impl App {
     }
 
     /// Records a tick that starts nothing because its workflow or trigger is gone.
+    /// Records a tick that starts nothing; its outcome is the answer.
+    async fn record_tick(&self, tick: InboxMessage) -> Result<Outcome, TickError> {
+        let outcome = tick.outcome.clone();
+        self.record(tick).await?;
+        Ok(outcome)
+    }
+
     async fn reject_tick(
         &self,
         workflow: &str,

@@ -89,6 +89,9 @@ pub struct App {
     /// Wakes the local scheduler (a deploy, a moved manual clock).
     pub cron_wake: tokio::sync::Notify,
     ids: std::sync::Mutex<ulid::Generator>,
+    /// One lock per concurrency-limit record: this process's own takers and releasers
+    /// queue here instead of racing each other's conditional writes.
+    slot_locks: concurrency::SlotLocks,
 }
 
 /// `None` when a trigger's input passes its `filter` and `condition`; else why not.
@@ -140,6 +143,7 @@ impl App {
             outbound: Outbound::new(config.outbound.clone()),
             config,
             cron_wake: tokio::sync::Notify::new(),
+            slot_locks: Default::default(),
             ids: std::sync::Mutex::new(ulid::Generator::new()),
         }
     }

@@ -887,21 +887,14 @@ impl Store for DynamoStore {
     }
 
     async fn state(&self, workflow: &str) -> Result<Option<SavedState>, StoreError> {
-        let out = self
-            .db
-            .get_item()
-            .table_name(&self.settings.runs_table)
-            .key("id", s(format!("#state/{workflow}")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| failed("GetItem (state)", e))?;
-        let Some(item) = out.item else {
+        let Some((doc, version)) = self
+            .versioned(&format!("#state/{workflow}"), "state")
+            .await?
+        else {
             return Ok(None);
         };
-        let doc = get_s(&item, "doc").ok_or_else(|| corrupt("state", "no doc"))?;
-        let mut state: SavedState = serde_json::from_str(doc).map_err(|e| corrupt("state", e))?;
-        state.version = get_n(&item, "v").unwrap_or(0) as u64;
+        let mut state: SavedState = serde_json::from_str(&doc).map_err(|e| corrupt("state", e))?;
+        state.version = version;
         Ok(Some(state))
     }
 
@@ -913,44 +906,17 @@ impl Store for DynamoStore {
         let mut next = state.clone();
         next.version = state.version + 1;
         let doc = serde_json::to_string(&next).map_err(|e| corrupt("state", e))?;
-        let mut put = self
-            .db
-            .put_item()
-            .table_name(&self.settings.runs_table)
-            .item("id", s(format!("#state/{workflow}")))
-            .item("v", n(next.version))
-            .item("doc", s(doc));
-        put = if state.version == 0 {
-            put.condition_expression("attribute_not_exists(id)")
-        } else {
-            put.condition_expression("v = :expected")
-                .expression_attribute_values(":expected", n(state.version))
-        };
-        match put.send().await {
-            Ok(_) => Ok(next),
-            Err(e) if e.as_service_error().is_some_and(conditional_failed) => {
-                Err(StoreError::Conflict)
-            }
-            Err(e) => Err(failed("PutItem (state)", e)),
-        }
+        self.put_versioned(&format!("#state/{workflow}"), state.version, doc, "state")
+            .await?;
+        Ok(next)
     }
 
     async fn slots(&self, name: &str) -> Result<Option<Slots>, StoreError> {
-        let out = self
-            .db
-            .get_item()
-            .table_name(&self.settings.runs_table)
-            .key("id", s(format!("#slots/{name}")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| failed("GetItem (slots)", e))?;
-        let Some(item) = out.item else {
+        let Some((doc, version)) = self.versioned(&format!("#slots/{name}"), "slots").await? else {
             return Ok(None);
         };
-        let doc = get_s(&item, "doc").ok_or_else(|| corrupt("slots", "no doc"))?;
-        let mut slots: Slots = serde_json::from_str(doc).map_err(|e| corrupt("slots", e))?;
-        slots.version = get_n(&item, "v").unwrap_or(0) as u64;
+        let mut slots: Slots = serde_json::from_str(&doc).map_err(|e| corrupt("slots", e))?;
+        slots.version = version;
         Ok(Some(slots))
     }
 
@@ -960,26 +926,9 @@ impl Store for DynamoStore {
         let mut next = slots.clone();
         next.version = slots.version + 1;
         let doc = serde_json::to_string(&next).map_err(|e| corrupt("slots", e))?;
-        let mut put = self
-            .db
-            .put_item()
-            .table_name(&self.settings.runs_table)
-            .item("id", s(format!("#slots/{name}")))
-            .item("v", n(next.version))
-            .item("doc", s(doc));
-        put = if slots.version == 0 {
-            put.condition_expression("attribute_not_exists(id)")
-        } else {
-            put.condition_expression("v = :expected")
-                .expression_attribute_values(":expected", n(slots.version))
-        };
-        match put.send().await {
-            Ok(_) => Ok(next),
-            Err(e) if e.as_service_error().is_some_and(conditional_failed) => {
-                Err(StoreError::Conflict)
-            }
-            Err(e) => Err(failed("PutItem (slots)", e)),
-        }
+        self.put_versioned(&format!("#slots/{name}"), slots.version, doc, "slots")
+            .await?;
+        Ok(next)
     }
 
     async fn context(&self, workflow: &str) -> Result<BTreeMap<String, String>, StoreError> {
@@ -1056,6 +1005,61 @@ impl Store for DynamoStore {
             .await
             .map_err(|e| failed("PutItem (marker)", e))?;
         Ok(())
+    }
+}
+
+impl DynamoStore {
+    /// A versioned document item of the runs table (cron state, concurrency slots): its
+    /// JSON and its version.
+    async fn versioned(&self, id: &str, what: &str) -> Result<Option<(String, u64)>, StoreError> {
+        let out = self
+            .db
+            .get_item()
+            .table_name(&self.settings.runs_table)
+            .key("id", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| failed(&format!("GetItem ({what})"), e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let doc = get_s(&item, "doc").ok_or_else(|| corrupt(what, "no doc"))?;
+        Ok(Some((
+            doc.to_string(),
+            get_n(&item, "v").unwrap_or(0) as u64,
+        )))
+    }
+
+    /// Writes a versioned document if its version is still `expected` (0: none yet): of two
+    /// writers, one gets `Conflict`.
+    async fn put_versioned(
+        &self,
+        id: &str,
+        expected: u64,
+        doc: String,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        let mut put = self
+            .db
+            .put_item()
+            .table_name(&self.settings.runs_table)
+            .item("id", s(id))
+            .item("v", n(expected + 1))
+            .item("doc", s(doc));
+        put = if expected == 0 {
+            put.condition_expression("attribute_not_exists(id)")
+        } else {
+            put.condition_expression("v = :expected")
+                .expression_attribute_values(":expected", n(expected))
+        };
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(conditional_failed) => {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(failed(&format!("PutItem ({what})"), e)),
+        }
     }
 }
 

@@ -158,6 +158,86 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, rusqlite::Error
     Ok(conn)
 }
 
+/// A document stored with a version (cron state, concurrency slots).
+trait Versioned: serde::Serialize + serde::de::DeserializeOwned {
+    fn set_version(&mut self, version: u64);
+}
+
+impl Versioned for SavedState {
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+}
+
+impl Versioned for Slots {
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+}
+
+impl EmbeddedStore {
+    /// Reads a versioned document of `table` (`key_column` = `key`).
+    fn versioned<T: Versioned>(
+        &self,
+        table: &'static str,
+        key_column: &'static str,
+        key: &str,
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        self.read_now(|conn| {
+            let row: Option<(String, i64)> = conn
+                .query_row(
+                    &format!("SELECT record, version FROM {table} WHERE {key_column} = ?1"),
+                    [key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sql)?;
+            row.map(|(rec, v)| {
+                let mut doc: T = serde_json::from_str(&rec).map_err(|e| corrupt(what, e))?;
+                doc.set_version(v as u64);
+                Ok(doc)
+            })
+            .transpose()
+        })
+    }
+
+    /// Writes a versioned document if its stored version is still `expected` (0: none
+    /// yet); else `Conflict`.
+    async fn put_versioned<T: Versioned>(
+        &self,
+        table: &'static str,
+        key_column: &'static str,
+        key: &str,
+        expected: u64,
+        next: &T,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        let record = serde_json::to_string(next).map_err(|e| corrupt(what, e))?;
+        let (key, expected) = (key.to_string(), expected as i64);
+        self.write(move |conn| {
+            let changed = if expected == 0 {
+                conn.execute(
+                    &format!("INSERT INTO {table} ({key_column}, version, record) VALUES (?1, 1, ?2) ON CONFLICT ({key_column}) DO NOTHING"),
+                    params![key, record],
+                )
+            } else {
+                conn.execute(
+                    &format!("UPDATE {table} SET record = ?1, version = version + 1 WHERE {key_column} = ?2 AND version = ?3"),
+                    params![record, key, expected],
+                )
+            }
+            .map_err(sql)?;
+            if changed == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict)
+            }
+        })
+        .await
+    }
+}
+
 impl EmbeddedStore {
     /// Opens (creating if needed) the store in `dir`, and locks it for this process.
     pub fn open(dir: &Path) -> Result<Self, OpenError> {
@@ -651,23 +731,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn state(&self, workflow: &str) -> Result<Option<SavedState>, StoreError> {
-        self.read_now(|conn| {
-            let row: Option<(String, i64)> = conn
-                .query_row(
-                    "SELECT record, version FROM states WHERE workflow = ?1",
-                    [workflow],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(sql)?;
-            row.map(|(rec, v)| {
-                let mut s: SavedState =
-                    serde_json::from_str(&rec).map_err(|e| corrupt("state", e))?;
-                s.version = v as u64;
-                Ok(s)
-            })
-            .transpose()
-        })
+        self.versioned("states", "workflow", workflow, "state")
     }
 
     async fn save_state(
@@ -677,66 +741,28 @@ impl Store for EmbeddedStore {
     ) -> Result<SavedState, StoreError> {
         let mut next = state.clone();
         next.version = state.version + 1;
-        let record = serde_json::to_string(&next).map_err(|e| corrupt("state", e))?;
-        let (workflow, expected) = (workflow.to_string(), state.version as i64);
-        self.write(move |conn| {
-            let changed = if expected == 0 {
-                conn.execute(
-                    "INSERT INTO states (workflow, version, record) VALUES (?1, 1, ?2) ON CONFLICT (workflow) DO NOTHING",
-                    params![workflow, record],
-                )
-            } else {
-                conn.execute(
-                    "UPDATE states SET record = ?1, version = version + 1 WHERE workflow = ?2 AND version = ?3",
-                    params![record, workflow, expected],
-                )
-            }
-            .map_err(sql)?;
-            if changed == 1 { Ok(next) } else { Err(StoreError::Conflict) }
-        })
-        .await
+        self.put_versioned(
+            "states",
+            "workflow",
+            workflow,
+            state.version,
+            &next,
+            "state",
+        )
+        .await?;
+        Ok(next)
     }
 
     async fn slots(&self, name: &str) -> Result<Option<Slots>, StoreError> {
-        self.read_now(|conn| {
-            let row: Option<(String, i64)> = conn
-                .query_row(
-                    "SELECT record, version FROM slots WHERE name = ?1",
-                    [name],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(sql)?;
-            row.map(|(rec, v)| {
-                let mut s: Slots = serde_json::from_str(&rec).map_err(|e| corrupt("slots", e))?;
-                s.version = v as u64;
-                Ok(s)
-            })
-            .transpose()
-        })
+        self.versioned("slots", "name", name, "slots")
     }
 
     async fn save_slots(&self, name: &str, slots: &Slots) -> Result<Slots, StoreError> {
         let mut next = slots.clone();
         next.version = slots.version + 1;
-        let record = serde_json::to_string(&next).map_err(|e| corrupt("slots", e))?;
-        let (name, expected) = (name.to_string(), slots.version as i64);
-        self.write(move |conn| {
-            let changed = if expected == 0 {
-                conn.execute(
-                    "INSERT INTO slots (name, version, record) VALUES (?1, 1, ?2) ON CONFLICT (name) DO NOTHING",
-                    params![name, record],
-                )
-            } else {
-                conn.execute(
-                    "UPDATE slots SET record = ?1, version = version + 1 WHERE name = ?2 AND version = ?3",
-                    params![record, name, expected],
-                )
-            }
-            .map_err(sql)?;
-            if changed == 1 { Ok(next) } else { Err(StoreError::Conflict) }
-        })
-        .await
+        self.put_versioned("slots", "name", name, slots.version, &next, "slots")
+            .await?;
+        Ok(next)
     }
 
     async fn context(&self, workflow: &str) -> Result<BTreeMap<String, String>, StoreError> {
