@@ -378,22 +378,6 @@ async fn start_run(
         Some(Trigger::Manual(m)) => Some(m),
         _ => None,
     };
-    let refused = |message: InboxMessage, status: StatusCode, code: &'static str, why: String| {
-        let app = app.clone();
-        async move {
-            if let Err(e) = app
-                .admit(Admission {
-                    message,
-                    runs: vec![],
-                    idempotency: None,
-                })
-                .await
-            {
-                return unavailable(&e);
-            }
-            error_response(status, code, why)
-        }
-    };
     if let Some(m) = manual
         && let Some(why) = crate::unmet(
             m.filter.as_ref(),
@@ -404,7 +388,8 @@ async fn start_run(
         message.outcome = Outcome::Filtered {
             reason: why.clone(),
         };
-        return refused(
+        return crate::ingress::refuse(
+            &app,
             message,
             StatusCode::UNPROCESSABLE_ENTITY,
             "condition_not_met",
@@ -425,7 +410,8 @@ async fn start_run(
             message.outcome = Outcome::Rejected {
                 reason: why.clone(),
             };
-            return refused(
+            return crate::ingress::refuse(
+                &app,
                 message,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_failed",

@@ -591,10 +591,22 @@ async fn reject(
     code: &'static str,
     reason: String,
 ) -> Response {
-    let id = message.id.clone();
     message.outcome = Outcome::Rejected {
         reason: reason.clone(),
     };
+    refuse(app, message, status, code, reason).await
+}
+
+/// Records a message that starts nothing (with the outcome it carries) and answers the
+/// error; the answer names the message.
+pub(crate) async fn refuse(
+    app: &App,
+    message: InboxMessage,
+    status: StatusCode,
+    code: &'static str,
+    reason: String,
+) -> Response {
+    let id = message.id.clone();
     if let Err(e) = app
         .admit(Admission {
             message,

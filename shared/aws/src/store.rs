@@ -841,34 +841,13 @@ impl Store for DynamoStore {
     }
 
     async fn marker(&self, name: &str) -> Result<Option<Timestamp>, StoreError> {
-        let out = self
-            .db
-            .get_item()
-            .table_name(&self.settings.runs_table)
-            .key("id", s(format!("#marker/{name}")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| failed("GetItem (marker)", e))?;
-        Ok(out
-            .item
-            .as_ref()
-            .and_then(|i| get_n(i, "at"))
-            .map(Timestamp))
+        let item = self.runs_item(format!("#marker/{name}"), "marker").await?;
+        Ok(item.as_ref().and_then(|i| get_n(i, "at")).map(Timestamp))
     }
 
     async fn link(&self, name: &str) -> Result<Option<String>, StoreError> {
-        let out = self
-            .db
-            .get_item()
-            .table_name(&self.settings.runs_table)
-            .key("id", s(format!("#link/{name}")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| failed("GetItem (link)", e))?;
-        Ok(out
-            .item
+        let item = self.runs_item(format!("#link/{name}"), "link").await?;
+        Ok(item
             .as_ref()
             .and_then(|i| get_s(i, "target"))
             .map(str::to_string))
@@ -932,17 +911,10 @@ impl Store for DynamoStore {
     }
 
     async fn context(&self, workflow: &str) -> Result<BTreeMap<String, String>, StoreError> {
-        let out = self
-            .db
-            .get_item()
-            .table_name(&self.settings.runs_table)
-            .key("id", s(format!("#context/{workflow}")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| failed("GetItem (context)", e))?;
-        Ok(out
-            .item
+        let item = self
+            .runs_item(format!("#context/{workflow}"), "context")
+            .await?;
+        Ok(item
             .unwrap_or_default()
             .into_iter()
             .filter_map(|(name, v)| {
@@ -1009,9 +981,9 @@ impl Store for DynamoStore {
 }
 
 impl DynamoStore {
-    /// A versioned document item of the runs table (cron state, concurrency slots): its
-    /// JSON and its version.
-    async fn versioned(&self, id: &str, what: &str) -> Result<Option<(String, u64)>, StoreError> {
+    /// One of the runs table's singleton items (`#marker/…`, `#link/…`, `#state/…`,
+    /// `#slots/…`, `#context/…`), read consistently.
+    async fn runs_item(&self, id: String, what: &str) -> Result<Option<Item>, StoreError> {
         let out = self
             .db
             .get_item()
@@ -1021,7 +993,13 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| failed(&format!("GetItem ({what})"), e))?;
-        let Some(item) = out.item else {
+        Ok(out.item)
+    }
+
+    /// A versioned document item of the runs table (cron state, concurrency slots): its
+    /// JSON and its version.
+    async fn versioned(&self, id: &str, what: &str) -> Result<Option<(String, u64)>, StoreError> {
+        let Some(item) = self.runs_item(id.to_string(), what).await? else {
             return Ok(None);
         };
         let doc = get_s(&item, "doc").ok_or_else(|| corrupt(what, "no doc"))?;

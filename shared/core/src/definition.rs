@@ -45,6 +45,21 @@ pub struct Workflow {
     /// given); the others wait `queued`, first in first out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<Concurrency>,
+    /// `uses_store`, worked out once per loaded definition (runs ask at every advance).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub store_use: Memo,
+}
+
+/// A value derived from the rest of a definition, worked out once: never serialized, and
+/// never part of a comparison.
+#[derive(Clone, Debug, Default)]
+pub struct Memo(std::sync::OnceLock<bool>);
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// A workflow's concurrency limit.
@@ -64,8 +79,10 @@ impl Workflow {
     /// mentions `store`. A superset (the word in a literal counts too): a false positive
     /// costs a read of the store, a false negative would fail a template.
     pub fn uses_store(&self) -> bool {
-        self.steps.iter().any(|s| !s.extract_to_context.is_empty())
-            || serde_json::to_string(self).is_ok_and(|t| t.contains("store"))
+        *self.store_use.0.get_or_init(|| {
+            self.steps.iter().any(|s| !s.extract_to_context.is_empty())
+                || serde_json::to_string(self).is_ok_and(|t| t.contains("store"))
+        })
     }
 
     /// The callback for a run that ended with `status`, if the workflow has one.

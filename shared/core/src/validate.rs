@@ -278,6 +278,7 @@ pub fn load_value(value: &Value, positions: &Positions) -> Result<Workflow, Vec<
         callback_secret: callback_secret.flatten(),
         state,
         concurrency: concurrency.flatten(),
+        store_use: Default::default(),
     })
 }
 
