@@ -106,7 +106,7 @@ async fn an_idempotency_claim_carries_a_ttl_in_seconds_and_the_table_expires_it(
         "wf",
         1,
         tripline_core::run::TriggerRef {
-            kind: "webhook".into(),
+            kind: tripline_core::run::TriggerKind::Webhook,
             id: "hook".into(),
         },
         serde_json::json!({}),
@@ -190,7 +190,7 @@ async fn a_long_run_record_is_stored_deflated_and_reads_back_the_same() {
         "wf",
         1,
         tripline_core::run::TriggerRef {
-            kind: "webhook".into(),
+            kind: tripline_core::run::TriggerKind::Webhook,
             id: "hook".into(),
         },
         serde_json::json!({"body": {"lines": vec!["the same line, again and again"; 100]}}),
