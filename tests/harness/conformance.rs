@@ -34,7 +34,7 @@ fn run(id: &str, workflow: &str, at: Timestamp) -> Run {
         workflow,
         1,
         TriggerRef {
-            kind: "manual".into(),
+            kind: tripline_core::run::TriggerKind::Manual,
             id: "manual".into(),
         },
         json!({"n": id}),

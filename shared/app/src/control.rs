@@ -15,7 +15,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tripline_core::definition::Trigger;
-use tripline_core::run::TriggerRef;
+use tripline_core::run::{TriggerKind, TriggerRef};
 use tripline_core::validate::Format;
 use tripline_core::{Run, RunStatus, Timestamp};
 
@@ -346,7 +346,7 @@ async fn start_run(
             &rec.id,
             rec.revision,
             TriggerRef {
-                kind: "manual".into(),
+                kind: TriggerKind::Manual,
                 id: trigger.clone(),
             },
             json!({ "body": input }),

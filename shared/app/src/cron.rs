@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use tokio::sync::watch;
 use tripline_core::definition::{CatchUp, CronTrigger, Overlap, Trigger};
-use tripline_core::run::TriggerRef;
+use tripline_core::run::{TriggerKind, TriggerRef};
 use tripline_core::{Run, Timestamp};
 
 use crate::App;
@@ -247,7 +247,7 @@ impl App {
             &rec.id,
             rec.revision,
             TriggerRef {
-                kind: "cron".into(),
+                kind: TriggerKind::Cron,
                 id: trigger.to_string(),
             },
             input.clone(),
@@ -372,7 +372,7 @@ impl App {
             &rec.id,
             rec.revision,
             TriggerRef {
-                kind: "cron".into(),
+                kind: TriggerKind::Cron,
                 id: trigger.id.clone(),
             },
             input,
@@ -392,7 +392,7 @@ impl App {
         {
             return Ok(None);
         }
-        if run.trigger.kind == "cron" {
+        if run.trigger.kind == TriggerKind::Cron {
             run.state = self.store.state(&run.workflow).await?.map(|s| s.value);
         }
         Ok(Some(run))

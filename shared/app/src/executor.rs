@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tracing::Instrument;
 use tripline_core::engine::{self, Effect, Event, HttpRequest};
-use tripline_core::run::{FailureClass, ParentRef, StepError, TriggerRef};
+use tripline_core::run::{FailureClass, ParentRef, StepError, TriggerKind, TriggerRef};
 use tripline_core::{Run, RunStatus, Timestamp, Workflow};
 
 use crate::App;
@@ -207,7 +207,7 @@ impl App {
         let event = self.event_for(&run).await?;
         let mut stored = run.clone();
         let run = if run.status == RunStatus::Queued
-            && (run.trigger.kind == "cron" || run.after.is_some())
+            && (run.trigger.kind == TriggerKind::Cron || run.after.is_some())
         {
             match self.prepare_start(run).await? {
                 Some(run) => run,
@@ -311,7 +311,7 @@ impl App {
                     let Some(saved) = self.save(&run).await? else {
                         return Err(ExecError::Lost(Progress::of(&stored)));
                     };
-                    tracing::info!(step = %step, reason, "run parked");
+                    tracing::info!(step = %step, reason = reason.as_str(), "run parked");
                     if let Some(at) = until {
                         self.schedule(&saved.id, at).await?;
                     }
@@ -331,7 +331,7 @@ impl App {
                     return Ok(());
                 }
                 Effect::Finish { status } => {
-                    if status == RunStatus::Succeeded && run.trigger.kind == "cron" {
+                    if status == RunStatus::Succeeded && run.trigger.kind == TriggerKind::Cron {
                         // Before the end is written: a crash in between runs the last
                         // step again and saves the state again, never loses it.
                         self.save_next_state(&mut run).await?;
@@ -382,12 +382,7 @@ impl App {
     /// that has ended, `ChildEnded`.
     async fn event_for(&self, run: &Run) -> Result<Event, ExecError> {
         if run.status == RunStatus::Waiting
-            && run.waiting_reason.as_deref() == Some(engine::waiting::WORKFLOW)
-            && let Some(child_id) = run
-                .waiting_payload
-                .as_ref()
-                .and_then(|p| p.get("run_id"))
-                .and_then(Value::as_str)
+            && let Some((child_id, _)) = run.waiting_child()
             && let Some(child) = self.store.run(child_id).await?
             && child.status.is_terminal()
         {
@@ -412,7 +407,7 @@ impl App {
     /// it is delivered (it reads this run's outcome).
     pub async fn after_end(&self, run: &Run) {
         self.completions.notify(run);
-        if matches!(run.trigger.kind.as_str(), "cron" | "kafka") {
+        if run.trigger.kind.has_successors() {
             self.wake_successor(run).await;
         }
         // A parent waits for a run its step started; one that started runs by ending
@@ -495,7 +490,7 @@ impl App {
             &rec.id,
             rec.revision,
             TriggerRef {
-                kind: "workflow".into(),
+                kind: TriggerKind::Workflow,
                 id: parent.workflow.clone(),
             },
             json!({ "body": input, "parent": {"run_id": parent.id, "workflow": parent.workflow, "step": step} }),

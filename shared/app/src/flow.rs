@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 use tripline_core::definition::{FlowOn, FlowTrigger, Trigger, Workflow};
-use tripline_core::run::{ParentRef, TriggerRef};
+use tripline_core::run::{ParentRef, TriggerKind, TriggerRef};
 use tripline_core::{Run, Timestamp};
 
 use crate::App;
@@ -162,7 +162,7 @@ impl App {
                                 &rec.id,
                                 rec.revision,
                                 TriggerRef {
-                                    kind: "flow".into(),
+                                    kind: TriggerKind::Flow,
                                     id: f.id.clone(),
                                 },
                                 input.clone(),

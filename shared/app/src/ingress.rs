@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 use tracing::Instrument;
 use tripline_core::definition::{ResponseMode, WebhookAuth};
-use tripline_core::run::TriggerRef;
+use tripline_core::run::{TriggerKind, TriggerRef};
 use tripline_core::{Run, RunStatus, engine, template};
 
 use crate::deploy::Hook;
@@ -399,7 +399,7 @@ async fn handle(
 
     let run_id = app.new_id();
     let trigger_ref = TriggerRef {
-        kind: "webhook".into(),
+        kind: TriggerKind::Webhook,
         id: trigger.id.clone(),
     };
     let mut run = Run::new(

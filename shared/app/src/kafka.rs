@@ -18,7 +18,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use sha2::Digest;
 use tripline_core::definition::{KafkaOrdering, KafkaTrigger, Trigger};
-use tripline_core::run::TriggerRef;
+use tripline_core::run::{TriggerKind, TriggerRef};
 use tripline_core::{Run, Timestamp};
 
 use crate::App;
@@ -350,7 +350,7 @@ impl App {
                 &rec.id,
                 rec.revision,
                 TriggerRef {
-                    kind: "kafka".into(),
+                    kind: TriggerKind::Kafka,
                     id: trigger.id.clone(),
                 },
                 input,

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 use tripline_core::Run;
 use tripline_core::definition::{KafkaTrigger, Trigger};
-use tripline_core::run::TriggerRef;
+use tripline_core::run::{TriggerKind, TriggerRef};
 
 use crate::App;
 use crate::deploy::Hook;
@@ -81,7 +81,7 @@ impl App {
                 match crate::kafka::matching(&triggers, &input) {
                     Ok(t) => {
                         message.trigger = t.id.clone();
-                        ("kafka", input)
+                        (TriggerKind::Kafka, input)
                     }
                     Err(reason) => {
                         return self
@@ -123,7 +123,7 @@ impl App {
                         .record_outcome(message, Outcome::Filtered { reason })
                         .await;
                 }
-                ("webhook", input)
+                (TriggerKind::Webhook, input)
             }
             (Some(Trigger::Manual(_)), None) => {
                 let body = if original.body.is_empty() {
@@ -131,7 +131,7 @@ impl App {
                 } else {
                     serde_json::from_slice(&original.body).unwrap_or(Value::Null)
                 };
-                ("manual", json!({ "body": body }))
+                (TriggerKind::Manual, json!({ "body": body }))
             }
             _ => {
                 return Err(ReprocessError::Refused(format!(
@@ -146,7 +146,7 @@ impl App {
             &rec.id,
             rec.revision,
             TriggerRef {
-                kind: kind.into(),
+                kind,
                 id: message.trigger.clone(),
             },
             input,

@@ -16,7 +16,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
-use tripline_core::engine::{Event, waiting};
+use tripline_core::engine::Event;
+use tripline_core::run::WaitReason;
 use tripline_core::{Run, RunStatus};
 
 use crate::{App, error_response, unavailable};
@@ -321,7 +322,7 @@ async fn review_page(app: &App, token: &str, purpose: Purpose) -> Response {
         Ok(Located::Gone(run)) => return gone(&run, true),
         Err(r) => return r,
     };
-    if run.waiting_reason.as_deref() != Some(waiting::APPROVAL) {
+    if run.waiting_reason != Some(WaitReason::Approval) {
         return gone(&run, true);
     }
     let p = run.waiting_payload.clone().unwrap_or(Value::Null);

@@ -10,8 +10,8 @@ use serde_json::json;
 use sha2::Digest;
 use tripline_app::cron::Schedules;
 use tripline_app::ports::StoreError;
-use tripline_core::cron::eventbridge_expression;
 use tripline_core::definition::CronTrigger;
+use tripline_core::time::cron::eventbridge_expression;
 
 use crate::settings::CronSettings;
 use crate::store_error;

@@ -2,8 +2,6 @@
 //! templates, filters and conditions, and the run state machine. No I/O: time and ids come
 //! in as arguments.
 
-pub mod calendar;
-pub mod cron;
 pub mod definition;
 pub mod engine;
 pub mod filter;
@@ -11,7 +9,6 @@ pub mod run;
 pub mod source;
 pub mod template;
 pub mod time;
-pub mod tz_rules;
 pub mod validate;
 
 pub use definition::Workflow;

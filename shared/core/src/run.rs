@@ -54,9 +54,127 @@ impl RunStatus {
 /// Which trigger started a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TriggerRef {
-    /// `webhook` or `manual`.
-    pub kind: String,
+    pub kind: TriggerKind,
+    /// The trigger's id within its workflow (for `workflow`: the parent's workflow).
     pub id: String,
+}
+
+/// The kind of trigger that started a run (`trigger.kind` in its record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerKind {
+    Webhook,
+    Manual,
+    Cron,
+    Kafka,
+    Flow,
+    /// Started by another run's `trigger_workflow` step.
+    Workflow,
+}
+
+impl TriggerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerKind::Webhook => "webhook",
+            TriggerKind::Manual => "manual",
+            TriggerKind::Cron => "cron",
+            TriggerKind::Kafka => "kafka",
+            TriggerKind::Flow => "flow",
+            TriggerKind::Workflow => "workflow",
+        }
+    }
+
+    /// Runs of this kind can be ordered behind another run of their trigger (cron
+    /// `overlap: queue`, Kafka `ordering: key`): their end wakes the next.
+    pub fn has_successors(self) -> bool {
+        matches!(self, TriggerKind::Cron | TriggerKind::Kafka)
+    }
+}
+
+impl PartialEq<&str> for TriggerKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for TriggerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a `waiting` run waits (`waiting_reason` in its record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitReason {
+    /// A `wait_for_webhook` step: its `resume_url` is called.
+    Webhook,
+    /// An `approval` step: a person decides.
+    Approval,
+    /// A `delay` step: its time comes.
+    Delay,
+    /// A `trigger_workflow` step with `wait`: the started run ends.
+    Workflow,
+}
+
+impl WaitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitReason::Webhook => "webhook",
+            WaitReason::Approval => "approval",
+            WaitReason::Delay => "delay",
+            WaitReason::Workflow => "workflow",
+        }
+    }
+
+    /// The purposes of the single-use URLs this wait exposes (`{purpose}_url`).
+    pub fn url_purposes(self) -> &'static [&'static str] {
+        match self {
+            WaitReason::Webhook => &["resume"],
+            WaitReason::Approval => &["review", "approve", "reject"],
+            WaitReason::Delay | WaitReason::Workflow => &[],
+        }
+    }
+}
+
+/// Why a run did not succeed (`error_type` in its record; `error` says the rest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    /// A step failed and had no retry left (or its failure does not retry).
+    StepFailed,
+    /// A template failed at run time (a step's, the output's, an extract's, the state's).
+    TemplateError,
+    /// A `fail` step ended the run.
+    FailStep,
+    /// An `approval` step was rejected.
+    Rejected,
+    /// A wait ended with no callback or decision before its timeout.
+    WaitTimedOut,
+    /// The run took longer than the workflow's `max_duration`.
+    TimedOut,
+    /// The run was cancelled.
+    Cancelled,
+}
+
+impl ErrorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::StepFailed => "step_failed",
+            ErrorType::TemplateError => "template_error",
+            ErrorType::FailStep => "fail_step",
+            ErrorType::Rejected => "rejected",
+            ErrorType::WaitTimedOut => "wait_timed_out",
+            ErrorType::TimedOut => "timed_out",
+            ErrorType::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl PartialEq<&str> for ErrorType {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,7 +296,7 @@ pub struct Run {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_type: Option<String>,
+    pub error_type: Option<ErrorType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub inserted_at: Timestamp,
@@ -193,9 +311,9 @@ pub struct Run {
     pub message_id: Option<String>,
     #[serde(default)]
     pub cursor: Cursor,
-    /// Why a `waiting` run waits: `webhook`, `approval`, `delay` or `workflow`.
+    /// Why a `waiting` run waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub waiting_reason: Option<String>,
+    pub waiting_reason: Option<WaitReason>,
     /// What a waiting run exposes: the step, its single-use URLs (`resume_url`;
     /// `review_url`, `approve_url`, `reject_url`), the run it waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -322,6 +440,29 @@ impl Run {
     }
 
     /// The `meta` part of the reply envelope.
+    /// The run a `trigger_workflow` wait waits for, and its workflow.
+    pub fn waiting_child(&self) -> Option<(&str, &str)> {
+        if self.waiting_reason != Some(WaitReason::Workflow) {
+            return None;
+        }
+        let p = self.waiting_payload.as_ref()?;
+        let run_id = p.get("run_id").and_then(Value::as_str)?;
+        let workflow = p
+            .get("workflow")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        Some((run_id, workflow))
+    }
+
+    /// When the current wait began.
+    pub fn waiting_since(&self) -> Option<Timestamp> {
+        self.waiting_payload
+            .as_ref()?
+            .get("since")
+            .and_then(Value::as_str)
+            .and_then(|s| Timestamp::parse_rfc3339(s).ok())
+    }
+
     pub fn meta(&self) -> Value {
         json!({
             "run_id": self.id,

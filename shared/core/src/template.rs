@@ -34,17 +34,21 @@ fn add_calendar(env: &mut Environment<'static>) {
     use minijinja::{Error, ErrorKind};
     fn local(t: &minijinja::Value, zone: Option<&str>) -> Result<chrono::NaiveDateTime, Error> {
         let v = serde_json::to_value(t).unwrap_or(serde_json::Value::Null);
-        let utc =
-            crate::calendar::instant(&v).map_err(|m| Error::new(ErrorKind::InvalidOperation, m))?;
-        crate::calendar::local(utc, zone.unwrap_or("UTC"))
+        let utc = crate::time::calendar::instant(&v)
+            .map_err(|m| Error::new(ErrorKind::InvalidOperation, m))?;
+        crate::time::calendar::local(utc, zone.unwrap_or("UTC"))
             .map_err(|m| Error::new(ErrorKind::InvalidOperation, m))
     }
     env.add_function("weekday", |t: minijinja::Value, zone: Option<String>| {
-        local(&t, zone.as_deref()).map(|l| crate::calendar::weekday_name(&l))
+        local(&t, zone.as_deref()).map(|l| crate::time::calendar::weekday_name(&l))
     });
     env.add_function("is_weekday", |t: minijinja::Value, zone: Option<String>| {
-        local(&t, zone.as_deref())
-            .map(|l| !matches!(crate::calendar::weekday_name(&l), "saturday" | "sunday"))
+        local(&t, zone.as_deref()).map(|l| {
+            !matches!(
+                crate::time::calendar::weekday_name(&l),
+                "saturday" | "sunday"
+            )
+        })
     });
     env.add_function("local_time", |t: minijinja::Value, zone: Option<String>| {
         local(&t, zone.as_deref()).map(|l| l.format("%H:%M").to_string())
@@ -56,7 +60,7 @@ fn add_calendar(env: &mut Environment<'static>) {
         "in_time_window",
         |t: minijinja::Value, from: String, to: String, zone: Option<String>| {
             let l = local(&t, zone.as_deref())?;
-            crate::calendar::in_window(&l, &from, &to)
+            crate::time::calendar::in_window(&l, &from, &to)
                 .map_err(|m| Error::new(ErrorKind::InvalidOperation, m))
         },
     );

@@ -1,12 +1,12 @@
 //! Local time for template conditions (`weekday`, `local_time`, `in_time_window`), from
-//! each IANA zone's current rule (`tz_rules.rs`, a POSIX TZ string per zone): a few
+//! each IANA zone's current rule (`time/tz_rules.rs`, a POSIX TZ string per zone): a few
 //! kilobytes instead of a time-zone database in every function (about 2 MB). Times are read
 //! with today's rules: an instant before a zone last changed its rules may be off by the
 //! change, and Morocco's yearly Ramadan change (dates set year by year) is not known.
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc, Weekday};
 
-use crate::tz_rules::ZONES;
+use super::tz_rules::ZONES;
 
 /// A zone's rule: standard offset, and the daylight-saving offset with its two changes.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,5 +1,9 @@
 //! Instants and durations as the domain sees them: plain values, never read from a clock here.
 
+pub mod calendar;
+pub mod cron;
+pub mod tz_rules;
+
 use std::fmt;
 use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 

@@ -1,0 +1,370 @@
+//! What starts a run: the trigger kinds and their settings.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::time::Duration;
+
+use super::HttpMethod;
+
+/// What starts a run.
+// Few of these exist per workflow; boxing would only make the format types awkward.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Trigger {
+    Webhook(WebhookTrigger),
+    Manual(ManualTrigger),
+    Cron(CronTrigger),
+    Kafka(KafkaTrigger),
+    Flow(FlowTrigger),
+}
+
+impl Trigger {
+    pub fn id(&self) -> &str {
+        match self {
+            Trigger::Webhook(t) => &t.id,
+            Trigger::Manual(t) => &t.id,
+            Trigger::Cron(t) => &t.id,
+            Trigger::Kafka(t) => &t.id,
+            Trigger::Flow(t) => &t.id,
+        }
+    }
+
+    /// What every trigger shares: the gate an input passes to start a run.
+    pub fn gate(&self) -> Gate<'_> {
+        let (filter, condition, idempotency_key) = match self {
+            Trigger::Webhook(t) => (t.filter.as_ref(), &t.condition, &t.idempotency_key),
+            Trigger::Manual(t) => (t.filter.as_ref(), &t.condition, &t.idempotency_key),
+            Trigger::Cron(t) => (None, &t.condition, &t.idempotency_key),
+            Trigger::Kafka(t) => (t.filter.as_ref(), &t.condition, &t.idempotency_key),
+            Trigger::Flow(t) => (t.filter.as_ref(), &t.condition, &t.idempotency_key),
+        };
+        Gate {
+            filter,
+            condition: condition.as_deref(),
+            idempotency_key: idempotency_key.as_deref(),
+        }
+    }
+
+    /// The expression that must be true for an input to start a run.
+    pub fn condition(&self) -> Option<&str> {
+        self.gate().condition
+    }
+
+    /// The template of the key that makes two inputs the same.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.gate().idempotency_key
+    }
+}
+
+/// The gate every trigger kind has: a JSON containment `filter` (not on cron triggers), a
+/// `condition` expression, and an `idempotency_key` template. The fields stay on each
+/// trigger's own struct (flattening them would lose serde's field paths in validation's
+/// messages); this is the one view of them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gate<'a> {
+    pub filter: Option<&'a Value>,
+    pub condition: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// Starts a run when a cron schedule comes due.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CronTrigger {
+    /// Names the trigger within the workflow; defaults to `cron`.
+    #[serde(default = "default_cron_id")]
+    pub id: String,
+    /// Five fields (minute hour day-of-month month day-of-week), six with seconds first,
+    /// or a macro: `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`.
+    pub schedule: String,
+    /// The IANA time zone the schedule is read in, e.g. `Europe/Paris`; default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// What a tick does while this trigger's previous run has not ended.
+    #[serde(default)]
+    pub overlap: Overlap,
+    /// What happens to the ticks that came due while the scheduler was not running (local
+    /// shape).
+    #[serde(default)]
+    pub catch_up: CatchUp,
+    /// A template expression over `trigger` (`scheduled_time`, …) that must be true for a
+    /// tick to start a run, e.g. `is_weekday(trigger.scheduled_time, 'Europe/Paris')`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// A template over `trigger` naming the ticks that are the same run (each tick is one
+    /// by its scheduled time already): e.g. `{{ local_date(trigger.scheduled_time) }}`
+    /// starts at most one run a day, whatever the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+impl CronTrigger {
+    /// The parsed schedule (validation has checked that it parses).
+    pub fn parsed(&self) -> Result<crate::time::cron::CronSchedule, String> {
+        crate::time::cron::CronSchedule::parse(&self.schedule, self.timezone.as_deref())
+    }
+}
+
+/// Starts a run for each record of its topics that passes its filter and condition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct KafkaTrigger {
+    /// Names the trigger within the workflow; defaults to `kafka`.
+    #[serde(default = "default_kafka_id")]
+    pub id: String,
+    /// The topics whose records start runs.
+    pub topics: Vec<String>,
+    /// `none` (default): runs start as records arrive; `key`: the runs of one record key
+    /// start one at a time, in offset order, while different keys run in parallel.
+    #[serde(default)]
+    pub ordering: KafkaOrdering,
+    /// JSON containment filter over the trigger input (`body`, `key`, `headers`, `topic`,
+    /// `partition`, `offset`, `timestamp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
+    /// A template expression over `trigger` that must be true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// A template over `trigger` naming what makes two inputs the same: a second input
+    /// with the same key within 24 h starts nothing and gets the first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// Starts a run when a run of another workflow ends with one of the statuses in `on`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FlowTrigger {
+    /// Names the trigger within the workflow; defaults to `flow`.
+    #[serde(default = "default_flow_id")]
+    pub id: String,
+    /// The workflow whose runs' ends start this one.
+    pub workflow: String,
+    /// Which ends start a run; default `[succeeded]`.
+    #[serde(default = "default_flow_on")]
+    pub on: Vec<FlowOn>,
+    /// When the ended run's output is an array, start one run per item (`trigger.body` is
+    /// the item, `trigger.index` its position).
+    #[serde(default)]
+    pub for_each: bool,
+    /// JSON containment filter over the trigger input (`body`, `status`, `error`,
+    /// `parent`, `index`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
+    /// A template expression over `trigger` that must be true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// A template over `trigger` naming what makes two inputs the same: a second input
+    /// with the same key within 24 h starts nothing and gets the first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// The end of a run that a flow trigger reacts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowOn {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+impl FlowOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowOn::Succeeded => "succeeded",
+            FlowOn::Failed => "failed",
+            FlowOn::TimedOut => "timed_out",
+            FlowOn::Cancelled => "cancelled",
+        }
+    }
+    pub fn of(status: crate::run::RunStatus) -> Option<FlowOn> {
+        use crate::run::RunStatus as S;
+        match status {
+            S::Succeeded => Some(FlowOn::Succeeded),
+            S::Failed => Some(FlowOn::Failed),
+            S::TimedOut => Some(FlowOn::TimedOut),
+            S::Cancelled => Some(FlowOn::Cancelled),
+            S::Queued | S::Running | S::Waiting => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaOrdering {
+    #[default]
+    None,
+    Key,
+}
+
+/// A cron tick while the trigger's previous run is still going.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// The tick is recorded `skipped` and starts nothing.
+    #[default]
+    Skip,
+    /// The run is recorded `queued` and starts when the previous one ends.
+    Queue,
+    /// The run starts at once, beside the previous one.
+    Allow,
+}
+
+/// Ticks that came due while the scheduler was down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Each is recorded `missed`; nothing runs.
+    #[default]
+    None,
+    /// The latest one runs; the others are recorded `missed`.
+    Last,
+    /// Each runs, oldest first, up to 100; older ones are recorded `missed`.
+    All,
+}
+
+impl Overlap {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::Queue => "queue",
+            Overlap::Allow => "allow",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WebhookTrigger {
+    /// Names the trigger within the workflow; defaults to `webhook`.
+    #[serde(default = "default_webhook_id")]
+    pub id: String,
+    /// The secret in the URL `/hooks/{token}`: at least 22 characters of `A-Z a-z 0-9 - _`
+    /// (≥ 128 bits when random). Left out, the server generates one at deploy and keeps it
+    /// across revisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Accepted HTTP methods; default `[POST]`.
+    #[serde(default = "default_methods")]
+    pub methods: Vec<HttpMethod>,
+    #[serde(default)]
+    pub auth: WebhookAuth,
+    /// `async` (default) answers 202 once the request is durably recorded; `sync` waits
+    /// for the run to end and answers with its output.
+    #[serde(default)]
+    pub response: ResponseMode,
+    /// How long a `sync` reply waits for the run before answering 202; default 25s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_budget: Option<Duration>,
+    /// A custom reply instead of the default envelope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<CustomReply>,
+    /// JSON containment filter over the trigger input (`body`, `headers`, `query`, `method`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
+    /// A template expression over `trigger` that must be true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// A template over `trigger` naming what makes two inputs the same: a second input
+    /// with the same key within 24 h starts nothing and gets the first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+fn default_webhook_id() -> String {
+    "webhook".into()
+}
+fn default_manual_id() -> String {
+    "manual".into()
+}
+fn default_cron_id() -> String {
+    "cron".into()
+}
+fn default_kafka_id() -> String {
+    "kafka".into()
+}
+fn default_flow_id() -> String {
+    "flow".into()
+}
+fn default_flow_on() -> Vec<FlowOn> {
+    vec![FlowOn::Succeeded]
+}
+fn default_methods() -> Vec<HttpMethod> {
+    vec![HttpMethod::Post]
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ManualTrigger {
+    #[serde(default = "default_manual_id")]
+    pub id: String,
+    /// JSON containment filter over the trigger input (`body`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
+    /// A template expression over `trigger` that must be true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// A template over `trigger` naming what makes two inputs the same: a second input
+    /// with the same key within 24 h starts nothing and gets the first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// Webhook authentication.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WebhookAuth {
+    #[default]
+    None,
+    /// A key in a header; several keys may be valid at once (rotation).
+    ApiKey {
+        #[serde(default = "default_api_key_header")]
+        header: String,
+        keys: Vec<String>,
+    },
+    /// HTTP Basic authentication.
+    Basic { username: String, password: String },
+    /// Standard Webhooks signatures (`webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature`: `v1,` + base64 HMAC-SHA256 of `{id}.{timestamp}.{body}`),
+    /// under any of `secrets` (`whsec_…`; several during a rotation). A verified
+    /// `webhook-id` is the request's idempotency key when the trigger has no other.
+    StandardWebhooks {
+        secrets: Vec<String>,
+        /// How far `webhook-timestamp` may be from now (replays older than this are
+        /// refused); default 5m.
+        #[serde(default = "default_signature_tolerance")]
+        tolerance: Duration,
+    },
+}
+
+fn default_signature_tolerance() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_api_key_header() -> String {
+    "x-api-key".into()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseMode {
+    #[default]
+    Async,
+    Sync,
+}
+
+/// A reply the workflow writes itself. Templates see `trigger`, `run` and, for sync
+/// replies, `output` (the run's final output) and `status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CustomReply {
+    /// HTTP status; default 200 (sync) or 202 (async).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// A value template: a JSON body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+}

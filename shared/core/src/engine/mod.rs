@@ -1,0 +1,263 @@
+//! The run state machine: `apply(workflow, run, event, now) -> (run', effects)`.
+//!
+//! Pure: the engine renders templates and runs pure steps (`transform`, `fail`) itself, and
+//! asks its caller, through effects, for everything that needs the outside world (an HTTP
+//! call, a timer). The caller performs the effects, feeds the results back as events, and
+//! stores the run with a write conditional on its version.
+//!
+//! Where things are: [`apply`] (here) hands each event to the file of what it is about:
+//! `advance.rs` runs steps from the cursor on, `steps/` starts each kind of step
+//! (`http.rs`, `waits.rs`, `delay.rs`, `child.rs`, `pure.rs`), `record.rs` is the one place
+//! that records an attempt's result and ends a run, `retry.rs` decides retries, and
+//! `callbacks.rs` delivers an ended run's callback.
+
+mod advance;
+mod callbacks;
+mod record;
+mod retry;
+mod steps;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::time::Duration as StdDuration;
+
+use serde_json::Value;
+
+use crate::definition::{HttpMethod, Workflow};
+use crate::run::{Run, RunStatus, StepError, WaitReason};
+use crate::time::Timestamp;
+
+pub use record::CONTEXT_VALUE_LIMIT;
+pub use steps::waits::{CHILD_CHECK_INTERVAL, expose, wait_notification};
+
+/// The default per-attempt timeout of an `http` step.
+pub const DEFAULT_STEP_TIMEOUT: StdDuration = StdDuration::from_secs(30);
+
+/// The default per-attempt timeout of a callback delivery.
+pub const DEFAULT_CALLBACK_TIMEOUT: StdDuration = StdDuration::from_secs(10);
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The executor picked up a queued run.
+    Started,
+    /// The run was picked up again: a retry timer fired, or a delivery repeated after a
+    /// crash. The pending step is issued (again); a timer not yet due is scheduled again.
+    Continue,
+    StepSucceeded {
+        step: String,
+        attempt: u32,
+        started_at: Timestamp,
+        request: Value,
+        output: Value,
+    },
+    StepFailed {
+        step: String,
+        attempt: u32,
+        started_at: Timestamp,
+        request: Value,
+        error: StepError,
+        output: Option<Value>,
+    },
+    /// The single-use `resume_url` of a `wait_for_webhook` step was called with `payload`.
+    Resumed { payload: Value },
+    /// A person decided an `approval` step.
+    Decided {
+        approved: bool,
+        comment: Option<String>,
+    },
+    /// The run started by a `trigger_workflow` step was recorded.
+    ChildStarted {
+        step: String,
+        run_id: String,
+        workflow: String,
+    },
+    /// The run a `trigger_workflow` step waits for ended.
+    ChildEnded {
+        run_id: String,
+        status: RunStatus,
+        output: Option<Value>,
+        error: Option<String>,
+    },
+    /// `POST /v1/runs/{id}/cancel`.
+    Cancel,
+    /// An attempt to deliver the run's callback is over.
+    CallbackDone {
+        attempt: u32,
+        url: String,
+        status: Option<u16>,
+        error: Option<StepError>,
+    },
+}
+
+/// An HTTP request, rendered.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct HttpRequest {
+    pub method: HttpMethod,
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub query: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// `Idempotency-Key: {run_id}:{step_id}`, sent with every attempt.
+    pub idempotency_key: String,
+}
+
+// One effect at a time is in hand; its size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Perform an HTTP step attempt and report `StepSucceeded` / `StepFailed`.
+    RunStep {
+        step: String,
+        attempt: u32,
+        request: HttpRequest,
+        timeout: StdDuration,
+        success: SuccessRule,
+    },
+    /// Deliver `Continue` at `at` (retry back-off, a wait's end).
+    ScheduleTimer { at: Timestamp },
+    /// The run is `waiting`: write it, make its single-use URLs (see [`expose`]) for a
+    /// `webhook` or `approval` wait, send the step's notification (see
+    /// [`wait_notification`]), and deliver `Continue` at `until` when there is one.
+    Park {
+        step: String,
+        reason: WaitReason,
+        until: Option<Timestamp>,
+    },
+    /// Record a run of `workflow` with `input` as its `trigger.body` (one per run and step,
+    /// however often asked) and report `ChildStarted` (or `StepFailed` when it cannot).
+    StartRun {
+        step: String,
+        workflow: String,
+        input: Value,
+    },
+    /// Write the run and deliver `Continue` through the queue (the run was moved on from
+    /// outside the executor: a resume, an approval).
+    Continue,
+    /// The run ended; it carries its final status.
+    Finish { status: RunStatus },
+    /// POST the run's envelope to its callback (signed by the caller) and report
+    /// `CallbackDone`.
+    Callback {
+        attempt: u32,
+        request: HttpRequest,
+        timeout: StdDuration,
+    },
+}
+
+/// Which statuses count as success for an http step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SuccessRule(pub Option<Vec<crate::definition::StatusPattern>>);
+
+impl SuccessRule {
+    pub fn is_success(&self, status: u16) -> bool {
+        match &self.0 {
+            None => (200..300).contains(&status),
+            Some(ps) => ps.iter().any(|p| p.matches(status)),
+        }
+    }
+}
+
+/// Applies one event. Events that make no sense for the run's state (a duplicate, a late
+/// result for a step that already moved on) change nothing and produce no effects. Effects
+/// are to be performed in order.
+pub fn apply(wf: &Workflow, run: Run, event: Event, now: Timestamp) -> (Run, Vec<Effect>) {
+    if run.status.is_terminal() {
+        return callbacks::apply_ended(wf, run, event, now);
+    }
+    let mut run = run;
+    let mut effects = Vec::new();
+    apply_live(wf, &mut run, event, now, &mut effects);
+    if run.status.is_terminal() {
+        steps::waits::leave_wait(&mut run);
+        callbacks::start(wf, &mut run, now, &mut effects);
+    }
+    (run, effects)
+}
+
+/// An event for a run that has not ended: each is handled where its subject lives.
+fn apply_live(
+    wf: &Workflow,
+    run: &mut Run,
+    event: Event,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) {
+    match event {
+        Event::Started => advance::start(wf, run, now, effects),
+        Event::Continue => advance::resume(wf, run, now, effects),
+        Event::StepSucceeded {
+            step,
+            attempt,
+            started_at,
+            request,
+            output,
+        } => {
+            if !record::is_current(wf, run, &step, attempt) {
+                return;
+            }
+            if record::past_deadline(run, now) {
+                return record::finish_timed_out(run, now, effects);
+            }
+            let done = record::Attempt {
+                step: &step,
+                attempt,
+                started_at,
+                request: Some(request),
+            };
+            record::succeed_step(wf, run, done, output, now, effects);
+            if !run.status.is_terminal() {
+                advance::advance(wf, run, now, effects);
+            }
+        }
+        Event::StepFailed {
+            step,
+            attempt,
+            started_at,
+            request,
+            error,
+            output,
+        } => {
+            if !record::is_current(wf, run, &step, attempt) {
+                return;
+            }
+            let tried = record::Attempt {
+                step: &step,
+                attempt,
+                started_at,
+                request: Some(request),
+            };
+            retry::step_failed(wf, run, tried, error, output, now, effects);
+        }
+        Event::Resumed { payload } => steps::waits::resumed(wf, run, payload, now, effects),
+        Event::Decided { approved, comment } => {
+            steps::waits::decided(wf, run, approved, comment, now, effects)
+        }
+        Event::ChildStarted {
+            step,
+            run_id,
+            workflow,
+        } => steps::child::started(wf, run, &step, run_id, workflow, now, effects),
+        Event::ChildEnded {
+            run_id,
+            status,
+            output,
+            error,
+        } => steps::child::ended(wf, run, &run_id, status, output, error, now, effects),
+        Event::Cancel => record::cancel(run, now, effects),
+        Event::CallbackDone { .. } => {}
+    }
+}
+
+/// Runs a run whose workflow has only pure steps to its end, in memory (no effects other
+/// than `Finish` can occur). Used for synchronous replies that need no I/O.
+pub fn run_pure(wf: &Workflow, run: Run, now: Timestamp) -> Run {
+    let (run, _) = apply(wf, run, Event::Started, now);
+    run
+}
+
+/// The run's output in the reply envelope's `data` field.
+pub fn envelope(run: &Run) -> Value {
+    serde_json::json!({ "data": run.final_output, "meta": run.meta() })
+}

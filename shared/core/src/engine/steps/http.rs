@@ -1,0 +1,96 @@
+//! `http` and `trigger_workflow` steps: rendered here, performed by the caller.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::definition::{Action, HttpAction, Workflow};
+use crate::engine::advance::advance;
+use crate::engine::record;
+use crate::engine::{DEFAULT_STEP_TIMEOUT, Effect, HttpRequest, SuccessRule};
+use crate::run::Run;
+use crate::template::{self, TemplateError};
+use crate::time::Timestamp;
+
+/// Renders the current http step and asks for it to be performed.
+pub(in crate::engine) fn issue(
+    wf: &Workflow,
+    run: &mut Run,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) {
+    let Some(step) = wf.steps.get(run.cursor.step) else {
+        advance(wf, run, now, effects);
+        return;
+    };
+    let h = match &step.action {
+        Action::Http(h) => h,
+        Action::TriggerWorkflow(t) => {
+            let input = match &t.input {
+                Some(tpl) => template::render_value(tpl, &run.template_context()),
+                None => Ok(Value::Null),
+            };
+            match input {
+                Ok(input) => effects.push(Effect::StartRun {
+                    step: step.id.clone(),
+                    workflow: t.workflow.clone(),
+                    input,
+                }),
+                Err(e) => record::template_failure(run, step, e, now, effects),
+            }
+            return;
+        }
+        _ => {
+            advance(wf, run, now, effects);
+            return;
+        }
+    };
+    let rendered = render_http(
+        h,
+        &run.template_context(),
+        format!("{}:{}", run.id, step.id),
+    );
+    match rendered {
+        Ok(request) => {
+            let mut timeout = step.timeout.map_or(DEFAULT_STEP_TIMEOUT, |t| t.std());
+            if let Some(d) = run.cursor.deadline {
+                timeout = timeout.min(d.since(now));
+            }
+            effects.push(Effect::RunStep {
+                step: step.id.clone(),
+                attempt: run.cursor.attempt.max(1),
+                request,
+                timeout,
+                success: SuccessRule(h.success_status.clone()),
+            });
+        }
+        Err(e) => record::template_failure(run, step, e, now, effects),
+    }
+}
+
+pub(in crate::engine) fn render_http(
+    h: &HttpAction,
+    ctx: &Value,
+    idempotency_key: String,
+) -> Result<HttpRequest, TemplateError> {
+    let mut headers = BTreeMap::new();
+    for (k, v) in &h.headers {
+        headers.insert(k.to_ascii_lowercase(), template::render_string(v, ctx)?);
+    }
+    let mut query = BTreeMap::new();
+    for (k, v) in &h.query {
+        query.insert(k.clone(), template::render_string(v, ctx)?);
+    }
+    Ok(HttpRequest {
+        method: h.method,
+        url: template::render_string(&h.url, ctx)?,
+        headers,
+        query,
+        body: h
+            .body
+            .as_ref()
+            .map(|b| template::render_value(b, ctx))
+            .transpose()?,
+        idempotency_key,
+    })
+}
