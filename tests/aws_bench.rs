@@ -130,7 +130,7 @@ impl Rig {
             .header("content-type", "application/json")
             .body(Body::from(body.to_string()))
             .expect("request");
-        let resp = tripline_app::ingress::router(self.ingress.clone())
+        let resp = tripline_app::http::ingress::router(self.ingress.clone())
             .oneshot(req)
             .await
             .expect("answer");
@@ -271,7 +271,7 @@ async fn run_once(rig: &Rig, token: &str, sync: bool, n: usize) {
                 "cron",
                 "minute",
                 scheduled,
-                tripline_app::cron::Delivery::OnTime,
+                tripline_app::intake::cron::Delivery::OnTime,
             )
             .await
             .expect("tick");
@@ -301,7 +301,7 @@ async fn run_once(rig: &Rig, token: &str, sync: bool, n: usize) {
             .header("content-type", "application/json")
             .body(Body::from(r#"{"ok": true}"#))
             .expect("request");
-        let resp = tripline_app::resume::router(rig.ingress.clone())
+        let resp = tripline_app::http::resume::router(rig.ingress.clone())
             .oneshot(req)
             .await
             .expect("answer");

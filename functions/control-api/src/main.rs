@@ -5,5 +5,5 @@
 async fn main() -> Result<(), lambda_http::Error> {
     tripline_aws::init_tracing();
     let app = tripline_aws::control_app_from_env().await?;
-    lambda_http::run(tripline_app::control::router(app)).await
+    lambda_http::run(tripline_app::http::control::router(app)).await
 }

@@ -13,7 +13,7 @@ use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use tokio::sync::watch;
 use tripline_app::App;
-use tripline_app::kafka::KafkaRecord;
+use tripline_app::ports::KafkaRecord;
 use tripline_core::Timestamp;
 
 /// Where a consumer group starts on a partition it has no position for.

@@ -5,5 +5,5 @@
 async fn main() -> Result<(), lambda_http::Error> {
     tripline_aws::init_tracing();
     let app = tripline_aws::app_from_env().await?;
-    lambda_http::run(tripline_app::ingress::router(app)).await
+    lambda_http::run(tripline_app::http::ingress::router(app)).await
 }

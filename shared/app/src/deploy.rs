@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use rand::Rng;
+use crate::tokens::{new_callback_secret, new_token};
 use serde_json::Value;
 use tripline_core::definition::{CronTrigger, Trigger, WebhookTrigger};
 use tripline_core::validate::{self, Format, Problem};
 use tripline_core::{Timestamp, Workflow};
 
-use crate::cron::Schedules;
+use crate::ports::Schedules;
 use crate::ports::{Store, StoreError, WorkflowRecord};
 
 /// A webhook trigger of the latest revision of a workflow.
@@ -33,7 +33,7 @@ pub struct Deployments {
     revisions: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
     seen: Mutex<Seen>,
     schedules: std::sync::OnceLock<Arc<dyn Schedules>>,
-    kafka: std::sync::OnceLock<Arc<dyn crate::kafka::KafkaSource>>,
+    kafka: std::sync::OnceLock<Arc<dyn crate::ports::KafkaSource>>,
 }
 
 /// What this process last saw of the deploys made elsewhere.
@@ -82,25 +82,6 @@ fn problem(path: &str, message: String) -> Problem {
     }
 }
 
-/// 24 characters of base62: about 143 random bits.
-pub fn new_token() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..24)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
-}
-
-/// A Standard Webhooks signing secret: `whsec_` and the base64 of 32 random bytes.
-pub fn new_callback_secret() -> String {
-    use base64::Engine as _;
-    let bytes: [u8; 32] = rand::rng().random();
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    )
-}
-
 fn cron_triggers(wf: &Workflow) -> Vec<&CronTrigger> {
     wf.triggers
         .iter()
@@ -116,7 +97,7 @@ impl Deployments {
         let _ = self.schedules.set(schedules);
     }
 
-    pub fn set_kafka_source(&self, source: Arc<dyn crate::kafka::KafkaSource>) {
+    pub fn set_kafka_source(&self, source: Arc<dyn crate::ports::KafkaSource>) {
         let _ = self.kafka.set(source);
     }
     pub fn hook(&self, token: &str) -> Option<Hook> {
@@ -368,7 +349,7 @@ impl Deployments {
         for (i, t) in wf.triggers.iter().enumerate() {
             if let Trigger::Flow(f) = t
                 && let Some(cycle) =
-                    crate::flow::flow_cycle(deployed.iter().map(|r| &r.definition), &wf, f)
+                    crate::intake::flow::flow_cycle(deployed.iter().map(|r| &r.definition), &wf, f)
             {
                 problems.push(problem(
                     &format!("triggers[{i}].workflow"),
@@ -426,7 +407,7 @@ impl Deployments {
         for c in cron_triggers(&record.definition) {
             if !before.contains(c)
                 && let Err(e) = store
-                    .set_marker(&crate::cron::cursor_marker(&record.id, c), now)
+                    .set_marker(&crate::intake::cron::cursor_marker(&record.id, c), now)
                     .await
             {
                 tracing::warn!(workflow = %record.id, trigger = %c.id, error = %e, "the new trigger's start was not recorded; the scheduler starts it from its last tick");

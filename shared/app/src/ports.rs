@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tripline_core::definition::{CronTrigger, KafkaTrigger};
 use tripline_core::{Run, Timestamp, Workflow};
 
 /// A deployed revision of a workflow.
@@ -89,6 +90,45 @@ pub struct InboxMessage {
     /// The message this one reprocesses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reprocess_of: Option<String>,
+}
+
+impl InboxMessage {
+    /// A message received `at`, for `trigger` of `workflow` by `method` (an HTTP method,
+    /// or `CRON` / `KAFKA`); its path, query, headers and body empty, and its outcome
+    /// still to be decided (admission sets it).
+    pub fn new(id: String, at: Timestamp, workflow: &str, trigger: &str, method: &str) -> Self {
+        InboxMessage {
+            id,
+            received_at: at,
+            workflow: workflow.to_string(),
+            trigger: trigger.to_string(),
+            method: method.to_string(),
+            path: String::new(),
+            query: String::new(),
+            headers: Vec::new(),
+            content_type: None,
+            body: Vec::new(),
+            outcome: Outcome::Rejected {
+                reason: String::new(),
+            },
+            scheduled_at: None,
+            kafka: None,
+            reprocess_of: None,
+        }
+    }
+
+    /// With `body` as its JSON body.
+    pub fn with_json(mut self, body: &Value) -> Self {
+        self.content_type = Some("application/json".into());
+        self.body = serde_json::to_vec(body).unwrap_or_default();
+        self
+    }
+
+    /// With `path` as its path.
+    pub fn at_path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
 }
 
 /// A Kafka record's metadata in its inbox message; key and header values in base64.
@@ -352,4 +392,37 @@ impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.0.load(std::sync::atomic::Ordering::SeqCst))
     }
+}
+
+/// Where the schedules of cron triggers live outside this process (AWS: EventBridge
+/// Scheduler). The local shape has none: its scheduler reads the deployed workflows.
+#[async_trait::async_trait]
+pub trait Schedules: Send + Sync + 'static {
+    /// Why this shape cannot run the trigger's schedule, if it cannot.
+    fn refuse(&self, trigger: &CronTrigger) -> Option<String>;
+    /// Creates or updates the trigger's schedule.
+    async fn put(&self, workflow: &str, trigger: &CronTrigger) -> Result<(), StoreError>;
+    /// Deletes the trigger's schedule; one already gone is not an error.
+    async fn delete(&self, workflow: &str, trigger: &str) -> Result<(), StoreError>;
+}
+
+/// Where the records of kafka triggers come from outside this process (AWS: the MSK event
+/// source of the template). A deploy asks it whether it can deliver a trigger's topics.
+#[async_trait::async_trait]
+pub trait KafkaSource: Send + Sync + 'static {
+    /// Why this shape cannot deliver the trigger's records, if it cannot.
+    async fn refuse(&self, trigger: &KafkaTrigger) -> Result<Option<String>, StoreError>;
+}
+
+/// One record as the consumer (or the MSK event) gives it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The record's timestamp (producer or log-append time).
+    pub timestamp: Timestamp,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
 }

@@ -109,7 +109,7 @@ pub async fn cron_tick_event(app: &App, payload: Value) -> Result<Value, crate::
             &event.workflow,
             &event.trigger,
             scheduled,
-            tripline_app::cron::Delivery::OnTime,
+            tripline_app::intake::cron::Delivery::OnTime,
         )
         .await?;
     tracing::info!(workflow = %event.workflow, trigger = %event.trigger, %scheduled, outcome = outcome.kind(), "cron tick");
@@ -169,7 +169,7 @@ pub async fn msk_event(app: &App, payload: Value) -> Result<Value, crate::BoxErr
 }
 
 /// The records of an MSK event, decoded.
-pub fn msk_records(event: MskEvent) -> Vec<tripline_app::kafka::KafkaRecord> {
+pub fn msk_records(event: MskEvent) -> Vec<tripline_app::ports::KafkaRecord> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     // A value that is not base64 (MSK always sends base64) is kept as the text it is.
@@ -189,7 +189,7 @@ pub fn msk_records(event: MskEvent) -> Vec<tripline_app::kafka::KafkaRecord> {
                 .flat_map(|h| h.iter())
                 .map(|(k, v)| (k.clone(), v.iter().map(|b| *b as u8).collect()))
                 .collect();
-            records.push(tripline_app::kafka::KafkaRecord {
+            records.push(tripline_app::ports::KafkaRecord {
                 topic,
                 partition: r.partition,
                 offset: r.offset,

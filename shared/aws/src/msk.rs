@@ -3,7 +3,7 @@
 //! those the event source consumes), or the deploy says why not.
 
 use async_trait::async_trait;
-use tripline_app::kafka::KafkaSource;
+use tripline_app::ports::KafkaSource;
 use tripline_app::ports::StoreError;
 use tripline_core::definition::KafkaTrigger;
 

@@ -8,7 +8,7 @@ use aws_sdk_scheduler::types::{
 };
 use serde_json::json;
 use sha2::Digest;
-use tripline_app::cron::Schedules;
+use tripline_app::ports::Schedules;
 use tripline_app::ports::StoreError;
 use tripline_core::definition::CronTrigger;
 use tripline_core::time::cron::eventbridge_expression;

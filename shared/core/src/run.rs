@@ -358,10 +358,6 @@ pub struct Run {
     /// executor when the workflow uses it; not part of the run's record.
     #[serde(skip)]
     pub store: Option<BTreeMap<String, String>>,
-    /// The context-store writes of steps (`extract_to_context`) not yet in the store: the
-    /// executor writes them before the run (a crash repeats them, never loses them).
-    #[serde(skip)]
-    pub store_writes: BTreeMap<String, Option<String>>,
 }
 
 impl Run {
@@ -407,7 +403,6 @@ impl Run {
             after: None,
             warnings: Vec::new(),
             store: None,
-            store_writes: BTreeMap::new(),
         }
     }
 

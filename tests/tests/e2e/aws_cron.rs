@@ -246,7 +246,7 @@ async fn the_cron_tick_function_starts_one_run_per_scheduled_time_and_carries_th
     };
     assert_eq!(
         run_id,
-        tripline_app::cron::tick_id(
+        tripline_app::intake::cron::tick_id(
             "ticked",
             "daily",
             tripline_core::Timestamp::parse_rfc3339("2026-11-23T07:00:00Z").expect("time")

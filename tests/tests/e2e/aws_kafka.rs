@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use tripline_app::kafka::{KafkaRecord, record_id};
+use tripline_app::intake::kafka::record_id;
+use tripline_app::ports::KafkaRecord;
 use tripline_core::Timestamp;
 use tripline_tests::aws::{endpoint, fresh};
 use tripline_tests::lambda::{Function, function_env};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tripline_app::cron::{Delivery, tick_id};
+use tripline_app::intake::cron::{Delivery, tick_id};
 use tripline_app::ports::Outcome;
 use tripline_core::Timestamp;
 use tripline_tests::{ManualTime, Opts, TestApp, spawn_app_with_manual_clock};

@@ -296,7 +296,7 @@ async fn nightly_sync_fires_at_eight_in_paris() {
         "{:?}",
         reqs[0].query
     );
-    let id = tripline_app::cron::tick_id(
+    let id = tripline_app::intake::cron::tick_id(
         "nightly-sync",
         "daily",
         tripline_core::Timestamp::parse_rfc3339("2026-03-02T07:00:00Z").expect("time"),

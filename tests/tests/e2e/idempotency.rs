@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use tripline_app::kafka::KafkaRecord;
+use tripline_app::ports::KafkaRecord;
 use tripline_core::Timestamp;
 use tripline_tests::*;
 

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tripline_app::kafka::{KafkaRecord, record_id};
+use tripline_app::intake::kafka::record_id;
+use tripline_app::ports::KafkaRecord;
 use tripline_core::Timestamp;
 use tripline_tests::{Opts, Reply, Stub, TestApp, spawn_app};
 

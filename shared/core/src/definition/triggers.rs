@@ -36,17 +36,12 @@ impl Trigger {
 
     /// What every trigger shares: the gate an input passes to start a run.
     pub fn gate(&self) -> Gate<'_> {
-        let (filter, condition, idempotency_key) = match self {
-            Trigger::Webhook(t) => (t.filter.as_ref(), &t.condition, &t.idempotency_key),
-            Trigger::Manual(t) => (t.filter.as_ref(), &t.condition, &t.idempotency_key),
-            Trigger::Cron(t) => (None, &t.condition, &t.idempotency_key),
-            Trigger::Kafka(t) => (t.filter.as_ref(), &t.condition, &t.idempotency_key),
-            Trigger::Flow(t) => (t.filter.as_ref(), &t.condition, &t.idempotency_key),
-        };
-        Gate {
-            filter,
-            condition: condition.as_deref(),
-            idempotency_key: idempotency_key.as_deref(),
+        match self {
+            Trigger::Webhook(t) => t.gate(),
+            Trigger::Manual(t) => t.gate(),
+            Trigger::Cron(t) => t.gate(),
+            Trigger::Kafka(t) => t.gate(),
+            Trigger::Flow(t) => t.gate(),
         }
     }
 
@@ -102,7 +97,33 @@ pub struct CronTrigger {
     pub idempotency_key: Option<String>,
 }
 
+macro_rules! gated {
+    ($($kind:ty),*) => {$(
+        impl $kind {
+            /// This trigger's gate: its filter, condition and idempotency key.
+            pub fn gate(&self) -> Gate<'_> {
+                Gate {
+                    filter: self.filter.as_ref(),
+                    condition: self.condition.as_deref(),
+                    idempotency_key: self.idempotency_key.as_deref(),
+                }
+            }
+        }
+    )*};
+}
+
+gated!(WebhookTrigger, ManualTrigger, KafkaTrigger, FlowTrigger);
+
 impl CronTrigger {
+    /// This trigger's gate: its condition and idempotency key (a tick has no body to
+    /// filter).
+    pub fn gate(&self) -> Gate<'_> {
+        Gate {
+            filter: None,
+            condition: self.condition.as_deref(),
+            idempotency_key: self.idempotency_key.as_deref(),
+        }
+    }
     /// The parsed schedule (validation has checked that it parses).
     pub fn parsed(&self) -> Result<crate::time::cron::CronSchedule, String> {
         crate::time::cron::CronSchedule::parse(&self.schedule, self.timezone.as_deref())

@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use crate::definition::{HttpMethod, Workflow};
 use crate::run::{Run, RunStatus, StepError, WaitReason};
+
 use crate::time::Timestamp;
 
 pub use record::CONTEXT_VALUE_LIMIT;
@@ -117,14 +118,25 @@ pub enum Effect {
     },
     /// Deliver `Continue` at `at` (retry back-off, a wait's end).
     ScheduleTimer { at: Timestamp },
-    /// The run is `waiting`: write it, make its single-use URLs (see [`expose`]) for a
-    /// `webhook` or `approval` wait, send the step's notification (see
-    /// [`wait_notification`]), and deliver `Continue` at `until` when there is one.
+    /// Write these keys of the workflow's context store (`None` deletes one): a step's
+    /// `extract_to_context`. Before the run is written, so a crash repeats them and never
+    /// loses them.
+    WriteContext {
+        writes: BTreeMap<String, Option<String>>,
+    },
+    /// Make the single-use URLs of the wait about to park (see [`expose`]): one secret of
+    /// ≥ 128 random bits per purpose, drawn by the caller. Comes before its `Park`.
+    Expose,
+    /// The run is `waiting`: write it, and deliver `Continue` at `until` when there is
+    /// one.
     Park {
         step: String,
         reason: WaitReason,
         until: Option<Timestamp>,
     },
+    /// Send the parked step's notification (rendered by [`wait_notification`], once the
+    /// URLs exist) and record how it went on the run. Comes after its `Park`.
+    Notify { step: String },
     /// Record a run of `workflow` with `input` as its `trigger.body` (one per run and step,
     /// however often asked) and report `ChildStarted` (or `StepFailed` when it cannot).
     StartRun {
@@ -135,8 +147,18 @@ pub enum Effect {
     /// Write the run and deliver `Continue` through the queue (the run was moved on from
     /// outside the executor: a resume, an approval).
     Continue,
-    /// The run ended; it carries its final status.
+    /// A cron run succeeded: save the state it leaves to the next run of its workflow.
+    /// Before the end is written, so a crash saves it again and never loses it.
+    SaveState { value: Value },
+    /// Admit the runs that this run's end starts (flow triggers listening to its
+    /// workflow). Before the end is written, with ids a second admission recognizes.
+    StartFlows,
+    /// The run ended, with this status: write it, wake whoever waits for it (a sync
+    /// reply, a parent run, the run ordered behind it).
     Finish { status: RunStatus },
+    /// After the end is written: give the run's concurrency slot back (handing it to the
+    /// first waiting run).
+    ReleaseSlot,
     /// POST the run's envelope to its callback (signed by the caller) and report
     /// `CallbackDone`.
     Callback {
@@ -171,6 +193,9 @@ pub fn apply(wf: &Workflow, run: Run, event: Event, now: Timestamp) -> (Run, Vec
     apply_live(wf, &mut run, event, now, &mut effects);
     if run.status.is_terminal() {
         steps::waits::leave_wait(&mut run);
+        if wf.concurrency.is_some() {
+            effects.push(Effect::ReleaseSlot);
+        }
         callbacks::start(wf, &mut run, now, &mut effects);
     }
     (run, effects)
@@ -250,11 +275,11 @@ fn apply_live(
     }
 }
 
-/// Runs a run whose workflow has only pure steps to its end, in memory (no effects other
-/// than `Finish` can occur). Used for synchronous replies that need no I/O.
-pub fn run_pure(wf: &Workflow, run: Run, now: Timestamp) -> Run {
-    let (run, _) = apply(wf, run, Event::Started, now);
-    run
+/// Runs a run whose workflow has only pure steps to its end, in memory. Used for
+/// synchronous replies that need no I/O: the effects left are those of its end
+/// (`WriteContext`, `StartFlows`, `Finish`, and a `Callback` when it has one).
+pub fn run_pure(wf: &Workflow, run: Run, now: Timestamp) -> (Run, Vec<Effect>) {
+    apply(wf, run, Event::Started, now)
 }
 
 /// The run's output in the reply envelope's `data` field.

@@ -74,15 +74,13 @@ pub(super) fn succeed_step(
     let exec = done.execution(StepStatus::Succeeded, Some(output), None, now);
     run.step_executions.push(exec);
     let idx = run.cursor.step;
-    if let Err(e) = extract(&wf.steps[idx], run) {
-        fail_run(
-            run,
-            ErrorType::TemplateError,
-            format!("step `{step}`: extract: {e}"),
-            now,
-            effects,
-        );
-        return;
+    match extract(&wf.steps[idx], run) {
+        Ok(writes) if writes.is_empty() => {}
+        Ok(writes) => effects.push(Effect::WriteContext { writes }),
+        Err(e) => {
+            let why = format!("step `{step}`: extract: {e}");
+            return fail_run(run, ErrorType::TemplateError, why, now, effects);
+        }
     }
     run.cursor.step += 1;
     run.cursor.attempt = 0;
@@ -151,9 +149,11 @@ pub(super) fn skip_step(run: &mut Run, step: &str, now: Timestamp) {
 /// The largest value of a context store key, in bytes.
 pub const CONTEXT_VALUE_LIMIT: usize = 32 * 1024;
 
-fn extract(step: &Step, run: &mut Run) -> Result<(), TemplateError> {
+/// Renders the step's `extract` into the run's context, and its `extract_to_context` into
+/// the run's view of the store; returns the store writes to perform.
+fn extract(step: &Step, run: &mut Run) -> Result<ContextWrites, TemplateError> {
     if step.extract.is_empty() && step.extract_to_context.is_empty() {
-        return Ok(());
+        return Ok(ContextWrites::new());
     }
     let mut ctx = run.template_context();
     let output = run
@@ -186,16 +186,20 @@ fn extract(step: &Step, run: &mut Run) -> Result<(), TemplateError> {
         }
         writes.push((k.clone(), v));
     }
+    let mut out = ContextWrites::new();
     for (k, v) in writes {
         let store = run.store.get_or_insert_with(Default::default);
         match &v {
             Some(v) => store.insert(k.clone(), v.clone()),
             None => store.remove(&k),
         };
-        run.store_writes.insert(k, v);
+        out.insert(k, v);
     }
-    Ok(())
+    Ok(out)
 }
+
+/// Context-store keys to write (`None` deletes one).
+type ContextWrites = std::collections::BTreeMap<String, Option<String>>;
 
 /// Every step has run: the run's output (and a cron run's next state) are rendered, and
 /// the run succeeds.
@@ -218,7 +222,14 @@ pub(super) fn finish_succeeded(
     };
     if run.trigger.kind == TriggerKind::Cron {
         match next_state(wf, run, &out) {
-            Ok(state) => run.next_state = state,
+            Ok(state) => {
+                if let Some(value) = &state {
+                    effects.push(Effect::SaveState {
+                        value: value.clone(),
+                    });
+                }
+                run.next_state = state;
+            }
             Err(e) => {
                 let why = format!("state: {e}");
                 return fail_run(run, ErrorType::TemplateError, why, now, effects);
@@ -253,10 +264,13 @@ pub(super) fn cancel(run: &mut Run, now: Timestamp, effects: &mut Vec<Effect>) {
     end(run, RunStatus::Cancelled, now, effects);
 }
 
+/// Every end goes through here: the runs the end starts are admitted, then the end is
+/// written.
 fn end(run: &mut Run, status: RunStatus, now: Timestamp, effects: &mut Vec<Effect>) {
     run.status = status;
     run.finished_at = Some(now);
     run.cursor.retry_at = None;
+    effects.push(Effect::StartFlows);
     effects.push(Effect::Finish { status });
 }
 

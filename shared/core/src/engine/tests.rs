@@ -105,9 +105,12 @@ fn a_step_result_runs_the_pure_steps_after_it_and_finishes() {
     let (run, effects) = apply(&w, run, succeeded("call", 1, out), after(5));
     assert_eq!(
         effects,
-        vec![Effect::Finish {
-            status: RunStatus::Succeeded
-        }]
+        vec![
+            Effect::StartFlows,
+            Effect::Finish {
+                status: RunStatus::Succeeded
+            }
+        ]
     );
     assert_eq!(run.final_output, Some(json!({"got": true, "code": 201})));
     assert_eq!(run.context["code"], json!(201));
@@ -169,9 +172,12 @@ fn the_last_attempt_failing_fails_the_run() {
     );
     assert_eq!(
         effects,
-        vec![Effect::Finish {
-            status: RunStatus::Failed
-        }]
+        vec![
+            Effect::StartFlows,
+            Effect::Finish {
+                status: RunStatus::Failed
+            }
+        ]
     );
     assert_eq!(run.error_type.map(ErrorType::as_str), Some("step_failed"));
     assert!(run.error.as_deref().unwrap().contains("after 3 attempts"));
@@ -190,9 +196,12 @@ fn a_non_retryable_failure_fails_at_once() {
     );
     assert_eq!(
         effects,
-        vec![Effect::Finish {
-            status: RunStatus::Failed
-        }]
+        vec![
+            Effect::StartFlows,
+            Effect::Finish {
+                status: RunStatus::Failed
+            }
+        ]
     );
     assert_eq!(run.status, RunStatus::Failed);
 }
@@ -228,9 +237,12 @@ fn past_max_duration_the_run_times_out() {
     );
     assert_eq!(
         effects,
-        vec![Effect::Finish {
-            status: RunStatus::TimedOut
-        }]
+        vec![
+            Effect::StartFlows,
+            Effect::Finish {
+                status: RunStatus::TimedOut
+            }
+        ]
     );
     assert_eq!(run.status, RunStatus::TimedOut);
 }
@@ -280,7 +292,7 @@ steps:
   - { id: stop, type: fail, message: "n was {{ trigger.n }}" }
   - { id: never, type: transform, value: 2 }
 "#);
-    let run = run_pure(&w, new_run(json!({"n": 1})), T0);
+    let (run, _) = run_pure(&w, new_run(json!({"n": 1})), T0);
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.error.as_deref(), Some("n was 1"));
     assert_eq!(run.error_type.map(ErrorType::as_str), Some("fail_step"));
@@ -293,7 +305,7 @@ fn a_template_error_at_run_time_fails_the_run_with_its_cause() {
     let w = wf(
         "id: w\nsteps:\n  - { id: t, type: transform, value: '{{ trigger.body.missing.x }}' }\n",
     );
-    let run = run_pure(&w, new_run(json!({"body": {}})), T0);
+    let (run, _) = run_pure(&w, new_run(json!({"body": {}})), T0);
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(
         run.error_type.map(ErrorType::as_str),
@@ -311,7 +323,7 @@ fn without_an_output_template_the_last_output_is_the_output() {
     let w = wf(
         "id: w\nsteps:\n  - { id: t, type: transform, value: { sum: '{{ trigger.a + trigger.b }}' } }\n",
     );
-    let run = run_pure(&w, new_run(json!({"a": 1, "b": 2})), T0);
+    let (run, _) = run_pure(&w, new_run(json!({"a": 1, "b": 2})), T0);
     assert_eq!(run.final_output, Some(json!({"sum": 3})));
     assert_eq!(envelope(&run)["meta"]["status"], json!("succeeded"));
 }
@@ -319,7 +331,7 @@ fn without_an_output_template_the_last_output_is_the_output() {
 #[test]
 fn a_terminal_run_ignores_every_event() {
     let w = wf("id: w\nsteps:\n  - { id: t, type: transform, value: 1 }\n");
-    let run = run_pure(&w, new_run(json!({})), T0);
+    let (run, _) = run_pure(&w, new_run(json!({})), T0);
     for ev in [Event::Started, Event::Continue] {
         let (same, effects) = apply(&w, run.clone(), ev, after(1));
         assert!(effects.is_empty());
@@ -355,11 +367,14 @@ fn a_wait_parks_with_single_use_urls_and_a_resume_continues_with_the_body() {
     let (mut run, effects) = apply(&w, new_run(json!({})), Event::Started, T0);
     assert_eq!(
         effects,
-        vec![Effect::Park {
-            step: "wait".into(),
-            reason: WaitReason::Webhook,
-            until: Some(after(600_000)),
-        }]
+        vec![
+            Effect::Expose,
+            Effect::Park {
+                step: "wait".into(),
+                reason: WaitReason::Webhook,
+                until: Some(after(600_000)),
+            }
+        ]
     );
     assert_eq!(run.status, RunStatus::Waiting);
     assert_eq!(run.waiting_expires_at, Some(after(600_000)));
@@ -395,10 +410,14 @@ fn a_wait_parks_with_single_use_urls_and_a_resume_continues_with_the_body() {
     assert!(
         matches!(
             &effects[..],
-            [Effect::Park {
-                reason: WaitReason::Approval,
-                ..
-            }]
+            [
+                Effect::Expose,
+                Effect::Park {
+                    reason: WaitReason::Approval,
+                    ..
+                },
+                Effect::Notify { step },
+            ] if step == "ok"
         ),
         "{effects:?}"
     );
@@ -421,14 +440,15 @@ fn an_expired_wait_fails_the_run_or_continues_with_null() {
         failed.error_type.map(ErrorType::as_str),
         Some("wait_timed_out")
     );
+    assert_eq!(effects[0], Effect::StartFlows);
     assert!(matches!(
-        effects[0],
+        effects[1],
         Effect::Finish {
             status: RunStatus::Failed
         }
     ));
     assert!(
-        matches!(effects[1], Effect::Callback { attempt: 1, .. }),
+        matches!(effects[2], Effect::Callback { attempt: 1, .. }),
         "{effects:?}"
     );
 
@@ -568,9 +588,12 @@ fn a_delay_parks_until_its_end_and_then_the_run_finishes() {
     let (run, effects) = apply(&w, run, Event::Continue, after(300_010));
     assert_eq!(
         effects,
-        vec![Effect::Finish {
-            status: RunStatus::Succeeded
-        }]
+        vec![
+            Effect::StartFlows,
+            Effect::Finish {
+                status: RunStatus::Succeeded
+            }
+        ]
     );
     assert_eq!(
         run.final_output,
@@ -591,9 +614,12 @@ fn a_delay_until_a_past_time_does_not_park() {
     );
     assert_eq!(
         effects,
-        vec![Effect::Finish {
-            status: RunStatus::Succeeded
-        }]
+        vec![
+            Effect::StartFlows,
+            Effect::Finish {
+                status: RunStatus::Succeeded
+            }
+        ]
     );
     assert_eq!(run.final_output, Some(json!(1)));
     let (run, _) = apply(&w, new_run(json!({"at": "not a time"})), Event::Started, T0);
@@ -609,18 +635,24 @@ fn max_duration_ends_a_waiting_run_timed_out() {
     let (run, effects) = apply(&w, new_run(json!({})), Event::Started, T0);
     assert_eq!(
         effects,
-        vec![Effect::Park {
-            step: "wait".into(),
-            reason: WaitReason::Webhook,
-            until: Some(after(60_000))
-        }]
+        vec![
+            Effect::Expose,
+            Effect::Park {
+                step: "wait".into(),
+                reason: WaitReason::Webhook,
+                until: Some(after(60_000))
+            }
+        ]
     );
     let (run, effects) = apply(&w, run, Event::Continue, after(60_000));
     assert_eq!(
         effects,
-        vec![Effect::Finish {
-            status: RunStatus::TimedOut
-        }]
+        vec![
+            Effect::StartFlows,
+            Effect::Finish {
+                status: RunStatus::TimedOut
+            }
+        ]
     );
     assert!(run.waiting_reason.is_none());
 }
@@ -724,9 +756,12 @@ fn trigger_workflow_without_wait_outputs_the_started_run() {
     );
     assert_eq!(
         effects,
-        vec![Effect::Finish {
-            status: RunStatus::Succeeded
-        }]
+        vec![
+            Effect::StartFlows,
+            Effect::Finish {
+                status: RunStatus::Succeeded
+            }
+        ]
     );
     assert_eq!(
         run.final_output,
@@ -742,8 +777,9 @@ fn cancel_ends_a_waiting_run_and_its_urls() {
     let (run, effects) = apply(&w, run, Event::Cancel, after(1));
     assert_eq!(run.status, RunStatus::Cancelled);
     assert_eq!(run.used_tokens, vec!["s1".to_string()]);
+    assert_eq!(effects[0], Effect::StartFlows);
     assert!(matches!(
-        effects[0],
+        effects[1],
         Effect::Finish {
             status: RunStatus::Cancelled
         }
@@ -759,7 +795,7 @@ fn a_failed_callback_is_retried_with_backoff_and_then_given_up() {
         attempt: 1,
         request,
         ..
-    } = &effects[1]
+    } = &effects[2]
     else {
         panic!("{effects:?}")
     };
@@ -829,9 +865,15 @@ state: { cursor: "{{ output.next }}", at: "{{ trigger.scheduled_time }}" }
     let (run, effects) = apply(&w, cron_run(Some(json!({"cursor": 7}))), Event::Started, T0);
     assert_eq!(
         effects,
-        vec![Effect::Finish {
-            status: RunStatus::Succeeded
-        }]
+        vec![
+            Effect::SaveState {
+                value: json!({"cursor": 10, "at": "2026-03-01T08:00:00.000Z"})
+            },
+            Effect::StartFlows,
+            Effect::Finish {
+                status: RunStatus::Succeeded
+            }
+        ]
     );
     assert_eq!(
         run.next_state,

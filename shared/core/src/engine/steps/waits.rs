@@ -273,11 +273,24 @@ pub(in crate::engine) fn park(
     run.waiting_reason = Some(reason);
     run.waiting_payload = Some(payload);
     run.waiting_expires_at = expires_at;
+    if !reason.url_purposes().is_empty() {
+        effects.push(Effect::Expose);
+    }
     effects.push(Effect::Park {
         step: step.id.clone(),
         reason,
         until: wait_timer(run),
     });
+    let notifies = match &step.action {
+        Action::Approval(a) => a.notify.is_some(),
+        Action::WaitForWebhook(w) => w.notify.is_some(),
+        _ => false,
+    };
+    if notifies {
+        effects.push(Effect::Notify {
+            step: step.id.clone(),
+        });
+    }
 }
 
 /// Makes the single-use URLs of a parked `webhook` or `approval` wait: one secret per

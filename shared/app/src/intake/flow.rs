@@ -33,7 +33,7 @@ pub fn flow_run_id(
         h.update([0]);
     }
     h.update(index.map_or(u64::MAX, |i| i as u64).to_be_bytes());
-    crate::derived_ulid(ended.millis(), &h.finalize())
+    crate::tokens::derived_ulid(ended.millis(), &h.finalize())
 }
 
 /// The trigger input of a flow run: the ended run's output (or one item of it) as `body`,
@@ -146,7 +146,11 @@ impl App {
                         self.claim_for(&rec.id, &f.id, f.idempotency_key.as_deref(), &input, None);
                     let unmet = match &keyed {
                         Err(why) => Some(why.clone()),
-                        Ok(_) => crate::unmet(f.filter.as_ref(), f.condition.as_deref(), &input),
+                        Ok(_) => crate::admission::unmet(
+                            f.filter.as_ref(),
+                            f.condition.as_deref(),
+                            &input,
+                        ),
                     };
                     let (outcome, runs) = match unmet {
                         Some(why) if keyed.is_err() => (Outcome::Rejected { reason: why }, vec![]),

@@ -20,7 +20,8 @@ use tripline_core::engine::Event;
 use tripline_core::run::WaitReason;
 use tripline_core::{Run, RunStatus};
 
-use crate::{App, error_response, unavailable};
+use crate::App;
+use crate::http::{error_response, unavailable};
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -187,7 +188,7 @@ async fn resume(
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let payload = match crate::ingress::parse_body(ct, &body) {
+    let payload = match crate::intake::webhook::parse_body(ct, &body) {
         Ok(v) => v,
         Err((status, code, message)) => {
             return error_response(
@@ -227,7 +228,7 @@ fn comment_of(headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, String
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let v = crate::ingress::parse_body(ct, body).map_err(|(_, _, message)| message)?;
+    let v = crate::intake::webhook::parse_body(ct, body).map_err(|(_, _, message)| message)?;
     let c = match v {
         Value::Object(m) => m.get("comment").cloned(),
         Value::String(s) => Some(Value::String(s)),

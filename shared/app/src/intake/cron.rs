@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde_json::{Value, json};
 use sha2::Digest;
 use tokio::sync::watch;
@@ -19,7 +18,7 @@ use tripline_core::{Run, Timestamp};
 
 use crate::App;
 use crate::ports::{
-    Admission, Admitted, IdempotencyClaim, InboxMessage, Outcome, SavedState, StoreError, WorkItem,
+    Admitted, IdempotencyClaim, InboxMessage, Outcome, SavedState, StoreError, WorkItem,
     WorkflowRecord,
 };
 
@@ -42,18 +41,6 @@ pub const QUEUED_LOOK_AGAIN: Duration = Duration::from_secs(30);
 /// The longest the local scheduler sleeps before looking at the triggers again.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
-/// Where the schedules of cron triggers live outside this process (AWS: EventBridge
-/// Scheduler). The local shape has none: its scheduler reads the deployed workflows.
-#[async_trait]
-pub trait Schedules: Send + Sync + 'static {
-    /// Why this shape cannot run the trigger's schedule, if it cannot.
-    fn refuse(&self, trigger: &CronTrigger) -> Option<String>;
-    /// Creates or updates the trigger's schedule.
-    async fn put(&self, workflow: &str, trigger: &CronTrigger) -> Result<(), StoreError>;
-    /// Deletes the trigger's schedule; one already gone is not an error.
-    async fn delete(&self, workflow: &str, trigger: &str) -> Result<(), StoreError>;
-}
-
 /// The id of the tick of `trigger` at `scheduled`, and of the run it starts: a ULID of the
 /// scheduled time (so ticks sort by it) and 80 bits of a hash of the three.
 pub fn tick_id(workflow: &str, trigger: &str, scheduled: Timestamp) -> String {
@@ -63,7 +50,7 @@ pub fn tick_id(workflow: &str, trigger: &str, scheduled: Timestamp) -> String {
     h.update(trigger.as_bytes());
     h.update([0]);
     h.update(scheduled.millis().to_be_bytes());
-    crate::derived_ulid(scheduled.millis(), &h.finalize())
+    crate::tokens::derived_ulid(scheduled.millis(), &h.finalize())
 }
 
 fn fired_marker(workflow: &str, trigger: &str) -> String {
@@ -129,35 +116,11 @@ impl App {
         trigger: &str,
         scheduled: Timestamp,
         body: &Value,
-        outcome: Outcome,
     ) -> InboxMessage {
-        InboxMessage {
-            id,
-            received_at: self.clock.now(),
-            workflow: workflow.to_string(),
-            trigger: trigger.to_string(),
-            method: "CRON".into(),
-            path: String::new(),
-            query: String::new(),
-            headers: Vec::new(),
-            content_type: Some("application/json".into()),
-            body: serde_json::to_vec(body).unwrap_or_default(),
-            outcome,
-            scheduled_at: Some(scheduled),
-            kafka: None,
-            reprocess_of: None,
-        }
-    }
-
-    async fn record(&self, message: InboxMessage) -> Result<(), StoreError> {
-        self.store
-            .admit(Admission {
-                message,
-                runs: Vec::new(),
-                idempotency: None,
-            })
-            .await
-            .map(|_| ())
+        let mut m =
+            InboxMessage::new(id, self.clock.now(), workflow, trigger, "CRON").with_json(body);
+        m.scheduled_at = Some(scheduled);
+        m
     }
 
     /// Handles the tick of `trigger` of `workflow` at `scheduled`: starts its run, or
@@ -197,24 +160,18 @@ impl App {
         let input = tick_input(&cron, scheduled);
         if self.store.message(&id).await?.is_some() {
             let outcome = Outcome::DuplicateTick { tick: id };
-            self.record(self.tick_message(
-                self.new_id(),
-                workflow,
-                trigger,
-                scheduled,
-                &input,
-                outcome.clone(),
-            ))
-            .await?;
+            let tick = self.tick_message(self.new_id(), workflow, trigger, scheduled, &input);
+            self.record_message(tick, outcome.clone()).await?;
             return Ok(outcome);
         }
 
         // The trigger's condition (e.g. weekdays only): a tick it refuses is recorded
         // skipped, with the reason, and does not count as the previous run.
-        if let Some(why) = crate::unmet(None, cron.condition.as_deref(), &input) {
-            let outcome = Outcome::Skipped { reason: why };
-            let tick = self.tick_message(id, workflow, trigger, scheduled, &input, outcome);
-            return self.record_tick(tick).await;
+        if let Some(why) = crate::admission::unmet(None, cron.condition.as_deref(), &input) {
+            let tick = self.tick_message(id, workflow, trigger, scheduled, &input);
+            return self
+                .record_tick(tick, Outcome::Skipped { reason: why })
+                .await;
         }
 
         // The trigger's previous run: the run of the last tick that fired.
@@ -235,44 +192,28 @@ impl App {
                             run.status.as_str()
                         ),
                     };
-                    let tick = self.tick_message(id, workflow, trigger, scheduled, &input, outcome);
-                    return self.record_tick(tick).await;
+                    let tick = self.tick_message(id, workflow, trigger, scheduled, &input);
+                    return self.record_tick(tick, outcome).await;
                 }
                 after = Some(prev);
             }
         }
 
-        let mut run = Run::new(
-            id.clone(),
-            &rec.id,
-            rec.revision,
-            TriggerRef {
-                kind: TriggerKind::Cron,
-                id: trigger.to_string(),
-            },
-            input.clone(),
-            self.clock.now(),
-        );
+        let message = self.tick_message(id.clone(), workflow, trigger, scheduled, &input);
+        let trigger_ref = TriggerRef {
+            kind: TriggerKind::Cron,
+            id: trigger.to_string(),
+        };
+        let mut run = self.new_run(id.clone(), &rec, trigger_ref, input.clone(), &id);
         run.scheduled_at = Some(scheduled);
         if let Some(prev) = &after {
             // Before the run exists: when the previous run ends, it finds its successor
             // (a marker to a run never admitted finds nothing).
             self.store
-                .set_link(&crate::kafka::next_link(prev), &id)
+                .set_link(&crate::intake::kafka::next_link(prev), &id)
                 .await?;
         }
         run.after = after;
-        run.message_id = Some(id.clone());
-        let message = self.tick_message(
-            id.clone(),
-            workflow,
-            trigger,
-            scheduled,
-            &input,
-            Outcome::Started {
-                run_ids: vec![id.clone()],
-            },
-        );
         // The trigger's own key, when it has one (two ticks with one key are one run);
         // else the tick's: its scheduled time.
         let keyed = match self.claim_for(
@@ -289,14 +230,7 @@ impl App {
             key: format!("{workflow}/{trigger}/cron:{}", scheduled.millis()),
             expires_at: scheduled.plus(TICK_CLAIM_WINDOW),
         });
-        match self
-            .admit(Admission {
-                message,
-                runs: vec![run],
-                idempotency: Some(claim),
-            })
-            .await?
-        {
+        match self.admit_runs(message, vec![run], Some(claim)).await? {
             Admitted::New { .. } => {
                 if last_fired.is_none_or(|t| t < scheduled) {
                     let fired = fired_marker(workflow, trigger);
@@ -311,9 +245,12 @@ impl App {
 
     /// Records a tick that starts nothing because its workflow or trigger is gone.
     /// Records a tick that starts nothing; its outcome is the answer.
-    async fn record_tick(&self, tick: InboxMessage) -> Result<Outcome, TickError> {
-        let outcome = tick.outcome.clone();
-        self.record(tick).await?;
+    async fn record_tick(
+        &self,
+        tick: InboxMessage,
+        outcome: Outcome,
+    ) -> Result<Outcome, TickError> {
+        self.record_message(tick, outcome.clone()).await?;
         Ok(outcome)
     }
 
@@ -324,17 +261,8 @@ impl App {
         scheduled: Timestamp,
         reason: String,
     ) -> Result<Outcome, TickError> {
-        let outcome = Outcome::Rejected { reason };
-        let message = self.tick_message(
-            self.new_id(),
-            workflow,
-            trigger,
-            scheduled,
-            &Value::Null,
-            outcome.clone(),
-        );
-        self.record(message).await?;
-        Ok(outcome)
+        let tick = self.tick_message(self.new_id(), workflow, trigger, scheduled, &Value::Null);
+        self.record_tick(tick, Outcome::Rejected { reason }).await
     }
 
     /// Records the tick of `trigger` at `scheduled` as `missed` (once).
@@ -350,15 +278,8 @@ impl App {
             return Ok(());
         }
         let input = tick_input(trigger, scheduled);
-        self.record(self.tick_message(
-            id,
-            &rec.id,
-            &trigger.id,
-            scheduled,
-            &input,
-            Outcome::Missed { reason },
-        ))
-        .await
+        let tick = self.tick_message(id, &rec.id, &trigger.id, scheduled, &input);
+        self.record_message(tick, Outcome::Missed { reason }).await
     }
 
     /// "Run now": a run of a cron trigger outside its schedule, with the current state.
@@ -401,7 +322,11 @@ impl App {
     /// After a run ended: the run ordered behind it, when there is one, is delivered at
     /// once (a link the later run's admission left).
     pub(crate) async fn wake_successor(&self, run: &Run) {
-        let Ok(Some(next_id)) = self.store.link(&crate::kafka::next_link(&run.id)).await else {
+        let Ok(Some(next_id)) = self
+            .store
+            .link(&crate::intake::kafka::next_link(&run.id))
+            .await
+        else {
             return;
         };
         if let Ok(Some(n)) = self.store.run(&next_id).await
@@ -417,10 +342,11 @@ impl App {
 
     /// After a cron run succeeded, before its end is written: saves the state it leaves
     /// (unless over the limit, or older than the saved one: then a warning on the run).
-    pub(crate) async fn save_next_state(&self, run: &mut Run) -> Result<(), StoreError> {
-        let Some(value) = run.next_state.clone() else {
-            return Ok(());
-        };
+    pub(crate) async fn save_next_state(
+        &self,
+        run: &mut Run,
+        value: Value,
+    ) -> Result<(), StoreError> {
         let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(0);
         let limit = self.config.state_limit_bytes;
         if size > limit {

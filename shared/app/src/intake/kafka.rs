@@ -17,36 +17,15 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use sha2::Digest;
+use tripline_core::Run;
 use tripline_core::definition::{KafkaOrdering, KafkaTrigger, Trigger};
 use tripline_core::run::{TriggerKind, TriggerRef};
-use tripline_core::{Run, Timestamp};
 
 use crate::App;
 use crate::ports::{
-    Admission, Admitted, IdempotencyClaim, InboxMessage, KafkaMeta, Outcome, StoreError,
-    WorkflowRecord,
+    Admission, Admitted, IdempotencyClaim, InboxMessage, KafkaMeta, KafkaRecord, Outcome,
+    StoreError, WorkflowRecord,
 };
-
-/// Where the records of kafka triggers come from outside this process (AWS: the MSK event
-/// source of the template). A deploy asks it whether it can deliver a trigger's topics.
-#[async_trait::async_trait]
-pub trait KafkaSource: Send + Sync + 'static {
-    /// Why this shape cannot deliver the trigger's records, if it cannot.
-    async fn refuse(&self, trigger: &KafkaTrigger) -> Result<Option<String>, StoreError>;
-}
-
-/// One record as the consumer (or the MSK event) gives it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct KafkaRecord {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    /// The record's timestamp (producer or log-append time).
-    pub timestamp: Timestamp,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Vec<u8>)>,
-}
 
 /// What a batch did.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -69,7 +48,7 @@ pub fn record_id(r: &KafkaRecord, workflow: &str) -> String {
     }
     h.update(r.partition.to_be_bytes());
     h.update(r.offset.to_be_bytes());
-    crate::derived_ulid(r.timestamp.millis(), &h.finalize())
+    crate::tokens::derived_ulid(r.timestamp.millis(), &h.finalize())
 }
 
 /// The link to the last run of a key (`ordering: key`).
@@ -174,7 +153,7 @@ pub fn matching<'a>(
 }
 
 fn mismatch(trigger: &KafkaTrigger, input: &Value) -> Option<String> {
-    crate::unmet(trigger.filter.as_ref(), trigger.condition.as_deref(), input)
+    crate::admission::unmet(trigger.filter.as_ref(), trigger.condition.as_deref(), input)
         .map(|why| format!("trigger `{}`: {why}", trigger.id))
 }
 
@@ -469,6 +448,7 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tripline_core::Timestamp;
 
     fn record(value: &[u8]) -> KafkaRecord {
         KafkaRecord {

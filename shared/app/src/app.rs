@@ -1,0 +1,147 @@
+//! `App`: what every use case shares (the ports, the deployed workflows, the settings),
+//! built once at start-up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::concurrency::SlotLocks;
+use crate::deploy::Deployments;
+use crate::executor::Completions;
+use crate::outbound::{Outbound, OutboundPolicy};
+use crate::ports::{Clock, KafkaSource, Queue, Schedules, Store};
+
+/// Settings read once at start-up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Request bodies over this many bytes get 413.
+    pub max_body_bytes: usize,
+    /// Answer an unknown webhook token like a known one (`200 {"received": true}`), so that
+    /// tokens cannot be enumerated. Off: 404.
+    pub hide_unknown_tokens: bool,
+    /// How long a sync reply waits by default.
+    pub sync_budget: Duration,
+    /// When set, `/v1/*` needs `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    pub outbound: OutboundPolicy,
+    /// Sync replies poll the run record (strongly consistent reads, back-off from 5 ms to
+    /// 250 ms) as well as waiting to be woken: needed where the executor runs in another
+    /// process (AWS Lambda). Off: woken in-process only.
+    pub poll_runs: bool,
+    /// Where other processes deploy (AWS: the control API is another Lambda), the webhook
+    /// registry is checked against the store's deploy marker when the last check is older
+    /// than this, and on every unknown token (one read). `None`: this process is the only
+    /// deployer.
+    pub refresh_workflows: Option<Duration>,
+    /// The base of the URLs that parked runs expose (`resume_url`, `review_url`, ...), as
+    /// callers outside reach this server, e.g. `https://hooks.example.com`. Empty: the
+    /// local server uses its listen address; elsewhere the URLs are relative.
+    pub public_url: String,
+    /// The largest cron state saved between runs, in bytes of JSON.
+    pub state_limit_bytes: usize,
+}
+
+/// The default [`Config::state_limit_bytes`]: 64 KiB.
+pub const STATE_LIMIT: usize = 64 * 1024;
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            hide_unknown_tokens: false,
+            sync_budget: Duration::from_secs(25),
+            api_key: None,
+            outbound: OutboundPolicy::default(),
+            poll_runs: false,
+            refresh_workflows: None,
+            public_url: String::new(),
+            state_limit_bytes: STATE_LIMIT,
+        }
+    }
+}
+
+/// Everything the use cases share: the ports, the deployed workflows, the settings.
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub clock: Arc<dyn Clock>,
+    pub deployments: Deployments,
+    pub completions: Completions,
+    pub outbound: Outbound,
+    pub config: Config,
+    /// Wakes the local scheduler (a deploy, a moved manual clock).
+    pub cron_wake: tokio::sync::Notify,
+    ids: std::sync::Mutex<ulid::Generator>,
+    /// One lock per concurrency-limit record: this process's own takers and releasers
+    /// queue here instead of racing each other's conditional writes.
+    pub(crate) slot_locks: SlotLocks,
+}
+
+impl App {
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        clock: Arc<dyn Clock>,
+        config: Config,
+    ) -> Self {
+        Self {
+            store,
+            queue,
+            clock,
+            deployments: Deployments::default(),
+            completions: Completions::default(),
+            outbound: Outbound::new(config.outbound.clone()),
+            config,
+            cron_wake: tokio::sync::Notify::new(),
+            slot_locks: Default::default(),
+            ids: std::sync::Mutex::new(ulid::Generator::new()),
+        }
+    }
+
+    /// Where cron triggers' schedules are kept outside this process (AWS): a deploy
+    /// creates, updates and deletes them.
+    pub fn with_schedules(self, schedules: Arc<dyn Schedules>) -> Self {
+        self.deployments.set_schedules(schedules);
+        self
+    }
+
+    /// Where kafka triggers' records come from outside this process (AWS: MSK): a deploy
+    /// refuses a trigger it cannot deliver.
+    pub fn with_kafka_source(self, source: Arc<dyn KafkaSource>) -> Self {
+        self.deployments.set_kafka_source(source);
+        self
+    }
+
+    /// A new run id: a ULID, so ids sort by time.
+    ///
+    /// Ids made within one millisecond still sort in the order they were made (a monotonic
+    /// generator: the random part is incremented), so that listings are newest first.
+    pub fn new_id(&self) -> String {
+        let at = self.clock.now().to_system_time();
+        self.ids
+            .lock()
+            .ok()
+            .and_then(|mut g| g.generate_from_datetime(at).ok())
+            .unwrap_or_else(|| ulid::Ulid::from_datetime(at))
+            .to_string()
+    }
+
+    /// Where other processes deploy (see [`Config::refresh_workflows`]): checks the deploy
+    /// marker when the last check is older than the interval, or at once on an unknown
+    /// token (`miss`), and reloads the registry when it moved.
+    pub async fn refresh_workflows(&self, miss: bool) {
+        let Some(every) = self.config.refresh_workflows else {
+            return;
+        };
+        if !miss && self.deployments.checked_within(every) {
+            return;
+        }
+        if let Err(e) = self.deployments.refresh(self.store.as_ref()).await {
+            tracing::warn!(error = %e, "reloading the deployed workflows failed");
+        }
+    }
+
+    /// The whole HTTP surface: webhooks, the routes of parked runs, and the control API.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        crate::http::router(self.clone())
+    }
+}

@@ -1,0 +1,105 @@
+//! Outbound requests that are not steps: a run's signed callback, and a parked step's
+//! notification.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tripline_core::engine::{self, Event, HttpRequest};
+use tripline_core::run::{FailureClass, StepError};
+use tripline_core::{Run, Workflow};
+
+use super::NOTIFY_TIMEOUT;
+use crate::App;
+
+fn status_of(output: &Value) -> Option<u16> {
+    output
+        .get("status")
+        .and_then(Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok())
+}
+
+impl App {
+    /// Sends a parked step's notification (when it has one) and records how it went in the
+    /// run's `waiting_payload.notification` (the caller writes it).
+    pub(super) async fn notify_waiter(&self, wf: &Workflow, run: &mut Run) {
+        let Some(rendered) = engine::wait_notification(wf, run) else {
+            return;
+        };
+        let outcome = match rendered {
+            Ok(req) => {
+                let rule = engine::SuccessRule(None);
+                match self.outbound.perform(&req, NOTIFY_TIMEOUT, &rule).await {
+                    Ok(out) => json!({"status": out.get("status"), "sent_at": self.clock.now()}),
+                    Err((e, out)) => json!({
+                        "status": out.as_ref().and_then(|o| o.get("status")),
+                        "error": e.message,
+                        "sent_at": self.clock.now(),
+                    }),
+                }
+            }
+            Err(e) => json!({"error": format!("the notification's template failed: {e}")}),
+        };
+        if outcome.get("error").is_some() {
+            tracing::warn!(run_id = %run.id, "the wait's notification failed; its URLs are on the run");
+        }
+        if let Some(p) = run.waiting_payload.as_mut() {
+            p["notification"] = outcome;
+        }
+    }
+
+    /// One signed delivery attempt of a run's callback.
+    pub(super) async fn deliver_callback(
+        &self,
+        wf: &Workflow,
+        run: &Run,
+        attempt: u32,
+        mut request: HttpRequest,
+        timeout: Duration,
+    ) -> Event {
+        let url = request.url.clone();
+        let body = request
+            .body
+            .as_ref()
+            .map(|b| serde_json::to_vec(b).unwrap_or_default())
+            .unwrap_or_default();
+        let msg_id = format!("msg_{}", run.id);
+        let secs = self.clock.now().millis() / 1000;
+        let secret = wf.callback_secret.as_deref().unwrap_or_default();
+        match crate::signing::headers(secret, &msg_id, secs, &body) {
+            Ok(hs) => {
+                for (k, v) in hs {
+                    request.headers.insert(k.to_string(), v);
+                }
+            }
+            Err(e) => {
+                return Event::CallbackDone {
+                    attempt,
+                    url,
+                    status: None,
+                    error: Some(StepError {
+                        class: FailureClass::Request,
+                        message: e.to_string(),
+                    }),
+                };
+            }
+        }
+        let rule = engine::SuccessRule(None);
+        match self.outbound.perform(&request, timeout, &rule).await {
+            Ok(out) => Event::CallbackDone {
+                attempt,
+                url,
+                status: status_of(&out),
+                error: None,
+            },
+            Err((error, out)) => {
+                tracing::info!(run_id = %run.id, attempt, class = ?error.class, "callback delivery failed");
+                Event::CallbackDone {
+                    attempt,
+                    url,
+                    status: out.as_ref().and_then(status_of),
+                    error: Some(error),
+                }
+            }
+        }
+    }
+}

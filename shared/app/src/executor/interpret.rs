@@ -1,0 +1,332 @@
+//! The one effect interpreter: performs the effects the engine returns, in order, feeds
+//! the results back as events, and writes the run with a conditional write. The executor,
+//! the resume/decision/cancel path and the pure sync path all run their effects here, so
+//! a run ends the same way whoever ends it (state, flows, the write, the wake-ups, the
+//! slot).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde_json::Value;
+use tripline_core::engine::{self, Effect, Event, HttpRequest, SuccessRule};
+use tripline_core::{Run, Workflow};
+
+use super::{DEADLINE_MARGIN, ExecError, Progress};
+use crate::App;
+use crate::ports::WorkItem;
+
+/// Where effects are performed, which decides what happens to those that need the
+/// outside world.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Mode {
+    /// In the executor, with a work item in hand: steps and callbacks are performed here;
+    /// with a deadline (AWS Lambda), a step is only started while it can finish in time.
+    Executor {
+        deadline: Option<tokio::time::Instant>,
+    },
+    /// Outside the executor (a resume, a decision, a cancel): the run is written and a
+    /// work item carries on with what needs the outside world.
+    Outside,
+    /// A pure sync run, before its admission: what must come before the run's first
+    /// write happens here (context writes, flow starts); the admission writes the run.
+    BeforeAdmission,
+}
+
+/// How the effects went.
+// One is in hand at a time; boxing the run would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Interpreted {
+    /// All performed; the run as it now stands. `deferred`: something is left for a work
+    /// item that the caller must still send (only in `BeforeAdmission`, after admitting).
+    Done { run: Run, deferred: bool },
+    /// A write lost its version check: another writer moved the run on from this
+    /// progress.
+    Lost(Progress),
+}
+
+/// One pass of the interpreter: the run's last written version, and the effects left.
+struct Pass<'a> {
+    wf: &'a Workflow,
+    stored: Run,
+    effects: VecDeque<Effect>,
+    mode: Mode,
+    /// Steps performed in this pass (a deadline never defers the first).
+    performed: usize,
+}
+
+/// What performing one effect leaves the loop to do.
+// One is in hand at a time; its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    /// Go on with the next effect.
+    Go,
+    /// An event to apply (a step's result, a child started, a callback delivered).
+    Apply(Event),
+    /// The rest happens later (a timer, a work item): stop here.
+    Stop,
+}
+
+impl App {
+    /// Performs `effects` (from applying an event to `stored`, which gave `run`) in
+    /// `mode`, applying the events they produce until nothing is left to do now.
+    pub(crate) async fn interpret(
+        &self,
+        wf: &Workflow,
+        run: Run,
+        stored: Run,
+        effects: Vec<Effect>,
+        mode: Mode,
+    ) -> Result<Interpreted, ExecError> {
+        let mut run = run;
+        let mut pass = Pass {
+            wf,
+            stored,
+            effects: effects.into(),
+            mode,
+            performed: 0,
+        };
+        let mut deferred = false;
+        while let Some(effect) = pass.effects.pop_front() {
+            let next = match self.perform(&mut pass, &mut run, effect).await {
+                Ok(next) => next,
+                Err(ExecError::Lost(p)) => return Ok(Interpreted::Lost(p)),
+                Err(e) => return Err(e),
+            };
+            match next {
+                Next::Go => {}
+                Next::Apply(event) => {
+                    let (next, more) = engine::apply(wf, run, event, self.clock.now());
+                    run = next;
+                    pass.effects.extend(more);
+                }
+                Next::Stop => {
+                    deferred = matches!(pass.mode, Mode::BeforeAdmission);
+                    break;
+                }
+            }
+        }
+        if !matches!(pass.mode, Mode::BeforeAdmission) && run != pass.stored {
+            match self.write(&pass, &run).await {
+                Ok(saved) => run = saved,
+                Err(ExecError::Lost(p)) => return Ok(Interpreted::Lost(p)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Interpreted::Done { run, deferred })
+    }
+
+    async fn perform(
+        &self,
+        pass: &mut Pass<'_>,
+        run: &mut Run,
+        effect: Effect,
+    ) -> Result<Next, ExecError> {
+        match effect {
+            Effect::RunStep {
+                step,
+                attempt,
+                request,
+                timeout,
+                success,
+            } => {
+                let Mode::Executor { deadline } = pass.mode else {
+                    return self.defer(pass, run).await;
+                };
+                let Some(timeout) = self.time_for_step(pass, &step, timeout, deadline) else {
+                    // Not enough time left in this invocation: written, and continued in
+                    // a new one.
+                    return self.defer(pass, run).await;
+                };
+                pass.performed += 1;
+                Ok(Next::Apply(
+                    self.attempt_step(step, attempt, request, timeout, success)
+                        .await,
+                ))
+            }
+            Effect::ScheduleTimer { at } => {
+                // A timer that only fired early (a wait not yet over, a look at a child
+                // still running) changed nothing: no write, just the next timer.
+                if *run != pass.stored {
+                    self.commit(pass, run).await?;
+                }
+                self.schedule(&run.id, at).await?;
+                Ok(Next::Stop)
+            }
+            Effect::WriteContext { writes } => {
+                // Before the run is written: a crash repeats them, never loses them.
+                self.store.patch_context(&run.workflow, &writes).await?;
+                Ok(Next::Go)
+            }
+            Effect::Expose => {
+                engine::expose(run, &self.config.public_url, crate::tokens::new_token);
+                Ok(Next::Go)
+            }
+            Effect::Park {
+                step,
+                reason,
+                until,
+            } => {
+                self.commit(pass, run).await?;
+                tracing::info!(step = %step, reason = reason.as_str(), "run parked");
+                if let Some(at) = until {
+                    self.schedule(&run.id, at).await?;
+                }
+                Ok(Next::Go)
+            }
+            Effect::Notify { .. } => {
+                self.notify_waiter(pass.wf, run).await;
+                // How it went is an annotation: a write that loses to another writer
+                // (a resume meanwhile) is dropped, not retried.
+                match self.save(run).await? {
+                    Some(saved) => *run = saved,
+                    None => *run = pass.stored.clone(),
+                }
+                pass.stored = run.clone();
+                Ok(Next::Go)
+            }
+            Effect::StartRun {
+                step,
+                workflow,
+                input,
+            } => {
+                if !matches!(pass.mode, Mode::Executor { .. }) {
+                    return self.defer(pass, run).await;
+                }
+                let started = self.start_child(run, &step, &workflow, input).await?;
+                Ok(Next::Apply(started))
+            }
+            Effect::Continue => self.defer(pass, run).await,
+            Effect::SaveState { value } => {
+                // Before the end is written: a crash runs the last step again and saves
+                // the state again, never loses it.
+                self.save_next_state(run, value).await?;
+                Ok(Next::Go)
+            }
+            Effect::StartFlows => {
+                // Likewise: the runs the end starts are admitted (with ids of their own
+                // that a second admission recognizes) before the end is written.
+                self.start_flows(run).await?;
+                Ok(Next::Go)
+            }
+            Effect::Finish { status } => {
+                if matches!(pass.mode, Mode::BeforeAdmission) {
+                    return Ok(Next::Go);
+                }
+                self.commit(pass, run).await?;
+                tracing::info!(workflow = %run.workflow, status = status.as_str(), "run ended");
+                self.after_end(run).await;
+                Ok(Next::Go)
+            }
+            Effect::ReleaseSlot => {
+                self.release_slot(pass.wf, run).await;
+                Ok(Next::Go)
+            }
+            Effect::Callback {
+                attempt,
+                request,
+                timeout,
+            } => {
+                if !matches!(pass.mode, Mode::Executor { .. }) {
+                    return self.defer(pass, run).await;
+                }
+                let done = self
+                    .deliver_callback(pass.wf, run, attempt, request, timeout)
+                    .await;
+                Ok(Next::Apply(done))
+            }
+        }
+    }
+
+    /// The step's timeout when it can run now; `None` when this invocation's deadline
+    /// comes first and another step already ran in it.
+    fn time_for_step(
+        &self,
+        pass: &Pass<'_>,
+        step: &str,
+        timeout: Duration,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Option<Duration> {
+        let Some(deadline) = deadline else {
+            return Some(timeout);
+        };
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .saturating_sub(DEADLINE_MARGIN);
+        if timeout <= left {
+            return Some(timeout);
+        }
+        if pass.performed > 0 {
+            tracing::info!(step = %step, "not enough time left for the step; the run continues in a new invocation");
+            return None;
+        }
+        // Even a fresh invocation cannot give this step its timeout: it gets what there
+        // is, rather than being deferred forever.
+        tracing::warn!(step = %step, timeout = ?timeout, left = ?left, "the step's timeout is longer than an invocation allows; it is cut to the time left");
+        Some(left.max(Duration::from_secs(1)))
+    }
+
+    /// What needs a work item: the run is written (when it changed) and delivered again
+    /// now. Before an admission, the caller sends the item once the run is admitted.
+    async fn defer(&self, pass: &mut Pass<'_>, run: &mut Run) -> Result<Next, ExecError> {
+        if matches!(pass.mode, Mode::BeforeAdmission) {
+            return Ok(Next::Stop);
+        }
+        if *run != pass.stored {
+            self.commit(pass, run).await?;
+        }
+        self.queue
+            .send(&WorkItem::run(run.id.clone()), Duration::ZERO)
+            .await?;
+        Ok(Next::Stop)
+    }
+
+    /// Writes the run; it becomes the stored version.
+    async fn commit(&self, pass: &mut Pass<'_>, run: &mut Run) -> Result<(), ExecError> {
+        let saved = self.write(pass, run).await?;
+        pass.stored = saved.clone();
+        *run = saved;
+        Ok(())
+    }
+
+    /// Writes the run conditionally on the version it was read at.
+    async fn write(&self, pass: &Pass<'_>, run: &Run) -> Result<Run, ExecError> {
+        match self.save(run).await? {
+            Some(saved) => Ok(saved),
+            None => Err(ExecError::Lost(Progress::of(&pass.stored))),
+        }
+    }
+
+    /// One attempt of an `http` step, as the event that reports it.
+    async fn attempt_step(
+        &self,
+        step: String,
+        attempt: u32,
+        request: HttpRequest,
+        timeout: Duration,
+        success: SuccessRule,
+    ) -> Event {
+        let started_at = self.clock.now();
+        let request_record = serde_json::to_value(&request).unwrap_or(Value::Null);
+        tracing::debug!(step = %step, attempt, "step attempt");
+        match self.outbound.perform(&request, timeout, &success).await {
+            Ok(output) => Event::StepSucceeded {
+                step,
+                attempt,
+                started_at,
+                request: request_record,
+                output,
+            },
+            Err((error, output)) => {
+                tracing::info!(step = %step, attempt, class = ?error.class, "step attempt failed");
+                Event::StepFailed {
+                    step,
+                    attempt,
+                    started_at,
+                    request: request_record,
+                    error,
+                    output,
+                }
+            }
+        }
+    }
+}

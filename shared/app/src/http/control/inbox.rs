@@ -1,0 +1,219 @@
+//! `/v1/inbox` and a workflow's ticks: read, list and reprocess inbox messages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tripline_core::definition::Trigger;
+
+use super::{PageParams, bad_request, check_params, not_found, page_response};
+use crate::App;
+use crate::http::{error_response, unavailable};
+use crate::ports::{InboxMessage, InboxQuery, Outcome};
+
+pub(super) fn message_json(m: &InboxMessage) -> Value {
+    let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
+    match std::str::from_utf8(&m.body) {
+        Ok(s) => v["body"] = json!(s),
+        Err(_) => {
+            v["body_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&m.body));
+        }
+    }
+    v["body_bytes"] = json!(m.body.len());
+    v
+}
+
+pub(super) async fn list_inbox(
+    State(app): State<Arc<App>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let query = (|| -> Result<InboxQuery, String> {
+        check_params(
+            &q,
+            &[
+                "workflow", "trigger", "outcome", "since", "until", "limit", "cursor",
+            ],
+        )?;
+        if let Some(o) = q.get("outcome")
+            && !OUTCOMES.contains(&o.as_str())
+        {
+            return Err(format!(
+                "unknown outcome `{o}`; use {}",
+                OUTCOMES.join(", ")
+            ));
+        }
+        let p = PageParams::parse(&q)?;
+        Ok(InboxQuery {
+            workflow: q.get("workflow").cloned(),
+            trigger: q.get("trigger").cloned(),
+            outcome: q.get("outcome").cloned(),
+            since: p.since,
+            until: p.until,
+            limit: p.limit,
+            cursor: p.cursor,
+        })
+    })();
+    let query = match query {
+        Ok(q) => q,
+        Err(msg) => return bad_request(msg),
+    };
+    page_response(app.store.messages(&query).await, message_json)
+}
+
+pub(super) async fn get_message(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    match app.store.message(&id).await {
+        Ok(Some(m)) => Json(message_json(&m)).into_response(),
+        Ok(None) => not_found("inbox message", &id),
+        Err(e) => unavailable(&e),
+    }
+}
+
+const OUTCOMES: &[&str] = &[
+    "started",
+    "duplicate",
+    "filtered",
+    "rejected",
+    "skipped",
+    "missed",
+];
+
+/// `GET /v1/workflows/{id}/ticks[?trigger=...]`: the ticks of a cron trigger, newest
+/// first: `fired` (with the run), `skipped`, `duplicate`, `missed`, `rejected`.
+pub(super) async fn list_ticks(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(msg) = check_params(&q, &["trigger", "since", "until", "limit", "cursor"]) {
+        return bad_request(msg);
+    }
+    app.refresh_workflows(false).await;
+    let rec = match app.store.workflow(&id, None).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return not_found("workflow", &id),
+        Err(e) => return unavailable(&e),
+    };
+    let cron_ids: Vec<&str> = rec
+        .definition
+        .triggers
+        .iter()
+        .filter(|t| matches!(t, Trigger::Cron(_)))
+        .map(|t| t.id())
+        .collect();
+    let trigger = match (q.get("trigger"), cron_ids.as_slice()) {
+        (Some(t), _) => t.clone(),
+        (None, [only]) => only.to_string(),
+        (None, []) => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "no_cron_trigger",
+                format!("workflow `{id}` has no cron trigger; name a removed one with `?trigger=`"),
+            );
+        }
+        (None, many) => {
+            return bad_request(format!(
+                "workflow `{id}` has {} cron triggers; name one with `?trigger=` ({})",
+                many.len(),
+                many.join(", ")
+            ));
+        }
+    };
+    let p = match PageParams::parse(&q) {
+        Ok(p) => p,
+        Err(msg) => return bad_request(msg),
+    };
+    let query = InboxQuery {
+        workflow: Some(id),
+        trigger: Some(trigger),
+        outcome: None,
+        since: p.since,
+        until: p.until,
+        limit: p.limit,
+        cursor: p.cursor,
+    };
+    page_response(app.store.messages(&query).await, tick_json)
+}
+
+pub(super) fn tick_json(m: &InboxMessage) -> Value {
+    let mut v = json!({
+        "tick": m.id,
+        "trigger": m.trigger,
+        "scheduled_time": m.scheduled_at,
+        "recorded_at": m.received_at,
+    });
+    match &m.outcome {
+        Outcome::Started { run_ids } => {
+            v["outcome"] = json!(if m.scheduled_at.is_some() {
+                "fired"
+            } else {
+                "started"
+            });
+            if let Some(r) = run_ids.first() {
+                v["run_id"] = json!(r);
+                v["run_url"] = json!(format!("/v1/runs/{r}"));
+            }
+        }
+        Outcome::DuplicateTick { tick } => {
+            v["outcome"] = json!("duplicate");
+            v["duplicate_of"] = json!(tick);
+        }
+        Outcome::Duplicate { run_id } => {
+            v["outcome"] = json!("duplicate");
+            v["run_id"] = json!(run_id);
+        }
+        Outcome::Skipped { reason } => {
+            v["outcome"] = json!("skipped");
+            v["reason"] = json!(reason);
+        }
+        Outcome::Missed { reason } => {
+            v["outcome"] = json!("missed");
+            v["reason"] = json!(reason);
+        }
+        Outcome::Filtered { reason } | Outcome::Rejected { reason } => {
+            v["outcome"] = json!(m.outcome.kind());
+            v["reason"] = json!(reason);
+        }
+    }
+    if m.method != "CRON" {
+        v["run_now"] = json!(true);
+    }
+    v
+}
+
+/// `POST /v1/inbox/{id}/reprocess`: the message matched again against its workflow's
+/// current revision, recorded as a new message with the run it starts.
+pub(super) async fn reprocess_message(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Response {
+    let original = match app.store.message(&id).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return not_found("inbox message", &id),
+        Err(e) => return unavailable(&e),
+    };
+    match app.reprocess(&original).await {
+        Ok(done) => {
+            let mut body = json!({
+                "message_id": done.message_id,
+                "reprocess_of": id,
+                "outcome": done.outcome,
+            });
+            if let Outcome::Started { run_ids } = &done.outcome
+                && let Some(run) = run_ids.first()
+            {
+                body["run_id"] = json!(run);
+                body["status_url"] = json!(format!("/v1/runs/{run}"));
+            }
+            (StatusCode::ACCEPTED, Json(body)).into_response()
+        }
+        Err(crate::intake::reprocess::ReprocessError::Refused(why)) => {
+            error_response(StatusCode::CONFLICT, "not_reprocessable", why)
+        }
+        Err(crate::intake::reprocess::ReprocessError::Store(e)) => unavailable(&e),
+    }
+}

@@ -1,0 +1,153 @@
+//! The control API (`/v1/...`): the router, its key check and the helpers its handlers
+//! share; the handlers are by resource (`workflows`, `runs`, `inbox`, `state`).
+
+mod inbox;
+mod runs;
+mod state;
+mod workflows;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use tripline_core::Timestamp;
+
+use crate::App;
+use crate::http::{error_response, unavailable};
+use crate::ports::{Page, StoreError};
+
+use inbox::{get_message, list_inbox, list_ticks, reprocess_message};
+use runs::{cancel_run, get_run, list_runs};
+use state::{get_context, get_state, patch_context, put_state};
+use workflows::{delete_workflow, get_workflow, list_workflows, put_workflow, start_run};
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/workflows", get(list_workflows))
+        .route(
+            "/v1/workflows/{id}",
+            get(get_workflow).put(put_workflow).delete(delete_workflow),
+        )
+        .route("/v1/workflows/{id}/runs", post(start_run))
+        .route("/v1/workflows/{id}/ticks", get(list_ticks))
+        .route("/v1/workflows/{id}/state", get(get_state).put(put_state))
+        .route(
+            "/v1/workflows/{id}/context",
+            get(get_context).patch(patch_context),
+        )
+        .route("/v1/runs", get(list_runs))
+        .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/inbox", get(list_inbox))
+        .route("/v1/inbox/{id}", get(get_message))
+        .route("/v1/inbox/{id}/reprocess", post(reprocess_message))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_key))
+        .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+        .with_state(app)
+}
+
+async fn require_key(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if let Some(key) = &app.config.api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !bool::from(given.as_bytes().ct_eq(key.as_bytes())) {
+            return error_response(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the control API needs `Authorization: Bearer <api key>`",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+pub(super) fn bad_request(message: impl Into<String>) -> Response {
+    error_response(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+pub(super) fn not_found(what: &str, id: &str) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no {what} `{id}`"),
+    )
+}
+
+pub(super) fn time_param(
+    q: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<Timestamp>, String> {
+    q.get(name)
+        .map(|s| Timestamp::parse_rfc3339(s).map_err(|e| format!("`{name}`: {e}")))
+        .transpose()
+}
+
+pub(super) fn limit_param(q: &HashMap<String, String>) -> Result<usize, String> {
+    match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => Ok(50),
+        Some(Ok(n)) if (1..=500).contains(&n) => Ok(n),
+        _ => Err("`limit` must be a whole number from 1 to 500".into()),
+    }
+}
+
+pub(super) fn check_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), String> {
+    match q.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(format!(
+            "unknown query parameter `{k}`; use {}",
+            allowed.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The query parameters every listing shares.
+pub(super) struct PageParams {
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    limit: usize,
+    cursor: Option<String>,
+}
+
+impl PageParams {
+    fn parse(q: &HashMap<String, String>) -> Result<Self, String> {
+        Ok(Self {
+            since: time_param(q, "since")?,
+            until: time_param(q, "until")?,
+            limit: limit_param(q)?,
+            cursor: q.get("cursor").cloned(),
+        })
+    }
+}
+
+/// `{"items": [...], "next_cursor": ...}`, or 503 when the store failed.
+pub(super) fn page_response<T>(
+    page: Result<Page<T>, StoreError>,
+    item: impl Fn(&T) -> Value,
+) -> Response {
+    match page {
+        Ok(page) => {
+            let items: Vec<Value> = page.items.iter().map(item).collect();
+            Json(json!({"items": items, "next_cursor": page.next_cursor})).into_response()
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// Names the inbox message an answer is about (`x-tripline-message-id`).
+pub(super) fn with_message_id(mut r: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        r.headers_mut().insert("x-tripline-message-id", v);
+    }
+    r
+}

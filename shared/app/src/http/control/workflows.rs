@@ -1,0 +1,314 @@
+//! `/v1/workflows`: deploy, read and remove workflows, and start manual runs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tripline_core::definition::Trigger;
+use tripline_core::validate::Format;
+
+use super::{bad_request, check_params, not_found, with_message_id};
+use crate::App;
+use crate::deploy::DeployError;
+use crate::http::{error_response, unavailable};
+use crate::intake::manual::ManualRefused;
+use crate::ports::WorkflowRecord;
+
+pub(super) fn hooks_of(rec: &WorkflowRecord) -> Vec<Value> {
+    rec.definition
+        .triggers
+        .iter()
+        .map(|t| match t {
+            Trigger::Webhook(w) => json!({
+                "trigger": w.id,
+                "type": "webhook",
+                "url": format!("/hooks/{}", w.token.as_deref().unwrap_or_default()),
+                "methods": w.methods,
+                "response": w.response,
+            }),
+            Trigger::Manual(m) => json!({
+                "trigger": m.id,
+                "type": "manual",
+                "url": format!("/v1/workflows/{}/runs", rec.id),
+            }),
+            Trigger::Flow(f) => json!({
+                "trigger": f.id,
+                "type": "flow",
+                "workflow": f.workflow,
+                "on": f.on,
+                "for_each": f.for_each,
+            }),
+            Trigger::Kafka(k) => json!({
+                "trigger": k.id,
+                "type": "kafka",
+                "topics": k.topics,
+                "ordering": k.ordering,
+            }),
+            Trigger::Cron(c) => json!({
+                "trigger": c.id,
+                "type": "cron",
+                "schedule": c.schedule,
+                "timezone": c.timezone.as_deref().unwrap_or("UTC"),
+                "overlap": c.overlap,
+                "catch_up": c.catch_up,
+                "run_now_url": format!("/v1/workflows/{}/runs?trigger={}", rec.id, c.id),
+                "ticks_url": format!("/v1/workflows/{}/ticks?trigger={}", rec.id, c.id),
+            }),
+        })
+        .collect()
+}
+
+pub(super) fn summary(rec: &WorkflowRecord) -> Value {
+    json!({
+        "id": rec.id,
+        "revision": rec.revision,
+        "description": rec.definition.description,
+        "deployed_at": rec.deployed_at,
+        "triggers": hooks_of(rec),
+    })
+}
+
+pub(super) async fn list_workflows(State(app): State<Arc<App>>) -> Response {
+    app.refresh_workflows(false).await;
+    let items: Vec<Value> = app.deployments.all().iter().map(|r| summary(r)).collect();
+    Json(json!({ "items": items })).into_response()
+}
+
+pub(super) async fn get_workflow(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let revision = match q.get("revision").map(|r| r.parse::<u32>()) {
+        Some(Ok(r)) => Some(r),
+        Some(Err(_)) => return bad_request("`revision` must be a whole number"),
+        None => None,
+    };
+    let rec = match app.store.workflow(&id, revision).await {
+        Ok(Some(r)) if r.removed => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "workflow `{id}` was removed (revision {}); its earlier revisions are at ?revision=N, and deploying it again restores it",
+                    r.revision
+                ),
+            );
+        }
+        Ok(Some(r)) => r,
+        Ok(None) => return not_found("workflow", &id),
+        Err(e) => return unavailable(&e),
+    };
+    let revisions = match app.store.revisions(&id).await {
+        Ok(r) => r,
+        Err(e) => return unavailable(&e),
+    };
+    let mut body = summary(&rec);
+    body["definition"] = serde_json::to_value(&rec.definition).unwrap_or(Value::Null);
+    body["revisions"] = revisions
+        .iter()
+        .map(|(r, at)| json!({"revision": r, "deployed_at": at}))
+        .collect();
+    Json(body).into_response()
+}
+
+pub(super) async fn put_workflow(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return bad_request("the definition is not valid UTF-8");
+    };
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let format =
+        if ct.contains("json") || (!ct.contains("yaml") && text.trim_start().starts_with('{')) {
+            Format::Json
+        } else {
+            Format::Yaml
+        };
+    app.refresh_workflows(true).await;
+    match app.deployments.deploy_text(app.store.as_ref(), text, format, Some(&id), app.clock.now()).await {
+        Ok(d) => {
+            app.cron_wake.notify_one();
+            let status = if d.unchanged { StatusCode::OK } else { StatusCode::CREATED };
+            let mut body = summary(&d.record);
+            body["unchanged"] = json!(d.unchanged);
+            (status, Json(body)).into_response()
+        }
+        Err(DeployError::Invalid(problems)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": {
+                "code": "invalid_definition",
+                "message": format!("the definition has {} problem(s); nothing was deployed", problems.len()),
+                "problems": problems,
+            }})),
+        )
+            .into_response(),
+        Err(DeployError::Conflict) => error_response(StatusCode::CONFLICT, "conflict", DeployError::Conflict.to_string()),
+        Err(DeployError::Store(e)) => unavailable(&e),
+    }
+}
+
+/// `DELETE /v1/workflows/{id}`: removes a workflow (see [`crate::deploy::Deployments::remove`]).
+pub(super) async fn delete_workflow(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Response {
+    app.refresh_workflows(true).await;
+    match app
+        .deployments
+        .remove(app.store.as_ref(), &id, app.clock.now())
+        .await
+    {
+        Ok(Some(rec)) => {
+            app.cron_wake.notify_one();
+            Json(json!({"id": rec.id, "revision": rec.revision, "removed": true})).into_response()
+        }
+        Ok(None) => not_found("workflow", &id),
+        Err(DeployError::Conflict) => error_response(
+            StatusCode::CONFLICT,
+            "conflict",
+            DeployError::Conflict.to_string(),
+        ),
+        Err(DeployError::Store(e)) => unavailable(&e),
+        Err(DeployError::Invalid(_)) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "a removal has no definition to be invalid",
+        ),
+    }
+}
+
+/// `POST /v1/workflows/{id}/runs`: the body (JSON, or empty) is the run's `trigger.body`.
+/// With `?trigger=<id>` of a cron trigger: "run now", a run of that trigger outside its
+/// schedule, with the current state.
+pub(super) async fn start_run(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(msg) = check_params(&q, &["trigger"]) {
+        return bad_request(msg);
+    }
+    app.refresh_workflows(false).await;
+    let Some(rec) = app.deployments.latest(&id) else {
+        return not_found("workflow", &id);
+    };
+    let wanted = q.get("trigger");
+    let found = rec.definition.triggers.iter().find(|t| match wanted {
+        Some(w) => t.id() == w.as_str(),
+        None => matches!(t, Trigger::Manual(_)),
+    });
+    let _cron = match found {
+        Some(Trigger::Manual(_)) => None,
+        Some(Trigger::Cron(c)) => Some(c.clone()),
+        Some(other) => {
+            return error_response(
+                StatusCode::CONFLICT,
+                "not_startable",
+                format!(
+                    "trigger `{}` of workflow `{id}` is a webhook; call its URL, or name a manual or cron trigger",
+                    other.id()
+                ),
+            );
+        }
+        None => {
+            let cron_ids: Vec<&str> = rec
+                .definition
+                .triggers
+                .iter()
+                .filter(|t| matches!(t, Trigger::Cron(_)))
+                .map(|t| t.id())
+                .collect();
+            let message = match wanted {
+                Some(w) => format!("workflow `{id}` has no trigger `{w}`"),
+                None if !cron_ids.is_empty() => format!(
+                    "workflow `{id}` has no manual trigger; to run a cron trigger now, add `?trigger={}`",
+                    cron_ids[0]
+                ),
+                None => format!(
+                    "workflow `{id}` has no manual trigger; add `- type: manual` to its triggers to start it from the API"
+                ),
+            };
+            let code = if wanted.is_some() {
+                "unknown_trigger"
+            } else {
+                "no_manual_trigger"
+            };
+            let status = if wanted.is_some() {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::CONFLICT
+            };
+            return error_response(status, code, message);
+        }
+    };
+    let _trigger = found.map(|t| t.id().to_string()).unwrap_or_default();
+    if body.len() > app.config.max_body_bytes {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the input is larger than the body limit",
+        );
+    }
+    let input = if body.is_empty() {
+        Value::Null
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    format!("the run input must be JSON: {e}"),
+                );
+            }
+        }
+    };
+    let trigger = found.expect("a manual or cron trigger was found above");
+    let started = app
+        .start_manual(&rec, trigger, &body, input, &headers)
+        .await;
+    let run_id = match started {
+        Ok(run_id) => run_id,
+        Err(ManualRefused::Condition { message_id, reason }) => {
+            let r = error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "condition_not_met",
+                format!("the input does not start a run of `{id}`: {reason}"),
+            );
+            return with_message_id(r, &message_id);
+        }
+        Err(ManualRefused::KeyFailed { message_id, reason }) => {
+            let r = error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_failed",
+                reason,
+            );
+            return with_message_id(r, &message_id);
+        }
+        Err(ManualRefused::Store(e)) => return unavailable(&e),
+    };
+    let url = format!("/v1/runs/{run_id}");
+    let mut r = (
+        StatusCode::ACCEPTED,
+        Json(json!({"run_id": run_id, "status_url": url})),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}

@@ -1,0 +1,291 @@
+//! Webhook ingress: `/hooks/{token}`. The handler checks the method and the credentials,
+//! reads the body within the limit and checks its signature, hands the request to the
+//! webhook use case (`intake::webhook`), and answers: 2xx only after the inbox message and
+//! its run are durably written.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use serde_json::{Value, json};
+use tracing::Instrument;
+use tripline_core::definition::{ResponseMode, WebhookAuth};
+use tripline_core::{Run, RunStatus, engine, template};
+
+use super::auth::{authorized, redacted_headers, signed};
+use super::{error_response, unavailable};
+use crate::App;
+use crate::deploy::Hook;
+use crate::intake::webhook::Received;
+use crate::ports::InboxMessage;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/hooks/{token}", any(hook))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(app)
+}
+
+async fn hook(
+    State(app): State<Arc<App>>,
+    Path(token): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    app.refresh_workflows(false).await;
+    let hook = match app.deployments.hook(&token) {
+        Some(hook) => hook,
+        None => {
+            app.refresh_workflows(true).await;
+            let Some(hook) = app.deployments.hook(&token) else {
+                return unknown_token(&app);
+            };
+            hook
+        }
+    };
+    let span =
+        tracing::info_span!("webhook", workflow = %hook.record.id, trigger = %hook.trigger.id);
+    handle(app, hook, method, uri, headers, body)
+        .instrument(span)
+        .await
+}
+
+fn unknown_token(app: &App) -> Response {
+    if app.config.hide_unknown_tokens {
+        (StatusCode::OK, axum::Json(json!({"received": true}))).into_response()
+    } else {
+        error_response(
+            StatusCode::NOT_FOUND,
+            "unknown_webhook",
+            "no webhook has this token; check the URL",
+        )
+    }
+}
+
+async fn handle(
+    app: Arc<App>,
+    hook: Hook,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let trigger = &hook.trigger;
+    if !trigger
+        .methods
+        .iter()
+        .any(|m| m.as_str() == method.as_str())
+    {
+        return method_not_allowed(&hook, &method);
+    }
+    if !authorized(&trigger.auth, &headers) {
+        tracing::info!("webhook request refused: wrong or missing credentials");
+        return unauthorized(&trigger.auth);
+    }
+    let now = app.clock.now();
+    let mut message = InboxMessage::new(
+        app.new_id(),
+        now,
+        &hook.record.id,
+        &trigger.id,
+        method.as_str(),
+    );
+    message.path = uri.path().to_string();
+    message.query = uri.query().unwrap_or_default().to_string();
+    message.headers = redacted_headers(&headers, &trigger.auth);
+    message.content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+
+    let limit = app.config.max_body_bytes;
+    let Ok(bytes): Result<Bytes, _> = axum::body::to_bytes(body, limit).await else {
+        let reason = format!("the body is larger than the limit of {limit} bytes");
+        let status = StatusCode::PAYLOAD_TOO_LARGE;
+        let refused = app
+            .refuse_webhook(message, status, "body_too_large", reason)
+            .await;
+        return answer(&hook, refused);
+    };
+    if let WebhookAuth::StandardWebhooks { secrets, tolerance } = &trigger.auth
+        && let Err(why) = signed(
+            secrets,
+            tolerance.std(),
+            &headers,
+            &bytes,
+            now.millis().div_euclid(1000),
+        )
+    {
+        tracing::info!(reason = %why, "webhook request refused: bad signature");
+        return error_response(StatusCode::UNAUTHORIZED, "unauthorized", why);
+    }
+    let received = app.receive_webhook(&hook, message, &headers, &bytes).await;
+    answer(&hook, received)
+}
+
+fn method_not_allowed(hook: &Hook, method: &Method) -> Response {
+    let allow = hook
+        .trigger
+        .methods
+        .iter()
+        .map(|m| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut r = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this webhook accepts {allow}, not {method}"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&allow) {
+        r.headers_mut().insert(header::ALLOW, v);
+    }
+    r
+}
+
+fn unauthorized(auth: &WebhookAuth) -> Response {
+    let mut r = error_response(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong credentials for this webhook",
+    );
+    if matches!(auth, WebhookAuth::Basic { .. }) {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"tripline\""),
+        );
+    }
+    r
+}
+
+/// The answer to what the use case did with the request.
+fn answer(hook: &Hook, received: Received) -> Response {
+    let sync = hook.trigger.response == ResponseMode::Sync;
+    match received {
+        Received::Refused {
+            message_id,
+            status,
+            code,
+            reason,
+        } => with_message_id(error_response(status, code, reason), &message_id),
+        Received::Filtered { message_id } => {
+            with_message_id(StatusCode::NO_CONTENT.into_response(), &message_id)
+        }
+        Received::Started {
+            message_id,
+            run_id,
+            run,
+        } => {
+            let response = match run {
+                Some(run) if sync && run.status.is_terminal() => sync_reply(hook, &run),
+                Some(run) if !sync => async_reply(hook, &run),
+                Some(run) => still_running(&run.id, run.status),
+                None => still_running(&run_id, RunStatus::Queued),
+            };
+            with_message_id(response, &message_id)
+        }
+        Received::Unavailable(e) => unavailable(&e),
+    }
+}
+
+fn with_message_id(mut r: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        r.headers_mut().insert("x-tripline-message-id", v);
+    }
+    r
+}
+
+fn status_url(run_id: &str) -> String {
+    format!("/v1/runs/{run_id}")
+}
+
+fn still_running(run_id: &str, status: RunStatus) -> Response {
+    let body = json!({"run_id": run_id, "status": status, "status_url": status_url(run_id)});
+    located(StatusCode::ACCEPTED, body, run_id)
+}
+
+fn located(status: StatusCode, body: Value, run_id: &str) -> Response {
+    let mut r = (status, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&status_url(run_id)) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn async_reply(hook: &Hook, run: &Run) -> Response {
+    match &hook.trigger.reply {
+        Some(custom) => custom_reply(custom, StatusCode::ACCEPTED, run, Value::Null),
+        None => still_running(&run.id, run.status),
+    }
+}
+
+fn sync_reply(hook: &Hook, run: &Run) -> Response {
+    if run.status == RunStatus::Succeeded {
+        if let Some(custom) = &hook.trigger.reply {
+            let output = run.final_output.clone().unwrap_or(Value::Null);
+            return custom_reply(custom, StatusCode::OK, run, output);
+        }
+        return located(StatusCode::OK, engine::envelope(run), &run.id);
+    }
+    located(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        engine::envelope(run),
+        &run.id,
+    )
+}
+
+fn custom_reply(
+    custom: &tripline_core::definition::CustomReply,
+    default: StatusCode,
+    run: &Run,
+    output: Value,
+) -> Response {
+    let ctx = json!({
+        "trigger": run.trigger_input,
+        "run": {"id": run.id, "workflow": run.workflow, "revision": run.revision, "status_url": status_url(&run.id)},
+        "output": output,
+        "status": run.status,
+    });
+    let status = custom
+        .status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(default);
+    let body = match custom
+        .body
+        .as_ref()
+        .map(|b| template::render_value(b, &ctx))
+        .transpose()
+    {
+        Ok(b) => b,
+        Err(e) => {
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reply_template_failed",
+                format!(
+                    "the run {} was recorded, but the workflow's reply template failed: {e}",
+                    run.id
+                ),
+            );
+        }
+    };
+    let mut r = match body {
+        Some(Value::String(s)) => (status, s).into_response(),
+        Some(v) => (status, axum::Json(v)).into_response(),
+        None => status.into_response(),
+    };
+    for (k, v) in &custom.headers {
+        let rendered = template::render_string(v, &ctx).unwrap_or_default();
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(&rendered),
+        ) {
+            r.headers_mut().insert(name, value);
+        }
+    }
+    r
+}

@@ -1,0 +1,11 @@
+//! Each trigger's use case: an input arrives, passes the trigger's gate, and becomes runs
+//! through [`crate::admission`]: webhooks (`webhook`), the control API (`manual`), cron
+//! ticks (`cron`), Kafka records (`kafka`), ended runs (`flow`), and inbox messages again
+//! (`reprocess`).
+
+pub mod cron;
+pub mod flow;
+pub mod kafka;
+pub mod manual;
+pub mod reprocess;
+pub mod webhook;
