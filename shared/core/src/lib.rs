@@ -5,6 +5,7 @@
 pub mod definition;
 pub mod engine;
 pub mod filter;
+pub mod flow;
 pub mod run;
 pub mod source;
 pub mod template;

@@ -23,8 +23,8 @@ use tripline_core::run::{TriggerKind, TriggerRef};
 
 use crate::App;
 use crate::ports::{
-    Admission, Admitted, IdempotencyClaim, InboxMessage, KafkaMeta, KafkaRecord, Outcome,
-    StoreError, WorkflowRecord,
+    Admitted, IdempotencyClaim, InboxMessage, KafkaMeta, KafkaRecord, Outcome, StoreError,
+    WorkflowRecord,
 };
 
 /// What a batch did.
@@ -243,6 +243,8 @@ impl App {
         }
     }
 
+    /// One record, for each workflow that consumes its topic: recorded once, with the run
+    /// of the first trigger it passes.
     async fn intake_one(
         &self,
         r: &KafkaRecord,
@@ -253,40 +255,22 @@ impl App {
         if consumers.is_empty() {
             // Kept, so that a record is never silently dropped (a trigger removed while its
             // topic is still consumed).
-            let id = record_id(r, "");
             let reason = format!("no deployed kafka trigger consumes topic `{}`", r.topic);
-            self.record_kafka(
-                r,
-                &id,
-                "",
-                "",
-                Outcome::Filtered { reason },
-                Vec::new(),
-                None,
-                report,
-            )
-            .await?;
+            let message = self.kafka_message(r, record_id(r, ""), "", "");
+            self.record_kafka(message, Err(Outcome::Filtered { reason }), report)
+                .await?;
             return Ok(());
         }
         for (rec, triggers) in consumers {
             let id = record_id(r, &rec.id);
+            let mut message = self.kafka_message(r, id.clone(), &rec.id, &triggers[0].id);
             let input = match &input {
                 Ok(v) => v.clone(),
                 Err(reason) => {
                     let outcome = Outcome::Rejected {
                         reason: reason.clone(),
                     };
-                    self.record_kafka(
-                        r,
-                        &id,
-                        &rec.id,
-                        &triggers[0].id,
-                        outcome,
-                        Vec::new(),
-                        None,
-                        report,
-                    )
-                    .await?;
+                    self.record_kafka(message, Err(outcome), report).await?;
                     continue;
                 }
             };
@@ -294,77 +278,30 @@ impl App {
                 Ok(t) => t,
                 Err(reason) => {
                     let outcome = Outcome::Filtered { reason };
-                    self.record_kafka(
-                        r,
-                        &id,
-                        &rec.id,
-                        &triggers[0].id,
-                        outcome,
-                        Vec::new(),
-                        None,
-                        report,
-                    )
-                    .await?;
+                    self.record_kafka(message, Err(outcome), report).await?;
                     continue;
                 }
             };
-            let idempotency = match self.claim_for(
-                &rec.id,
-                &trigger.id,
-                trigger.idempotency_key.as_deref(),
-                &input,
-                None,
-            ) {
+            message.trigger = trigger.id.clone();
+            // `matching` applied the filter and condition; the key is the gate's last part.
+            let gate = trigger.gate();
+            let keyed = self.claim_for(&rec.id, &trigger.id, gate.idempotency_key, &input, None);
+            let idempotency = match keyed {
                 Ok(c) => c,
                 Err(reason) => {
                     let outcome = Outcome::Rejected { reason };
-                    let trigger_id = trigger.id.clone();
-                    self.record_kafka(r, &id, &rec.id, &trigger_id, outcome, vec![], None, report)
-                        .await?;
+                    self.record_kafka(message, Err(outcome), report).await?;
                     continue;
                 }
             };
-            let mut run = Run::new(
-                id.clone(),
-                &rec.id,
-                rec.revision,
-                TriggerRef {
-                    kind: TriggerKind::Kafka,
-                    id: trigger.id.clone(),
-                },
-                input,
-                self.clock.now(),
-            );
-            run.message_id = Some(id.clone());
-            let mut key_link = None;
-            if trigger.ordering == KafkaOrdering::Key
-                && let Some(key) = &r.key
-            {
-                let link = last_of_key(&rec.id, &trigger.id, key);
-                if let Some(prev) = self.store.link(&link).await?
-                    && prev != id
-                {
-                    // Before this run exists: the previous run's end finds it.
-                    self.store.set_link(&next_link(&prev), &id).await?;
-                    run.after = Some(prev);
-                }
-                key_link = Some(link);
-            }
-            let outcome = Outcome::Started {
-                run_ids: vec![id.clone()],
+            let trigger_ref = TriggerRef {
+                kind: TriggerKind::Kafka,
+                id: trigger.id.clone(),
             };
-            let trigger_id = trigger.id.clone();
+            let mut run = self.new_run(id.clone(), &rec, trigger_ref, input, &id);
+            let key_link = self.order_by_key(&rec.id, trigger, r, &mut run).await?;
             let started = self
-                .record_kafka(
-                    r,
-                    &id,
-                    &rec.id,
-                    &trigger_id,
-                    outcome,
-                    vec![run],
-                    idempotency,
-                    report,
-                )
+                .record_kafka(message, Ok((run, idempotency)), report)
                 .await?;
             if started && let Some(link) = key_link {
                 self.store.set_link(&link, &id).await?;
@@ -373,70 +310,82 @@ impl App {
         Ok(())
     }
 
-    /// Writes one record's message (and run) unless it is already there. True when the run
-    /// was admitted now.
-    #[allow(clippy::too_many_arguments)]
-    async fn record_kafka(
+    /// `ordering: key`: the run is admitted `after` the last run of its key (linked so
+    /// that the earlier run's end finds it); returns the key's link to move once the run
+    /// is admitted.
+    async fn order_by_key(
+        &self,
+        workflow: &str,
+        trigger: &KafkaTrigger,
+        r: &KafkaRecord,
+        run: &mut Run,
+    ) -> Result<Option<String>, StoreError> {
+        let (KafkaOrdering::Key, Some(key)) = (trigger.ordering, &r.key) else {
+            return Ok(None);
+        };
+        let link = last_of_key(workflow, &trigger.id, key);
+        if let Some(prev) = self.store.link(&link).await?
+            && prev != run.id
+        {
+            // Before this run exists: the previous run's end finds it.
+            self.store.set_link(&next_link(&prev), &run.id).await?;
+            run.after = Some(prev);
+        }
+        Ok(Some(link))
+    }
+
+    /// The inbox message of a record for `workflow` (empty: no workflow consumes it).
+    fn kafka_message(
         &self,
         r: &KafkaRecord,
-        id: &str,
+        id: String,
         workflow: &str,
         trigger: &str,
-        outcome: Outcome,
-        runs: Vec<Run>,
-        idempotency: Option<IdempotencyClaim>,
-        report: &mut IntakeReport,
-    ) -> Result<bool, StoreError> {
-        if self.store.message(id).await?.is_some() {
-            report.already += 1;
-            return Ok(false);
-        }
-        let started = !runs.is_empty();
+    ) -> InboxMessage {
+        let text = |bytes: &[u8]| match text_or_base64(bytes) {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
         let mut headers: Vec<(String, String)> = r
             .headers
             .iter()
-            .map(|(k, v)| {
-                let v = match text_or_base64(v) {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k.to_lowercase(), v)
-            })
+            .map(|(k, v)| (k.to_lowercase(), text(v)))
             .collect();
         if let Some(key) = &r.key {
-            headers.push((
-                "kafka-key".into(),
-                match text_or_base64(key) {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                },
-            ));
+            headers.push(("kafka-key".into(), text(key)));
         }
-        let message = InboxMessage {
-            id: id.to_string(),
-            received_at: self.clock.now(),
-            workflow: workflow.to_string(),
-            trigger: trigger.to_string(),
-            method: "KAFKA".into(),
-            path: format!("{}/{}/{}", r.topic, r.partition, r.offset),
-            query: String::new(),
-            headers,
-            content_type: None,
-            body: r.value.clone().unwrap_or_default(),
-            outcome,
-            scheduled_at: None,
-            kafka: Some(meta_of(r)),
-            reprocess_of: None,
+        let mut m = InboxMessage::new(id, self.clock.now(), workflow, trigger, "KAFKA")
+            .at_path(format!("{}/{}/{}", r.topic, r.partition, r.offset));
+        m.headers = headers;
+        m.body = r.value.clone().unwrap_or_default();
+        m.kafka = Some(meta_of(r));
+        m
+    }
+
+    /// Writes one record's message (and run) unless it is already there. True when the run
+    /// was admitted now.
+    async fn record_kafka(
+        &self,
+        message: InboxMessage,
+        started: Result<(Run, Option<IdempotencyClaim>), Outcome>,
+        report: &mut IntakeReport,
+    ) -> Result<bool, StoreError> {
+        if self.store.message(&message.id).await?.is_some() {
+            report.already += 1;
+            return Ok(false);
+        }
+        let started = match started {
+            Ok((run, idempotency)) => {
+                let admitted = self.admit_runs(message, vec![run], idempotency).await?;
+                // A key the trigger's `idempotency_key` saw before: recorded, nothing
+                // started.
+                matches!(admitted, Admitted::New { .. })
+            }
+            Err(outcome) => {
+                self.record_message(message, outcome).await?;
+                false
+            }
         };
-        let admitted = self
-            .admit(Admission {
-                message,
-                runs,
-                idempotency,
-            })
-            .await?;
-        // A key the trigger's `idempotency_key` saw before: recorded, nothing started.
-        let started = started && matches!(admitted, Admitted::New { .. });
         report.recorded += 1;
         if started {
             report.runs_started += 1;
