@@ -314,8 +314,61 @@ impl Deployments {
                 unchanged: true,
             });
         }
+        let problems = self.deploy_problems(&mut wf, previous.as_ref()).await?;
+        if !problems.is_empty() {
+            return Err(DeployError::Invalid(problems));
+        }
+        let schedules = self.schedules.get();
+        let before: Vec<CronTrigger> = previous
+            .as_ref()
+            .filter(|p| !p.removed)
+            .map(|p| cron_triggers(&p.definition).into_iter().cloned().collect())
+            .unwrap_or_default();
+        if let Some(schedules) = schedules {
+            // Created or updated before the revision is stored: a failure leaves the old
+            // revision deployed, and the deploy can be retried.
+            for c in cron_triggers(&wf) {
+                if !before.contains(c) {
+                    schedules.put(&wf.id, c).await.map_err(DeployError::Store)?;
+                }
+            }
+        }
+        if (wf.on_success.is_some() || wf.on_failure.is_some()) && wf.callback_secret.is_none() {
+            let kept = previous
+                .as_ref()
+                .and_then(|p| p.definition.callback_secret.clone());
+            wf.callback_secret = Some(kept.unwrap_or_else(new_callback_secret));
+        }
+        let record = WorkflowRecord {
+            id: wf.id.clone(),
+            revision: previous.as_ref().map_or(1, |p| p.revision + 1),
+            definition: wf,
+            source,
+            deployed_at: now,
+            removed: false,
+        };
+        store.deploy(&record).await?;
+        self.after_deploy(store, &record, &before, now).await;
+        let rec = Arc::new(record);
+        self.install(rec.clone());
+        tracing::info!(workflow = %rec.id, revision = rec.revision, "workflow deployed");
+        Ok(Deployed {
+            record: rec,
+            unchanged: false,
+        })
+    }
+
+    /// What would make this revision fail where it runs, beyond validation: a token
+    /// another workflow uses (a missing token is generated, or kept from the previous
+    /// revision), a schedule the scheduler refuses, a flow loop, topics the Kafka source
+    /// cannot deliver.
+    async fn deploy_problems(
+        &self,
+        wf: &mut Workflow,
+        previous: Option<&WorkflowRecord>,
+    ) -> Result<Vec<Problem>, DeployError> {
         let old_tokens: HashMap<String, String> = previous
-            .iter()
+            .into_iter()
             .flat_map(|p| p.definition.triggers.iter())
             .filter_map(|t| match t {
                 Trigger::Webhook(w) => w.token.clone().map(|tok| (w.id.clone(), tok)),
@@ -369,38 +422,20 @@ impl Deployments {
                 }
             }
         }
-        if !problems.is_empty() {
-            return Err(DeployError::Invalid(problems));
-        }
-        let before: Vec<CronTrigger> = previous
-            .as_ref()
-            .filter(|p| !p.removed)
-            .map(|p| cron_triggers(&p.definition).into_iter().cloned().collect())
-            .unwrap_or_default();
-        if let Some(schedules) = schedules {
-            // Created or updated before the revision is stored: a failure leaves the old
-            // revision deployed, and the deploy can be retried.
-            for c in cron_triggers(&wf) {
-                if !before.contains(c) {
-                    schedules.put(&wf.id, c).await.map_err(DeployError::Store)?;
-                }
-            }
-        }
-        if (wf.on_success.is_some() || wf.on_failure.is_some()) && wf.callback_secret.is_none() {
-            let kept = previous
-                .as_ref()
-                .and_then(|p| p.definition.callback_secret.clone());
-            wf.callback_secret = Some(kept.unwrap_or_else(new_callback_secret));
-        }
-        let record = WorkflowRecord {
-            id: wf.id.clone(),
-            revision: previous.as_ref().map_or(1, |p| p.revision + 1),
-            definition: wf,
-            source,
-            deployed_at: now,
-            removed: false,
-        };
-        store.deploy(&record).await?;
+        Ok(problems)
+    }
+
+    /// After the revision is stored: the deploy marker moves (other processes reload),
+    /// new cron triggers start from now, and removed triggers' schedules are deleted.
+    /// Failures are logged: the revision is deployed, and each has its fallback.
+    async fn after_deploy(
+        &self,
+        store: &dyn Store,
+        record: &WorkflowRecord,
+        before: &[CronTrigger],
+        now: Timestamp,
+    ) {
+        let schedules = self.schedules.get();
         if let Err(e) = store.set_marker(DEPLOYED_MARKER, now).await {
             tracing::warn!(error = %e, "the deploy marker was not moved; other processes see this deploy at their next full reload");
         }
@@ -424,12 +459,5 @@ impl Deployments {
                 }
             }
         }
-        let rec = Arc::new(record);
-        self.install(rec.clone());
-        tracing::info!(workflow = %rec.id, revision = rec.revision, "workflow deployed");
-        Ok(Deployed {
-            record: rec,
-            unchanged: false,
-        })
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tripline_core::engine::{self, Effect, Event, HttpRequest, SuccessRule};
-use tripline_core::{Run, Workflow};
+use tripline_core::{Run, RunStatus, Workflow};
 
 use super::{DEADLINE_MARGIN, ExecError, Progress};
 use crate::App;
@@ -122,27 +122,10 @@ impl App {
         effect: Effect,
     ) -> Result<Next, ExecError> {
         match effect {
-            Effect::RunStep {
-                step,
-                attempt,
-                request,
-                timeout,
-                success,
-            } => {
-                let Mode::Executor { deadline } = pass.mode else {
-                    return self.defer(pass, run).await;
-                };
-                let Some(timeout) = self.time_for_step(pass, &step, timeout, deadline) else {
-                    // Not enough time left in this invocation: written, and continued in
-                    // a new one.
-                    return self.defer(pass, run).await;
-                };
-                pass.performed += 1;
-                Ok(Next::Apply(
-                    self.attempt_step(step, attempt, request, timeout, success)
-                        .await,
-                ))
+            Effect::RunStep { .. } | Effect::StartRun { .. } | Effect::Callback { .. } => {
+                self.reach_out(pass, run, effect).await
             }
+            Effect::Continue => self.defer(pass, run).await,
             Effect::ScheduleTimer { at } => {
                 // A timer that only fired early (a wait not yet over, a look at a child
                 // still running) changed nothing: no write, just the next timer.
@@ -173,29 +156,7 @@ impl App {
                 }
                 Ok(Next::Go)
             }
-            Effect::Notify { .. } => {
-                self.notify_waiter(pass.wf, run).await;
-                // How it went is an annotation: a write that loses to another writer
-                // (a resume meanwhile) is dropped, not retried.
-                match self.save(run).await? {
-                    Some(saved) => *run = saved,
-                    None => *run = pass.stored.clone(),
-                }
-                pass.stored = run.clone();
-                Ok(Next::Go)
-            }
-            Effect::StartRun {
-                step,
-                workflow,
-                input,
-            } => {
-                if !matches!(pass.mode, Mode::Executor { .. }) {
-                    return self.defer(pass, run).await;
-                }
-                let started = self.start_child(run, &step, &workflow, input).await?;
-                Ok(Next::Apply(started))
-            }
-            Effect::Continue => self.defer(pass, run).await,
+            Effect::Notify { .. } => self.notify(pass, run).await,
             Effect::SaveState { value } => {
                 // Before the end is written: a crash runs the last step again and saves
                 // the state again, never loses it.
@@ -208,33 +169,88 @@ impl App {
                 self.start_flows(run).await?;
                 Ok(Next::Go)
             }
-            Effect::Finish { status } => {
-                if matches!(pass.mode, Mode::BeforeAdmission) {
-                    return Ok(Next::Go);
-                }
-                self.commit(pass, run).await?;
-                tracing::info!(workflow = %run.workflow, status = status.as_str(), "run ended");
-                self.after_end(run).await;
-                Ok(Next::Go)
-            }
+            Effect::Finish { status } => self.finish(pass, run, status).await,
             Effect::ReleaseSlot => {
                 self.release_slot(pass.wf, run).await;
                 Ok(Next::Go)
             }
+        }
+    }
+
+    /// What needs the outside world (a step's attempt, a child run, a callback): done here
+    /// in the executor while the invocation has time for it; otherwise the run is written
+    /// and continued by a work item.
+    async fn reach_out(
+        &self,
+        pass: &mut Pass<'_>,
+        run: &mut Run,
+        effect: Effect,
+    ) -> Result<Next, ExecError> {
+        let Mode::Executor { deadline } = pass.mode else {
+            return self.defer(pass, run).await;
+        };
+        let event = match effect {
+            Effect::RunStep {
+                step,
+                attempt,
+                request,
+                timeout,
+                success,
+            } => {
+                let Some(timeout) = self.time_for_step(pass, &step, timeout, deadline) else {
+                    // Not enough time left in this invocation: continued in a new one.
+                    return self.defer(pass, run).await;
+                };
+                pass.performed += 1;
+                self.attempt_step(step, attempt, request, timeout, success)
+                    .await
+            }
+            Effect::StartRun {
+                step,
+                workflow,
+                input,
+            } => self.start_child(run, &step, &workflow, input).await?,
             Effect::Callback {
                 attempt,
                 request,
                 timeout,
             } => {
-                if !matches!(pass.mode, Mode::Executor { .. }) {
-                    return self.defer(pass, run).await;
-                }
-                let done = self
-                    .deliver_callback(pass.wf, run, attempt, request, timeout)
-                    .await;
-                Ok(Next::Apply(done))
+                self.deliver_callback(pass.wf, run, attempt, request, timeout)
+                    .await
             }
+            _ => return Ok(Next::Go),
+        };
+        Ok(Next::Apply(event))
+    }
+
+    /// A parked step's notification, and a write of how it went. That is an annotation: a
+    /// write that loses to another writer (a resume meanwhile) is dropped, not retried.
+    async fn notify(&self, pass: &mut Pass<'_>, run: &mut Run) -> Result<Next, ExecError> {
+        self.notify_waiter(pass.wf, run).await;
+        match self.save(run).await? {
+            Some(saved) => *run = saved,
+            None => *run = pass.stored.clone(),
         }
+        pass.stored = run.clone();
+        Ok(Next::Go)
+    }
+
+    /// The run-end path: the end is written (state and flows came before it, as their own
+    /// effects), and whoever waits for it is woken. Before an admission, the admission
+    /// writes it.
+    async fn finish(
+        &self,
+        pass: &mut Pass<'_>,
+        run: &mut Run,
+        status: RunStatus,
+    ) -> Result<Next, ExecError> {
+        if matches!(pass.mode, Mode::BeforeAdmission) {
+            return Ok(Next::Go);
+        }
+        self.commit(pass, run).await?;
+        tracing::info!(workflow = %run.workflow, status = status.as_str(), "run ended");
+        self.after_end(run).await;
+        Ok(Next::Go)
     }
 
     /// The step's timeout when it can run now; `None` when this invocation's deadline

@@ -41,6 +41,16 @@ pub const QUEUED_LOOK_AGAIN: Duration = Duration::from_secs(30);
 /// The longest the local scheduler sleeps before looking at the triggers again.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
+/// What a cron trigger's previous run means for a tick.
+enum Overlapping {
+    /// Nothing to wait for.
+    Free,
+    /// The tick is recorded skipped, for this reason.
+    Skip(String),
+    /// The run waits for this one to end.
+    After(String),
+}
+
 /// The id of the tick of `trigger` at `scheduled`, and of the run it starts: a ULID of the
 /// scheduled time (so ticks sort by it) and 80 bits of a hash of the three.
 pub fn tick_id(workflow: &str, trigger: &str, scheduled: Timestamp) -> String {
@@ -133,29 +143,10 @@ impl App {
         scheduled: Timestamp,
         delivery: Delivery,
     ) -> Result<Outcome, TickError> {
-        self.refresh_workflows(false).await;
         let id = tick_id(workflow, trigger, scheduled);
-        let rec = match self.deployments.latest(workflow) {
-            Some(r) => r,
-            None => {
-                self.refresh_workflows(true).await;
-                match self.deployments.latest(workflow) {
-                    Some(r) => r,
-                    None => {
-                        let reason = format!(
-                            "workflow `{workflow}` is not deployed (its schedule outlived it); nothing was started"
-                        );
-                        return self.reject_tick(workflow, trigger, scheduled, reason).await;
-                    }
-                }
-            }
-        };
-        let Some(cron) = cron_trigger(&rec, trigger).cloned() else {
-            let reason = format!(
-                "workflow `{workflow}` has no cron trigger `{trigger}` in revision {} (it was removed); nothing was started",
-                rec.revision
-            );
-            return self.reject_tick(workflow, trigger, scheduled, reason).await;
+        let (rec, cron) = match self.ticking(workflow, trigger).await {
+            Ok(found) => found,
+            Err(reason) => return self.reject_tick(workflow, trigger, scheduled, reason).await,
         };
         let input = tick_input(&cron, scheduled);
         if self.store.message(&id).await?.is_some() {
@@ -176,36 +167,111 @@ impl App {
 
         // The trigger's previous run: the run of the last tick that fired.
         let last_fired = self.store.marker(&fired_marker(workflow, trigger)).await?;
-        let mut after = None;
-        if cron.overlap != Overlap::Allow
-            && let Some(prev_at) = last_fired
-            && prev_at != scheduled
+        let after = match self
+            .overlapping(&cron, workflow, scheduled, delivery, last_fired)
+            .await?
         {
-            let prev = tick_id(workflow, trigger, prev_at);
-            if let Some(run) = self.store.run(&prev).await?
-                && !run.status.is_terminal()
-            {
-                if cron.overlap == Overlap::Skip && delivery == Delivery::OnTime {
-                    let outcome = Outcome::Skipped {
-                        reason: format!(
-                            "overlap: run {prev} of the previous tick is still {}",
-                            run.status.as_str()
-                        ),
-                    };
-                    let tick = self.tick_message(id, workflow, trigger, scheduled, &input);
-                    return self.record_tick(tick, outcome).await;
-                }
-                after = Some(prev);
+            Overlapping::Skip(reason) => {
+                let tick = self.tick_message(id, workflow, trigger, scheduled, &input);
+                return self.record_tick(tick, Outcome::Skipped { reason }).await;
             }
-        }
+            Overlapping::After(prev) => Some(prev),
+            Overlapping::Free => None,
+        };
+        self.fire(&rec, &cron, scheduled, input, after, last_fired)
+            .await
+    }
 
+    /// The deployed workflow and cron trigger a tick is for; `Err` says why there is none
+    /// (its schedule outlived it).
+    async fn ticking(
+        &self,
+        workflow: &str,
+        trigger: &str,
+    ) -> Result<(Arc<WorkflowRecord>, CronTrigger), String> {
+        self.refresh_workflows(false).await;
+        if self.deployments.latest(workflow).is_none() {
+            self.refresh_workflows(true).await;
+        }
+        let Some(rec) = self.deployments.latest(workflow) else {
+            return Err(format!(
+                "workflow `{workflow}` is not deployed (its schedule outlived it); nothing was started"
+            ));
+        };
+        let Some(cron) = cron_trigger(&rec, trigger).cloned() else {
+            return Err(format!(
+                "workflow `{workflow}` has no cron trigger `{trigger}` in revision {} (it was removed); nothing was started",
+                rec.revision
+            ));
+        };
+        Ok((rec, cron))
+    }
+
+    /// What the trigger's previous run, when it has not ended, means for this tick: by
+    /// its `overlap`, skip it (on time only: a late tick runs after it) or queue behind it.
+    async fn overlapping(
+        &self,
+        cron: &CronTrigger,
+        workflow: &str,
+        scheduled: Timestamp,
+        delivery: Delivery,
+        last_fired: Option<Timestamp>,
+    ) -> Result<Overlapping, StoreError> {
+        let Some(prev_at) = last_fired.filter(|at| *at != scheduled) else {
+            return Ok(Overlapping::Free);
+        };
+        if cron.overlap == Overlap::Allow {
+            return Ok(Overlapping::Free);
+        }
+        let prev = tick_id(workflow, &cron.id, prev_at);
+        let Some(run) = self.store.run(&prev).await? else {
+            return Ok(Overlapping::Free);
+        };
+        if run.status.is_terminal() {
+            return Ok(Overlapping::Free);
+        }
+        if cron.overlap == Overlap::Skip && delivery == Delivery::OnTime {
+            return Ok(Overlapping::Skip(format!(
+                "overlap: run {prev} of the previous tick is still {}",
+                run.status.as_str()
+            )));
+        }
+        Ok(Overlapping::After(prev))
+    }
+
+    /// Admits the tick's run (behind `after`, when it must wait for it) with the claim
+    /// that makes the tick one run, and moves the trigger's last fired tick.
+    async fn fire(
+        &self,
+        rec: &WorkflowRecord,
+        cron: &CronTrigger,
+        scheduled: Timestamp,
+        input: Value,
+        after: Option<String>,
+        last_fired: Option<Timestamp>,
+    ) -> Result<Outcome, TickError> {
+        let (workflow, trigger) = (rec.id.as_str(), cron.id.as_str());
+        let id = tick_id(workflow, trigger, scheduled);
         let message = self.tick_message(id.clone(), workflow, trigger, scheduled, &input);
         let trigger_ref = TriggerRef {
             kind: TriggerKind::Cron,
             id: trigger.to_string(),
         };
-        let mut run = self.new_run(id.clone(), &rec, trigger_ref, input.clone(), &id);
+        // The trigger's own key, when it has one (two ticks with one key are one run);
+        // else the tick's: its scheduled time.
+        let keyed = self.claim_for(
+            workflow,
+            trigger,
+            cron.idempotency_key.as_deref(),
+            &input,
+            None,
+        );
+        let mut run = self.new_run(id.clone(), rec, trigger_ref, input, &id);
         run.scheduled_at = Some(scheduled);
+        let keyed = match keyed {
+            Ok(k) => k,
+            Err(why) => return self.reject_tick(workflow, trigger, scheduled, why).await,
+        };
         if let Some(prev) = &after {
             // Before the run exists: when the previous run ends, it finds its successor
             // (a marker to a run never admitted finds nothing).
@@ -214,18 +280,6 @@ impl App {
                 .await?;
         }
         run.after = after;
-        // The trigger's own key, when it has one (two ticks with one key are one run);
-        // else the tick's: its scheduled time.
-        let keyed = match self.claim_for(
-            workflow,
-            trigger,
-            cron.idempotency_key.as_deref(),
-            &input,
-            None,
-        ) {
-            Ok(k) => k,
-            Err(why) => return self.reject_tick(workflow, trigger, scheduled, why).await,
-        };
         let claim = keyed.unwrap_or_else(|| IdempotencyClaim {
             key: format!("{workflow}/{trigger}/cron:{}", scheduled.millis()),
             expires_at: scheduled.plus(TICK_CLAIM_WINDOW),

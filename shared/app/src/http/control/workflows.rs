@@ -206,56 +206,10 @@ pub(super) async fn start_run(
     let Some(rec) = app.deployments.latest(&id) else {
         return not_found("workflow", &id);
     };
-    let wanted = q.get("trigger");
-    let found = rec.definition.triggers.iter().find(|t| match wanted {
-        Some(w) => t.id() == w.as_str(),
-        None => matches!(t, Trigger::Manual(_)),
-    });
-    let _cron = match found {
-        Some(Trigger::Manual(_)) => None,
-        Some(Trigger::Cron(c)) => Some(c.clone()),
-        Some(other) => {
-            return error_response(
-                StatusCode::CONFLICT,
-                "not_startable",
-                format!(
-                    "trigger `{}` of workflow `{id}` is a webhook; call its URL, or name a manual or cron trigger",
-                    other.id()
-                ),
-            );
-        }
-        None => {
-            let cron_ids: Vec<&str> = rec
-                .definition
-                .triggers
-                .iter()
-                .filter(|t| matches!(t, Trigger::Cron(_)))
-                .map(|t| t.id())
-                .collect();
-            let message = match wanted {
-                Some(w) => format!("workflow `{id}` has no trigger `{w}`"),
-                None if !cron_ids.is_empty() => format!(
-                    "workflow `{id}` has no manual trigger; to run a cron trigger now, add `?trigger={}`",
-                    cron_ids[0]
-                ),
-                None => format!(
-                    "workflow `{id}` has no manual trigger; add `- type: manual` to its triggers to start it from the API"
-                ),
-            };
-            let code = if wanted.is_some() {
-                "unknown_trigger"
-            } else {
-                "no_manual_trigger"
-            };
-            let status = if wanted.is_some() {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::CONFLICT
-            };
-            return error_response(status, code, message);
-        }
+    let trigger = match startable_trigger(&rec, &id, q.get("trigger")) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
-    let _trigger = found.map(|t| t.id().to_string()).unwrap_or_default();
     if body.len() > app.config.max_body_bytes {
         return error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -277,7 +231,6 @@ pub(super) async fn start_run(
             }
         }
     };
-    let trigger = found.expect("a manual or cron trigger was found above");
     let started = app
         .start_manual(&rec, trigger, &body, input, &headers)
         .await;
@@ -311,4 +264,55 @@ pub(super) async fn start_run(
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
+}
+
+/// The trigger a manual start names: `?trigger=<id>` (a manual or cron trigger), else the
+/// workflow's manual trigger; an answer that says what to do instead when there is none.
+fn startable_trigger<'a>(
+    rec: &'a WorkflowRecord,
+    id: &str,
+    wanted: Option<&String>,
+) -> Result<&'a Trigger, Response> {
+    let found = rec.definition.triggers.iter().find(|t| match wanted {
+        Some(w) => t.id() == w.as_str(),
+        None => matches!(t, Trigger::Manual(_)),
+    });
+    match found {
+        Some(t @ (Trigger::Manual(_) | Trigger::Cron(_))) => Ok(t),
+        Some(other) => Err(error_response(
+            StatusCode::CONFLICT,
+            "not_startable",
+            format!(
+                "trigger `{}` of workflow `{id}` is a webhook; call its URL, or name a manual or cron trigger",
+                other.id()
+            ),
+        )),
+        None => Err(no_such_trigger(rec, id, wanted)),
+    }
+}
+
+fn no_such_trigger(rec: &WorkflowRecord, id: &str, wanted: Option<&String>) -> Response {
+    let cron_ids: Vec<&str> = rec
+        .definition
+        .triggers
+        .iter()
+        .filter(|t| matches!(t, Trigger::Cron(_)))
+        .map(|t| t.id())
+        .collect();
+    let message = match wanted {
+        Some(w) => format!("workflow `{id}` has no trigger `{w}`"),
+        None if !cron_ids.is_empty() => format!(
+            "workflow `{id}` has no manual trigger; to run a cron trigger now, add `?trigger={}`",
+            cron_ids[0]
+        ),
+        None => format!(
+            "workflow `{id}` has no manual trigger; add `- type: manual` to its triggers to start it from the API"
+        ),
+    };
+    let (status, code) = if wanted.is_some() {
+        (StatusCode::NOT_FOUND, "unknown_trigger")
+    } else {
+        (StatusCode::CONFLICT, "no_manual_trigger")
+    };
+    error_response(status, code, message)
 }
