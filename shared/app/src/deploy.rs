@@ -402,7 +402,7 @@ impl Deployments {
         for (i, t) in wf.triggers.iter().enumerate() {
             if let Trigger::Flow(f) = t
                 && let Some(cycle) =
-                    tripline_core::flow::flow_cycle(deployed.iter().map(|r| &r.definition), &wf, f)
+                    tripline_core::flow::flow_cycle(deployed.iter().map(|r| &r.definition), wf, f)
             {
                 problems.push(problem(
                     &format!("triggers[{i}].workflow"),

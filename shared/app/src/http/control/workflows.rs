@@ -208,7 +208,7 @@ pub(super) async fn start_run(
     };
     let trigger = match startable_trigger(&rec, &id, q.get("trigger")) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err((status, code, message)) => return error_response(status, code, message),
     };
     if body.len() > app.config.max_body_bytes {
         return error_response(
@@ -272,14 +272,14 @@ fn startable_trigger<'a>(
     rec: &'a WorkflowRecord,
     id: &str,
     wanted: Option<&String>,
-) -> Result<&'a Trigger, Response> {
+) -> Result<&'a Trigger, Refusal> {
     let found = rec.definition.triggers.iter().find(|t| match wanted {
         Some(w) => t.id() == w.as_str(),
         None => matches!(t, Trigger::Manual(_)),
     });
     match found {
         Some(t @ (Trigger::Manual(_) | Trigger::Cron(_))) => Ok(t),
-        Some(other) => Err(error_response(
+        Some(other) => Err((
             StatusCode::CONFLICT,
             "not_startable",
             format!(
@@ -291,7 +291,10 @@ fn startable_trigger<'a>(
     }
 }
 
-fn no_such_trigger(rec: &WorkflowRecord, id: &str, wanted: Option<&String>) -> Response {
+/// Why a request is refused: its status, code and message.
+type Refusal = (StatusCode, &'static str, String);
+
+fn no_such_trigger(rec: &WorkflowRecord, id: &str, wanted: Option<&String>) -> Refusal {
     let cron_ids: Vec<&str> = rec
         .definition
         .triggers
@@ -314,5 +317,5 @@ fn no_such_trigger(rec: &WorkflowRecord, id: &str, wanted: Option<&String>) -> R
     } else {
         (StatusCode::CONFLICT, "no_manual_trigger")
     };
-    error_response(status, code, message)
+    (status, code, message)
 }
