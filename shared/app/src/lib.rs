@@ -24,5 +24,6 @@ pub mod outbound;
 pub mod ports;
 pub mod signing;
 pub mod tokens;
+pub mod waits;
 
 pub use app::{App, Config, STATE_LIMIT};

@@ -4,6 +4,7 @@
 mod auth;
 pub mod control;
 pub mod ingress;
+mod pages;
 pub mod resume;
 
 use std::sync::Arc;
