@@ -159,9 +159,13 @@ impl Rig {
         }
         let event = sqs_event(&got, &self.queue_arn);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        let answer = tripline_aws::lambda::executor_event(&self.executor, event, deadline)
-            .await
-            .expect("executor");
+        let settings = tripline_aws::lambda::ExecutorSettings {
+            sweep_after: tripline_aws::lambda::SWEEP_AFTER,
+        };
+        let answer =
+            tripline_aws::lambda::executor_event(&self.executor, &settings, event, deadline)
+                .await
+                .expect("executor");
         assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
         for m in &got {
             self.esm_sqs

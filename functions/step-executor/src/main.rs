@@ -3,15 +3,19 @@
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
-use tripline_aws::lambda::{deadline_of, executor_event};
+use tripline_aws::lambda::{ExecutorSettings, deadline_of, executor_event};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     tripline_aws::init_tracing();
     let app = tripline_aws::executor_app_from_env().await?;
+    let settings = ExecutorSettings::from_env()?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let app = app.clone();
-        async move { executor_event(&app, event.payload, deadline_of(&event.context)).await }
+        async move {
+            let deadline = deadline_of(&event.context);
+            executor_event(&app, &settings, event.payload, deadline).await
+        }
     }))
     .await
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use serde_json::{Value, json};
+use tracing::Instrument;
 use tripline_app::App;
 
 use crate::queue::decode;
@@ -12,6 +13,27 @@ use crate::queue::decode;
 /// How long a run may stay `queued` before the sweeper enqueues it again, unless
 /// `TRIPLINE_SWEEP_AFTER` says otherwise.
 pub const SWEEP_AFTER: Duration = Duration::from_secs(5 * 60);
+
+/// The step executor's own settings, read once at cold start.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExecutorSettings {
+    /// How long a run may stay `queued` before the sweeper enqueues it again.
+    pub sweep_after: Duration,
+}
+
+impl ExecutorSettings {
+    /// From `TRIPLINE_SWEEP_AFTER` (e.g. `5m`; default 5 minutes). A value that is not a
+    /// duration stops the start with its name.
+    pub fn from_env() -> Result<Self, String> {
+        let sweep_after = match std::env::var("TRIPLINE_SWEEP_AFTER") {
+            Ok(v) if !v.is_empty() => tripline_core::Duration::parse(&v)
+                .map_err(|e| format!("TRIPLINE_SWEEP_AFTER: {e}"))?
+                .std(),
+            _ => SWEEP_AFTER,
+        };
+        Ok(Self { sweep_after })
+    }
+}
 
 /// Handles one SQS batch: every record's run is advanced at once, each only while the
 /// invocation has time left. Records whose handling failed are reported, so that SQS
@@ -22,19 +44,24 @@ pub async fn sqs_batch(
     event: SqsEvent,
     deadline: tokio::time::Instant,
 ) -> SqsBatchResponse {
-    let work = event.records.into_iter().map(|record| async move {
+    let work = event.records.into_iter().map(|record| {
         let id = record.message_id.clone().unwrap_or_default();
-        let Some(item) = record.body.as_deref().and_then(decode) else {
-            tracing::error!(message_id = %id, "an SQS message that is not a work item; it goes to the dead-letter queue after its retries");
-            return Some(id);
-        };
-        match app.advance_item(&item, Some(deadline)).await {
-            Ok(()) => None,
-            Err(e) => {
-                tracing::error!(run_id = %item.run_id, error = %e, "work item failed; SQS delivers it again");
-                Some(id)
+        let span = tracing::info_span!("sqs_message", message_id = %id, run_id = tracing::field::Empty);
+        async move {
+            let Some(item) = record.body.as_deref().and_then(decode) else {
+                tracing::error!("an SQS message that is not a work item; it goes to the dead-letter queue after its retries");
+                return Some(id);
+            };
+            tracing::Span::current().record("run_id", item.run_id.as_str());
+            match app.advance_item(&item, Some(deadline)).await {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "work item failed; SQS delivers it again");
+                    Some(id)
+                }
             }
         }
+        .instrument(span)
     });
     let failed = futures::future::join_all(work).await;
     let mut response = SqsBatchResponse::default();
@@ -54,6 +81,7 @@ pub async fn sqs_batch(
 /// (EventBridge `Scheduled Event`, or `{"sweep": true}`).
 pub async fn executor_event(
     app: &App,
+    settings: &ExecutorSettings,
     event: Value,
     deadline: tokio::time::Instant,
 ) -> Result<Value, crate::BoxError> {
@@ -65,11 +93,7 @@ pub async fn executor_event(
     let scheduled = event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
         || event.get("sweep").and_then(Value::as_bool) == Some(true);
     if scheduled {
-        let after = std::env::var("TRIPLINE_SWEEP_AFTER")
-            .ok()
-            .and_then(|v| tripline_core::Duration::parse(&v).ok())
-            .map_or(SWEEP_AFTER, |d| d.std());
-        let swept = app.sweep(after).await?;
+        let swept = app.sweep(settings.sweep_after).await?;
         return Ok(json!({ "swept": swept }));
     }
     Err("the step executor takes SQS batches and the sweeper's scheduled event; this event is neither".into())
