@@ -150,7 +150,9 @@ fn parse_rewrite(s: &str) -> Result<(String, String), String> {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    tripline_core::Duration::parse(s).map(|d| d.std())
+    tripline_core::Duration::parse(s)
+        .map(|d| d.std())
+        .map_err(String::from)
 }
 
 fn main() -> ExitCode {

@@ -43,6 +43,11 @@ pub fn unmet(
     None
 }
 
+/// A trigger's `idempotency_key` template failed on an input: the reason says where.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyFailed(pub String);
+
 /// Why an input passed no gate: recorded as the message's outcome.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Refused {
@@ -87,7 +92,7 @@ impl App {
             return Err(Refused::Filtered(why));
         }
         self.claim_for(workflow, trigger, gate.idempotency_key, input, headers)
-            .map_err(Refused::KeyFailed)
+            .map_err(|KeyFailed(why)| Refused::KeyFailed(why))
     }
 
     /// A new `queued` run of the workflow record's revision, started by `trigger` with
@@ -168,14 +173,16 @@ impl App {
         key_template: Option<&str>,
         input: &serde_json::Value,
         headers: Option<&axum::http::HeaderMap>,
-    ) -> Result<Option<IdempotencyClaim>, String> {
+    ) -> Result<Option<IdempotencyClaim>, KeyFailed> {
         let Some(tpl) = key_template else {
             return Ok(headers.and_then(|h| self.idempotency_claim(workflow, trigger, h)));
         };
         let key =
             tripline_core::template::render_string(tpl, &serde_json::json!({ "trigger": input }))
                 .map_err(|e| {
-                format!("the trigger's idempotency_key `{tpl}` failed on this input: {e}")
+                KeyFailed(format!(
+                    "the trigger's idempotency_key `{tpl}` failed on this input: {e}"
+                ))
             })?;
         let key = key.trim();
         if key.is_empty() {

@@ -25,18 +25,34 @@ pub use store::DynamoStore;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A failed AWS request as a store error: the service's error code and message when it
-/// answered, the whole error chain when it did not (timeouts, connection failures).
+/// A failed AWS request: which operation, what the service said (its error code and
+/// message when it answered; the whole error chain when it did not: timeouts, connection
+/// failures), with the SDK's error kept as the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {said}")]
+pub struct AwsError {
+    pub(crate) op: String,
+    pub(crate) said: String,
+    #[source]
+    pub(crate) cause: BoxError,
+}
+
+/// A failed AWS request as a store error (retryable: the store could not be reached or
+/// refused the call).
 pub(crate) fn store_error<E>(op: &str, e: E) -> StoreError
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
-    let text = match (e.code(), e.message()) {
-        (Some(code), Some(message)) => format!("{op}: {code}: {message}"),
-        (Some(code), None) => format!("{op}: {code}"),
-        _ => format!("{op}: {}", DisplayErrorContext(e)),
+    let said = match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => DisplayErrorContext(&e).to_string(),
     };
-    StoreError::Unavailable(text.into())
+    StoreError::Unavailable(Box::new(AwsError {
+        op: op.to_string(),
+        said,
+        cause: Box::new(e),
+    }))
 }
 
 /// The settings of the use cases, from the environment the SAM template sets:

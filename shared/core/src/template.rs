@@ -35,9 +35,9 @@ fn add_calendar(env: &mut Environment<'static>) {
     fn local(t: &minijinja::Value, zone: Option<&str>) -> Result<chrono::NaiveDateTime, Error> {
         let v = serde_json::to_value(t).unwrap_or(serde_json::Value::Null);
         let utc = crate::time::calendar::instant(&v)
-            .map_err(|m| Error::new(ErrorKind::InvalidOperation, m))?;
+            .map_err(|m| Error::new(ErrorKind::InvalidOperation, String::from(m)))?;
         crate::time::calendar::local(utc, zone.unwrap_or("UTC"))
-            .map_err(|m| Error::new(ErrorKind::InvalidOperation, m))
+            .map_err(|m| Error::new(ErrorKind::InvalidOperation, String::from(m)))
     }
     env.add_function("weekday", |t: minijinja::Value, zone: Option<String>| {
         local(&t, zone.as_deref()).map(|l| crate::time::calendar::weekday_name(&l))
@@ -61,7 +61,7 @@ fn add_calendar(env: &mut Environment<'static>) {
         |t: minijinja::Value, from: String, to: String, zone: Option<String>| {
             let l = local(&t, zone.as_deref())?;
             crate::time::calendar::in_window(&l, &from, &to)
-                .map_err(|m| Error::new(ErrorKind::InvalidOperation, m))
+                .map_err(|m| Error::new(ErrorKind::InvalidOperation, String::from(m)))
         },
     );
 }

@@ -17,6 +17,7 @@ use tripline_core::run::{TriggerKind, TriggerRef};
 use tripline_core::{Run, Timestamp};
 
 use crate::App;
+use crate::admission::KeyFailed;
 use crate::ports::{
     Admitted, IdempotencyClaim, InboxMessage, Outcome, SavedState, StoreError, WorkItem,
     WorkflowRecord,
@@ -270,7 +271,9 @@ impl App {
         run.scheduled_at = Some(scheduled);
         let keyed = match keyed {
             Ok(k) => k,
-            Err(why) => return self.reject_tick(workflow, trigger, scheduled, why).await,
+            Err(KeyFailed(why)) => {
+                return self.reject_tick(workflow, trigger, scheduled, why).await;
+            }
         };
         if let Some(prev) = &after {
             // Before the run exists: when the previous run ends, it finds its successor

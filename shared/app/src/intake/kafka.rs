@@ -22,6 +22,7 @@ use tripline_core::definition::{KafkaOrdering, KafkaTrigger, Trigger};
 use tripline_core::run::{TriggerKind, TriggerRef};
 
 use crate::App;
+use crate::admission::KeyFailed;
 use crate::ports::{
     Admitted, IdempotencyClaim, InboxMessage, KafkaMeta, KafkaRecord, Outcome, StoreError,
     WorkflowRecord,
@@ -70,19 +71,28 @@ fn text_or_base64(bytes: &[u8]) -> Value {
     }
 }
 
+/// A record whose value is neither JSON nor UTF-8 text: kept raw in the inbox, it starts
+/// nothing.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("the value is neither JSON nor UTF-8 text ({0}); it is kept raw")]
+pub struct Undecodable(std::str::Utf8Error);
+
+impl std::ops::Deref for Undecodable {
+    type Target = std::str::Utf8Error;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
 /// The trigger input of a record, or why its value cannot be decoded.
-pub fn record_input(r: &KafkaRecord) -> Result<Value, String> {
+pub fn record_input(r: &KafkaRecord) -> Result<Value, Undecodable> {
     let body = match &r.value {
         None => Value::Null,
         Some(bytes) => match serde_json::from_slice::<Value>(bytes) {
             Ok(v) => v,
             Err(_) => match std::str::from_utf8(bytes) {
                 Ok(s) => json!(s),
-                Err(e) => {
-                    return Err(format!(
-                        "the value is neither JSON nor UTF-8 text ({e}); it is kept raw"
-                    ));
-                }
+                Err(e) => return Err(Undecodable(e)),
             },
         },
     };
@@ -266,9 +276,9 @@ impl App {
             let mut message = self.kafka_message(r, id.clone(), &rec.id, &triggers[0].id);
             let input = match &input {
                 Ok(v) => v.clone(),
-                Err(reason) => {
+                Err(undecodable) => {
                     let outcome = Outcome::Rejected {
-                        reason: reason.clone(),
+                        reason: undecodable.to_string(),
                     };
                     self.record_kafka(message, Err(outcome), report).await?;
                     continue;
@@ -288,7 +298,7 @@ impl App {
             let keyed = self.claim_for(&rec.id, &trigger.id, gate.idempotency_key, &input, None);
             let idempotency = match keyed {
                 Ok(c) => c,
-                Err(reason) => {
+                Err(KeyFailed(reason)) => {
                     let outcome = Outcome::Rejected { reason };
                     self.record_kafka(message, Err(outcome), report).await?;
                     continue;
@@ -457,6 +467,6 @@ mod tests {
         let text = record_input(&record(b"plain words")).expect("text");
         assert_eq!(text["body"], "plain words");
         let err = record_input(&record(&[0xc3, 0x28])).expect_err("undecodable");
-        assert!(err.contains("kept raw"), "{err}");
+        assert!(err.to_string().contains("kept raw"), "{err}");
     }
 }

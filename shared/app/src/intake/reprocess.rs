@@ -124,7 +124,10 @@ impl App {
         let record = kafka::record_of(meta, &message.body);
         let input = match kafka::record_input(&record) {
             Ok(v) => v,
-            Err(reason) => return Ok(Err(Outcome::Rejected { reason })),
+            Err(undecodable) => {
+                let reason = undecodable.to_string();
+                return Ok(Err(Outcome::Rejected { reason }));
+            }
         };
         Ok(match kafka::matching(&triggers, &input) {
             Ok(t) => {

@@ -54,9 +54,12 @@ use crate::store_error as failed;
 
 /// An error that is not an AWS service's answer (building a request, reading a body).
 fn other(op: &str, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Unavailable(
-        format!("{op}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e)).into(),
-    )
+    let said = aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string();
+    StoreError::Unavailable(Box::new(crate::AwsError {
+        op: op.to_string(),
+        said,
+        cause: Box::new(e),
+    }))
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {

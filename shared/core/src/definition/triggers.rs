@@ -125,7 +125,7 @@ impl CronTrigger {
         }
     }
     /// The parsed schedule (validation has checked that it parses).
-    pub fn parsed(&self) -> Result<crate::time::cron::CronSchedule, String> {
+    pub fn parsed(&self) -> Result<crate::time::cron::CronSchedule, crate::time::BadTime> {
         crate::time::cron::CronSchedule::parse(&self.schedule, self.timezone.as_deref())
     }
 }

@@ -6,6 +6,7 @@
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc, Weekday};
 
+use super::BadTime;
 use super::tz_rules::ZONES;
 
 /// A zone's rule: standard offset, and the daylight-saving offset with its two changes.
@@ -203,29 +204,29 @@ impl Rule {
 
 /// An instant from a template value: an RFC 3339 string, or Unix milliseconds (Kafka's
 /// `timestamp`).
-pub fn instant(value: &serde_json::Value) -> Result<i64, String> {
+pub fn instant(value: &serde_json::Value) -> Result<i64, BadTime> {
     match value {
         serde_json::Value::Number(n) => n
             .as_i64()
             .map(|ms| ms.div_euclid(1000))
-            .ok_or_else(|| format!("{n} is not a time in milliseconds")),
+            .ok_or_else(|| BadTime(format!("{n} is not a time in milliseconds"))),
         serde_json::Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
             .map(|t| t.timestamp())
-            .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e})")),
-        other => Err(format!(
+            .map_err(|e| BadTime(format!("`{s}` is not an RFC 3339 time ({e})"))),
+        other => Err(BadTime(format!(
             "{other} is not a time: give an RFC 3339 string or Unix milliseconds"
-        )),
+        ))),
     }
 }
 
 /// The local date and time of `utc` (Unix seconds) in `zone`.
-pub fn local(utc: i64, zone: &str) -> Result<NaiveDateTime, String> {
+pub fn local(utc: i64, zone: &str) -> Result<NaiveDateTime, BadTime> {
     let rule = rule_of(zone)?;
     let at = utc + i64::from(rule.offset_at(utc));
     Utc.timestamp_opt(at, 0)
         .single()
         .map(|t| t.naive_utc())
-        .ok_or_else(|| format!("{utc} is out of range"))
+        .ok_or_else(|| BadTime(format!("{utc} is out of range")))
 }
 
 /// `monday` … `sunday`.
@@ -243,7 +244,7 @@ pub fn weekday_name(t: &NaiveDateTime) -> &'static str {
 
 /// Whether the local time of day is in `[from, to)` (`HH:MM`); a window with `to` before
 /// `from` spans midnight.
-pub fn in_window(t: &NaiveDateTime, from: &str, to: &str) -> Result<bool, String> {
+pub fn in_window(t: &NaiveDateTime, from: &str, to: &str) -> Result<bool, BadTime> {
     let parse = |s: &str| -> Result<u32, String> {
         let (h, m) = s
             .split_once(':')

@@ -18,7 +18,7 @@ use std::str::FromStr;
 use chrono::{TimeZone, Utc};
 use chrono_tz::Tz;
 
-use crate::time::Timestamp;
+use crate::time::{BadTime, Timestamp};
 
 /// A parsed schedule in its time zone.
 #[derive(Clone, Debug)]
@@ -68,7 +68,7 @@ pub fn fields(expression: &str) -> Result<Vec<String>, String> {
 impl CronSchedule {
     /// Parses `expression` for `timezone` (an IANA name; UTC when `None`). The error names
     /// what is wrong and how to write it.
-    pub fn parse(expression: &str, timezone: Option<&str>) -> Result<Self, String> {
+    pub fn parse(expression: &str, timezone: Option<&str>) -> Result<Self, BadTime> {
         let fields = fields(expression)?;
         let seconds = fields.len() == 6;
         let parser = croner::parser::CronParser::builder()
@@ -104,10 +104,10 @@ impl CronSchedule {
             && never(Utc.timestamp_millis_opt(4_102_444_800_000).single());
         let schedule = Self { cron, tz, seconds };
         if never_fires {
-            return Err(format!(
+            return Err(BadTime(format!(
                 "`{}` never fires (no date matches it)",
                 expression.trim()
-            ));
+            )));
         }
         Ok(schedule)
     }
@@ -160,13 +160,13 @@ impl CronSchedule {
 /// Sunday), `?` in the day field that is not restricted, and steps written from their
 /// start (`0/15`). Refuses what EventBridge cannot run: seconds (6 fields), and both day
 /// fields restricted at once (cron matches either; EventBridge has no such form).
-pub fn eventbridge_expression(expression: &str) -> Result<String, String> {
+pub fn eventbridge_expression(expression: &str) -> Result<String, BadTime> {
     let f = fields(expression)?;
     if f.len() == 6 {
-        return Err(format!(
+        return Err(BadTime::from(format!(
             "`{}` has a seconds field; EventBridge Scheduler fires at most once a minute: use 5 fields, or run this workflow in the local shape",
             expression.trim()
-        ));
+        )));
     }
     let (minute, hour, dom, month, dow) = (&f[0], &f[1], &f[2], &f[3], &f[4]);
     let any = |x: &str| x == "*" || x == "?";
@@ -175,10 +175,10 @@ pub fn eventbridge_expression(expression: &str) -> Result<String, String> {
         (false, true) => (simple_field(dom, 1, 31)?, "?".to_string()),
         (true, false) => ("?".to_string(), weekday_field(dow)?),
         (false, false) => {
-            return Err(format!(
+            return Err(BadTime::from(format!(
                 "`{}` restricts both day-of-month and day-of-week, which cron matches as either; EventBridge Scheduler cannot express that: use two triggers, one for each",
                 expression.trim()
-            ));
+            )));
         }
     };
     Ok(format!(

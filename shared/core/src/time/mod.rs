@@ -9,6 +9,31 @@ use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// A time, duration, time zone or schedule that could not be read: the message says what
+/// is wrong and how to write it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadTime(pub String);
+
+impl From<String> for BadTime {
+    fn from(message: String) -> Self {
+        BadTime(message)
+    }
+}
+
+impl From<BadTime> for String {
+    fn from(e: BadTime) -> Self {
+        e.0
+    }
+}
+
+impl std::ops::Deref for BadTime {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Milliseconds since the Unix epoch. Serialized as RFC 3339 (UTC, millisecond precision).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub i64);
@@ -50,11 +75,13 @@ impl Timestamp {
         }
     }
     /// Parses RFC 3339 (`2026-11-22T10:00:00Z`, with or without fractional seconds).
-    pub fn parse_rfc3339(s: &str) -> Result<Self, String> {
+    pub fn parse_rfc3339(s: &str) -> Result<Self, BadTime> {
         humantime::parse_rfc3339_weak(s)
             .map(Self::from_system_time)
             .map_err(|e| {
-                format!("`{s}` is not an RFC 3339 time ({e}); write it like 2026-11-22T10:00:00Z")
+                BadTime(format!(
+                    "`{s}` is not an RFC 3339 time ({e}); write it like 2026-11-22T10:00:00Z"
+                ))
             })
     }
 }
@@ -96,9 +123,11 @@ impl Duration {
     pub fn std(self) -> StdDuration {
         self.0
     }
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, BadTime> {
         humantime::parse_duration(s.trim()).map(Self).map_err(|e| {
-            format!("`{s}` is not a duration ({e}); write it like 500ms, 30s, 5m or 1h 30m")
+            BadTime(format!(
+                "`{s}` is not a duration ({e}); write it like 500ms, 30s, 5m or 1h 30m"
+            ))
         })
     }
 }

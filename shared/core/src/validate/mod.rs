@@ -358,17 +358,28 @@ pub fn valid_token(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// A key the context store refuses; the message says why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadContextKey(String);
+
+impl From<BadContextKey> for String {
+    fn from(e: BadContextKey) -> Self {
+        e.0
+    }
+}
+
 /// A context store key: 1 to 200 characters, none of them a control character.
-pub fn valid_context_key(key: &str) -> Result<(), String> {
+pub fn valid_context_key(key: &str) -> Result<(), BadContextKey> {
     if key.is_empty() || key.chars().count() > 200 {
-        return Err(format!(
+        return Err(BadContextKey(format!(
             "`{key}` is not a context store key: use 1 to 200 characters"
-        ));
+        )));
     }
     if key.chars().any(char::is_control) {
-        return Err(format!(
+        return Err(BadContextKey(format!(
             "{key:?} is not a context store key: it holds a control character"
-        ));
+        )));
     }
     Ok(())
 }

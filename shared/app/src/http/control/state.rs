@@ -135,7 +135,7 @@ pub(super) async fn patch_context(
     let mut patch = std::collections::BTreeMap::new();
     for (k, v) in changes {
         if let Err(why) = tripline_core::validate::valid_context_key(&k) {
-            return bad(why);
+            return bad(why.into());
         }
         let v = match v {
             Value::Null => None,

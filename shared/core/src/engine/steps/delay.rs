@@ -23,7 +23,7 @@ pub(in crate::engine) fn start(
         (Some(dur), _) => Ok(now.plus(dur.std())),
         (None, Some(tpl)) => template::render_string(tpl, &run.template_context())
             .map_err(|e| e.0)
-            .and_then(|s| Timestamp::parse_rfc3339(s.trim())),
+            .and_then(|s| Timestamp::parse_rfc3339(s.trim()).map_err(String::from)),
         (None, None) => Ok(now),
     };
     match until {
