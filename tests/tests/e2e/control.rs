@@ -331,3 +331,31 @@ steps:
     assert_eq!(run["trigger"]["kind"], "webhook");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_bad_query_parameter_is_a_400_that_names_it_and_what_to_use() {
+    let app = spawn_app(Opts::default()).await;
+    let message = |body: &serde_json::Value| {
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (status, body) = app.get("/v1/runs?colour=red").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message(&body).contains("`colour`"), "{body}");
+    assert!(message(&body).contains("`workflow`"), "{body}");
+    for limit in ["0", "501", "ten"] {
+        let (status, body) = app.get(&format!("/v1/inbox?limit={limit}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{limit}");
+        assert!(message(&body).contains("1 to 500"), "{body}");
+    }
+    let (status, body) = app.get("/v1/inbox?outcome=lost").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message(&body).contains("filtered"), "{body}");
+    let (status, body) = app.get("/v1/runs?since=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message(&body).contains("RFC 3339"), "{body}");
+    let (status, _) = app.get("/v1/runs?limit=500&status=failed").await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -1,20 +1,20 @@
 //! `/v1/inbox` and a workflow's ticks: read, list and reprocess inbox messages.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use tripline_core::definition::Trigger;
 
-use super::{PageParams, bad_request, check_params, not_found, page_response};
+use super::{Limit, PageParams, Params, bad_request, not_found, page_response};
 use crate::App;
 use crate::http::{error_response, unavailable};
 use crate::ports::{InboxMessage, InboxQuery, Outcome};
+use tripline_core::Timestamp;
 
 pub(super) fn message_json(m: &InboxMessage) -> Value {
     let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
@@ -28,39 +28,48 @@ pub(super) fn message_json(m: &InboxMessage) -> Value {
     v
 }
 
+/// `GET /v1/inbox`'s parameters.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InboxParams {
+    workflow: Option<String>,
+    trigger: Option<String>,
+    outcome: Option<OutcomeParam>,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    limit: Option<Limit>,
+    cursor: Option<String>,
+}
+
+/// `outcome`: one of the outcomes of inbox messages.
+pub(super) struct OutcomeParam(String);
+
+impl<'de> serde::Deserialize<'de> for OutcomeParam {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let o = String::deserialize(d)?;
+        if OUTCOMES.contains(&o.as_str()) {
+            return Ok(OutcomeParam(o));
+        }
+        Err(serde::de::Error::custom(format!(
+            "unknown outcome `{o}`; use {}",
+            OUTCOMES.join(", ")
+        )))
+    }
+}
+
 pub(super) async fn list_inbox(
     State(app): State<Arc<App>>,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params<InboxParams>,
 ) -> Response {
-    let query = (|| -> Result<InboxQuery, String> {
-        check_params(
-            &q,
-            &[
-                "workflow", "trigger", "outcome", "since", "until", "limit", "cursor",
-            ],
-        )?;
-        if let Some(o) = q.get("outcome")
-            && !OUTCOMES.contains(&o.as_str())
-        {
-            return Err(format!(
-                "unknown outcome `{o}`; use {}",
-                OUTCOMES.join(", ")
-            ));
-        }
-        let p = PageParams::parse(&q)?;
-        Ok(InboxQuery {
-            workflow: q.get("workflow").cloned(),
-            trigger: q.get("trigger").cloned(),
-            outcome: q.get("outcome").cloned(),
-            since: p.since,
-            until: p.until,
-            limit: p.limit,
-            cursor: p.cursor,
-        })
-    })();
-    let query = match query {
-        Ok(q) => q,
-        Err(msg) => return bad_request(msg),
+    let p = PageParams::new(q.since, q.until, q.limit, q.cursor);
+    let query = InboxQuery {
+        workflow: q.workflow,
+        trigger: q.trigger,
+        outcome: q.outcome.map(|o| o.0),
+        since: p.since,
+        until: p.until,
+        limit: p.limit,
+        cursor: p.cursor,
     };
     page_response(app.store.messages(&query).await, message_json)
 }
@@ -82,16 +91,24 @@ const OUTCOMES: &[&str] = &[
     "missed",
 ];
 
+/// `GET /v1/workflows/{id}/ticks`'s parameters.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TicksParams {
+    trigger: Option<String>,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    limit: Option<Limit>,
+    cursor: Option<String>,
+}
+
 /// `GET /v1/workflows/{id}/ticks[?trigger=...]`: the ticks of a cron trigger, newest
 /// first: `fired` (with the run), `skipped`, `duplicate`, `missed`, `rejected`.
 pub(super) async fn list_ticks(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params<TicksParams>,
 ) -> Response {
-    if let Err(msg) = check_params(&q, &["trigger", "since", "until", "limit", "cursor"]) {
-        return bad_request(msg);
-    }
     app.refresh_workflows(false).await;
     let rec = match app.store.workflow(&id, None).await {
         Ok(Some(r)) => r,
@@ -105,7 +122,7 @@ pub(super) async fn list_ticks(
         .filter(|t| matches!(t, Trigger::Cron(_)))
         .map(|t| t.id())
         .collect();
-    let trigger = match (q.get("trigger"), cron_ids.as_slice()) {
+    let trigger = match (q.trigger.as_ref(), cron_ids.as_slice()) {
         (Some(t), _) => t.clone(),
         (None, [only]) => only.to_string(),
         (None, []) => {
@@ -123,10 +140,7 @@ pub(super) async fn list_ticks(
             ));
         }
     };
-    let p = match PageParams::parse(&q) {
-        Ok(p) => p,
-        Err(msg) => return bad_request(msg),
-    };
+    let p = PageParams::new(q.since, q.until, q.limit, q.cursor);
     let query = InboxQuery {
         workflow: Some(id),
         trigger: Some(trigger),

@@ -6,10 +6,10 @@ mod runs;
 mod state;
 mod workflows;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -84,34 +84,49 @@ pub(super) fn not_found(what: &str, id: &str) -> Response {
     )
 }
 
-pub(super) fn time_param(
-    q: &HashMap<String, String>,
-    name: &str,
-) -> Result<Option<Timestamp>, String> {
-    q.get(name)
-        .map(|s| Timestamp::parse_rfc3339(s).map_err(|e| format!("`{name}`: {e}")))
-        .transpose()
-}
+/// A route's query parameters, parsed into `T`: its fields are the parameters the route
+/// takes, typed; an unknown or bad parameter is a 400 that names it.
+pub(super) struct Params<T>(pub T);
 
-pub(super) fn limit_param(q: &HashMap<String, String>) -> Result<usize, String> {
-    match q.get("limit").map(|l| l.parse::<usize>()) {
-        None => Ok(50),
-        Some(Ok(n)) if (1..=500).contains(&n) => Ok(n),
-        _ => Err("`limit` must be a whole number from 1 to 500".into()),
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(query).map(Params).map_err(|e| {
+            let message = e
+                .to_string()
+                .replace("unknown field", "unknown query parameter")
+                .replace("expected one of", "use");
+            bad_request(message)
+        })
     }
 }
 
-pub(super) fn check_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), String> {
-    match q.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(format!(
-            "unknown query parameter `{k}`; use {}",
-            allowed.join(", ")
-        )),
-        None => Ok(()),
+/// `limit`: how many items a page holds, 1 to 500 (default 50).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Limit(usize);
+
+impl Default for Limit {
+    fn default() -> Self {
+        Limit(50)
     }
 }
 
-/// The query parameters every listing shares.
+impl<'de> serde::Deserialize<'de> for Limit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.parse::<usize>() {
+            Ok(n) if (1..=500).contains(&n) => Ok(Limit(n)),
+            _ => Err(serde::de::Error::custom(
+                "`limit` must be a whole number from 1 to 500",
+            )),
+        }
+    }
+}
+
+/// The parameters every listing takes: a time range, a page size, and where the page
+/// starts (the previous page's `next_cursor`).
 pub(super) struct PageParams {
     since: Option<Timestamp>,
     until: Option<Timestamp>,
@@ -120,17 +135,21 @@ pub(super) struct PageParams {
 }
 
 impl PageParams {
-    fn parse(q: &HashMap<String, String>) -> Result<Self, String> {
-        Ok(Self {
-            since: time_param(q, "since")?,
-            until: time_param(q, "until")?,
-            limit: limit_param(q)?,
-            cursor: q.get("cursor").cloned(),
-        })
+    pub(super) fn new(
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        limit: Option<Limit>,
+        cursor: Option<String>,
+    ) -> Self {
+        Self {
+            since,
+            until,
+            limit: limit.unwrap_or_default().0,
+            cursor,
+        }
     }
 }
 
-/// `{"items": [...], "next_cursor": ...}`, or 503 when the store failed.
 pub(super) fn page_response<T>(
     page: Result<Page<T>, StoreError>,
     item: impl Fn(&T) -> Value,

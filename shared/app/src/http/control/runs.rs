@@ -1,19 +1,19 @@
 //! `/v1/runs`: read, list and cancel runs.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tripline_core::{Run, RunStatus};
 
-use super::{PageParams, bad_request, check_params, not_found, page_response};
+use super::{Limit, PageParams, Params, not_found, page_response};
 use crate::App;
 use crate::http::{error_response, unavailable};
 use crate::ports::RunQuery;
+use tripline_core::Timestamp;
 
 pub(super) async fn get_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     match app.store.run(&id).await {
@@ -65,34 +65,44 @@ pub(super) async fn cancel_run(State(app): State<Arc<App>>, Path(id): Path<Strin
     )
 }
 
+/// `GET /v1/runs`'s parameters.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RunsParams {
+    workflow: Option<String>,
+    status: Option<StatusParam>,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    limit: Option<Limit>,
+    cursor: Option<String>,
+}
+
+/// `status`: one of the run statuses.
+pub(super) struct StatusParam(RunStatus);
+
+impl<'de> serde::Deserialize<'de> for StatusParam {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RunStatus::parse(&s).map(StatusParam).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown status `{s}`; use queued, running, waiting, succeeded, failed, cancelled or timed_out"
+            ))
+        })
+    }
+}
+
 pub(super) async fn list_runs(
     State(app): State<Arc<App>>,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params<RunsParams>,
 ) -> Response {
-    let query = (|| -> Result<RunQuery, String> {
-        check_params(
-            &q,
-            &["workflow", "status", "since", "until", "limit", "cursor"],
-        )?;
-        let status = match q.get("status") {
-            None => None,
-            Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
-                format!("unknown status `{s}`; use queued, running, waiting, succeeded, failed, cancelled or timed_out")
-            })?),
-        };
-        let p = PageParams::parse(&q)?;
-        Ok(RunQuery {
-            workflow: q.get("workflow").cloned(),
-            status,
-            since: p.since,
-            until: p.until,
-            limit: p.limit,
-            cursor: p.cursor,
-        })
-    })();
-    let query = match query {
-        Ok(q) => q,
-        Err(msg) => return bad_request(msg),
+    let p = PageParams::new(q.since, q.until, q.limit, q.cursor);
+    let query = RunQuery {
+        workflow: q.workflow,
+        status: q.status.map(|s| s.0),
+        since: p.since,
+        until: p.until,
+        limit: p.limit,
+        cursor: p.cursor,
     };
     page_response(app.store.runs(&query).await, run_summary)
 }

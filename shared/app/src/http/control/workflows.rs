@@ -1,18 +1,17 @@
 //! `/v1/workflows`: deploy, read and remove workflows, and start manual runs.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tripline_core::definition::Trigger;
 use tripline_core::validate::Format;
 
-use super::{bad_request, check_params, not_found, with_message_id};
+use super::{Params, bad_request, not_found, with_message_id};
 use crate::App;
 use crate::deploy::DeployError;
 use crate::http::{error_response, unavailable};
@@ -79,16 +78,31 @@ pub(super) async fn list_workflows(State(app): State<Arc<App>>) -> Response {
     Json(json!({ "items": items })).into_response()
 }
 
+/// `GET /v1/workflows/{id}`'s parameters.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RevisionParams {
+    revision: Option<Revision>,
+}
+
+/// `revision`: a whole number.
+pub(super) struct Revision(u32);
+
+impl<'de> serde::Deserialize<'de> for Revision {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map(Revision)
+            .map_err(|_| serde::de::Error::custom("`revision` must be a whole number"))
+    }
+}
+
 pub(super) async fn get_workflow(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params<RevisionParams>,
 ) -> Response {
-    let revision = match q.get("revision").map(|r| r.parse::<u32>()) {
-        Some(Ok(r)) => Some(r),
-        Some(Err(_)) => return bad_request("`revision` must be a whole number"),
-        None => None,
-    };
+    let revision = q.revision.map(|r| r.0);
     let rec = match app.store.workflow(&id, revision).await {
         Ok(Some(r)) if r.removed => {
             return error_response(
@@ -189,24 +203,29 @@ pub(super) async fn delete_workflow(
     }
 }
 
+/// `POST /v1/workflows/{id}/runs`'s parameters.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StartParams {
+    /// A cron trigger to run now, or the manual trigger to start (default: the manual one).
+    trigger: Option<String>,
+}
+
 /// `POST /v1/workflows/{id}/runs`: the body (JSON, or empty) is the run's `trigger.body`.
 /// With `?trigger=<id>` of a cron trigger: "run now", a run of that trigger outside its
 /// schedule, with the current state.
 pub(super) async fn start_run(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params<StartParams>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(msg) = check_params(&q, &["trigger"]) {
-        return bad_request(msg);
-    }
     app.refresh_workflows(false).await;
     let Some(rec) = app.deployments.latest(&id) else {
         return not_found("workflow", &id);
     };
-    let trigger = match startable_trigger(&rec, &id, q.get("trigger")) {
+    let trigger = match startable_trigger(&rec, &id, q.trigger.as_ref()) {
         Ok(t) => t,
         Err((status, code, message)) => return error_response(status, code, message),
     };
