@@ -632,7 +632,7 @@ fn a_delay_until_a_past_time_does_not_park() {
 #[test]
 fn max_duration_ends_a_waiting_run_timed_out() {
     let w = wf("id: w\nmax_duration: 1m\nsteps:\n  - { id: wait, type: wait_for_webhook }\n");
-    let (run, effects) = apply(&w, new_run(json!({})), Event::Started, T0);
+    let (_, effects) = apply(&w, new_run(json!({})), Event::Started, T0);
     assert_eq!(
         effects,
         vec![
@@ -939,4 +939,92 @@ state: { n: "{{ state.missing.deeper }}" }
             .starts_with("state:"),
         "{run:?}"
     );
+}
+
+#[test]
+fn a_steps_context_store_writes_are_an_effect_before_the_end_is_written() {
+    let w = wf(r#"
+id: w
+steps:
+  - id: count
+    type: transform
+    value: 3
+    extract_to_context: { seen: "{{ output }}", old: null }
+"#);
+    let (run, effects) = apply(&w, new_run(json!({})), Event::Started, T0);
+    let writes = std::collections::BTreeMap::from([
+        ("old".to_string(), None),
+        ("seen".to_string(), Some("3".to_string())),
+    ]);
+    assert_eq!(
+        effects,
+        vec![
+            Effect::WriteContext { writes },
+            Effect::StartFlows,
+            Effect::Finish {
+                status: RunStatus::Succeeded
+            },
+        ]
+    );
+    // The run's own view of the store has the write, for the steps after it.
+    assert_eq!(
+        run.store
+            .as_ref()
+            .and_then(|s| s.get("seen"))
+            .map(String::as_str),
+        Some("3")
+    );
+}
+
+#[test]
+fn a_limited_workflows_run_gives_its_slot_back_after_its_end_is_written() {
+    let w =
+        wf("id: w\nconcurrency: { limit: 2 }\nsteps:\n  - { id: a, type: transform, value: 1 }\n");
+    let (_, effects) = apply(&w, new_run(json!({})), Event::Started, T0);
+    assert_eq!(
+        effects,
+        vec![
+            Effect::StartFlows,
+            Effect::Finish {
+                status: RunStatus::Succeeded
+            },
+            Effect::ReleaseSlot,
+        ]
+    );
+    // A cancel of a limited run releases it too.
+    let waiting =
+        wf("id: w\nconcurrency: { limit: 2 }\nsteps:\n  - { id: wait, type: wait_for_webhook }\n");
+    let (run, _) = apply(&waiting, new_run(json!({})), Event::Started, T0);
+    let (_, effects) = apply(&waiting, run, Event::Cancel, after(1));
+    assert_eq!(effects.last(), Some(&Effect::ReleaseSlot));
+}
+
+#[test]
+fn a_wait_with_a_notification_exposes_its_urls_parks_and_then_notifies() {
+    let w = wf(r#"
+id: w
+steps:
+  - id: wait
+    type: wait_for_webhook
+    notify: { method: POST, url: "https://chat.example/hook", body: { text: "{{ wait.resume_url }}" } }
+"#);
+    let (_, effects) = apply(&w, new_run(json!({})), Event::Started, T0);
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Expose,
+            Effect::Park {
+                step: "wait".into(),
+                reason: WaitReason::Webhook,
+                until: None,
+            },
+            Effect::Notify {
+                step: "wait".into()
+            },
+        ]
+    );
+    // A delay parks without URLs to expose or anyone to notify.
+    let d = wf("id: d\nsteps:\n  - { id: pause, type: delay, duration: 1m }\n");
+    let (_, effects) = apply(&d, new_run(json!({})), Event::Started, T0);
+    assert!(matches!(effects[..], [Effect::Park { .. }]), "{effects:?}");
 }
