@@ -632,7 +632,7 @@ fn a_delay_until_a_past_time_does_not_park() {
 #[test]
 fn max_duration_ends_a_waiting_run_timed_out() {
     let w = wf("id: w\nmax_duration: 1m\nsteps:\n  - { id: wait, type: wait_for_webhook }\n");
-    let (_, effects) = apply(&w, new_run(json!({})), Event::Started, T0);
+    let (run, effects) = apply(&w, new_run(json!({})), Event::Started, T0);
     assert_eq!(
         effects,
         vec![
