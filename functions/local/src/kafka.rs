@@ -243,38 +243,53 @@ async fn consume_partition(
         if records.is_empty() {
             continue;
         }
-        let last = records.iter().map(|r| r.offset).max().unwrap_or(position);
-        let batch: Vec<KafkaRecord> = records
-            .into_iter()
-            .map(|r| KafkaRecord {
-                topic: topic.clone(),
+        match record_batch(&app, &topic, partition, &link, records).await {
+            Some(after) => next = Some(after),
+            None => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+/// Records a fetched batch in the inbox, then saves the position after it: the next
+/// offset to read, or `None` when the batch must be read again.
+async fn record_batch(
+    app: &App,
+    topic: &str,
+    partition: i32,
+    link: &str,
+    records: Vec<rskafka::record::RecordAndOffset>,
+) -> Option<i64> {
+    let last = records.iter().map(|r| r.offset).max()?;
+    let batch: Vec<KafkaRecord> = records
+        .into_iter()
+        .map(|r| KafkaRecord {
+            topic: topic.to_string(),
+            partition,
+            offset: r.offset,
+            timestamp: Timestamp(r.record.timestamp.timestamp_millis()),
+            key: r.record.key,
+            value: r.record.value,
+            headers: r.record.headers.into_iter().collect(),
+        })
+        .collect();
+    match app.kafka_intake(batch).await {
+        Ok(report) => {
+            // Only now: everything before `last + 1` is in the inbox.
+            if let Err(e) = app.store.set_link(link, &(last + 1).to_string()).await {
+                tracing::warn!(topic, partition, error = %e, "the position was not saved; these records are read again (and recognized)");
+            }
+            tracing::debug!(
+                topic,
                 partition,
-                offset: r.offset,
-                timestamp: Timestamp(r.record.timestamp.timestamp_millis()),
-                key: r.record.key,
-                value: r.record.value,
-                headers: r.record.headers.into_iter().collect(),
-            })
-            .collect();
-        match app.kafka_intake(batch).await {
-            Ok(report) => {
-                // Only now: everything before `last + 1` is in the inbox.
-                if let Err(e) = app.store.set_link(&link, &(last + 1).to_string()).await {
-                    tracing::warn!(topic, partition, error = %e, "the position was not saved; these records are read again (and recognized)");
-                }
-                next = Some(last + 1);
-                tracing::debug!(
-                    topic,
-                    partition,
-                    recorded = report.recorded,
-                    next = last + 1,
-                    "Kafka records recorded"
-                );
-            }
-            Err(e) => {
-                tracing::warn!(topic, partition, error = %e, "recording Kafka records failed; reading them again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+                recorded = report.recorded,
+                next = last + 1,
+                "Kafka records recorded"
+            );
+            Some(last + 1)
+        }
+        Err(e) => {
+            tracing::warn!(topic, partition, error = %e, "recording Kafka records failed; reading them again");
+            None
         }
     }
 }

@@ -147,21 +147,49 @@ impl Outbound {
         success: &SuccessRule,
     ) -> Result<Value, (StepError, Option<Value>)> {
         let fail = |class, message: String| (StepError { class, message }, None);
+        let builder = self
+            .build(req, timeout)
+            .map_err(|message| fail(FailureClass::Request, message))?;
+        let resp = builder
+            .send()
+            .await
+            .map_err(|e| fail(classify(&e), describe(&e)))?;
+        let status = resp.status().as_u16();
+        let output = self
+            .read_response(resp)
+            .await
+            .map_err(|e| fail(FailureClass::Connection, e))?;
+        if success.is_success(status) {
+            return Ok(output);
+        }
+        let class = match status {
+            429 => FailureClass::Status429,
+            500..=599 => FailureClass::Status5xx,
+            _ => FailureClass::Status4xx,
+        };
+        let error = StepError {
+            class,
+            message: format!("the server answered {status}"),
+        };
+        Err((error, Some(output)))
+    }
+
+    /// The request, with its URL rewritten and checked (an http or https URL whose
+    /// address the policy allows), its headers, its idempotency key and its body; `Err`
+    /// says why it cannot be sent.
+    fn build(
+        &self,
+        req: &HttpRequest,
+        timeout: Duration,
+    ) -> Result<reqwest::RequestBuilder, String> {
         let target = self.policy.rewrite(&req.url);
-        let url = reqwest::Url::parse(&target).map_err(|e| {
-            fail(
-                FailureClass::Request,
-                format!("`{}` is not a valid URL: {e}", req.url),
-            )
-        })?;
+        let url = reqwest::Url::parse(&target)
+            .map_err(|e| format!("`{}` is not a valid URL: {e}", req.url))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(fail(
-                FailureClass::Request,
-                format!("`{}` is not an http or https URL", req.url),
-            ));
+            return Err(format!("`{}` is not an http or https URL", req.url));
         }
         if let Some(msg) = literal_refused(&url, &self.policy) {
-            return Err(fail(FailureClass::Request, msg));
+            return Err(msg);
         }
         let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes())
             .unwrap_or(reqwest::Method::GET);
@@ -180,25 +208,23 @@ impl Outbound {
         {
             builder = builder.header("idempotency-key", &req.idempotency_key);
         }
-        match &req.body {
-            None => {}
-            Some(Value::String(s)) => {
-                if !req.headers.contains_key("content-type") {
-                    builder = builder.header("content-type", "text/plain; charset=utf-8");
-                }
-                builder = builder.body(s.clone());
-            }
-            Some(v) => {
-                if !req.headers.contains_key("content-type") {
-                    builder = builder.header("content-type", "application/json");
-                }
-                builder = builder.body(serde_json::to_vec(v).unwrap_or_default());
-            }
+        let (content_type, body) = match &req.body {
+            None => return Ok(builder),
+            Some(Value::String(s)) => ("text/plain; charset=utf-8", s.clone().into_bytes()),
+            Some(v) => (
+                "application/json",
+                serde_json::to_vec(v).unwrap_or_default(),
+            ),
+        };
+        if !req.headers.contains_key("content-type") {
+            builder = builder.header("content-type", content_type);
         }
-        let resp = builder
-            .send()
-            .await
-            .map_err(|e| fail(classify(&e), describe(&e)))?;
+        Ok(builder.body(body))
+    }
+
+    /// The step's output: `{status, headers, body}`, the body JSON when the response says
+    /// so (and parses), else text; read up to the response limit.
+    async fn read_response(&self, resp: reqwest::Response) -> Result<Value, String> {
         let status = resp.status().as_u16();
         let mut headers = Map::new();
         for (k, v) in resp.headers() {
@@ -212,9 +238,7 @@ impl Outbound {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.contains("json"));
-        let bytes = read_limited(resp, self.max_response_bytes)
-            .await
-            .map_err(|e| fail(FailureClass::Connection, e))?;
+        let bytes = read_limited(resp, self.max_response_bytes).await?;
         let body = if bytes.is_empty() {
             Value::Null
         } else if is_json {
@@ -223,23 +247,7 @@ impl Outbound {
         } else {
             Value::String(String::from_utf8_lossy(&bytes).into_owned())
         };
-        let output = json!({ "status": status, "headers": headers, "body": body });
-        if success.is_success(status) {
-            Ok(output)
-        } else {
-            let class = match status {
-                429 => FailureClass::Status429,
-                500..=599 => FailureClass::Status5xx,
-                _ => FailureClass::Status4xx,
-            };
-            Err((
-                StepError {
-                    class,
-                    message: format!("the server answered {status}"),
-                },
-                Some(output),
-            ))
-        }
+        Ok(json!({ "status": status, "headers": headers, "body": body }))
     }
 }
 

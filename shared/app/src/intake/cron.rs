@@ -119,6 +119,53 @@ fn tick_input(trigger: &CronTrigger, scheduled: Timestamp) -> Value {
     })
 }
 
+/// The ticks of `schedule` due after `cursor` up to `now`: the latest `CATCH_UP_LIMIT + 1`,
+/// and how many earlier ones were left out. A downtime longer than `MAX_WALK` fire times
+/// walks back from now instead of forward from the cursor.
+fn due_ticks(
+    schedule: &tripline_core::time::cron::CronSchedule,
+    cursor: Timestamp,
+    now: Timestamp,
+) -> (std::collections::VecDeque<Timestamp>, usize) {
+    let mut due: std::collections::VecDeque<Timestamp> = Default::default();
+    let mut dropped = 0usize;
+    let mut from = cursor;
+    let mut walked = 0usize;
+    loop {
+        if walked >= MAX_WALK {
+            // Too many to walk: start again from the last few before now.
+            let mut start = now.plus(Duration::from_millis(1));
+            for _ in 0..=CATCH_UP_LIMIT {
+                match schedule.prev_before(start) {
+                    Some(p) if p > cursor => start = p,
+                    _ => break,
+                }
+            }
+            dropped += due.len();
+            due.clear();
+            from = Timestamp(start.millis() - 1).max(cursor);
+            for t in schedule.fire_times(from, now, CATCH_UP_LIMIT + 1) {
+                due.push_back(t);
+            }
+            break;
+        }
+        let chunk = schedule.fire_times(from, now, 1000);
+        let Some(last) = chunk.last().copied() else {
+            break;
+        };
+        walked += chunk.len();
+        for t in chunk {
+            due.push_back(t);
+            if due.len() > CATCH_UP_LIMIT + 1 {
+                due.pop_front();
+                dropped += 1;
+            }
+        }
+        from = last;
+    }
+    (due, dropped)
+}
+
 impl App {
     fn tick_message(
         &self,
@@ -481,43 +528,7 @@ impl App {
                 rec.deployed_at
             }
         };
-        // The due ticks, keeping the latest CATCH_UP_LIMIT + 1 and counting the rest.
-        let mut due: std::collections::VecDeque<Timestamp> = Default::default();
-        let mut dropped = 0usize;
-        let mut from = cursor;
-        let mut walked = 0usize;
-        loop {
-            if walked >= MAX_WALK {
-                // Too many to walk: start again from the last few before now.
-                let mut start = now.plus(Duration::from_millis(1));
-                for _ in 0..=CATCH_UP_LIMIT {
-                    match schedule.prev_before(start) {
-                        Some(p) if p > cursor => start = p,
-                        _ => break,
-                    }
-                }
-                dropped += due.len();
-                due.clear();
-                from = Timestamp(start.millis() - 1).max(cursor);
-                for t in schedule.fire_times(from, now, CATCH_UP_LIMIT + 1) {
-                    due.push_back(t);
-                }
-                break;
-            }
-            let chunk = schedule.fire_times(from, now, 1000);
-            let Some(last) = chunk.last().copied() else {
-                break;
-            };
-            walked += chunk.len();
-            for t in chunk {
-                due.push_back(t);
-                if due.len() > CATCH_UP_LIMIT + 1 {
-                    due.pop_front();
-                    dropped += 1;
-                }
-            }
-            from = last;
-        }
+        let (due, dropped) = due_ticks(&schedule, cursor, now);
         let late = |t: Timestamp| now.since(t) > ON_TIME;
         let late_count = due.iter().filter(|t| late(**t)).count();
         let latest_late = due.iter().rev().find(|t| late(**t)).copied();

@@ -335,45 +335,7 @@ impl Store for DynamoStore {
             return Err(failed("TransactWriteItems (admit)", result));
         }
         // The key is taken: record the message as a duplicate of the run that holds it.
-        let holder = self
-            .db
-            .get_item()
-            .table_name(&self.settings.idempotency_table)
-            .key("key", s(&claim.key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| failed("GetItem (idempotency)", e))?;
-        let Some(run_id) = holder
-            .item
-            .as_ref()
-            .and_then(|i| get_s(i, "run_id"))
-            .map(str::to_string)
-        else {
-            return Err(StoreError::Unavailable(
-                "the idempotency key was taken and then released; retry".into(),
-            ));
-        };
-        let mut message = message;
-        message.outcome = Outcome::Duplicate {
-            run_id: run_id.clone(),
-        };
-        let item = self.message_item(&message).await?;
-        // A duplicate never replaces a message recorded under its id (a cron tick's id is
-        // its first record's).
-        let put = self
-            .db
-            .put_item()
-            .table_name(&self.settings.inbox_table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(id)")
-            .send()
-            .await;
-        match put {
-            Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(conditional_failed) => {}
-            Err(e) => return Err(failed("PutItem (inbox)", e)),
-        }
+        let run_id = self.record_duplicate(&claim.key, message).await?;
         Ok(Admitted::Duplicate { run_id })
     }
 
@@ -622,6 +584,58 @@ impl Store for DynamoStore {
             .await
             .map_err(|e| failed("PutItem (marker)", e))?;
         Ok(())
+    }
+}
+
+impl DynamoStore {
+    /// A message whose idempotency key another run holds: recorded as its duplicate
+    /// (never replacing a message recorded under its id: a cron tick's id is its first
+    /// record's); returns the holding run.
+    async fn record_duplicate(
+        &self,
+        key: &str,
+        message: InboxMessage,
+    ) -> Result<String, StoreError> {
+        let holder = self
+            .db
+            .get_item()
+            .table_name(&self.settings.idempotency_table)
+            .key("key", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| failed("GetItem (idempotency)", e))?;
+        let Some(run_id) = holder
+            .item
+            .as_ref()
+            .and_then(|i| get_s(i, "run_id"))
+            .map(str::to_string)
+        else {
+            return Err(StoreError::Unavailable(
+                "the idempotency key was taken and then released; retry".into(),
+            ));
+        };
+        let mut message = message;
+        message.outcome = Outcome::Duplicate {
+            run_id: run_id.clone(),
+        };
+        let item = self.message_item(&message).await?;
+        // A duplicate never replaces a message recorded under its id (a cron tick's id is
+        // its first record's).
+        let put = self
+            .db
+            .put_item()
+            .table_name(&self.settings.inbox_table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(conditional_failed) => {}
+            Err(e) => return Err(failed("PutItem (inbox)", e)),
+        }
+        Ok(run_id)
     }
 }
 
