@@ -340,16 +340,7 @@ impl Store for DynamoStore {
     }
 
     async fn run(&self, id: &str) -> Result<Option<Run>, StoreError> {
-        let out = self
-            .db
-            .get_item()
-            .table_name(&self.settings.runs_table)
-            .key("id", s(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| failed("GetItem (run)", e))?;
-        match out.item {
+        match self.runs_item(id.to_string(), "run").await? {
             Some(item) => self.read_run(&item).await,
             None => Ok(None),
         }
