@@ -9,6 +9,7 @@
 //! `workers.rs` holds the local workers and the sweeper.
 
 mod callback;
+mod cancel;
 mod child;
 mod end;
 mod interpret;
@@ -24,6 +25,7 @@ use tripline_core::engine::{self, Event};
 use tripline_core::run::TriggerKind;
 use tripline_core::{Run, RunStatus, Timestamp, Workflow};
 
+pub use self::cancel::CancelError;
 use self::interpret::{Interpreted, Mode};
 use crate::App;
 use crate::concurrency::Slot;

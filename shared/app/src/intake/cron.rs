@@ -488,6 +488,32 @@ impl App {
         Err(StoreError::Conflict)
     }
 
+    /// Sets a workflow's saved state from the API (`null` clears it): it wins over the runs
+    /// scheduled before now. `None` when it kept losing to other writers.
+    pub async fn put_state(
+        &self,
+        workflow: &str,
+        value: Value,
+    ) -> Result<Option<SavedState>, StoreError> {
+        for _ in 0..5 {
+            let current = self.store.state(workflow).await?;
+            let now = self.clock.now();
+            let next = SavedState {
+                value: value.clone(),
+                saved_at: now,
+                scheduled_at: now,
+                run_id: None,
+                version: current.map_or(0, |c| c.version),
+            };
+            match self.store.save_state(workflow, &next).await {
+                Ok(saved) => return Ok(Some(saved)),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
     /// One pass of the local scheduler: handles every tick now due, by each trigger's
     /// `catch_up` for those that came due while it was not running. Returns when the next
     /// tick is due.

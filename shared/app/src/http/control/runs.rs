@@ -11,6 +11,7 @@ use tripline_core::{Run, RunStatus};
 
 use super::{Limit, PageParams, Params, not_found, page_response};
 use crate::App;
+use crate::executor::CancelError;
 use crate::http::{error_response, unavailable};
 use crate::ports::RunQuery;
 use tripline_core::Timestamp;
@@ -26,43 +27,27 @@ pub(super) async fn get_run(State(app): State<Arc<App>>, Path(id): Path<String>)
 /// `POST /v1/runs/{id}/cancel`: ends a queued, running or waiting run `cancelled`. A step
 /// in flight finishes, but its result is dropped (the run's version moved on).
 pub(super) async fn cancel_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    for _ in 0..5 {
-        let run = match app.store.run(&id).await {
-            Ok(Some(run)) => run,
-            Ok(None) => return not_found("run", &id),
-            Err(e) => return unavailable(&e),
-        };
-        if run.status.is_terminal() {
-            return error_response(
-                StatusCode::CONFLICT,
-                "run_ended",
-                format!(
-                    "run `{id}` has already ended ({}); only a queued, running or waiting run can be cancelled",
-                    run.status.as_str()
-                ),
-            );
-        }
-        match app
-            .apply_from_outside(run, tripline_core::engine::Event::Cancel)
-            .await
-        {
-            Ok(Some(saved)) => return Json(run_summary(&saved)).into_response(),
-            Ok(None) => continue,
-            Err(crate::executor::ExecError::Store(e)) => return unavailable(&e),
-            Err(e) => {
-                return error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    e.to_string(),
-                );
-            }
+    match app.cancel_run(&id).await {
+        Ok(saved) => Json(run_summary(&saved)).into_response(),
+        Err(CancelError::NotFound) => not_found("run", &id),
+        Err(CancelError::Ended(status)) => error_response(
+            StatusCode::CONFLICT,
+            "run_ended",
+            format!(
+                "run `{id}` has already ended ({}); only a queued, running or waiting run can be cancelled",
+                status.as_str()
+            ),
+        ),
+        Err(CancelError::Store(e)) => unavailable(&e),
+        Err(CancelError::Conflict) => error_response(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the run kept changing while it was being cancelled; try again",
+        ),
+        Err(CancelError::Failed(e)) => {
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         }
     }
-    error_response(
-        StatusCode::CONFLICT,
-        "conflict",
-        "the run kept changing while it was being cancelled; try again",
-    )
 }
 
 /// `GET /v1/runs`'s parameters.

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::not_found;
 use crate::App;
 use crate::http::{error_response, unavailable};
-use crate::ports::{SavedState, StoreError};
+use crate::ports::SavedState;
 
 pub(super) fn state_json(id: &str, saved: Option<&SavedState>, limit: usize) -> Value {
     match saved {
@@ -75,30 +75,15 @@ pub(super) async fn put_state(
             ),
         );
     }
-    for _ in 0..5 {
-        let current = match app.store.state(&id).await {
-            Ok(c) => c,
-            Err(e) => return unavailable(&e),
-        };
-        let now = app.clock.now();
-        let next = SavedState {
-            value: value.clone(),
-            saved_at: now,
-            scheduled_at: now,
-            run_id: None,
-            version: current.map_or(0, |c| c.version),
-        };
-        match app.store.save_state(&id, &next).await {
-            Ok(saved) => return Json(state_json(&id, Some(&saved), limit)).into_response(),
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return unavailable(&e),
-        }
+    match app.put_state(&id, value).await {
+        Ok(Some(saved)) => Json(state_json(&id, Some(&saved), limit)).into_response(),
+        Ok(None) => error_response(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the state kept changing; try again",
+        ),
+        Err(e) => unavailable(&e),
     }
-    error_response(
-        StatusCode::CONFLICT,
-        "conflict",
-        "the state kept changing; try again",
-    )
 }
 
 /// `GET /v1/workflows/{id}/context`: the workflow's context store.
