@@ -46,6 +46,23 @@ pub(crate) fn authorized(auth: &WebhookAuth, headers: &HeaderMap) -> bool {
     }
 }
 
+/// Why a Standard Webhooks signature was refused: the message says which check failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct BadSignature(String);
+
+impl From<String> for BadSignature {
+    fn from(message: String) -> Self {
+        BadSignature(message)
+    }
+}
+
+impl From<&str> for BadSignature {
+    fn from(message: &str) -> Self {
+        BadSignature(message.to_string())
+    }
+}
+
 /// A Standard Webhooks signature check: `Err` says what is wrong.
 pub(crate) fn signed(
     secrets: &[String],
@@ -53,7 +70,7 @@ pub(crate) fn signed(
     headers: &HeaderMap,
     body: &[u8],
     now_secs: i64,
-) -> Result<(), String> {
+) -> Result<(), BadSignature> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (Some(id), Some(ts), Some(sigs)) = (
         get("webhook-id"),
@@ -66,14 +83,15 @@ pub(crate) fn signed(
         );
     };
     let Ok(ts) = ts.trim().parse::<i64>() else {
-        return Err(format!("webhook-timestamp `{ts}` is not Unix seconds"));
+        return Err(format!("webhook-timestamp `{ts}` is not Unix seconds").into());
     };
     let off = (now_secs - ts).unsigned_abs();
     if off > tolerance.as_secs() {
         return Err(format!(
             "webhook-timestamp is {off} s from now, over the tolerance of {} s (a replay, or a clock that is off)",
             tolerance.as_secs()
-        ));
+        )
+        .into());
     }
     let given: Vec<&str> = sigs
         .split_whitespace()

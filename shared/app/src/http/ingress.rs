@@ -123,7 +123,7 @@ async fn handle(
         )
     {
         tracing::info!(reason = %why, "webhook request refused: bad signature");
-        return error_response(StatusCode::UNAUTHORIZED, "unauthorized", why);
+        return error_response(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string());
     }
     let received = app.receive_webhook(&hook, message, &headers, &bytes).await;
     answer(&hook, received)

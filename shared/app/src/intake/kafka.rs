@@ -22,7 +22,7 @@ use tripline_core::definition::{KafkaOrdering, KafkaTrigger, Trigger};
 use tripline_core::run::{TriggerKind, TriggerRef};
 
 use crate::App;
-use crate::admission::KeyFailed;
+use crate::admission::{KeyFailed, Refused};
 use crate::ports::{
     Admitted, IdempotencyClaim, InboxMessage, KafkaMeta, KafkaRecord, Outcome, StoreError,
     WorkflowRecord,
@@ -147,11 +147,12 @@ pub fn record_of(meta: &KafkaMeta, value: &[u8]) -> KafkaRecord {
     }
 }
 
-/// Which of a workflow's kafka triggers a record's input matches, or why none does.
+/// Which of a workflow's kafka triggers a record's input matches, or why none does (each
+/// trigger's filter or condition).
 pub fn matching<'a>(
     triggers: &'a [KafkaTrigger],
     input: &Value,
-) -> Result<&'a KafkaTrigger, String> {
+) -> Result<&'a KafkaTrigger, Refused> {
     let mut reasons = Vec::new();
     for t in triggers {
         match mismatch(t, input) {
@@ -159,7 +160,7 @@ pub fn matching<'a>(
             Some(why) => reasons.push(why),
         }
     }
-    Err(reasons.join("; "))
+    Err(Refused::Filtered(reasons.join("; ")))
 }
 
 fn mismatch(trigger: &KafkaTrigger, input: &Value) -> Option<String> {
@@ -286,8 +287,8 @@ impl App {
             };
             let trigger = match matching(&triggers, &input) {
                 Ok(t) => t,
-                Err(reason) => {
-                    let outcome = Outcome::Filtered { reason };
+                Err(refused) => {
+                    let outcome = refused.outcome();
                     self.record_kafka(message, Err(outcome), report).await?;
                     continue;
                 }

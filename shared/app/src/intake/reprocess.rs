@@ -134,7 +134,7 @@ impl App {
                 message.trigger = t.id.clone();
                 Ok((TriggerKind::Kafka, input))
             }
-            Err(reason) => Err(Outcome::Filtered { reason }),
+            Err(refused) => Err(refused.outcome()),
         })
     }
 
