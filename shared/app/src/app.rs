@@ -1,12 +1,14 @@
 //! `App`: what every use case shares (the ports, the deployed workflows, the settings),
 //! built once at start-up.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::concurrency::SlotLocks;
+use tokio::sync::oneshot;
+use tripline_core::Run;
+
 use crate::deploy::Deployments;
-use crate::executor::Completions;
 use crate::outbound::{Outbound, OutboundPolicy};
 use crate::ports::{Clock, KafkaSource, Queue, Schedules, Store};
 
@@ -139,9 +141,49 @@ impl App {
             tracing::warn!(error = %e, "reloading the deployed workflows failed");
         }
     }
+}
 
-    /// The whole HTTP surface: webhooks, the routes of parked runs, and the control API.
-    pub fn router(self: &Arc<Self>) -> axum::Router {
-        crate::http::router(self.clone())
+/// Wakes the callers that wait for a run to end (synchronous webhook replies).
+#[derive(Default)]
+pub struct Completions {
+    waiting: Mutex<HashMap<String, Vec<oneshot::Sender<Run>>>>,
+}
+
+impl Completions {
+    /// Subscribe before the run can end; the receiver gets the ended run.
+    pub fn subscribe(&self, run_id: &str) -> oneshot::Receiver<Run> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut m) = self.waiting.lock() {
+            m.entry(run_id.to_string()).or_default().push(tx);
+        }
+        rx
+    }
+    pub fn notify(&self, run: &Run) {
+        let senders = self.waiting.lock().ok().and_then(|mut m| m.remove(&run.id));
+        for tx in senders.into_iter().flatten() {
+            let _ = tx.send(run.clone());
+        }
+    }
+    /// Drops subscriptions whose receiver is gone (a caller that stopped waiting).
+    pub fn forget(&self, run_id: &str) {
+        if let Ok(mut m) = self.waiting.lock()
+            && let Some(v) = m.get_mut(run_id)
+        {
+            v.retain(|tx| !tx.is_closed());
+            if v.is_empty() {
+                m.remove(run_id);
+            }
+        }
+    }
+}
+
+/// The per-record locks of one process (see `App::slot_locks`).
+#[derive(Default)]
+pub(crate) struct SlotLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl SlotLocks {
+    pub(crate) fn of(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(name.to_string()).or_default().clone()
     }
 }

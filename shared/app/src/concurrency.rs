@@ -9,9 +9,6 @@
 //! one loses, reads again and waits. A crash after a run ended but before it released its
 //! slot is repaired when the limit is full: holders that have ended are dropped.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use serde_json::json;
 use sha2::Digest as _;
 use tripline_core::{Run, Workflow, template};
@@ -30,17 +27,6 @@ pub enum Slot {
 
 /// How often a contended slot record is read and written again before the run waits.
 const TRIES: usize = 500;
-
-/// The per-record locks of one process (see `App::slot_locks`).
-#[derive(Default)]
-pub(crate) struct SlotLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
-
-impl SlotLocks {
-    fn of(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(name.to_string()).or_default().clone()
-    }
-}
 
 /// The record's name: the workflow, and the key's value when the limit is per key (hashed
 /// when long).

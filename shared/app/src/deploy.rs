@@ -441,9 +441,7 @@ impl Deployments {
         }
         for c in cron_triggers(&record.definition) {
             if !before.contains(c)
-                && let Err(e) = store
-                    .set_marker(&crate::intake::cron::cursor_marker(&record.id, c), now)
-                    .await
+                && let Err(e) = store.set_marker(&cursor_marker(&record.id, c), now).await
             {
                 tracing::warn!(workflow = %record.id, trigger = %c.id, error = %e, "the new trigger's start was not recorded; the scheduler starts it from its last tick");
             }
@@ -460,4 +458,18 @@ impl Deployments {
             }
         }
     }
+}
+
+/// The last tick the local scheduler handled, per schedule. A deploy that adds or changes a
+/// trigger (or deploys a removed workflow again) sets it to the deploy's time: the trigger
+/// starts from there, and the ticks of before are not its missed ticks.
+pub(crate) fn cursor_marker(workflow: &str, trigger: &CronTrigger) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(trigger.schedule.trim().as_bytes());
+    h.update([0]);
+    h.update(trigger.timezone.as_deref().unwrap_or("UTC").as_bytes());
+    let digest = h.finalize();
+    let short: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("cron/{workflow}/{}/{short}", trigger.id)
 }

@@ -15,11 +15,9 @@ mod end;
 mod interpret;
 mod workers;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tracing::Instrument;
 use tripline_core::engine::{self, Event};
 use tripline_core::run::TriggerKind;
@@ -29,8 +27,11 @@ pub use self::cancel::CancelError;
 use self::interpret::{Interpreted, Mode};
 use crate::App;
 use crate::concurrency::Slot;
-use crate::intake::cron::QUEUED_LOOK_AGAIN;
 use crate::ports::{Delivery, StoreError, WorkItem};
+
+/// How soon a queued run (`overlap: queue`) whose predecessor has not ended looks again,
+/// when it was not woken by the predecessor's end.
+pub const QUEUED_LOOK_AGAIN: Duration = Duration::from_secs(30);
 
 /// How long an approval's notification may take.
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,40 +55,6 @@ pub const SWEEP_MARKER: &str = "sweeper";
 
 /// How far back a sweeper with no watermark yet looks.
 pub const FIRST_SWEEP_WINDOW: Duration = Duration::from_secs(24 * 3600);
-
-/// Wakes the callers that wait for a run to end (synchronous webhook replies).
-#[derive(Default)]
-pub struct Completions {
-    waiting: Mutex<HashMap<String, Vec<oneshot::Sender<Run>>>>,
-}
-
-impl Completions {
-    /// Subscribe before the run can end; the receiver gets the ended run.
-    pub fn subscribe(&self, run_id: &str) -> oneshot::Receiver<Run> {
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut m) = self.waiting.lock() {
-            m.entry(run_id.to_string()).or_default().push(tx);
-        }
-        rx
-    }
-    pub fn notify(&self, run: &Run) {
-        let senders = self.waiting.lock().ok().and_then(|mut m| m.remove(&run.id));
-        for tx in senders.into_iter().flatten() {
-            let _ = tx.send(run.clone());
-        }
-    }
-    /// Drops subscriptions whose receiver is gone (a caller that stopped waiting).
-    pub fn forget(&self, run_id: &str) {
-        if let Ok(mut m) = self.waiting.lock()
-            && let Some(v) = m.get_mut(run_id)
-        {
-            v.retain(|tx| !tx.is_closed());
-            if v.is_empty() {
-                m.remove(run_id);
-            }
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {

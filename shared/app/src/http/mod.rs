@@ -24,6 +24,13 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .merge(control::router(app))
 }
 
+impl App {
+    /// The whole HTTP surface: webhooks, the routes of parked runs, and the control API.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        router(self.clone())
+    }
+}
+
 /// A JSON error: `{"error": {"code": ..., "message": ...}}`.
 pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (

@@ -35,10 +35,6 @@ pub const CATCH_UP_LIMIT: usize = 100;
 /// a delivery for at most 24 hours).
 pub const TICK_CLAIM_WINDOW: Duration = Duration::from_secs(8 * 24 * 3600);
 
-/// How soon a queued run (`overlap: queue`) whose predecessor has not ended looks again,
-/// when it was not woken by the predecessor's end.
-pub const QUEUED_LOOK_AGAIN: Duration = Duration::from_secs(30);
-
 /// The longest the local scheduler sleeps before looking at the triggers again.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
@@ -66,19 +62,6 @@ pub fn tick_id(workflow: &str, trigger: &str, scheduled: Timestamp) -> String {
 
 fn fired_marker(workflow: &str, trigger: &str) -> String {
     format!("cron-fired/{workflow}/{trigger}")
-}
-
-/// The last tick the local scheduler handled, per schedule. A deploy that adds or changes a
-/// trigger (or deploys a removed workflow again) sets it to the deploy's time: the trigger
-/// starts from there, and the ticks of before are not its missed ticks.
-pub(crate) fn cursor_marker(workflow: &str, trigger: &CronTrigger) -> String {
-    let mut h = sha2::Sha256::new();
-    h.update(trigger.schedule.trim().as_bytes());
-    h.update([0]);
-    h.update(trigger.timezone.as_deref().unwrap_or("UTC").as_bytes());
-    let digest = h.finalize();
-    let short: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-    format!("cron/{workflow}/{}/{short}", trigger.id)
 }
 
 /// At most this many fire times are walked forward to find the due ticks; past that (a
@@ -545,7 +528,7 @@ impl App {
             return Ok(None);
         };
         let now = self.clock.now();
-        let cursor_name = cursor_marker(&rec.id, cron);
+        let cursor_name = crate::deploy::cursor_marker(&rec.id, cron);
         // A trigger seen for the first time starts at its workflow's deploy.
         let cursor = match self.store.marker(&cursor_name).await? {
             Some(c) => c,
