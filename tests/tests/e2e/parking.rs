@@ -572,3 +572,42 @@ async fn a_parent_checking_on_a_running_child_writes_nothing_and_waits_on() {
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["final_output"], "done");
 }
+
+#[tokio::test]
+async fn a_pure_sync_runs_callback_is_delivered_after_its_reply() {
+    // A sync webhook whose steps are all pure runs in the ingress and is written once,
+    // ended; its callback is left to the executor through a work item sent after the
+    // admission.
+    let stub = Stub::start().await;
+    let yaml = format!(
+        r#"
+id: quick
+triggers: [{{ type: webhook, token: quick-sync-token-00000000001, response: sync }}]
+on_success: {{ url: "{}/done/{{{{ run.id }}}}" }}
+steps:
+  - {{ id: t, type: transform, value: {{ doubled: "{{{{ trigger.body.n * 2 }}}}" }} }}
+"#,
+        stub.url
+    );
+    let app = spawn_app(Opts::default().workflow("w.yaml", &yaml)).await;
+    let (status, _, body) = app
+        .post_json("/hooks/quick-sync-token-00000000001", &json!({"n": 21}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"], json!({"doubled": 42}));
+    let run_id = body["meta"]["run_id"].as_str().expect("run id").to_string();
+    let got = stub.wait_for(1).await;
+    assert_eq!(got[0].path, format!("/done/{run_id}"));
+    assert_eq!(got[0].body["type"], "run.succeeded");
+    assert_eq!(got[0].body["data"], json!({"doubled": 42}));
+    // The delivery is recorded on the run once the callback's answer is in.
+    let mut run = app.wait_run(&run_id).await;
+    for _ in 0..100 {
+        if run["callbacks"].as_array().is_some_and(|c| !c.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        run = app.get(&format!("/v1/runs/{run_id}")).await.1;
+    }
+    assert_eq!(run["callbacks"][0]["succeeded"], json!(true), "{run}");
+}
