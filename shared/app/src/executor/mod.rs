@@ -24,7 +24,7 @@ use tripline_core::run::TriggerKind;
 use tripline_core::{Run, RunStatus, Timestamp, Workflow};
 
 pub use self::cancel::CancelError;
-use self::interpret::{Interpreted, Mode};
+use self::interpret::{BEFORE_ADMISSION, EXECUTOR, Interpreted, OUTSIDE};
 use crate::App;
 use crate::concurrency::Slot;
 use crate::ports::{Delivery, StoreError, WorkItem};
@@ -185,8 +185,10 @@ impl App {
             return Ok(());
         }
         let (run, effects) = engine::apply(&wf, run, event, self.clock.now());
-        let mode = Mode::Executor { deadline };
-        match self.interpret(&wf, run, stored, effects, mode).await? {
+        let interpreted = self
+            .interpret::<EXECUTOR>(&wf, run, stored, effects, deadline)
+            .await?;
+        match interpreted {
             Interpreted::Done { .. } => Ok(()),
             Interpreted::Lost(progress) => Err(ExecError::Lost(progress)),
         }
@@ -266,7 +268,7 @@ impl App {
         let stored = run.clone();
         let (run, effects) = engine::apply(&wf, run, event, self.clock.now());
         match self
-            .interpret(&wf, run, stored, effects, Mode::Outside)
+            .interpret::<OUTSIDE>(&wf, run, stored, effects, None)
             .await?
         {
             Interpreted::Done { run, .. } => Ok(Some(run)),
@@ -286,7 +288,7 @@ impl App {
         let stored = run.clone();
         let (ran, effects) = engine::run_pure(wf, run.clone(), self.clock.now());
         match self
-            .interpret(wf, ran, stored, effects, Mode::BeforeAdmission)
+            .interpret::<BEFORE_ADMISSION>(wf, ran, stored, effects, None)
             .await?
         {
             Interpreted::Done { run: ran, deferred } => {
