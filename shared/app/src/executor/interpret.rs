@@ -16,20 +16,21 @@ use crate::App;
 use crate::ports::WorkItem;
 
 /// Where effects are performed, which decides what happens to those that need the
-/// outside world. A constant of the interpreter's type, so that each binary links only
-/// what its modes perform (the webhook ingress, which only runs pure sync runs, has no
-/// step attempts or callback deliveries in it).
-pub(crate) type Mode = u8;
-
-/// In the executor, with a work item in hand: steps and callbacks are performed here;
-/// with a deadline (AWS Lambda), a step is only started while it can finish in time.
-pub(crate) const EXECUTOR: Mode = 0;
-/// Outside the executor (a resume, a decision, a cancel): the run is written and a work
-/// item carries on with what needs the outside world.
-pub(crate) const OUTSIDE: Mode = 1;
-/// A pure sync run, before its admission: what must come before the run's first write
-/// happens here (context writes, flow starts); the admission writes the run.
-pub(crate) const BEFORE_ADMISSION: Mode = 2;
+/// outside world.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Mode {
+    /// In the executor, with a work item in hand: steps and callbacks are performed here;
+    /// with a deadline (AWS Lambda), a step is only started while it can finish in time.
+    Executor {
+        deadline: Option<tokio::time::Instant>,
+    },
+    /// Outside the executor (a resume, a decision, a cancel): the run is written and a
+    /// work item carries on with what needs the outside world.
+    Outside,
+    /// A pure sync run, before its admission: what must come before the run's first
+    /// write happens here (context writes, flow starts); the admission writes the run.
+    BeforeAdmission,
+}
 
 /// How the effects went.
 // One is in hand at a time; boxing the run would only add an allocation.
@@ -48,8 +49,7 @@ struct Pass<'a> {
     wf: &'a Workflow,
     stored: Run,
     effects: VecDeque<Effect>,
-    /// The executor's deadline (AWS Lambda's time limit), if any.
-    deadline: Option<tokio::time::Instant>,
+    mode: Mode,
     /// Steps performed in this pass (a deadline never defers the first).
     performed: usize,
 }
@@ -69,25 +69,25 @@ enum Next {
 impl App {
     /// Performs `effects` (from applying an event to `stored`, which gave `run`) in
     /// `mode`, applying the events they produce until nothing is left to do now.
-    pub(crate) async fn interpret<const MODE: Mode>(
+    pub(crate) async fn interpret(
         &self,
         wf: &Workflow,
         run: Run,
         stored: Run,
         effects: Vec<Effect>,
-        deadline: Option<tokio::time::Instant>,
+        mode: Mode,
     ) -> Result<Interpreted, ExecError> {
         let mut run = run;
         let mut pass = Pass {
             wf,
             stored,
             effects: effects.into(),
-            deadline,
+            mode,
             performed: 0,
         };
         let mut deferred = false;
         while let Some(effect) = pass.effects.pop_front() {
-            let next = match self.perform::<MODE>(&mut pass, &mut run, effect).await {
+            let next = match self.perform(&mut pass, &mut run, effect).await {
                 Ok(next) => next,
                 Err(ExecError::Lost(p)) => return Ok(Interpreted::Lost(p)),
                 Err(e) => return Err(e),
@@ -100,12 +100,12 @@ impl App {
                     pass.effects.extend(more);
                 }
                 Next::Stop => {
-                    deferred = MODE == BEFORE_ADMISSION;
+                    deferred = matches!(pass.mode, Mode::BeforeAdmission);
                     break;
                 }
             }
         }
-        if MODE != BEFORE_ADMISSION && run != pass.stored {
+        if !matches!(pass.mode, Mode::BeforeAdmission) && run != pass.stored {
             match self.write(&pass, &run).await {
                 Ok(saved) => run = saved,
                 Err(ExecError::Lost(p)) => return Ok(Interpreted::Lost(p)),
@@ -115,20 +115,17 @@ impl App {
         Ok(Interpreted::Done { run, deferred })
     }
 
-    async fn perform<const MODE: Mode>(
+    async fn perform(
         &self,
         pass: &mut Pass<'_>,
         run: &mut Run,
         effect: Effect,
     ) -> Result<Next, ExecError> {
-        if MODE == BEFORE_ADMISSION {
-            return self.before_admission(run, effect).await;
-        }
         match effect {
             Effect::RunStep { .. } | Effect::StartRun { .. } | Effect::Callback { .. } => {
-                self.reach_out::<MODE>(pass, run, effect).await
+                self.reach_out(pass, run, effect).await
             }
-            Effect::Continue => self.defer::<MODE>(pass, run).await,
+            Effect::Continue => self.defer(pass, run).await,
             Effect::ScheduleTimer { at } => {
                 // A timer that only fired early (a wait not yet over, a look at a child
                 // still running) changed nothing: no write, just the next timer.
@@ -180,37 +177,18 @@ impl App {
         }
     }
 
-    /// A pure sync run's effects before its admission: its context writes and the runs its
-    /// end starts happen now; its end is written by the admission; anything else (a
-    /// callback) is left to a work item sent after it.
-    async fn before_admission(&self, run: &mut Run, effect: Effect) -> Result<Next, ExecError> {
-        match effect {
-            Effect::WriteContext { writes } => {
-                self.store.patch_context(&run.workflow, &writes).await?;
-                Ok(Next::Go)
-            }
-            Effect::StartFlows => {
-                self.start_flows(run).await?;
-                Ok(Next::Go)
-            }
-            Effect::Finish { .. } => Ok(Next::Go),
-            _ => Ok(Next::Stop),
-        }
-    }
-
     /// What needs the outside world (a step's attempt, a child run, a callback): done here
     /// in the executor while the invocation has time for it; otherwise the run is written
     /// and continued by a work item.
-    async fn reach_out<const MODE: Mode>(
+    async fn reach_out(
         &self,
         pass: &mut Pass<'_>,
         run: &mut Run,
         effect: Effect,
     ) -> Result<Next, ExecError> {
-        if MODE != EXECUTOR {
-            return self.defer::<MODE>(pass, run).await;
-        }
-        let deadline = pass.deadline;
+        let Mode::Executor { deadline } = pass.mode else {
+            return self.defer(pass, run).await;
+        };
         let event = match effect {
             Effect::RunStep {
                 step,
@@ -221,7 +199,7 @@ impl App {
             } => {
                 let Some(timeout) = self.time_for_step(pass, &step, timeout, deadline) else {
                     // Not enough time left in this invocation: continued in a new one.
-                    return self.defer::<MODE>(pass, run).await;
+                    return self.defer(pass, run).await;
                 };
                 pass.performed += 1;
                 self.attempt_step(step, attempt, request, timeout, success)
@@ -266,6 +244,9 @@ impl App {
         run: &mut Run,
         status: RunStatus,
     ) -> Result<Next, ExecError> {
+        if matches!(pass.mode, Mode::BeforeAdmission) {
+            return Ok(Next::Go);
+        }
         self.commit(pass, run).await?;
         tracing::info!(workflow = %run.workflow, status = status.as_str(), "run ended");
         self.after_end(run).await;
@@ -302,12 +283,8 @@ impl App {
 
     /// What needs a work item: the run is written (when it changed) and delivered again
     /// now. Before an admission, the caller sends the item once the run is admitted.
-    async fn defer<const MODE: Mode>(
-        &self,
-        pass: &mut Pass<'_>,
-        run: &mut Run,
-    ) -> Result<Next, ExecError> {
-        if MODE == BEFORE_ADMISSION {
+    async fn defer(&self, pass: &mut Pass<'_>, run: &mut Run) -> Result<Next, ExecError> {
+        if matches!(pass.mode, Mode::BeforeAdmission) {
             return Ok(Next::Stop);
         }
         if *run != pass.stored {

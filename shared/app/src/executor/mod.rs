@@ -24,7 +24,7 @@ use tripline_core::run::TriggerKind;
 use tripline_core::{Run, RunStatus, Timestamp, Workflow};
 
 pub use self::cancel::CancelError;
-use self::interpret::{BEFORE_ADMISSION, EXECUTOR, Interpreted, OUTSIDE};
+use self::interpret::{Interpreted, Mode};
 use crate::App;
 use crate::concurrency::Slot;
 use crate::ports::{Delivery, StoreError, WorkItem};
@@ -185,10 +185,8 @@ impl App {
             return Ok(());
         }
         let (run, effects) = engine::apply(&wf, run, event, self.clock.now());
-        let interpreted = self
-            .interpret::<EXECUTOR>(&wf, run, stored, effects, deadline)
-            .await?;
-        match interpreted {
+        let mode = Mode::Executor { deadline };
+        match self.interpret(&wf, run, stored, effects, mode).await? {
             Interpreted::Done { .. } => Ok(()),
             Interpreted::Lost(progress) => Err(ExecError::Lost(progress)),
         }
@@ -268,7 +266,7 @@ impl App {
         let stored = run.clone();
         let (run, effects) = engine::apply(&wf, run, event, self.clock.now());
         match self
-            .interpret::<OUTSIDE>(&wf, run, stored, effects, None)
+            .interpret(&wf, run, stored, effects, Mode::Outside)
             .await?
         {
             Interpreted::Done { run, .. } => Ok(Some(run)),
@@ -288,7 +286,7 @@ impl App {
         let stored = run.clone();
         let (ran, effects) = engine::run_pure(wf, run.clone(), self.clock.now());
         match self
-            .interpret::<BEFORE_ADMISSION>(wf, ran, stored, effects, None)
+            .interpret(wf, ran, stored, effects, Mode::BeforeAdmission)
             .await?
         {
             Interpreted::Done { run: ran, deferred } => {
