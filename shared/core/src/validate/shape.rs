@@ -5,14 +5,11 @@
 
 use std::sync::OnceLock;
 
-use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::Collector;
-use crate::definition::{
-    Callback, CustomReply, HttpAction, Retry, Step, Trigger, WebhookAuth, Workflow,
-};
+use crate::definition::Workflow;
 use crate::source::join;
 
 /// The fields of each part of a definition, in the order the types declare them.
@@ -32,42 +29,39 @@ struct Fields {
 
 fn fields() -> &'static Fields {
     static FIELDS: OnceLock<Fields> = OnceLock::new();
-    FIELDS.get_or_init(|| Fields {
-        workflow: properties_of::<Workflow>(),
-        callback: properties_of::<Callback>(),
-        retry: properties_of::<Retry>(),
-        reply: properties_of::<CustomReply>(),
-        http: properties_of::<HttpAction>(),
-        step_common: {
-            let mut common = properties_of::<Step>();
-            common.insert(1.min(common.len()), "type".to_string());
-            common
-        },
-        triggers: variants_of::<Trigger>(),
-        steps: variants_of::<crate::definition::Action>()
-            .into_iter()
-            .map(|(t, mut f)| {
-                f.retain(|x| x != "type");
-                (t, f)
-            })
-            .collect(),
-        auths: variants_of::<WebhookAuth>(),
+    FIELDS.get_or_init(|| {
+        // One schema, the workflow's, holds every part's in its `$defs`: generated once.
+        let schema = schemars::schema_for!(Workflow);
+        let root = schema.as_value();
+        let defs = root.get("$defs");
+        let def = |name: &str| defs.and_then(|d| d.get(name));
+        let properties = |name: &str| keys(def(name).and_then(|d| d.get("properties")));
+        let mut step_common = properties("Step");
+        step_common.insert(1.min(step_common.len()), "type".to_string());
+        Fields {
+            workflow: keys(root.get("properties")),
+            callback: properties("Callback"),
+            retry: properties("Retry"),
+            reply: properties("CustomReply"),
+            http: properties("HttpAction"),
+            step_common,
+            triggers: variants(def("Trigger"), defs),
+            steps: variants(def("Step"), defs)
+                .into_iter()
+                .map(|(t, mut f)| {
+                    f.retain(|x| x != "type");
+                    (t, f)
+                })
+                .collect(),
+            auths: variants(def("WebhookAuth"), defs),
+        }
     })
 }
 
-/// The property names of a struct's schema.
-fn properties_of<T: JsonSchema>() -> Vec<String> {
-    let schema = schemars::schema_for!(T);
-    keys(schema.as_value().get("properties"))
-}
-
-/// The variants of an internally tagged enum's schema: each `type` with its fields
-/// (`type` first, then the variant's own, from its `$ref` when it has one).
-fn variants_of<T: JsonSchema>() -> Vec<(String, Vec<String>)> {
-    let schema = schemars::schema_for!(T);
-    let root = schema.as_value();
-    let defs = root.get("$defs");
-    let Some(Value::Array(variants)) = root.get("oneOf") else {
+/// The variants of an internally tagged enum's schema (`oneOf`): each `type` with its
+/// fields (`type` first, then the variant's own, from its `$ref` when it has one).
+fn variants(schema: Option<&Value>, defs: Option<&Value>) -> Vec<(String, Vec<String>)> {
+    let Some(Value::Array(variants)) = schema.and_then(|s| s.get("oneOf")) else {
         return Vec::new();
     };
     variants
