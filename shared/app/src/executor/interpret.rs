@@ -32,6 +32,92 @@ pub(crate) enum Mode {
     BeforeAdmission,
 }
 
+/// What needs the outside world, performed: step attempts, child runs, callbacks and
+/// notifications. Only the executor hands the interpreter one (`Performer`), so the
+/// binaries that never perform steps (the webhook ingress, the resume-approval function)
+/// do not link them: the other modes leave that work to a work item.
+#[async_trait::async_trait]
+pub(crate) trait World: Send + Sync {
+    /// One attempt of an `http` step, as the event that reports it.
+    async fn attempt_step(
+        &self,
+        app: &App,
+        step: String,
+        attempt: u32,
+        request: HttpRequest,
+        timeout: Duration,
+        success: SuccessRule,
+    ) -> Event;
+    /// The run a `trigger_workflow` step starts, as the event that reports it.
+    async fn start_child(
+        &self,
+        app: &App,
+        parent: &Run,
+        step: String,
+        workflow: String,
+        input: Value,
+    ) -> Result<Event, ExecError>;
+    /// One signed delivery attempt of the run's callback.
+    async fn deliver_callback(
+        &self,
+        app: &App,
+        wf: &Workflow,
+        run: &Run,
+        attempt: u32,
+        request: HttpRequest,
+        timeout: Duration,
+    ) -> Event;
+    /// A parked step's notification, recorded on the run.
+    async fn notify(&self, app: &App, wf: &Workflow, run: &mut Run);
+}
+
+/// The executor's world: every effect is performed here.
+pub(crate) struct Performer;
+
+#[async_trait::async_trait]
+impl World for Performer {
+    async fn attempt_step(
+        &self,
+        app: &App,
+        step: String,
+        attempt: u32,
+        request: HttpRequest,
+        timeout: Duration,
+        success: SuccessRule,
+    ) -> Event {
+        app.attempt_step(step, attempt, request, timeout, success)
+            .await
+    }
+
+    async fn start_child(
+        &self,
+        app: &App,
+        parent: &Run,
+        step: String,
+        workflow: String,
+        input: Value,
+    ) -> Result<Event, ExecError> {
+        app.start_child(parent, &step, &workflow, input).await
+    }
+
+    async fn deliver_callback(
+        &self,
+        app: &App,
+        wf: &Workflow,
+        run: &Run,
+        attempt: u32,
+        request: HttpRequest,
+        timeout: Duration,
+    ) -> Event {
+        app.deliver_callback(wf, run, attempt, request, timeout)
+            .await
+    }
+
+    async fn notify(&self, app: &App, wf: &Workflow, run: &mut Run) {
+        app.notify_waiter(wf, run).await;
+    }
+}
+
 /// How the effects went.
 // One is in hand at a time; boxing the run would only add an allocation.
 #[allow(clippy::large_enum_variant)]
@@ -50,6 +136,8 @@ struct Pass<'a> {
     stored: Run,
     effects: VecDeque<Effect>,
     mode: Mode,
+    /// The executor's world, where effects that need the outside world are performed.
+    world: Option<&'a dyn World>,
     /// Steps performed in this pass (a deadline never defers the first).
     performed: usize,
 }
@@ -76,6 +164,7 @@ impl App {
         stored: Run,
         effects: Vec<Effect>,
         mode: Mode,
+        world: Option<&dyn World>,
     ) -> Result<Interpreted, ExecError> {
         let mut run = run;
         let mut pass = Pass {
@@ -83,6 +172,7 @@ impl App {
             stored,
             effects: effects.into(),
             mode,
+            world,
             performed: 0,
         };
         let mut deferred = false;
@@ -186,7 +276,7 @@ impl App {
         run: &mut Run,
         effect: Effect,
     ) -> Result<Next, ExecError> {
-        let Mode::Executor { deadline } = pass.mode else {
+        let (Mode::Executor { deadline }, Some(world)) = (pass.mode, pass.world) else {
             return self.defer(pass, run).await;
         };
         let event = match effect {
@@ -202,20 +292,22 @@ impl App {
                     return self.defer(pass, run).await;
                 };
                 pass.performed += 1;
-                self.attempt_step(step, attempt, request, timeout, success)
+                world
+                    .attempt_step(self, step, attempt, request, timeout, success)
                     .await
             }
             Effect::StartRun {
                 step,
                 workflow,
                 input,
-            } => self.start_child(run, &step, &workflow, input).await?,
+            } => world.start_child(self, run, step, workflow, input).await?,
             Effect::Callback {
                 attempt,
                 request,
                 timeout,
             } => {
-                self.deliver_callback(pass.wf, run, attempt, request, timeout)
+                world
+                    .deliver_callback(self, pass.wf, run, attempt, request, timeout)
                     .await
             }
             _ => return Ok(Next::Go),
@@ -226,7 +318,11 @@ impl App {
     /// A parked step's notification, and a write of how it went. That is an annotation: a
     /// write that loses to another writer (a resume meanwhile) is dropped, not retried.
     async fn notify(&self, pass: &mut Pass<'_>, run: &mut Run) -> Result<Next, ExecError> {
-        self.notify_waiter(pass.wf, run).await;
+        let Some(world) = pass.world else {
+            // Only the executor parks runs; nothing to notify elsewhere.
+            return Ok(Next::Go);
+        };
+        world.notify(self, pass.wf, run).await;
         match self.save(run).await? {
             Some(saved) => *run = saved,
             None => *run = pass.stored.clone(),
@@ -313,7 +409,7 @@ impl App {
     }
 
     /// One attempt of an `http` step, as the event that reports it.
-    async fn attempt_step(
+    pub(super) async fn attempt_step(
         &self,
         step: String,
         attempt: u32,

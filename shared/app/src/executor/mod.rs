@@ -24,7 +24,7 @@ use tripline_core::run::TriggerKind;
 use tripline_core::{Run, RunStatus, Timestamp, Workflow};
 
 pub use self::cancel::CancelError;
-use self::interpret::{Interpreted, Mode};
+use self::interpret::{Interpreted, Mode, Performer};
 use crate::App;
 use crate::concurrency::Slot;
 use crate::ports::{Delivery, StoreError, WorkItem};
@@ -186,7 +186,10 @@ impl App {
         }
         let (run, effects) = engine::apply(&wf, run, event, self.clock.now());
         let mode = Mode::Executor { deadline };
-        match self.interpret(&wf, run, stored, effects, mode).await? {
+        match self
+            .interpret(&wf, run, stored, effects, mode, Some(&Performer))
+            .await?
+        {
             Interpreted::Done { .. } => Ok(()),
             Interpreted::Lost(progress) => Err(ExecError::Lost(progress)),
         }
@@ -266,7 +269,7 @@ impl App {
         let stored = run.clone();
         let (run, effects) = engine::apply(&wf, run, event, self.clock.now());
         match self
-            .interpret(&wf, run, stored, effects, Mode::Outside)
+            .interpret(&wf, run, stored, effects, Mode::Outside, None)
             .await?
         {
             Interpreted::Done { run, .. } => Ok(Some(run)),
@@ -286,7 +289,7 @@ impl App {
         let stored = run.clone();
         let (ran, effects) = engine::run_pure(wf, run.clone(), self.clock.now());
         match self
-            .interpret(wf, ran, stored, effects, Mode::BeforeAdmission)
+            .interpret(wf, ran, stored, effects, Mode::BeforeAdmission, None)
             .await?
         {
             Interpreted::Done { run: ran, deferred } => {
