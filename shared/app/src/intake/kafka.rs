@@ -77,13 +77,6 @@ fn text_or_base64(bytes: &[u8]) -> Value {
 #[error("the value is neither JSON nor UTF-8 text ({0}); it is kept raw")]
 pub struct Undecodable(std::str::Utf8Error);
 
-impl std::ops::Deref for Undecodable {
-    type Target = std::str::Utf8Error;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
 /// The trigger input of a record, or why its value cannot be decoded.
 pub fn record_input(r: &KafkaRecord) -> Result<Value, Undecodable> {
     let body = match &r.value {
