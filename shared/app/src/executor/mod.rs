@@ -279,23 +279,21 @@ impl App {
 
     /// Runs a pure sync run to its end in memory and performs what must come before its
     /// first write (context writes, the runs its end starts); the admission then writes
-    /// it. `true` when a work item must follow the admission (a callback to deliver).
+    /// it. Returns the ended run, and `true` when a work item must follow the admission (a
+    /// callback to deliver).
     pub(crate) async fn run_before_admission(
         &self,
         wf: &Workflow,
-        run: &mut Run,
-    ) -> Result<bool, ExecError> {
-        self.load_store(wf, run).await?;
+        mut run: Run,
+    ) -> Result<(Run, bool), ExecError> {
+        self.load_store(wf, &mut run).await?;
         let stored = run.clone();
-        let (ran, effects) = engine::run_pure(wf, run.clone(), self.clock.now());
+        let (ran, effects) = engine::run_pure(wf, run, self.clock.now());
         match self
             .interpret(wf, ran, stored, effects, Mode::BeforeAdmission, None)
             .await?
         {
-            Interpreted::Done { run: ran, deferred } => {
-                *run = ran;
-                Ok(deferred)
-            }
+            Interpreted::Done { run, deferred } => Ok((run, deferred)),
             Interpreted::Lost(p) => Err(ExecError::Lost(p)),
         }
     }

@@ -191,8 +191,11 @@ impl App {
             && !(idempotency.is_some() && end_effects())
         {
             // A sync run that needs no I/O runs here and now, and is written once, ended.
-            match self.run_before_admission(wf, &mut run).await {
-                Ok(deferred) => deliver_after = deferred,
+            match self.run_before_admission(wf, run).await {
+                Ok((ended, deferred)) => {
+                    run = ended;
+                    deliver_after = deferred;
+                }
                 Err(crate::executor::ExecError::Store(e)) => return Received::Unavailable(e),
                 Err(e) => return Received::Unavailable(StoreError::Unavailable(Box::new(e))),
             }

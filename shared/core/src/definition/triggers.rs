@@ -44,16 +44,6 @@ impl Trigger {
             Trigger::Flow(t) => t.gate(),
         }
     }
-
-    /// The expression that must be true for an input to start a run.
-    pub fn condition(&self) -> Option<&str> {
-        self.gate().condition
-    }
-
-    /// The template of the key that makes two inputs the same.
-    pub fn idempotency_key(&self) -> Option<&str> {
-        self.gate().idempotency_key
-    }
 }
 
 /// The gate every trigger kind has: a JSON containment `filter` (not on cron triggers), a
