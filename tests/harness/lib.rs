@@ -172,6 +172,7 @@ async fn start_manual(
 ) -> (Server, tripline_embedded::EmbeddedQueue) {
     let store = tripline_embedded::EmbeddedStore::open(data).expect("store");
     let queue = tripline_embedded::EmbeddedQueue::new(store.clone(), clock.clone());
+    let secrets = tripline_local::embedded_secrets(&store, data, None).expect("secrets key");
     let server = Server::start_with(
         ServeOptions {
             workflows: Some(folder.to_path_buf()),
@@ -181,6 +182,8 @@ async fn start_manual(
             grace: Duration::from_secs(5),
             config: config.clone(),
             kafka: None,
+            secrets_key_file: None,
+            secret_store: Some(Arc::new(secrets)),
         },
         Arc::new(store),
         Arc::new(queue.clone()),
@@ -205,6 +208,8 @@ async fn start_server(
         grace: Duration::from_secs(5),
         config,
         kafka,
+        secrets_key_file: None,
+        secret_store: None,
     })
     .await
     .expect("server starts")
@@ -246,6 +251,19 @@ impl TestApp {
             .await
             .expect("request");
         read(resp).await
+    }
+
+    /// PUTs JSON to a control route; returns status and the body as JSON (or null).
+    pub async fn put_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .put(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let (s, _, v) = read(resp).await;
+        (s, v)
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {

@@ -9,16 +9,16 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tripline_app::ports::{Clock, Queue, Store, SystemClock};
+use tripline_app::ports::{Clock, Queue, SecretStore, Store, SystemClock};
 use tripline_app::{App, Config};
 use tripline_core::definition::Trigger;
 use tripline_core::validate::Format;
-use tripline_embedded::{EmbeddedQueue, EmbeddedStore};
+use tripline_embedded::{EmbeddedQueue, EmbeddedSecrets, EmbeddedStore, SecretsKey};
 
 pub mod kafka;
 
 /// Settings of `tripline serve`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// Definitions deployed at start (every `.yaml`, `.yml`, `.json`); none when `None`.
     pub workflows: Option<PathBuf>,
@@ -30,6 +30,23 @@ pub struct ServeOptions {
     pub config: Config,
     /// The Kafka cluster whose topics `kafka` triggers consume; none when `None`.
     pub kafka: Option<kafka::KafkaOptions>,
+    /// The secrets key file (`--secrets-key-file`); `None`: `TRIPLINE_SECRETS_KEY`, else the
+    /// data folder's `secrets.key`, made at first start.
+    pub secrets_key_file: Option<PathBuf>,
+    /// The secret store to use with [`Server::start_with`] (`start` makes the embedded
+    /// one); `None` there: the server keeps no secrets.
+    pub secret_store: Option<Arc<dyn SecretStore>>,
+}
+
+/// The embedded secret store of a data folder, with its key (see [`ServeOptions`]).
+pub fn embedded_secrets(
+    store: &EmbeddedStore,
+    data: &Path,
+    key_file: Option<&Path>,
+) -> anyhow::Result<EmbeddedSecrets> {
+    let env = std::env::var(tripline_embedded::KEY_ENV).ok();
+    let key = SecretsKey::load(data, key_file, env.as_deref())?;
+    Ok(EmbeddedSecrets::new(store.clone(), &key))
 }
 
 /// A running server.
@@ -82,7 +99,8 @@ async fn deploy_folder(app: &App, dir: &Path) -> anyhow::Result<()> {
         bail!("invalid workflow definitions; nothing was deployed:\n{report}");
     }
     for (file, text, format) in texts {
-        app.deployments
+        let deployed = app
+            .deployments
             .deploy_text(app.store.as_ref(), &text, format, None, app.clock.now())
             .await
             .map_err(|e| match e {
@@ -95,6 +113,9 @@ async fn deploy_folder(app: &App, dir: &Path) -> anyhow::Result<()> {
                 }
                 other => anyhow::anyhow!("cannot deploy {}: {other}", file.display()),
             })?;
+        for w in &deployed.warnings {
+            tracing::warn!("{}:{w}", file.display());
+        }
     }
     Ok(())
 }
@@ -102,10 +123,12 @@ async fn deploy_folder(app: &App, dir: &Path) -> anyhow::Result<()> {
 impl Server {
     /// Opens the store, deploys the folder's workflows, binds, and starts the HTTP server
     /// and the executor workers.
-    pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
+    pub async fn start(mut opts: ServeOptions) -> anyhow::Result<Server> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = EmbeddedStore::open(&opts.data)?;
         let queue = EmbeddedQueue::new(store.clone(), clock.clone());
+        let secrets = embedded_secrets(&store, &opts.data, opts.secrets_key_file.as_deref())?;
+        opts.secret_store = Some(Arc::new(secrets));
         Self::start_with(opts, Arc::new(store), Arc::new(queue), clock).await
     }
 
@@ -130,7 +153,13 @@ impl Server {
         if config.public_url.is_empty() {
             config.public_url = format!("http://{addr}");
         }
-        let app = Arc::new(App::new(store, queue, clock, config));
+        let mut app = App::new(store, queue, clock, config);
+        if let Some(secrets) = opts.secret_store.clone() {
+            // This process is the store's only writer: a cached value lives until it is
+            // set again here.
+            app = app.with_secrets(secrets, None);
+        }
+        let app = Arc::new(app);
         app.deployments
             .load(app.store.as_ref())
             .await
@@ -165,6 +194,7 @@ impl Server {
             let shutdown = async move {
                 let _ = http_stopped.wait_for(|s| *s).await;
             };
+            let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
             if let Err(e) = axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown)
                 .await

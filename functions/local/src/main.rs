@@ -11,6 +11,8 @@ use tripline_app::outbound::OutboundPolicy;
 use tripline_core::validate::{Format, load};
 use tripline_local::{ServeOptions, Server};
 
+mod secrets;
+
 #[derive(Parser)]
 #[command(
     name = "tripline",
@@ -34,6 +36,53 @@ enum Command {
     },
     /// Print the JSON Schema of the workflow definition format (for editors).
     Schema,
+    /// Set, list and remove secrets (`{{ secrets.NAME }}` in definitions).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Set a secret: the value is read from standard input (never from the command line,
+    /// where the shell's history and `ps` would keep it), one trailing newline removed.
+    Set {
+        name: String,
+        #[command(flatten)]
+        at: SecretsAt,
+    },
+    /// List the secrets: names, when each was set, which workflows read it. Never values.
+    List {
+        #[command(flatten)]
+        at: SecretsAt,
+    },
+    /// Remove a secret.
+    Rm {
+        name: String,
+        /// Remove it even while deployed workflows read it.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        at: SecretsAt,
+    },
+}
+
+/// Where the secrets are: a data folder (when no server has it open), or a running
+/// server's control API.
+#[derive(clap::Args)]
+struct SecretsAt {
+    /// Folder of the embedded store.
+    #[arg(long, default_value = "data", env = "TRIPLINE_DATA")]
+    data: PathBuf,
+    /// The secrets key file [default: TRIPLINE_SECRETS_KEY, else DATA/secrets.key].
+    #[arg(long, env = "TRIPLINE_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
+    /// A running server to go through (its control API), e.g. http://127.0.0.1:8787: needed
+    /// while `tripline serve` has the data folder open.
+    #[arg(long, env = "TRIPLINE_SERVER")]
+    server: Option<String>,
+    /// The server's control API key.
+    #[arg(long, env = "TRIPLINE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -103,6 +152,14 @@ struct Serve {
     /// Default wait of sync webhook replies, e.g. 25s.
     #[arg(long, default_value = "25s", value_parser = parse_duration)]
     sync_budget: Duration,
+    /// The key that encrypts secrets: a file of 32 bytes (raw or base64) [default:
+    /// TRIPLINE_SECRETS_KEY, else DATA/secrets.key, generated at first start].
+    #[arg(long, env = "TRIPLINE_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
+    /// Read a webhook client's address (for `ip_allowlist`) from the last entry of
+    /// X-Forwarded-For: only behind a proxy that sets it.
+    #[arg(long)]
+    trust_forwarded_for: bool,
 }
 
 /// The Kafka consumer's options, or why they do not fit together. TLS files are read
@@ -168,6 +225,7 @@ fn main() -> ExitCode {
         }
         Command::Validate { files } => validate(&files),
         Command::Serve(s) => serve(*s),
+        Command::Secrets(c) => secrets::run(c),
     }
 }
 
@@ -183,12 +241,17 @@ fn validate(files: &[PathBuf]) -> ExitCode {
             }
         };
         match load(&text, Format::from_path(&f.to_string_lossy())) {
-            Ok(wf) => println!(
-                "{}: ok (workflow `{}`, {} step(s))",
-                f.display(),
-                wf.id,
-                wf.steps.len()
-            ),
+            Ok(wf) => {
+                println!(
+                    "{}: ok (workflow `{}`, {} step(s))",
+                    f.display(),
+                    wf.id,
+                    wf.steps.len()
+                );
+                for w in tripline_core::validate::warnings(&wf) {
+                    eprintln!("{}: warning: {w}", f.display());
+                }
+            }
             Err(problems) => {
                 failed = true;
                 for p in &problems {
@@ -252,6 +315,7 @@ fn serve(s: Serve) -> ExitCode {
             api_key: s.api_key,
             public_url: s.public_url.unwrap_or_default(),
             state_limit_bytes: s.state_limit,
+            trust_forwarded_for: s.trust_forwarded_for,
             outbound: OutboundPolicy {
                 allow_private_networks: s.allow_private_network,
                 rewrites: s.rewrite_url,
@@ -259,6 +323,8 @@ fn serve(s: Serve) -> ExitCode {
             ..Config::default()
         },
         kafka,
+        secrets_key_file: s.secrets_key_file,
+        secret_store: None,
     };
     runtime.block_on(async move {
         let server = match Server::start(opts).await {

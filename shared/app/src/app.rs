@@ -10,7 +10,8 @@ use tripline_core::Run;
 
 use crate::deploy::Deployments;
 use crate::outbound::{Outbound, OutboundPolicy};
-use crate::ports::{Clock, KafkaSource, Queue, Schedules, Store};
+use crate::ports::{Clock, KafkaSource, Queue, Schedules, SecretStore, Store};
+use crate::secrets::Secrets;
 
 /// Settings read once at start-up.
 #[derive(Clone, Debug)]
@@ -40,6 +41,9 @@ pub struct Config {
     pub public_url: String,
     /// The largest cron state saved between runs, in bytes of JSON.
     pub state_limit_bytes: usize,
+    /// Read a webhook client's address from the last `X-Forwarded-For` entry (only behind
+    /// a proxy that sets it); off: the connection's address.
+    pub trust_forwarded_for: bool,
 }
 
 /// The default [`Config::state_limit_bytes`]: 64 KiB.
@@ -57,6 +61,7 @@ impl Default for Config {
             refresh_workflows: None,
             public_url: String::new(),
             state_limit_bytes: STATE_LIMIT,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -69,6 +74,8 @@ pub struct App {
     pub deployments: Deployments,
     pub completions: Completions,
     pub outbound: Outbound,
+    /// The secret store behind this process's cache.
+    pub secrets: Arc<Secrets>,
     pub config: Config,
     /// Wakes the local scheduler (a deploy, a moved manual clock).
     pub cron_wake: tokio::sync::Notify,
@@ -92,11 +99,20 @@ impl App {
             deployments: Deployments::default(),
             completions: Completions::default(),
             outbound: Outbound::new(config.outbound.clone()),
+            secrets: Arc::new(Secrets::default()),
             config,
             cron_wake: tokio::sync::Notify::new(),
             slot_locks: Default::default(),
             ids: std::sync::Mutex::new(ulid::Generator::new()),
         }
+    }
+
+    /// Where secrets are kept; `ttl`: how long a cached value is trusted where other
+    /// processes set them (`None`: this process is the only writer).
+    pub fn with_secrets(mut self, store: Arc<dyn SecretStore>, ttl: Option<Duration>) -> Self {
+        self.secrets = Arc::new(Secrets::new(store, ttl));
+        self.deployments.set_secrets(self.secrets.clone());
+        self
     }
 
     /// Where cron triggers' schedules are kept outside this process (AWS): a deploy

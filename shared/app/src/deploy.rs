@@ -12,6 +12,7 @@ use tripline_core::{Timestamp, Workflow};
 
 use crate::ports::Schedules;
 use crate::ports::{Store, StoreError, WorkflowRecord};
+use crate::secrets::Secrets;
 
 /// A webhook trigger of the latest revision of a workflow.
 #[derive(Clone)]
@@ -34,6 +35,7 @@ pub struct Deployments {
     seen: Mutex<Seen>,
     schedules: std::sync::OnceLock<Arc<dyn Schedules>>,
     kafka: std::sync::OnceLock<Arc<dyn crate::ports::KafkaSource>>,
+    secrets: std::sync::OnceLock<Arc<Secrets>>,
 }
 
 /// What this process last saw of the deploys made elsewhere.
@@ -71,6 +73,9 @@ pub struct Deployed {
     pub record: Arc<WorkflowRecord>,
     /// True when the definition equals the latest revision's: no new revision was made.
     pub unchanged: bool,
+    /// What the definition does that works but should change (a credential written
+    /// inline), each with its path and how to change it.
+    pub warnings: Vec<Problem>,
 }
 
 fn problem(path: &str, message: String) -> Problem {
@@ -95,6 +100,10 @@ fn cron_triggers(wf: &Workflow) -> Vec<&CronTrigger> {
 impl Deployments {
     pub fn set_schedules(&self, schedules: Arc<dyn Schedules>) {
         let _ = self.schedules.set(schedules);
+    }
+
+    pub fn set_secrets(&self, secrets: Arc<Secrets>) {
+        let _ = self.secrets.set(secrets);
     }
 
     pub fn set_kafka_source(&self, source: Arc<dyn crate::ports::KafkaSource>) {
@@ -310,11 +319,13 @@ impl Deployments {
             let rec = Arc::new(prev.clone());
             self.install(rec.clone());
             return Ok(Deployed {
+                warnings: validate::warnings(&rec.definition),
                 record: rec,
                 unchanged: true,
             });
         }
-        let problems = self.deploy_problems(&mut wf, previous.as_ref()).await?;
+        let mut problems = self.deploy_problems(&mut wf, previous.as_ref()).await?;
+        problems.extend(self.missing_secrets(&wf, &source).await?);
         if !problems.is_empty() {
             return Err(DeployError::Invalid(problems));
         }
@@ -337,7 +348,10 @@ impl Deployments {
             let kept = previous
                 .as_ref()
                 .and_then(|p| p.definition.callback_secret.clone());
-            wf.callback_secret = Some(kept.unwrap_or_else(new_callback_secret));
+            wf.callback_secret = Some(match kept {
+                Some(k) => k,
+                None => self.new_callback_secret(&wf.id, now).await?,
+            });
         }
         let record = WorkflowRecord {
             id: wf.id.clone(),
@@ -353,9 +367,78 @@ impl Deployments {
         self.install(rec.clone());
         tracing::info!(workflow = %rec.id, revision = rec.revision, "workflow deployed");
         Ok(Deployed {
+            warnings: validate::warnings(&rec.definition),
             record: rec,
             unchanged: false,
         })
+    }
+
+    /// A generated callback signing secret: kept in the secret store as
+    /// `callback_{workflow}` (set it to a value of your own to verify the signatures; it is
+    /// never shown), referred to by the definition. Without a secret store, inline.
+    async fn new_callback_secret(
+        &self,
+        workflow: &str,
+        now: Timestamp,
+    ) -> Result<String, DeployError> {
+        let Some(secrets) = self.secrets.get() else {
+            return Ok(new_callback_secret());
+        };
+        let name = format!("callback_{}", workflow.replace('-', "_"));
+        if secrets.value(&name, now).await?.is_none() {
+            secrets
+                .set(&name, &new_callback_secret(), now)
+                .await
+                .map_err(|e| match e {
+                    crate::secrets::SetError::Store(e) => DeployError::Store(e),
+                    other => {
+                        DeployError::Invalid(vec![problem("callback_secret", other.to_string())])
+                    }
+                })?;
+        }
+        Ok(tripline_core::secrets::reference_to(&name))
+    }
+
+    /// The secrets the definition names that the store does not have: each with where it
+    /// is read and the closest names the store has.
+    async fn missing_secrets(
+        &self,
+        wf: &Workflow,
+        source: &Value,
+    ) -> Result<Vec<Problem>, DeployError> {
+        let wanted = validate::secret_names(wf);
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let have: Vec<String> = match self.secrets.get() {
+            Some(s) => s.list().await?.into_iter().map(|i| i.name).collect(),
+            None => Vec::new(),
+        };
+        let mut problems = Vec::new();
+        for name in wanted.iter().filter(|n| !have.contains(n)) {
+            let mut close: Vec<(f64, &String)> = have
+                .iter()
+                .map(|h| (strsim::jaro_winkler(name, h), h))
+                .filter(|(score, _)| *score > 0.8)
+                .collect();
+            close.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let hint = match close.as_slice() {
+                [] => String::new(),
+                some => format!(
+                    "; the closest existing: {}",
+                    some.iter()
+                        .take(3)
+                        .map(|(_, n)| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            problems.push(problem(
+                &where_read(source, name).unwrap_or_default(),
+                format!("the secret `{name}` does not exist{hint}. Set it first: `tripline secrets set {name}` (the value on standard input) or `PUT /v1/secrets/{name}`"),
+            ));
+        }
+        Ok(problems)
     }
 
     /// What would make this revision fail where it runs, beyond validation: a token
@@ -458,6 +541,33 @@ impl Deployments {
             }
         }
     }
+}
+
+/// The path of the first string of the definition that reads `secrets.NAME`.
+fn where_read(source: &Value, name: &str) -> Option<String> {
+    fn walk(v: &Value, path: String, needle: &str) -> Option<String> {
+        match v {
+            Value::String(s) => {
+                let at = s.find(needle)?;
+                let next = s[at + needle.len()..].chars().next();
+                (!next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(path)
+            }
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| walk(item, format!("{path}[{i}]"), needle)),
+            Value::Object(map) => map.iter().find_map(|(k, item)| {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                walk(item, p, needle)
+            }),
+            _ => None,
+        }
+    }
+    walk(source, String::new(), &format!("secrets.{name}"))
 }
 
 /// The last tick the local scheduler handled, per schedule. A deploy that adds or changes a

@@ -11,7 +11,8 @@
 //!   run-end path, workers and the sweeper;
 //! - [`http`]: the routes (webhooks, resume/approval, the control API): handlers parse,
 //!   call a use case, and answer;
-//! - [`deploy`], [`concurrency`], [`outbound`], [`signing`], [`tokens`]: what those use.
+//! - [`deploy`], [`concurrency`], [`outbound`], [`secrets`], [`signing`], [`tokens`]: what
+//!   those use.
 
 pub mod admission;
 pub mod app;
@@ -22,6 +23,7 @@ pub mod http;
 pub mod intake;
 pub mod outbound;
 pub mod ports;
+pub mod secrets;
 pub mod signing;
 pub mod tokens;
 pub mod waits;

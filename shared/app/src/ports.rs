@@ -426,3 +426,47 @@ pub struct KafkaRecord {
     pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
 }
+
+/// A secret as a listing shows it: its name and when it was set, never its value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    pub name: String,
+    pub set_at: Timestamp,
+}
+
+/// Where secrets are kept (local: encrypted in the embedded store; AWS: SSM Parameter
+/// Store SecureString parameters under the stack's prefix). Values go in and come out
+/// only here; listings carry names.
+#[async_trait]
+pub trait SecretStore: Send + Sync + 'static {
+    /// The value of one secret.
+    async fn secret(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Sets (creates or replaces) a secret.
+    async fn set_secret(&self, name: &str, value: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// Removes a secret; false when there was none.
+    async fn remove_secret(&self, name: &str) -> Result<bool, StoreError>;
+    /// Every secret's name and when it was set, by name.
+    async fn secret_names(&self) -> Result<Vec<SecretInfo>, StoreError>;
+}
+
+/// A server that keeps no secrets: every name is missing, and setting one says where
+/// secrets are kept.
+pub struct NoSecrets;
+
+#[async_trait]
+impl SecretStore for NoSecrets {
+    async fn secret(&self, _: &str) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+    async fn set_secret(&self, _: &str, _: &str, _: Timestamp) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable(
+            "this server was started without a secret store".into(),
+        ))
+    }
+    async fn remove_secret(&self, _: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    async fn secret_names(&self) -> Result<Vec<SecretInfo>, StoreError> {
+        Ok(Vec::new())
+    }
+}

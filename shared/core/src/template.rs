@@ -99,7 +99,7 @@ fn to_json(v: minijinja::Value) -> Result<Value, TemplateError> {
 }
 
 /// Evaluates an expression to a JSON value.
-pub fn eval(expr: &str, ctx: &Value) -> Result<Value, TemplateError> {
+pub fn eval<C: serde::Serialize + ?Sized>(expr: &str, ctx: &C) -> Result<Value, TemplateError> {
     let expr = whole_expression(expr).unwrap_or(expr);
     let compiled = env().compile_expression(expr).map_err(err)?;
     to_json(compiled.eval(ctx).map_err(err)?)
@@ -114,7 +114,10 @@ pub fn eval_condition(expr: &str, ctx: &Value) -> Result<bool, TemplateError> {
 }
 
 /// Renders a string template to a string.
-pub fn render_string(tpl: &str, ctx: &Value) -> Result<String, TemplateError> {
+pub fn render_string<C: serde::Serialize + ?Sized>(
+    tpl: &str,
+    ctx: &C,
+) -> Result<String, TemplateError> {
     if !is_templated(tpl) {
         return Ok(tpl.to_string());
     }
@@ -122,7 +125,10 @@ pub fn render_string(tpl: &str, ctx: &Value) -> Result<String, TemplateError> {
 }
 
 /// Renders a value template (see the module docs).
-pub fn render_value(tpl: &Value, ctx: &Value) -> Result<Value, TemplateError> {
+pub fn render_value<C: serde::Serialize + ?Sized>(
+    tpl: &Value,
+    ctx: &C,
+) -> Result<Value, TemplateError> {
     Ok(match tpl {
         Value::String(s) => match whole_expression(s) {
             Some(expr) => eval(expr, ctx)?,

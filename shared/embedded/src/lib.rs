@@ -19,8 +19,10 @@ use tripline_app::ports::*;
 use tripline_core::Timestamp;
 
 mod queue;
+mod secrets;
 mod store;
 pub use queue::EmbeddedQueue;
+pub use secrets::{EmbeddedSecrets, KEY_ENV, KEY_FILE, KeyError, SecretsKey};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS workflows (
@@ -79,6 +81,12 @@ CREATE TABLE IF NOT EXISTS slots (
     name TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
     record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY,
+    nonce BLOB NOT NULL,
+    value BLOB NOT NULL,
+    set_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS contexts (
     workflow TEXT NOT NULL,
@@ -160,16 +168,20 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, rusqlite::Error
 
 impl EmbeddedStore {
     /// Opens (creating if needed) the store in `dir`, and locks it for this process.
+    /// The folder and its files are made owner-only: they hold every run's data.
     pub fn open(dir: &Path) -> Result<Self, OpenError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         std::fs::create_dir_all(dir).map_err(|source| OpenError::Folder {
             path: dir.to_path_buf(),
             source,
         })?;
+        secrets::owner_only(dir, 0o700);
         let lock_path = dir.join("tripline.lock");
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
             .map_err(|source| OpenError::Folder {
                 path: dir.to_path_buf(),
@@ -179,6 +191,22 @@ impl EmbeddedStore {
             return Err(OpenError::Locked(dir.to_path_buf()));
         }
         let path = dir.join("tripline.db");
+        // Created owner-only before SQLite opens it: SQLite gives its `-wal` and `-shm`
+        // files the database file's permissions.
+        let _ = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path);
+        for f in [
+            "tripline.db",
+            "tripline.db-wal",
+            "tripline.db-shm",
+            "tripline.lock",
+        ] {
+            secrets::owner_only(&dir.join(f), 0o600);
+        }
         let db_err = |source| OpenError::Database {
             path: path.clone(),
             source,

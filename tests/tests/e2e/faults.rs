@@ -162,6 +162,8 @@ fn options(workflows: &std::path::Path, data: &std::path::Path) -> ServeOptions 
         grace: Duration::from_secs(2),
         config: tripline_app::Config::default(),
         kafka: None,
+        secrets_key_file: None,
+        secret_store: None,
     }
 }
 

@@ -430,12 +430,22 @@ steps:
         stub.url
     );
     let app = spawn_app(Opts::default().workflow("w.yaml", &yaml)).await;
+    // The generated signing secret is a secret of its own, never shown; the receiver sets
+    // one it knows (a rotation), which the next delivery uses.
     let (_, wf) = app.get("/v1/workflows/notify").await;
-    let secret = wf["definition"]["callback_secret"]
-        .as_str()
-        .expect("a generated secret")
-        .to_string();
-    assert!(secret.starts_with("whsec_"));
+    assert_eq!(
+        wf["definition"]["callback_secret"],
+        "{{ secrets.callback_notify }}"
+    );
+    let (_, listed) = app.get("/v1/secrets").await;
+    assert_eq!(listed["items"][0]["name"], "callback_notify");
+    assert_eq!(listed["items"][0]["used_by"], json!(["notify"]));
+    assert!(listed["items"][0].get("value").is_none());
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string();
+    let (status, _) = app
+        .put_json("/v1/secrets/callback_notify", &json!({ "value": secret }))
+        .await;
+    assert_eq!(status, 200);
 
     let id = start(&app, "notify", json!({"ok": true})).await;
     let start_wait = std::time::Instant::now();

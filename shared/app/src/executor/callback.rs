@@ -19,6 +19,45 @@ fn status_of(output: &Value) -> Option<u16> {
 }
 
 impl App {
+    /// Sends a rendered request: its secrets put in just before, and cleaned from what
+    /// comes back (a downstream that echoes the request, an error that quotes the URL).
+    pub(super) async fn send(
+        &self,
+        request: &HttpRequest,
+        timeout: Duration,
+        success: &engine::SuccessRule,
+    ) -> Result<Value, (StepError, Option<Value>)> {
+        let resolved = match self.secrets.resolve(request, self.clock.now()).await {
+            Ok(r) => r,
+            Err(Ok(why)) => {
+                let error = StepError {
+                    class: FailureClass::Request,
+                    message: why.to_string(),
+                };
+                return Err((error, None));
+            }
+            Err(Err(e)) => {
+                let error = StepError {
+                    class: FailureClass::Connection,
+                    message: format!("the secret store failed: {e}"),
+                };
+                return Err((error, None));
+            }
+        };
+        let clean = &resolved.redactor;
+        match self
+            .outbound
+            .perform(&resolved.request, timeout, success)
+            .await
+        {
+            Ok(out) => Ok(clean.redact_value(&out)),
+            Err((mut error, out)) => {
+                error.message = clean.redact(&error.message);
+                Err((error, out.map(|o| clean.redact_value(&o))))
+            }
+        }
+    }
+
     /// Sends a parked step's notification (when it has one) and records how it went in the
     /// run's `waiting_payload.notification` (the caller writes it).
     pub(super) async fn notify_waiter(&self, wf: &Workflow, run: &mut Run) {
@@ -28,7 +67,7 @@ impl App {
         let outcome = match rendered {
             Ok(req) => {
                 let rule = engine::SuccessRule(None);
-                match self.outbound.perform(&req, NOTIFY_TIMEOUT, &rule).await {
+                match self.send(&req, NOTIFY_TIMEOUT, &rule).await {
                     Ok(out) => json!({"status": out.get("status"), "sent_at": self.clock.now()}),
                     Err((e, out)) => json!({
                         "status": out.as_ref().and_then(|o| o.get("status")),
@@ -56,7 +95,7 @@ impl App {
         mut request: HttpRequest,
         timeout: Duration,
     ) -> Event {
-        let url = request.url.clone();
+        let url = tripline_core::secrets::display(&request.url);
         let body = request
             .body
             .as_ref()
@@ -64,8 +103,35 @@ impl App {
             .unwrap_or_default();
         let msg_id = format!("msg_{}", run.id);
         let secs = self.clock.now().millis() / 1000;
-        let secret = wf.callback_secret.as_deref().unwrap_or_default();
-        match crate::signing::headers(secret, &msg_id, secs, &body) {
+        let field = wf.callback_secret.as_deref().unwrap_or_default();
+        let secret = match self.secrets.credential(field, self.clock.now()).await {
+            Ok(Some(secret)) => secret,
+            Ok(None) => {
+                let name = tripline_core::secrets::reference(field).unwrap_or_default();
+                let missing = tripline_core::secrets::Unresolved::Missing(name.to_string());
+                return Event::CallbackDone {
+                    attempt,
+                    url,
+                    status: None,
+                    error: Some(StepError {
+                        class: FailureClass::Request,
+                        message: format!("the callbacks' signing secret: {missing}"),
+                    }),
+                };
+            }
+            Err(e) => {
+                return Event::CallbackDone {
+                    attempt,
+                    url,
+                    status: None,
+                    error: Some(StepError {
+                        class: FailureClass::Connection,
+                        message: format!("the secret store failed: {e}"),
+                    }),
+                };
+            }
+        };
+        match crate::signing::headers(&secret, &msg_id, secs, &body) {
             Ok(hs) => {
                 for (k, v) in hs {
                     request.headers.insert(k.to_string(), v);
@@ -84,7 +150,7 @@ impl App {
             }
         }
         let rule = engine::SuccessRule(None);
-        match self.outbound.perform(&request, timeout, &rule).await {
+        match self.send(&request, timeout, &rule).await {
             Ok(out) => Event::CallbackDone {
                 attempt,
                 url,

@@ -418,9 +418,9 @@ impl App {
         success: SuccessRule,
     ) -> Event {
         let started_at = self.clock.now();
-        let request_record = serde_json::to_value(&request).unwrap_or(Value::Null);
+        let request_record = crate::secrets::recorded(&request);
         tracing::debug!(step = %step, attempt, "step attempt");
-        match self.outbound.perform(&request, timeout, &success).await {
+        match self.send(&request, timeout, &success).await {
             Ok(output) => Event::StepSucceeded {
                 step,
                 attempt,

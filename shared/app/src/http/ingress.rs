@@ -16,7 +16,7 @@ use tracing::Instrument;
 use tripline_core::definition::{ResponseMode, WebhookAuth};
 use tripline_core::{Run, RunStatus, engine, template};
 
-use super::auth::{authorized, redacted_headers, signed};
+use super::auth::{Refusal, check_headers, check_signature, ip_allowed, redacted_headers};
 use super::{error_response, unavailable};
 use crate::App;
 use crate::deploy::Hook;
@@ -30,14 +30,24 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// The address of the client that called, as the shape sees it: the Lambda function puts
+/// the HTTP API's `sourceIp` here; the local server has the socket's peer.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+#[allow(clippy::too_many_arguments)]
 async fn hook(
     State(app): State<Arc<App>>,
     Path(token): Path<String>,
+    client: Option<axum::Extension<ClientAddr>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let client = client.map(|c| c.0.0).or(peer.map(|p| p.0.0.ip()));
+    let client = client_addr(&app, client, &headers);
     app.refresh_workflows(false).await;
     let hook = match app.deployments.hook(&token) {
         Some(hook) => hook,
@@ -51,9 +61,30 @@ async fn hook(
     };
     let span =
         tracing::info_span!("webhook", workflow = %hook.record.id, trigger = %hook.trigger.id);
-    handle(app, hook, method, uri, headers, body)
+    handle(app, hook, client, method, uri, headers, body)
         .instrument(span)
         .await
+}
+
+/// The client's address: the connection's, or (only when configured to trust a proxy in
+/// front) the last address of `X-Forwarded-For`, which that proxy added.
+fn client_addr(
+    app: &App,
+    connection: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+) -> Option<std::net::IpAddr> {
+    if app.config.trust_forwarded_for
+        && let Some(forwarded) = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|a| a.trim().parse().ok())
+    {
+        return Some(forwarded);
+    }
+    connection
 }
 
 fn unknown_token(app: &App) -> Response {
@@ -71,6 +102,7 @@ fn unknown_token(app: &App) -> Response {
 async fn handle(
     app: Arc<App>,
     hook: Hook,
+    client: Option<std::net::IpAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -84,11 +116,18 @@ async fn handle(
     {
         return method_not_allowed(&hook, &method);
     }
-    if !authorized(&trigger.auth, &headers) {
-        tracing::info!("webhook request refused: wrong or missing credentials");
-        return unauthorized(&trigger.auth);
+    if !ip_allowed(&trigger.ip_allowlist, client) {
+        tracing::info!(client = ?client, "webhook request refused: the client address is not in the trigger's ip_allowlist");
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this client address may not call this webhook (its ip_allowlist)",
+        );
     }
     let now = app.clock.now();
+    if let Err(refusal) = check_headers(&app, &trigger.auth, &headers, now).await {
+        return refused(&trigger.auth, refusal);
+    }
     let mut message = InboxMessage::new(
         app.new_id(),
         now,
@@ -113,20 +152,29 @@ async fn handle(
             .await;
         return answer(&hook, refused);
     };
-    if let WebhookAuth::StandardWebhooks { secrets, tolerance } = &trigger.auth
-        && let Err(why) = signed(
-            secrets,
-            tolerance.std(),
-            &headers,
-            &bytes,
-            now.millis().div_euclid(1000),
-        )
-    {
-        tracing::info!(reason = %why, "webhook request refused: bad signature");
-        return error_response(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string());
-    }
-    let received = app.receive_webhook(&hook, message, &headers, &bytes).await;
+    let delivery = match check_signature(&app, &trigger.auth, &headers, &bytes, now).await {
+        Ok(delivery) => delivery,
+        Err(refusal) => return refused(&trigger.auth, refusal),
+    };
+    let received = app
+        .receive_webhook(&hook, message, &headers, &bytes, delivery)
+        .await;
     answer(&hook, received)
+}
+
+/// The answer to a request that was not let in; nothing was recorded.
+fn refused(auth: &WebhookAuth, refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Credentials => {
+            tracing::info!("webhook request refused: wrong or missing credentials");
+            unauthorized(auth)
+        }
+        Refusal::Signature(why) => {
+            tracing::info!(reason = %why, "webhook request refused: bad signature");
+            error_response(StatusCode::UNAUTHORIZED, "bad_signature", why.to_string())
+        }
+        Refusal::Unavailable(e) => unavailable(&e),
+    }
 }
 
 fn method_not_allowed(hook: &Hook, method: &Method) -> Response {

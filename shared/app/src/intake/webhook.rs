@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
-use tripline_core::definition::{ResponseMode, WebhookAuth};
+use tripline_core::Run;
+use tripline_core::definition::ResponseMode;
 use tripline_core::run::{TriggerKind, TriggerRef};
-use tripline_core::{Run, Timestamp};
 
 use crate::App;
 use crate::admission::{IDEMPOTENCY_WINDOW, Refused};
@@ -92,6 +92,7 @@ impl App {
         mut message: InboxMessage,
         headers: &HeaderMap,
         bytes: &[u8],
+        delivery: Option<String>,
     ) -> Received {
         message.body = bytes.to_vec();
         let parsed = match parse_body(message.content_type.as_deref(), bytes) {
@@ -102,16 +103,26 @@ impl App {
         };
         let input = webhook_input(&message, parsed);
         let trigger = &hook.trigger;
+        // A verified signature's delivery id names the message for good: its sender's
+        // retries start nothing new, and an unsigned `Idempotency-Key` header cannot
+        // override it (the trigger's own `idempotency_key` still comes first).
+        let caller_headers = delivery.is_none().then_some(headers);
         let idempotency = match self.gate(
             &hook.record.id,
             &trigger.id,
             trigger.gate(),
             &input,
-            Some(headers),
+            caller_headers,
         ) {
-            // A verified signature's `webhook-id` names the message for good: its
-            // sender's retries start nothing new.
-            Ok(None) => self.signed_delivery_claim(hook, headers, message.received_at),
+            Ok(None) => delivery.map(|id| {
+                crate::admission::claim(
+                    &hook.record.id,
+                    &trigger.id,
+                    &id,
+                    message.received_at,
+                    IDEMPOTENCY_WINDOW,
+                )
+            }),
             Ok(claim) => claim,
             Err(Refused::Filtered(reason)) => {
                 let message_id = message.id.clone();
@@ -135,32 +146,6 @@ impl App {
         let run = self.new_run(self.new_id(), &hook.record, trigger_ref, input, &message.id);
         self.start_webhook_run(hook, message, run, idempotency)
             .await
-    }
-
-    /// The claim of a Standard Webhooks delivery's verified `webhook-id`, when the trigger
-    /// checks signatures.
-    fn signed_delivery_claim(
-        &self,
-        hook: &Hook,
-        headers: &HeaderMap,
-        now: Timestamp,
-    ) -> Option<IdempotencyClaim> {
-        if !matches!(hook.trigger.auth, WebhookAuth::StandardWebhooks { .. }) {
-            return None;
-        }
-        headers
-            .get("webhook-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|k| !k.is_empty() && k.len() <= 255)
-            .map(|k| {
-                crate::admission::claim(
-                    &hook.record.id,
-                    &hook.trigger.id,
-                    k,
-                    now,
-                    IDEMPOTENCY_WINDOW,
-                )
-            })
     }
 
     /// Admits the run (after running it here when it is a pure sync run), and for a sync

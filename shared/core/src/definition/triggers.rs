@@ -283,6 +283,10 @@ pub struct WebhookTrigger {
     /// with the same key within 24 h starts nothing and gets the first run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Client addresses allowed to call: IPs or CIDR ranges (`203.0.113.0/24`,
+    /// `2001:db8::/32`). Others get 403 and nothing is recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_allowlist: Vec<String>,
 }
 
 fn default_webhook_id() -> String {
@@ -323,7 +327,9 @@ pub struct ManualTrigger {
     pub idempotency_key: Option<String>,
 }
 
-/// Webhook authentication.
+/// Webhook authentication. Every credential (an API key, a password, a signing secret) is
+/// written as a reference to a secret, `"{{ secrets.NAME }}"`, or inline (accepted, with a
+/// warning: an inline credential is part of the definition).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WebhookAuth {
@@ -344,10 +350,231 @@ pub enum WebhookAuth {
     StandardWebhooks {
         secrets: Vec<String>,
         /// How far `webhook-timestamp` may be from now (replays older than this are
-        /// refused); default 5m.
+        /// refused); default 5m, at most 1h.
         #[serde(default = "default_signature_tolerance")]
         tolerance: Duration,
     },
+    /// An HMAC signature of the raw body: a sender's scheme (`preset`), or one described
+    /// field by field.
+    Hmac(HmacAuth),
+}
+
+/// `type: hmac`: a `preset` (github, stripe, slack, shopify) or a generic scheme
+/// (`header`, `algorithm`, `encoding`, `prefix`, `signed`, `timestamp_header`).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct HmacAuth {
+    /// A sender's scheme, checked as its documentation specifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<HmacPreset>,
+    /// The signing secrets: any of them may match (rotation).
+    pub secrets: Vec<String>,
+    /// Generic: the header that carries the signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Generic: `sha1`, `sha256` (default) or `sha512`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<HmacAlgorithm>,
+    /// Generic: `hex` (default) or `base64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<SignatureEncoding>,
+    /// Generic: text before the signature in the header, e.g. `sha256=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Generic: what is signed, with `{body}` (the raw body) and `{timestamp}` (the
+    /// timestamp header's value) in it; default `{body}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<String>,
+    /// Generic: the header with the Unix-seconds timestamp that `signed` reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_header: Option<String>,
+    /// Generic: the header whose value names a delivery (its idempotency key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_header: Option<String>,
+    /// How far a signed timestamp may be from now; default 5m, at most 1h (well inside
+    /// the 24 h idempotency window, so a replay is refused or recognized).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<Duration>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HmacPreset {
+    /// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`; delivery id
+    /// `X-GitHub-Delivery`.
+    Github,
+    /// `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">[,v1=…]`; delivery id
+    /// the event's `id`.
+    Stripe,
+    /// `X-Slack-Signature: v0=<hex HMAC-SHA256 of "v0:ts:body">` with
+    /// `X-Slack-Request-Timestamp`; delivery id the event's `event_id` when it has one.
+    Slack,
+    /// `X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256 of the body>`; delivery id
+    /// `X-Shopify-Webhook-Id`.
+    Shopify,
+}
+
+impl HmacPreset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HmacPreset::Github => "github",
+            HmacPreset::Stripe => "stripe",
+            HmacPreset::Slack => "slack",
+            HmacPreset::Shopify => "shopify",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HmacAlgorithm {
+    Sha1,
+    #[default]
+    Sha256,
+    Sha512,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureEncoding {
+    #[default]
+    Hex,
+    Base64,
+}
+
+/// Where a signed delivery's id is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryId {
+    Header(String),
+    /// A top-level field of the JSON body.
+    BodyField(&'static str),
+}
+
+/// A signature scheme, resolved from a preset or the generic fields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SignatureScheme {
+    pub header: String,
+    pub algorithm: HmacAlgorithm,
+    pub encoding: SignatureEncoding,
+    pub prefix: String,
+    /// `{body}` and `{timestamp}` placeholders.
+    pub signed: String,
+    pub timestamp_header: Option<String>,
+    /// Stripe's header: `t=…` and `v1=…` pairs, the timestamp inside the header.
+    pub stripe_format: bool,
+    pub tolerance: Duration,
+    pub delivery_id: Option<DeliveryId>,
+}
+
+/// The most a signature's timestamp may be off: well below the idempotency window.
+pub const MAX_SIGNATURE_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl HmacAuth {
+    /// The scheme to check (validation has refused a generic one without `header`).
+    pub fn scheme(&self) -> SignatureScheme {
+        let tolerance = self.tolerance.unwrap_or_else(default_signature_tolerance);
+        let generic = || SignatureScheme {
+            header: self.header.clone().unwrap_or_default().to_ascii_lowercase(),
+            algorithm: self.algorithm.unwrap_or_default(),
+            encoding: self.encoding.unwrap_or_default(),
+            prefix: self.prefix.clone().unwrap_or_default(),
+            signed: self.signed.clone().unwrap_or_else(|| "{body}".into()),
+            timestamp_header: self
+                .timestamp_header
+                .as_ref()
+                .map(|h| h.to_ascii_lowercase()),
+            stripe_format: false,
+            tolerance,
+            delivery_id: self
+                .id_header
+                .as_ref()
+                .map(|h| DeliveryId::Header(h.to_ascii_lowercase())),
+        };
+        let preset = |header: &str, encoding, prefix: &str, signed: &str| SignatureScheme {
+            header: header.into(),
+            algorithm: HmacAlgorithm::Sha256,
+            encoding,
+            prefix: prefix.into(),
+            signed: signed.into(),
+            timestamp_header: None,
+            stripe_format: false,
+            tolerance,
+            delivery_id: None,
+        };
+        match self.preset {
+            None => generic(),
+            Some(HmacPreset::Github) => SignatureScheme {
+                delivery_id: Some(DeliveryId::Header("x-github-delivery".into())),
+                ..preset(
+                    "x-hub-signature-256",
+                    SignatureEncoding::Hex,
+                    "sha256=",
+                    "{body}",
+                )
+            },
+            Some(HmacPreset::Stripe) => SignatureScheme {
+                stripe_format: true,
+                delivery_id: Some(DeliveryId::BodyField("id")),
+                ..preset(
+                    "stripe-signature",
+                    SignatureEncoding::Hex,
+                    "",
+                    "{timestamp}.{body}",
+                )
+            },
+            Some(HmacPreset::Slack) => SignatureScheme {
+                timestamp_header: Some("x-slack-request-timestamp".into()),
+                delivery_id: Some(DeliveryId::BodyField("event_id")),
+                ..preset(
+                    "x-slack-signature",
+                    SignatureEncoding::Hex,
+                    "v0=",
+                    "v0:{timestamp}:{body}",
+                )
+            },
+            Some(HmacPreset::Shopify) => SignatureScheme {
+                delivery_id: Some(DeliveryId::Header("x-shopify-webhook-id".into())),
+                ..preset(
+                    "x-shopify-hmac-sha256",
+                    SignatureEncoding::Base64,
+                    "",
+                    "{body}",
+                )
+            },
+        }
+    }
+}
+
+impl WebhookAuth {
+    /// The credential fields, each with its path under `auth`: API keys, the Basic
+    /// password, signing secrets.
+    pub fn credentials(&self) -> Vec<(String, &str)> {
+        match self {
+            WebhookAuth::None => Vec::new(),
+            WebhookAuth::ApiKey { keys, .. } => keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (format!("keys[{i}]"), k.as_str()))
+                .collect(),
+            WebhookAuth::Basic { password, .. } => vec![("password".into(), password.as_str())],
+            WebhookAuth::StandardWebhooks { secrets, .. }
+            | WebhookAuth::Hmac(HmacAuth { secrets, .. }) => secrets
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (format!("secrets[{i}]"), k.as_str()))
+                .collect(),
+        }
+    }
+
+    /// The credential fields, to change them (hiding them in answers).
+    pub fn credentials_mut(&mut self) -> Vec<&mut String> {
+        match self {
+            WebhookAuth::None => Vec::new(),
+            WebhookAuth::ApiKey { keys, .. } => keys.iter_mut().collect(),
+            WebhookAuth::Basic { password, .. } => vec![password],
+            WebhookAuth::StandardWebhooks { secrets, .. }
+            | WebhookAuth::Hmac(HmacAuth { secrets, .. }) => secrets.iter_mut().collect(),
+        }
+    }
 }
 
 fn default_signature_tolerance() -> Duration {

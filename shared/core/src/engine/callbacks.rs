@@ -87,7 +87,8 @@ fn push_callback(wf: &Workflow, run: &mut Run, now: Timestamp, effects: &mut Vec
     let Some(cursor) = run.cursor.callback.clone() else {
         return;
     };
-    let ctx = run.template_context();
+    // A request: its templates may read `secrets` (markers the caller resolves).
+    let ctx = crate::secrets::request_context(&run.template_context());
     let rendered = (|| -> Result<HttpRequest, TemplateError> {
         let mut headers = BTreeMap::new();
         for (k, v) in &cb.headers {

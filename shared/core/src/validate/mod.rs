@@ -8,6 +8,7 @@
 //! kind needs; `templates.rs` checks every template against the roots and steps it may
 //! read.
 
+mod credentials;
 mod shape;
 mod steps;
 mod templates;
@@ -16,6 +17,8 @@ mod tests;
 mod triggers;
 
 use std::fmt;
+
+pub use self::credentials::{secret_names, warnings, without_credentials};
 
 use serde_json::Value;
 
@@ -160,11 +163,12 @@ pub fn load_value(value: &Value, positions: &Positions) -> Result<Workflow, Vec<
         }
     }
     if let Some(Some(secret)) = &callback_secret
+        && crate::secrets::reference(secret).is_none()
         && !valid_callback_secret(secret)
     {
         c.at(
             "callback_secret",
-            "a callback secret is `whsec_` followed by the base64 of 24 to 64 random bytes; leave it out to have one generated",
+            "a callback secret is `{{ secrets.NAME }}` naming a secret that holds `whsec_` followed by the base64 of 24 to 64 random bytes; leave it out to have one generated",
         );
     }
     let has_cron = triggers.iter().any(|(_, t)| matches!(t, Trigger::Cron(_)));

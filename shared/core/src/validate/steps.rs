@@ -2,7 +2,7 @@
 //! each with the steps it may read; and a workflow's callbacks.
 
 use super::templates::{
-    CALLBACK_ROOTS, EXTRACT_ROOTS, NOTIFY_ROOTS, STEP_ROOTS, Scope, WAIT_NOTIFY_ROOTS,
+    CALLBACK_ROOTS, EXTRACT_ROOTS, HTTP_ROOTS, NOTIFY_ROOTS, STEP_ROOTS, Scope, WAIT_NOTIFY_ROOTS,
     check_expression, check_string_template, check_value_template,
 };
 use super::{Collector, valid_context_key, valid_identifier, valid_workflow_id};
@@ -77,7 +77,14 @@ pub(super) fn check_steps(c: &mut Collector, steps: &[(String, Step)], all: &[&s
 /// What each kind of step needs.
 fn check_action(c: &mut Collector, path: &str, step: &Step, scope: &Scope) {
     match &step.action {
-        Action::Http(h) => check_http(c, path, h, scope),
+        Action::Http(h) => {
+            let http_scope = Scope {
+                roots: HTTP_ROOTS,
+                steps_before: scope.steps_before,
+                all_steps: scope.all_steps,
+            };
+            check_http(c, path, h, &http_scope)
+        }
         Action::Transform { value } => {
             check_value_template(c, value, &join(path, "value"), scope)
         }

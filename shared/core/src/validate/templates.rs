@@ -17,6 +17,11 @@ pub(super) struct Scope<'a> {
 
 pub(super) const STEP_ROOTS: &[&str] = &["trigger", "steps", "context", "store", "run", "state"];
 
+/// Where a request is rendered (an `http` step), `secrets` too.
+pub(super) const HTTP_ROOTS: &[&str] = &[
+    "trigger", "steps", "context", "store", "run", "state", "secrets",
+];
+
 pub(super) const EXTRACT_ROOTS: &[&str] = &[
     "trigger", "steps", "context", "store", "run", "state", "output",
 ];
@@ -26,19 +31,33 @@ pub(super) const TRIGGER_ROOTS: &[&str] = &["trigger"];
 pub(super) const REPLY_ROOTS: &[&str] = &["trigger", "run", "output", "status"];
 
 pub(super) const NOTIFY_ROOTS: &[&str] = &[
-    "trigger", "steps", "context", "store", "run", "state", "approval",
+    "trigger", "steps", "context", "store", "run", "state", "approval", "secrets",
 ];
 
 pub(super) const WAIT_NOTIFY_ROOTS: &[&str] = &[
-    "trigger", "steps", "context", "store", "run", "state", "wait",
+    "trigger", "steps", "context", "store", "run", "state", "wait", "secrets",
 ];
 
-pub(super) const CALLBACK_ROOTS: &[&str] = &["trigger", "context", "run"];
+pub(super) const CALLBACK_ROOTS: &[&str] = &["trigger", "context", "run", "secrets"];
 
 pub(super) fn check_refs(c: &mut Collector, path: &str, refs: &BTreeSet<String>, scope: &Scope) {
     for r in refs {
         let mut parts = r.split('.');
         let root = parts.next().unwrap_or_default();
+        if root == "secrets" {
+            if !scope.roots.contains(&root) {
+                c.at(
+                    path,
+                    format!("the template reads `{r}`, but secrets are only read where a request is rendered (an `http` step's url, headers, query and body; a notification; a callback), so that a value never lands in a run's record"),
+                );
+            } else if !parts.next().is_some_and(crate::secrets::valid_name) {
+                c.at(
+                    path,
+                    "name the secret: `secrets.NAME`, with a name of letters, digits and `_`",
+                );
+            }
+            continue;
+        }
         if !scope.roots.contains(&root) {
             // Jinja's own globals (loop, range, namespace...) are not reads of run data.
             if matches!(

@@ -190,7 +190,7 @@ steps:
     };
     has("on_success.url: `ftp://x` is not an http");
     has("unknown field `retries` in a callback");
-    has("callback_secret: a callback secret is `whsec_`");
+    has("callback_secret: a callback secret is `{{ secrets.NAME }}`");
     has("exactly one of `duration`");
     has("a `wait_for_webhook` step is not retried");
     has("steps[2].summary: the template reads `approval.review_url`");

@@ -10,7 +10,8 @@ use super::templates::{
 use super::valid_workflow_id;
 use super::{Collector, valid_callback_secret, valid_identifier, valid_token, valid_topic};
 use crate::definition::{
-    CronTrigger, CustomReply, FlowTrigger, KafkaTrigger, Trigger, WebhookAuth, WebhookTrigger,
+    CronTrigger, CustomReply, FlowTrigger, HmacAuth, KafkaTrigger, MAX_SIGNATURE_TOLERANCE,
+    Trigger, WebhookAuth, WebhookTrigger,
 };
 use crate::source::join;
 
@@ -124,15 +125,28 @@ fn check_webhook(c: &mut Collector, path: &str, w: &WebhookTrigger, tokens: &mut
         );
     }
     check_auth(c, path, &w.auth);
+    check_ip_allowlist(c, path, &w.ip_allowlist);
     if let Some(reply) = &w.reply {
         check_reply(c, &join(path, "reply"), reply);
     }
 }
 
 fn check_auth(c: &mut Collector, path: &str, auth: &WebhookAuth) {
+    let ap = join(path, "auth");
+    // Each credential is `{{ secrets.NAME }}` or a value written inline; a value is held
+    // to the checks below, a reference when it is used.
+    for (field, value) in auth.credentials() {
+        if crate::secrets::reference(value).is_none() && value.contains("{{") {
+            c.at(
+                &join(&ap, &field),
+                "a credential is a value or exactly `{{ secrets.NAME }}` (a secret's name, nothing around it)",
+            );
+        }
+    }
+    let inline = |v: &str| crate::secrets::reference(v).is_none();
     match auth {
         WebhookAuth::ApiKey { header, keys } => {
-            if keys.is_empty() || keys.iter().any(|k| k.len() < 16) {
+            if keys.is_empty() || keys.iter().any(|k| inline(k) && k.len() < 16) {
                 c.at(
                     &join(path, "auth.keys"),
                     "`keys` needs at least one key of 16 characters or more",
@@ -146,8 +160,11 @@ fn check_auth(c: &mut Collector, path: &str, auth: &WebhookAuth) {
             }
         }
         WebhookAuth::Basic { username, password } => {
-            if username.is_empty() || username.contains(':') || password.len() < 8 {
-                c.at(&join(path, "auth"), "basic auth needs a username without `:` and a password of 8 characters or more");
+            if username.is_empty()
+                || username.contains(':')
+                || (inline(password) && password.len() < 8)
+            {
+                c.at(&ap, "basic auth needs a username without `:` and a password of 8 characters or more");
             }
         }
         WebhookAuth::StandardWebhooks { secrets, tolerance } => {
@@ -158,21 +175,110 @@ fn check_auth(c: &mut Collector, path: &str, auth: &WebhookAuth) {
                 );
             }
             for (i, s) in secrets.iter().enumerate() {
-                if !valid_callback_secret(s) {
+                if inline(s) && !s.contains("{{") && !valid_callback_secret(s) {
                     c.at(
                         &format!("{}[{i}]", join(path, "auth.secrets")),
                         "a signing secret is `whsec_` followed by the base64 of 24 to 64 random bytes",
                     );
                 }
             }
-            if tolerance.std().is_zero() {
+            check_tolerance(c, &join(path, "auth.tolerance"), *tolerance);
+        }
+        WebhookAuth::Hmac(h) => check_hmac(c, &ap, h),
+        WebhookAuth::None => {}
+    }
+}
+
+fn check_tolerance(c: &mut Collector, path: &str, tolerance: crate::time::Duration) {
+    if tolerance.std().is_zero() || tolerance.std() > MAX_SIGNATURE_TOLERANCE {
+        c.at(
+            path,
+            "`tolerance` is how far a signed timestamp may be from now: longer than zero and at most 1h (replays within it are recognized by their delivery id)",
+        );
+    }
+}
+
+fn check_hmac(c: &mut Collector, ap: &str, h: &HmacAuth) {
+    if h.secrets.is_empty() {
+        c.at(
+            &join(ap, "secrets"),
+            "`secrets` needs at least one signing secret, e.g. `{{ secrets.github_hook }}`",
+        );
+    }
+    if let Some(t) = h.tolerance {
+        check_tolerance(c, &join(ap, "tolerance"), t);
+    }
+    let generic = [
+        ("header", h.header.is_some()),
+        ("algorithm", h.algorithm.is_some()),
+        ("encoding", h.encoding.is_some()),
+        ("prefix", h.prefix.is_some()),
+        ("signed", h.signed.is_some()),
+        ("timestamp_header", h.timestamp_header.is_some()),
+        ("id_header", h.id_header.is_some()),
+    ];
+    if let Some(preset) = h.preset {
+        for (field, given) in generic {
+            if given {
                 c.at(
-                    &join(path, "auth.tolerance"),
-                    "`tolerance` must be longer than zero",
+                    &join(ap, field),
+                    format!("the `{}` preset fixes the scheme; leave out `{field}`, or leave out `preset` and describe the scheme field by field", preset.as_str()),
                 );
             }
         }
-        WebhookAuth::None => {}
+        return;
+    }
+    match &h.header {
+        None => c.at(
+            ap,
+            "an `hmac` auth needs a `preset` (github, stripe, slack, shopify) or the `header` that carries the signature",
+        ),
+        Some(name) => {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                c.at(&join(ap, "header"), format!("`{name}` is not a valid header name"));
+            }
+        }
+    }
+    for (field, value) in [
+        ("timestamp_header", &h.timestamp_header),
+        ("id_header", &h.id_header),
+    ] {
+        if let Some(name) = value
+            && http::HeaderName::from_bytes(name.as_bytes()).is_err()
+        {
+            c.at(
+                &join(ap, field),
+                format!("`{name}` is not a valid header name"),
+            );
+        }
+    }
+    let signed = h.signed.as_deref().unwrap_or("{body}");
+    if !signed.contains("{body}") {
+        c.at(
+            &join(ap, "signed"),
+            "`signed` must contain `{body}` (the raw body), e.g. `{timestamp}.{body}`",
+        );
+    }
+    let rest = signed.replace("{body}", "").replace("{timestamp}", "");
+    if rest.contains('{') || rest.contains('}') {
+        c.at(
+            &join(ap, "signed"),
+            "`signed` knows two placeholders: `{body}` and `{timestamp}`",
+        );
+    }
+    if signed.contains("{timestamp}") && h.timestamp_header.is_none() {
+        c.at(
+            &join(ap, "timestamp_header"),
+            "`signed` reads `{timestamp}`: name the header it comes from in `timestamp_header`",
+        );
+    }
+}
+
+fn check_ip_allowlist(c: &mut Collector, path: &str, list: &[String]) {
+    for (i, entry) in list.iter().enumerate() {
+        if let Err(why) = crate::net::Cidr::parse(entry) {
+            c.at(&format!("{}[{i}]", join(path, "ip_allowlist")), why);
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! The control API (`/v1/...`): the router, its key check and the helpers its handlers
-//! share; the handlers are by resource (`workflows`, `runs`, `inbox`, `state`).
+//! share; the handlers are by resource (`workflows`, `runs`, `inbox`, `state`, `secrets`).
 
 mod inbox;
 mod runs;
+mod secrets;
 mod state;
 mod workflows;
 
@@ -13,7 +14,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -25,6 +26,7 @@ use crate::ports::{Page, StoreError};
 
 use inbox::{get_message, list_inbox, list_ticks, reprocess_message};
 use runs::{cancel_run, get_run, list_runs};
+use secrets::{delete_secret, list_secrets, put_secret};
 use state::{get_context, get_state, patch_context, put_state};
 use workflows::{delete_workflow, get_workflow, list_workflows, put_workflow, start_run};
 
@@ -48,6 +50,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/inbox", get(list_inbox))
         .route("/v1/inbox/{id}", get(get_message))
         .route("/v1/inbox/{id}/reprocess", post(reprocess_message))
+        .route("/v1/secrets", get(list_secrets))
+        .route("/v1/secrets/{name}", put(put_secret).delete(delete_secret))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_key))
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
         .with_state(app)

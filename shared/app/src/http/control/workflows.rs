@@ -123,7 +123,9 @@ pub(super) async fn get_workflow(
         Err(e) => return unavailable(&e),
     };
     let mut body = summary(&rec);
-    body["definition"] = serde_json::to_value(&rec.definition).unwrap_or(Value::Null);
+    // Never a credential's value: those written inline show as `[redacted]`.
+    let shown = tripline_core::validate::without_credentials(&rec.definition);
+    body["definition"] = serde_json::to_value(&shown).unwrap_or(Value::Null);
     body["revisions"] = revisions
         .iter()
         .map(|(r, at)| json!({"revision": r, "deployed_at": at}))
@@ -157,6 +159,7 @@ pub(super) async fn put_workflow(
             let status = if d.unchanged { StatusCode::OK } else { StatusCode::CREATED };
             let mut body = summary(&d.record);
             body["unchanged"] = json!(d.unchanged);
+            body["warnings"] = json!(d.warnings);
             (status, Json(body)).into_response()
         }
         Err(DeployError::Invalid(problems)) => (

@@ -73,6 +73,8 @@ pub(in crate::engine) fn render_http(
     ctx: &Value,
     idempotency_key: String,
 ) -> Result<HttpRequest, TemplateError> {
+    // A request: its templates may read `secrets` (markers the caller resolves).
+    let ctx = &crate::secrets::request_context(ctx);
     let mut headers = BTreeMap::new();
     for (k, v) in &h.headers {
         headers.insert(k.to_ascii_lowercase(), template::render_string(v, ctx)?);
