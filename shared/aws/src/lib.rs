@@ -16,6 +16,7 @@ pub mod msk;
 pub mod provision;
 pub mod queue;
 pub mod schedules;
+pub mod secrets;
 pub mod settings;
 pub mod store;
 
@@ -103,9 +104,16 @@ pub fn config_from_env() -> Result<Config, String> {
     Ok(config)
 }
 
-/// The use cases on the AWS adapters.
+/// The use cases on the AWS adapters, with the stack's secrets.
 pub fn build_app(clients: &Clients, settings: Settings, config: Config) -> Arc<App> {
     build_app_with(clients, settings, config, None)
+}
+
+/// The stack's secrets (SSM Parameter Store), cached for `settings.secrets_ttl`: other
+/// functions set them.
+fn with_secrets(app: App, clients: &Clients, settings: &Settings) -> App {
+    let store = secrets::SsmSecrets::new(clients.ssm(), &settings.secrets_prefix);
+    app.with_secrets(Arc::new(store), Some(settings.secrets_ttl))
 }
 
 /// [`build_app`], with timers over 15 minutes going to `timers`.
@@ -119,7 +127,12 @@ pub fn build_app_with(
     if let Some(t) = timers {
         queue = queue.with_timers(t);
     }
-    Arc::new(new_app(clients, settings, config, queue))
+    let with = settings.clone();
+    Arc::new(with_secrets(
+        new_app(clients, settings, config, queue),
+        clients,
+        &with,
+    ))
 }
 
 fn new_app(clients: &Clients, settings: Settings, config: Config, queue: SqsQueue) -> App {
@@ -135,8 +148,20 @@ fn new_app(clients: &Clients, settings: Settings, config: Config, queue: SqsQueu
 /// What a function's `main` does first: settings and clients from the environment (once
 /// per cold start). Nothing is read from the store yet, so the function is ready for its
 /// first event at once: the webhook registry is loaded on first use (see
-/// [`Config::refresh_workflows`]), workflow revisions when a run needs them.
+/// [`Config::refresh_workflows`]), workflow revisions when a run needs them. The functions
+/// that render no request and check no credential (resume-approval, cron-tick,
+/// msk-consumer) keep no secrets, and do not link the SSM client.
 pub async fn app_from_env() -> Result<Arc<App>, BoxError> {
+    let settings = Settings::from_env()?;
+    let config = config_from_env()?;
+    let clients = Clients::from_env(None).await;
+    let queue = SqsQueue::new(clients.sqs.clone(), settings.queue_url.clone());
+    Ok(Arc::new(new_app(&clients, settings, config, queue)))
+}
+
+/// [`app_from_env`] for the webhook ingress: with the secrets its webhooks' credentials
+/// name.
+pub async fn ingress_app_from_env() -> Result<Arc<App>, BoxError> {
     let settings = Settings::from_env()?;
     let config = config_from_env()?;
     let clients = Clients::from_env(None).await;
@@ -171,7 +196,8 @@ pub fn build_control_app(clients: &Clients, settings: Settings, config: Config) 
     let cron = settings.cron.clone();
     let msk = settings.msk.clone();
     let queue = SqsQueue::new(clients.sqs.clone(), settings.queue_url.clone());
-    let app = new_app(clients, settings, config, queue);
+    let with = settings.clone();
+    let app = with_secrets(new_app(clients, settings, config, queue), clients, &with);
     let app = app.with_kafka_source(Arc::new(msk::MskSource::new(clients.kafka(), msk)));
     Arc::new(match cron {
         Some(cron) => app.with_schedules(Arc::new(schedules::EventBridgeSchedules::new(

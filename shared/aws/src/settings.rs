@@ -31,6 +31,12 @@ pub struct Settings {
     /// The MSK cluster and topics the template's event source consumes: a deploy refuses
     /// kafka triggers it cannot deliver.
     pub msk: crate::msk::MskSettings,
+    /// The SSM Parameter Store path the stack's secrets live under, e.g.
+    /// `/tripline/{stack}/secrets`.
+    pub secrets_prefix: String,
+    /// How long a function trusts a cached secret (a rotation reaches every function
+    /// within it); default 60 s.
+    pub secrets_ttl: std::time::Duration,
 }
 
 /// Cron triggers' recurring schedules: the group, the cron-tick function they invoke, the
@@ -118,6 +124,14 @@ impl Settings {
                 _ => None,
             },
             msk: crate::msk::MskSettings::from_env(),
+            secrets_prefix: std::env::var("TRIPLINE_SECRETS_PREFIX")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "/tripline/secrets".into()),
+            secrets_ttl: std::env::var("TRIPLINE_SECRETS_TTL")
+                .ok()
+                .and_then(|v| tripline_core::Duration::parse(&v).ok())
+                .map_or(tripline_app::secrets::DEFAULT_SECRET_TTL, |d| d.std()),
         })
     }
 
@@ -150,6 +164,8 @@ impl Settings {
                 cluster_arn: None,
                 topics: Vec::new(),
             },
+            secrets_prefix: format!("/tripline/{prefix}/secrets"),
+            secrets_ttl: tripline_app::secrets::DEFAULT_SECRET_TTL,
         }
     }
 
@@ -163,6 +179,11 @@ impl Settings {
             ("TRIPLINE_QUEUE_URL", self.queue_url.clone()),
             ("TRIPLINE_BUCKET", self.bucket.clone()),
             ("TRIPLINE_ITEM_BUDGET", self.item_budget.to_string()),
+            ("TRIPLINE_SECRETS_PREFIX", self.secrets_prefix.clone()),
+            (
+                "TRIPLINE_SECRETS_TTL",
+                format!("{}ms", self.secrets_ttl.as_millis()),
+            ),
         ];
         if let Some(t) = &self.timers {
             env.push(("TRIPLINE_SCHEDULE_GROUP", t.schedule_group.clone()));
@@ -259,6 +280,16 @@ impl Clients {
             b = b.interceptor(c);
         }
         aws_sdk_scheduler::Client::from_conf(b.build())
+    }
+
+    /// An SSM client on the same configuration (the functions that read or write
+    /// secrets: webhook ingress, step executor, control API).
+    pub fn ssm(&self) -> aws_sdk_ssm::Client {
+        let mut b = aws_sdk_ssm::config::Builder::from(&self.shared);
+        if let Some(c) = self.counter.clone() {
+            b = b.interceptor(c);
+        }
+        aws_sdk_ssm::Client::from_conf(b.build())
     }
 
     /// Clients for an AWS-protocol server at `endpoint` (moto in tests), with fixed test

@@ -309,13 +309,23 @@ async fn callbacks_are_signed_and_retried_through_delayed_messages() {
         ),
     )
     .await;
+    // The generated signing secret is a secret of its own (never shown); the receiver
+    // sets one it knows.
     let (_, _, wf) = s
         .http(&s.control, "GET", "/v1/workflows/cb", &[], b"")
         .await;
-    let secret = wf["definition"]["callback_secret"]
-        .as_str()
-        .expect("secret")
-        .to_string();
+    assert_eq!(wf["definition"]["callback_secret"], "{{ secrets.callback_cb }}");
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string();
+    let (status, _, _) = s
+        .http(
+            &s.control,
+            "PUT",
+            "/v1/secrets/callback_cb",
+            &[("content-type", "application/json")],
+            json!({ "value": secret }).to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(status, 200);
     let id = s.start("cb", &json!({})).await;
     let until = std::time::Instant::now() + LIMIT;
     let run = loop {

@@ -8,6 +8,7 @@ mod aws_flows;
 mod aws_idempotency;
 mod aws_kafka;
 mod aws_parking;
+mod aws_secrets;
 mod aws_shape;
 mod cli;
 mod concurrency;
