@@ -26,6 +26,8 @@ mod idempotency;
 mod kafka;
 mod kafka_broker;
 mod parking;
+mod secrets;
+mod signatures;
 mod steps;
 mod template;
 mod webhooks;
