@@ -25,7 +25,7 @@ async fn client_addr(mut req: Request) -> Request {
 async fn main() -> Result<(), lambda_http::Error> {
     tripline_aws::init_tracing();
     let app = tripline_aws::ingress_app_from_env().await?;
-    let router = tripline_app::http::ingress::router(app)
-        .layer(axum::middleware::map_request(client_addr));
+    let router =
+        tripline_app::http::ingress::router(app).layer(axum::middleware::map_request(client_addr));
     lambda_http::run(router).await
 }

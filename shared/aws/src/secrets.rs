@@ -45,7 +45,12 @@ impl SecretStore for SsmSecrets {
             .await
         {
             Ok(out) => Ok(out.parameter.and_then(|p| p.value)),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => Ok(None),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_not_found()) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(store_error("SSM GetParameter", e)),
         }
     }
@@ -79,7 +84,10 @@ impl SecretStore for SsmSecrets {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_not_found()) =>
+            {
                 Ok(false)
             }
             Err(e) => Err(store_error("SSM DeleteParameter", e)),

@@ -314,7 +314,10 @@ async fn callbacks_are_signed_and_retried_through_delayed_messages() {
     let (_, _, wf) = s
         .http(&s.control, "GET", "/v1/workflows/cb", &[], b"")
         .await;
-    assert_eq!(wf["definition"]["callback_secret"], "{{ secrets.callback_cb }}");
+    assert_eq!(
+        wf["definition"]["callback_secret"],
+        "{{ secrets.callback_cb }}"
+    );
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string();
     let (status, _, _) = s
         .http(

@@ -28,7 +28,12 @@ async fn secrets_live_in_parameter_store_and_reach_hooks_and_steps_but_never_ans
     let (status, body) = put_secret(&s, "crm_token", "crm-Tok-4f1c9a77e2").await;
     assert_eq!(status, 200, "{body}");
     assert!(!body.to_string().contains("crm-Tok-4f1c9a77e2"));
-    assert_eq!(put_secret(&s, "hook_key", "hook-key-0123456789abcdef").await.0, 200);
+    assert_eq!(
+        put_secret(&s, "hook_key", "hook-key-0123456789abcdef")
+            .await
+            .0,
+        200
+    );
     assert_eq!(put_secret(&s, "bad-name", "x").await.0, 400);
 
     // Kept as a SecureString under the stack's prefix.
@@ -96,7 +101,13 @@ steps:
     let path = format!("/hooks/{token}");
     let body = br#"{"id": 7}"#;
     let (status, _, _) = s
-        .http(&s.ingress, "POST", &path, &[("content-type", "application/json")], body)
+        .http(
+            &s.ingress,
+            "POST",
+            &path,
+            &[("content-type", "application/json")],
+            body,
+        )
         .await;
     assert_eq!(status, 401, "without the key");
     let (status, _, accepted) = s
@@ -116,7 +127,10 @@ steps:
     let run = s.pump_until(&run_id, "succeeded", LIMIT).await;
 
     let sent = s.stub.requests();
-    assert_eq!(sent[0].headers["authorization"], "Bearer crm-Tok-4f1c9a77e2");
+    assert_eq!(
+        sent[0].headers["authorization"],
+        "Bearer crm-Tok-4f1c9a77e2"
+    );
     let text = run.to_string();
     assert!(!text.contains("crm-Tok-4f1c9a77e2"), "{text}");
     assert!(!text.contains("hook-key-0123456789abcdef"), "{text}");
@@ -133,7 +147,9 @@ steps:
     assert_eq!(names, ["crm_token", "hook_key"]);
     assert_eq!(listed["items"][0]["used_by"], json!(["crm"]));
     assert!(!listed.to_string().contains("crm-Tok"), "{listed}");
-    let (_, _, wf) = s.http(&s.control, "GET", "/v1/workflows/crm", &[], b"").await;
+    let (_, _, wf) = s
+        .http(&s.control, "GET", "/v1/workflows/crm", &[], b"")
+        .await;
     assert!(!wf.to_string().contains("hook-key-0123"), "{wf}");
 
     // In use: removing needs force.

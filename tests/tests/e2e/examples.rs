@@ -305,3 +305,72 @@ async fn nightly_sync_fires_at_eight_in_paris() {
     assert_eq!(run["status"], "succeeded", "{run}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_github_push_example_checks_the_signature_and_uses_its_secrets() {
+    use hmac::{Hmac, KeyInit, Mac};
+    let stub = Stub::start().await;
+    let opts = Opts {
+        config: Config {
+            outbound: OutboundPolicy {
+                allow_private_networks: true,
+                rewrites: vec![("https://chat.example.com".into(), stub.url.clone())],
+            },
+            ..Config::default()
+        },
+        ..Opts::default()
+    };
+    let app = spawn_app(opts).await;
+    let text = std::fs::read_to_string(repo_root().join("examples/secrets/github-push.yaml"))
+        .expect("example");
+    // Its secrets must exist first: the deploy names the missing one.
+    let (status, body) = app.deploy("github-push", &text).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("github_webhook_secret"), "{body}");
+    for (name, value) in [
+        ("github_webhook_secret", "gh-hook-secret-123"),
+        ("chat_token", "chat-tok-456789"),
+    ] {
+        let (status, _) = app
+            .put_json(&format!("/v1/secrets/{name}"), &json!({ "value": value }))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, body) = app.deploy("github-push", &text).await;
+    assert_eq!(status, 201, "{body}");
+
+    let push = |payload: &'static str, delivery: &'static str| {
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"gh-hook-secret-123").expect("key");
+        m.update(payload.as_bytes());
+        let sig: String = m
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        app.client
+            .post(app.url("/hooks/github-push-hook-token-01"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", format!("sha256={sig}"))
+            .header("x-github-event", "push")
+            .header("x-github-delivery", delivery)
+            .body(payload)
+            .send()
+    };
+    let main = r#"{"ref":"refs/heads/main","repository":{"full_name":"acme/api"},"head_commit":{"message":"Fix"}}"#;
+    let resp = push(main, "d-1").await.expect("post");
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let accepted: serde_json::Value = resp.json().await.expect("json");
+    let run = app.wait_run(accepted["run_id"].as_str().expect("id")).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let sent = stub.requests();
+    assert_eq!(sent[0].headers["authorization"], "Bearer chat-tok-456789");
+    assert_eq!(sent[0].body["text"], "acme/api: Fix");
+    assert!(
+        run.to_string().contains("Bearer [secret:chat_token]"),
+        "{run}"
+    );
+    let other = r#"{"ref":"refs/heads/dev","repository":{"full_name":"acme/api"},"head_commit":{"message":"WIP"}}"#;
+    let resp = push(other, "d-2").await.expect("post");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT, "filtered: not main");
+}

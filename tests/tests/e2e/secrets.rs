@@ -19,10 +19,7 @@ const VALUES: &[(&str, &str)] = &[
     ("notify_key", "notif-9e8d7c6b5a4f"),
     ("cb_header", "cbhdr-0f1e2d3c4b5a"),
     ("hook_key", "hookkey-6a5b4c3d2e1f0a9b"),
-    (
-        "cb_signing",
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-    ),
+    ("cb_signing", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
 ];
 
 fn value(name: &str) -> &'static str {
@@ -45,7 +42,12 @@ impl Drop for Proc {
 fn serve(data: &std::path::Path, workflows: &std::path::Path, logs: &std::path::Path) -> Proc {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(tripline_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-network"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-private-network",
+        ])
         .arg("--workflows")
         .arg(workflows)
         .arg("--data")
@@ -135,7 +137,11 @@ steps:
 #[tokio::test]
 async fn no_secret_value_is_readable_from_the_data_folder_the_answers_or_the_logs() {
     let dir = tempfile::tempdir().expect("tmp");
-    let (data, wfs, logs) = (dir.path().join("data"), dir.path().join("wf"), dir.path().join("logs"));
+    let (data, wfs, logs) = (
+        dir.path().join("data"),
+        dir.path().join("wf"),
+        dir.path().join("logs"),
+    );
     for d in [&wfs, &logs] {
         std::fs::create_dir_all(d).expect("dir");
     }
@@ -172,7 +178,10 @@ async fn no_secret_value_is_readable_from_the_data_folder_the_answers_or_the_log
         }
     }
     let (ok, listed) = cli(&base, &["list"], "");
-    assert!(ok && listed.contains("crm_token") && listed.contains("cb_signing"), "{listed}");
+    assert!(
+        ok && listed.contains("crm_token") && listed.contains("cb_signing"),
+        "{listed}"
+    );
     answers.push(listed);
 
     let resp = client
@@ -186,7 +195,12 @@ async fn no_secret_value_is_readable_from_the_data_folder_the_answers_or_the_log
     answers.push(resp.text().await.expect("body"));
 
     let hook = format!("{base}/hooks/crmsynctokenaaaaaaaaaaaa");
-    let denied = client.post(&hook).json(&json!({"id": 1})).send().await.expect("post");
+    let denied = client
+        .post(&hook)
+        .json(&json!({"id": 1}))
+        .send()
+        .await
+        .expect("post");
     assert_eq!(denied.status(), 401);
     let resp = client
         .post(&hook)
@@ -249,7 +263,10 @@ async fn no_secret_value_is_readable_from_the_data_folder_the_answers_or_the_log
     let sent = stub.requests();
     let push = &sent[0];
     assert_eq!(push.path, format!("/t/{}/contacts", value("tenant")));
-    assert_eq!(push.headers["authorization"], format!("Bearer {}", value("crm_token")));
+    assert_eq!(
+        push.headers["authorization"],
+        format!("Bearer {}", value("crm_token"))
+    );
     assert_eq!(push.query, format!("key={}", value("q_key")));
     assert_eq!(push.body["token"], value("body_secret"));
     let notify = sent.iter().find(|r| r.path == "/notify").expect("notified");
@@ -308,7 +325,10 @@ async fn no_secret_value_is_readable_from_the_data_folder_the_answers_or_the_log
     }
     let logs_text = std::fs::read_to_string(logs.join("stderr.log")).unwrap_or_default()
         + &std::fs::read_to_string(logs.join("stdout.log")).unwrap_or_default();
-    assert!(logs_text.contains("secret set"), "the logs were captured: {logs_text}");
+    assert!(
+        logs_text.contains("secret set"),
+        "the logs were captured: {logs_text}"
+    );
     for (name, v) in VALUES {
         for f in &files {
             let bytes = std::fs::read(f).expect("read");
@@ -322,11 +342,17 @@ async fn no_secret_value_is_readable_from_the_data_folder_the_answers_or_the_log
             assert!(!a.contains(v), "the value of `{name}` is in an answer: {a}");
         }
     }
-    assert!(files.iter().any(|f| f.ends_with("tripline.db")), "{files:?}");
+    assert!(
+        files.iter().any(|f| f.ends_with("tripline.db")),
+        "{files:?}"
+    );
     // Owner-only.
     use std::os::unix::fs::PermissionsExt as _;
     for f in ["tripline.db", "secrets.key"] {
-        let mode = std::fs::metadata(data.join(f)).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(data.join(f))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "{f} is {mode:o}");
     }
     let mode = std::fs::metadata(&data).expect("meta").permissions().mode();

@@ -28,7 +28,12 @@ async fn set_secret(app: &TestApp, name: &str, value: &str) {
     assert_eq!(status, 200, "{body}");
 }
 
-async fn post(app: &TestApp, path: &str, headers: &[(&str, String)], body: &[u8]) -> (StatusCode, Value) {
+async fn post(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (StatusCode, Value) {
     let mut req = app
         .client
         .post(app.url(path))
@@ -70,7 +75,10 @@ steps:
     assert_eq!(body["warnings"], json!([]), "no inline credential");
     let path = "/hooks/githubtokenaaaaaaaaaaaaa";
     let payload = br#"{"ref":"refs/heads/main"}"#;
-    let sig = format!("sha256={}", hmac_hex("It's a Secret to Everybody", &[payload]));
+    let sig = format!(
+        "sha256={}",
+        hmac_hex("It's a Secret to Everybody", &[payload])
+    );
     let headers = |delivery: &str| {
         vec![
             ("x-hub-signature-256", sig.clone()),
@@ -87,31 +95,69 @@ steps:
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(second["run_id"], first["run_id"], "the same run");
     let (_, third) = post(&app, path, &headers("d-2"), payload).await;
-    assert_ne!(third["run_id"], first["run_id"], "a new delivery, a new run");
+    assert_ne!(
+        third["run_id"], first["run_id"],
+        "a new delivery, a new run"
+    );
 
     // Each failed check is named, and nothing is stored.
     let before = inbox_count(&app).await;
     let (status, e) = post(&app, path, &[("x-github-delivery", "d-3".into())], payload).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(e["error"]["message"].as_str().unwrap_or_default().starts_with("missing header"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("missing header"),
+        "{e}"
+    );
     let tampered = br#"{"ref":"refs/heads/evil"}"#;
     let (status, e) = post(&app, path, &headers("d-4"), tampered).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(e["error"]["message"].as_str().unwrap_or_default().starts_with("no match"), "{e}");
-    let (status, e) = post(&app, path, &[("x-hub-signature-256", "sha1=abc".into())], payload).await;
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("no match"),
+        "{e}"
+    );
+    let (status, e) = post(
+        &app,
+        path,
+        &[("x-hub-signature-256", "sha1=abc".into())],
+        payload,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(e["error"]["message"].as_str().unwrap_or_default().starts_with("bad format"), "{e}");
-    assert_eq!(inbox_count(&app).await, before, "a refused request stores nothing");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("bad format"),
+        "{e}"
+    );
+    assert_eq!(
+        inbox_count(&app).await,
+        before,
+        "a refused request stores nothing"
+    );
 
     // Rotation: a new value is used by the next request.
     set_secret(&app, "gh_hook", "the-new-secret-value").await;
     let (status, _) = post(&app, path, &headers("d-5"), payload).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "the old value no longer signs");
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the old value no longer signs"
+    );
     let new_sig = format!("sha256={}", hmac_hex("the-new-secret-value", &[payload]));
     let (status, _) = post(
         &app,
         path,
-        &[("x-hub-signature-256", new_sig), ("x-github-delivery", "d-5".into())],
+        &[
+            ("x-hub-signature-256", new_sig),
+            ("x-github-delivery", "d-5".into()),
+        ],
         payload,
     )
     .await;
@@ -157,7 +203,13 @@ steps:
     assert_eq!(again["run_id"], first["run_id"]);
     let (status, e) = post(&app, path, &[("stripe-signature", sign(now - 600))], event).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(e["error"]["message"].as_str().unwrap_or_default().starts_with("stale timestamp"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("stale timestamp"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -194,7 +246,10 @@ steps:
         .iter()
         .filter_map(|w| w["path"].as_str())
         .collect();
-    assert_eq!(warned, ["triggers[0].auth.secrets[0]", "triggers[1].auth.secrets[0]"]);
+    assert_eq!(
+        warned,
+        ["triggers[0].auth.secrets[0]", "triggers[1].auth.secrets[0]"]
+    );
     let (_, wf) = app.get("/v1/workflows/shop").await;
     assert!(!wf.to_string().contains("shpss_inline_secret"), "{wf}");
 
@@ -205,14 +260,20 @@ steps:
     let (status, _) = post(
         &app,
         "/hooks/shopifytokenaaaaaaaaaaaa",
-        &[("x-shopify-hmac-sha256", sig), ("x-shopify-webhook-id", "w-1".into())],
+        &[
+            ("x-shopify-hmac-sha256", sig),
+            ("x-shopify-webhook-id", "w-1".into()),
+        ],
         payload,
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
 
     let ts = "1700000000";
-    let custom = format!("v1={}", hmac_hex("shpss_inline_secret", &[ts.as_bytes(), b".", payload]));
+    let custom = format!(
+        "v1={}",
+        hmac_hex("shpss_inline_secret", &[ts.as_bytes(), b".", payload])
+    );
     // The generic scheme's tolerance is 5 minutes by default: this timestamp is stale.
     let (status, e) = post(
         &app,
@@ -246,7 +307,10 @@ steps:
     let p = &body["error"]["problems"][0];
     assert_eq!(p["path"], "triggers[0].auth.secrets[0]", "{body}");
     let msg = p["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("`github_hok` does not exist") && msg.contains("`github_hook`"), "{msg}");
+    assert!(
+        msg.contains("`github_hok` does not exist") && msg.contains("`github_hook`"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -260,7 +324,11 @@ async fn the_ip_allowlist_reads_the_socket_or_a_trusted_forwarded_header() {
     let path = "/hooks/ipstokenaaaaaaaaaaaaaaaa";
     let before = inbox_count(&app).await;
     let (status, _) = post(&app, path, &[], b"{}").await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "127.0.0.1 is not in 10.0.0.0/8");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "127.0.0.1 is not in 10.0.0.0/8"
+    );
     // Without trusting a proxy, a forwarded header changes nothing.
     let (status, _) = post(&app, path, &[("x-forwarded-for", "10.1.2.3".into())], b"{}").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -279,7 +347,11 @@ async fn the_ip_allowlist_reads_the_socket_or_a_trusted_forwarded_header() {
         b"{}",
     )
     .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "the proxy's entry (the last) is the client");
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "the proxy's entry (the last) is the client"
+    );
     let (status, _) = post(
         &proxied,
         path,
@@ -287,5 +359,9 @@ async fn the_ip_allowlist_reads_the_socket_or_a_trusted_forwarded_header() {
         b"{}",
     )
     .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "an entry the client wrote is not trusted");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "an entry the client wrote is not trusted"
+    );
 }

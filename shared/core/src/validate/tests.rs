@@ -354,3 +354,49 @@ steps: [{ id: a, type: transform, value: 1 }]
     );
     assert_eq!(ps[0].path, "triggers[0].topics[0]", "{ps:#?}");
 }
+
+#[test]
+fn secrets_are_read_only_where_a_request_is_rendered() {
+    let ps = problems("id: x\nsteps:\n  - {id: a, type: transform, value: '{{ secrets.k }}'}\n");
+    assert!(
+        ps[0]
+            .message
+            .contains("secrets are only read where a request is rendered"),
+        "{ps:#?}"
+    );
+    let ps = problems(
+        "id: x\nsteps:\n  - {id: a, type: http, url: 'https://a.example/{{ secrets[\"k\"] }}'}\n",
+    );
+    assert!(ps[0].message.contains("name the secret"), "{ps:#?}");
+    let ok = "id: x\nsteps:\n  - {id: a, type: http, url: 'https://a.example/', headers: {authorization: 'Bearer {{ secrets.k }}'}}\n";
+    assert!(crate::validate::load(ok, crate::validate::Format::Yaml).is_ok());
+}
+
+#[test]
+fn hmac_auth_needs_a_preset_or_a_header_and_a_bounded_tolerance() {
+    let ps = problems(
+        "id: x\ntriggers:\n  - {type: webhook, auth: {type: hmac, secrets: ['{{ secrets.s }}']}}\nsteps: []\n",
+    );
+    assert!(ps[0].message.contains("needs a `preset`"), "{ps:#?}");
+    let ps = problems(
+        "id: x\ntriggers:\n  - {type: webhook, auth: {type: hmac, preset: github, header: x, secrets: ['{{ secrets.s }}']}}\nsteps: []\n",
+    );
+    assert!(ps[0].message.contains("fixes the scheme"), "{ps:#?}");
+    let ps = problems(
+        "id: x\ntriggers:\n  - {type: webhook, auth: {type: hmac, preset: stripe, tolerance: 2h, secrets: ['{{ secrets.s }}']}}\nsteps: []\n",
+    );
+    assert!(ps[0].message.contains("at most 1h"), "{ps:#?}");
+    let ps = problems(
+        "id: x\ntriggers:\n  - {type: webhook, auth: {type: hmac, header: x-sig, signed: '{timestamp}.{body}', secrets: ['{{ secrets.s }} x']}}\nsteps: []\n",
+    );
+    let text = format!("{ps:#?}");
+    assert!(
+        text.contains("name it in `timestamp_header`") || text.contains("timestamp_header"),
+        "{text}"
+    );
+    assert!(text.contains("exactly `{{ secrets.NAME }}`"), "{text}");
+    let ps = problems(
+        "id: x\ntriggers:\n  - {type: webhook, ip_allowlist: ['10.0.0.0/33']}\nsteps: []\n",
+    );
+    assert!(ps[0].message.contains("prefix length"), "{ps:#?}");
+}
