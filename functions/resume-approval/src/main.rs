@@ -5,6 +5,6 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     tripline_aws::init_tracing();
-    let app = tripline_aws::app_from_env().await?;
+    let app = tripline_aws::app_with_secrets_from_env().await?;
     lambda_http::run(tripline_app::http::resume::router(app)).await
 }

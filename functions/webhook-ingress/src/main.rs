@@ -24,7 +24,7 @@ async fn client_addr(mut req: Request) -> Request {
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     tripline_aws::init_tracing();
-    let app = tripline_aws::ingress_app_from_env().await?;
+    let app = tripline_aws::app_with_secrets_from_env().await?;
     let router =
         tripline_app::http::ingress::router(app).layer(axum::middleware::map_request(client_addr));
     lambda_http::run(router).await

@@ -443,6 +443,14 @@ pub trait SecretStore: Send + Sync + 'static {
     async fn secret(&self, name: &str) -> Result<Option<String>, StoreError>;
     /// Sets (creates or replaces) a secret.
     async fn set_secret(&self, name: &str, value: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// Sets a secret only when it does not exist; false when it did (another process
+    /// created it first: read it).
+    async fn create_secret(
+        &self,
+        name: &str,
+        value: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
     /// Removes a secret; false when there was none.
     async fn remove_secret(&self, name: &str) -> Result<bool, StoreError>;
     /// Every secret's name and when it was set, by name.
@@ -459,6 +467,11 @@ impl SecretStore for NoSecrets {
         Ok(None)
     }
     async fn set_secret(&self, _: &str, _: &str, _: Timestamp) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable(
+            "this server was started without a secret store".into(),
+        ))
+    }
+    async fn create_secret(&self, _: &str, _: &str, _: Timestamp) -> Result<bool, StoreError> {
         Err(StoreError::Unavailable(
             "this server was started without a secret store".into(),
         ))

@@ -1,11 +1,17 @@
 //! Parked runs woken from outside: the single-use URLs of `wait_for_webhook` and
-//! `approval` steps. A token is `{run_id}.{secret}`: the secret has ≥ 128 random bits and is
-//! compared in constant time. This is the use case behind `http::resume`: find the wait a
-//! token opens, and apply the resume or decision to its run (through the one interpreter).
+//! `approval` steps. A token is `{run_id}.{secret}`: the secret is the HMAC-SHA256 (256
+//! bits, base64url) of `{run_id}.{purpose}.{salt}` under the server's URL key (a secret of
+//! Tripline's own in the secret store); the run keeps only its hash and the salt, so the
+//! store alone opens nothing. The URLs are derived again where they are shown (the
+//! notification, the control API's run, the review page). This is the use case behind
+//! `http::resume`: find the wait a token opens, and apply the resume or decision to its
+//! run (through the one interpreter).
 
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
 use subtle::ConstantTimeEq;
 use tripline_core::Run;
-use tripline_core::engine::Event;
+use tripline_core::engine::{self, Event};
 
 use crate::App;
 use crate::executor::ExecError;
@@ -49,7 +55,47 @@ pub enum WaitError {
     Failed(#[source] ExecError),
 }
 
+/// The secret of a wait's URL.
+fn wait_secret(key: &str, run_id: &str, purpose: &str, salt: &str) -> String {
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(format!("{run_id}.{purpose}.{salt}").as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
 impl App {
+    /// Makes the URLs of the wait `run` is about to park on (the `Expose` effect): their
+    /// hashes and salt on the run.
+    pub(crate) async fn expose_wait(&self, run: &mut Run) -> Result<(), StoreError> {
+        let key = self.secrets.wait_url_key(self.clock.now()).await?;
+        let salt = crate::tokens::new_token();
+        let run_id = run.id.clone();
+        engine::expose(run, salt.clone(), |purpose| {
+            wait_secret(&key, &run_id, purpose, &salt)
+        });
+        Ok(())
+    }
+
+    /// Puts the wait's URLs into `run.waiting_payload` (a copy to show: a notification, an
+    /// answer), derived again from the run's salt.
+    pub async fn reveal_urls(&self, run: &mut Run) {
+        if run.waiting_salt.is_none() {
+            return;
+        }
+        match self.secrets.wait_url_key(self.clock.now()).await {
+            Ok(key) => {
+                let run_id = run.id.clone();
+                engine::show_urls(run, &self.config.public_url, |purpose, salt| {
+                    wait_secret(&key, &run_id, purpose, salt)
+                });
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %run.id, error = %e, "the wait's URLs cannot be shown: the URL key cannot be read");
+            }
+        }
+    }
+
     /// The run waiting on the wait `token` opens for `purpose`.
     pub async fn locate_wait(&self, token: &str, purpose: Purpose) -> Result<Run, WaitError> {
         let Some((run_id, secret)) = token.split_once('.') else {
@@ -61,7 +107,19 @@ impl App {
         let Some(run) = self.store.run(run_id).await? else {
             return Err(WaitError::NotFound);
         };
-        let eq = |s: &String| bool::from(s.as_bytes().ct_eq(secret.as_bytes()));
+        // The run keeps hashes (with a salt); runs parked before that kept the secrets
+        // themselves. A hash is never accepted as a secret.
+        let hashed = engine::token_hash(secret);
+        let expected = if run.waiting_salt.is_some() {
+            hashed.as_str()
+        } else {
+            secret
+        };
+        let eq = |s: &String| bool::from(s.as_bytes().ct_eq(expected.as_bytes()));
+        let used = |s: &String| {
+            bool::from(s.as_bytes().ct_eq(hashed.as_bytes()))
+                | (!s.starts_with("sha256:") && bool::from(s.as_bytes().ct_eq(secret.as_bytes())))
+        };
         if run.waiting_tokens.get(purpose.name()).is_some_and(eq) {
             if run
                 .waiting_expires_at
@@ -71,7 +129,7 @@ impl App {
             }
             return Ok(run);
         }
-        if run.used_tokens.iter().any(eq) {
+        if run.used_tokens.iter().any(used) {
             return Err(WaitError::Gone(Box::new(run)));
         }
         Err(WaitError::NotFound)

@@ -149,8 +149,8 @@ fn new_app(clients: &Clients, settings: Settings, config: Config, queue: SqsQueu
 /// per cold start). Nothing is read from the store yet, so the function is ready for its
 /// first event at once: the webhook registry is loaded on first use (see
 /// [`Config::refresh_workflows`]), workflow revisions when a run needs them. The functions
-/// that render no request and check no credential (resume-approval, cron-tick,
-/// msk-consumer) keep no secrets, and do not link the SSM client.
+/// that render no request and check no credential (cron-tick, msk-consumer) keep no
+/// secrets, and do not link the SSM client.
 pub async fn app_from_env() -> Result<Arc<App>, BoxError> {
     let settings = Settings::from_env()?;
     let config = config_from_env()?;
@@ -159,9 +159,10 @@ pub async fn app_from_env() -> Result<Arc<App>, BoxError> {
     Ok(Arc::new(new_app(&clients, settings, config, queue)))
 }
 
-/// [`app_from_env`] for the webhook ingress: with the secrets its webhooks' credentials
-/// name.
-pub async fn ingress_app_from_env() -> Result<Arc<App>, BoxError> {
+/// [`app_from_env`] with the stack's secrets: for the webhook ingress (its webhooks'
+/// credentials) and the resume-approval function (the review page's URLs are derived
+/// under a key kept with the secrets).
+pub async fn app_with_secrets_from_env() -> Result<Arc<App>, BoxError> {
     let settings = Settings::from_env()?;
     let config = config_from_env()?;
     let clients = Clients::from_env(None).await;

@@ -75,6 +75,33 @@ impl SecretStore for SsmSecrets {
         Ok(())
     }
 
+    async fn create_secret(
+        &self,
+        name: &str,
+        value: &str,
+        _at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        match self
+            .client
+            .put_parameter()
+            .name(self.path(name))
+            .value(value)
+            .r#type(ParameterType::SecureString)
+            .overwrite(false)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_already_exists()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(store_error("SSM PutParameter", e)),
+        }
+    }
+
     async fn remove_secret(&self, name: &str) -> Result<bool, StoreError> {
         match self
             .client

@@ -321,11 +321,18 @@ pub struct Run {
     /// When the wait ends by itself (its `timeout`, or the end of a `delay`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_expires_at: Option<Timestamp>,
-    /// The secrets of the current wait's single-use URLs, by purpose (`resume`; `review`,
-    /// `approve`, `reject`).
+    /// The hashes (`sha256:` + hex) of the secrets of the current wait's single-use URLs,
+    /// by purpose (`resume`; `review`, `approve`, `reject`). The secrets themselves are
+    /// never stored: they are derived again from `waiting_salt` under the server's key
+    /// where a URL is shown. (Runs parked before hashing keep their plain secrets here,
+    /// without a salt.)
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub waiting_tokens: BTreeMap<String, String>,
-    /// Secrets of single-use URLs already used or expired: a second use answers 410.
+    /// What the current wait's URL secrets are derived from (not a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_salt: Option<String>,
+    /// Hashes of the secrets of single-use URLs already used or expired: a second use
+    /// answers 410.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub used_tokens: Vec<String>,
     /// The run whose `trigger_workflow` step, or whose end (flow trigger), started this one.
@@ -393,6 +400,7 @@ impl Run {
             waiting_payload: None,
             waiting_expires_at: None,
             waiting_tokens: BTreeMap::new(),
+            waiting_salt: None,
             used_tokens: Vec::new(),
             parent: None,
             children: Vec::new(),

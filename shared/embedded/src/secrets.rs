@@ -204,6 +204,29 @@ impl SecretStore for EmbeddedSecrets {
             .await
     }
 
+    async fn create_secret(
+        &self,
+        name: &str,
+        value: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (nonce, sealed) = self.seal(name, value)?;
+        let name = name.to_string();
+        self.store
+            .write(move |conn| {
+                let n = conn
+                    .prepare_cached(
+                        "INSERT INTO secrets (name, nonce, value, set_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (name) DO NOTHING",
+                    )
+                    .map_err(sql)?
+                    .execute(params![name, nonce.to_vec(), sealed, at.millis()])
+                    .map_err(sql)?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
     async fn remove_secret(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_string();
         self.store

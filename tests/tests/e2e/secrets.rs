@@ -241,6 +241,15 @@ async fn no_secret_value_is_readable_from_the_data_folder_the_answers_or_the_log
         .as_str()
         .expect("approve url")
         .to_string();
+    // The single-use URLs' secrets: shown to the API key's holder, kept only as hashes.
+    let url_secrets: Vec<String> = ["review_url", "approve_url", "reject_url"]
+        .iter()
+        .map(|k| {
+            let url = run["waiting_payload"][k].as_str().expect("url");
+            url.rsplit('.').next().expect("secret").to_string()
+        })
+        .collect();
+    assert!(url_secrets.iter().all(|s| s.len() >= 40), "{url_secrets:?}");
     let resp = client
         .post(&approve)
         .header("content-type", "application/json")

@@ -61,7 +61,10 @@ impl App {
     /// Sends a parked step's notification (when it has one) and records how it went in the
     /// run's `waiting_payload.notification` (the caller writes it).
     pub(super) async fn notify_waiter(&self, wf: &Workflow, run: &mut Run) {
-        let Some(rendered) = engine::wait_notification(wf, run) else {
+        // The URLs are derived for the notification; the run keeps their hashes.
+        let mut shown = run.clone();
+        self.reveal_urls(&mut shown).await;
+        let Some(rendered) = engine::wait_notification(wf, &shown) else {
             return;
         };
         let outcome = match rendered {

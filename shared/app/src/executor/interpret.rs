@@ -231,7 +231,7 @@ impl App {
                 Ok(Next::Go)
             }
             Effect::Expose => {
-                engine::expose(run, &self.config.public_url, crate::tokens::new_token);
+                self.expose_wait(run).await?;
                 Ok(Next::Go)
             }
             Effect::Park {

@@ -245,13 +245,15 @@ async fn confirm_reject(State(app): State<Arc<App>>, Path(token): Path<String>) 
 
 /// The page a reviewer sees: what is being approved, and the buttons.
 async fn review_page(app: &App, token: &str, purpose: Purpose) -> Response {
-    let run = match app.locate_wait(token, purpose).await {
+    let mut run = match app.locate_wait(token, purpose).await {
         Ok(run) => run,
         Err(e) => return refused(e, true),
     };
     if run.waiting_reason != Some(WaitReason::Approval) {
         return gone(&run, true);
     }
+    // The buttons' URLs, derived again (the run keeps their hashes).
+    app.reveal_urls(&mut run).await;
     let p = run.waiting_payload.clone().unwrap_or(Value::Null);
     let s = |k: &str| {
         p.get(k)

@@ -30,7 +30,7 @@ use crate::run::{Run, RunStatus, StepError, WaitReason};
 use crate::time::Timestamp;
 
 pub use record::CONTEXT_VALUE_LIMIT;
-pub use steps::waits::{CHILD_CHECK_INTERVAL, expose, wait_notification};
+pub use steps::waits::{CHILD_CHECK_INTERVAL, expose, show_urls, token_hash, wait_notification};
 
 /// The default per-attempt timeout of an `http` step.
 pub const DEFAULT_STEP_TIMEOUT: StdDuration = StdDuration::from_secs(30);
@@ -125,7 +125,8 @@ pub enum Effect {
         writes: BTreeMap<String, Option<String>>,
     },
     /// Make the single-use URLs of the wait about to park (see [`expose`]): one secret of
-    /// ≥ 128 random bits per purpose, drawn by the caller. Comes before its `Park`.
+    /// ≥ 128 bits per purpose, derived by the caller; the run keeps their hashes. Comes
+    /// before its `Park`.
     Expose,
     /// The run is `waiting`: write it, and deliver `Continue` at `until` when there is
     /// one.

@@ -353,12 +353,13 @@ steps:
   - { id: done, type: transform, value: { who: "{{ context.who }}", decision: "{{ steps.ok.decision }}" } }
 "#;
 
-fn secrets() -> impl FnMut() -> String {
-    let mut n = 0;
-    move || {
-        n += 1;
-        format!("s{n}")
-    }
+/// Exposes the wait's URLs with the secret `{purpose}-s1`, and shows them on the run.
+fn expose_urls(run: &mut Run, base: &str) {
+    expose(run, "salt".into(), |p| format!("{p}-s1"));
+    show_urls(run, base, |p, salt| {
+        assert_eq!(salt, "salt");
+        format!("{p}-s1")
+    });
 }
 
 #[test]
@@ -378,10 +379,11 @@ fn a_wait_parks_with_single_use_urls_and_a_resume_continues_with_the_body() {
     );
     assert_eq!(run.status, RunStatus::Waiting);
     assert_eq!(run.waiting_expires_at, Some(after(600_000)));
-    expose(&mut run, "http://h/", secrets());
+    expose_urls(&mut run, "http://h/");
     let payload = run.waiting_payload.clone().unwrap();
-    assert_eq!(payload["resume_url"], json!("http://h/resume/r1.s1"));
-    assert_eq!(run.waiting_tokens["resume"], "s1");
+    assert_eq!(payload["resume_url"], json!("http://h/resume/r1.resume-s1"));
+    assert_eq!(run.waiting_tokens["resume"], token_hash("resume-s1"));
+    assert!(run.waiting_tokens["resume"].starts_with("sha256:"));
 
     let (run, effects) = apply(
         &w,
@@ -394,8 +396,9 @@ fn a_wait_parks_with_single_use_urls_and_a_resume_continues_with_the_body() {
     assert_eq!(effects, vec![Effect::Continue]);
     assert_eq!(run.status, RunStatus::Running);
     assert_eq!(run.context["who"], json!("ann"));
-    assert_eq!(run.used_tokens, vec!["s1".to_string()]);
+    assert_eq!(run.used_tokens, vec![token_hash("resume-s1")]);
     assert!(run.waiting_payload.is_none() && run.waiting_tokens.is_empty());
+    assert!(run.waiting_salt.is_none());
     // A second resume of the same wait changes nothing.
     let (same, effects) = apply(
         &w,
@@ -478,7 +481,7 @@ fn at_approval(w: &Workflow) -> Run {
     )
     .0;
     let mut run = apply(w, run, Event::Continue, after(2)).0;
-    expose(&mut run, "http://h", secrets());
+    expose_urls(&mut run, "http://h");
     run
 }
 
@@ -496,7 +499,10 @@ fn an_approval_exposes_three_urls_and_renders_its_notification() {
         Some(after(2).plus(DEFAULT_APPROVAL_TIMEOUT.std()))
     );
     let req = wait_notification(&w, &run).unwrap().unwrap();
-    assert_eq!(req.body, Some(json!({"text": "http://h/review/r1.s1"})));
+    assert_eq!(
+        req.body,
+        Some(json!({"text": "http://h/review/r1.review-s1"}))
+    );
 }
 
 #[test]
@@ -773,10 +779,10 @@ fn trigger_workflow_without_wait_outputs_the_started_run() {
 fn cancel_ends_a_waiting_run_and_its_urls() {
     let w = wf(PARKING);
     let mut run = apply(&w, new_run(json!({})), Event::Started, T0).0;
-    expose(&mut run, "http://h", secrets());
+    expose_urls(&mut run, "http://h");
     let (run, effects) = apply(&w, run, Event::Cancel, after(1));
     assert_eq!(run.status, RunStatus::Cancelled);
-    assert_eq!(run.used_tokens, vec!["s1".to_string()]);
+    assert_eq!(run.used_tokens, vec![token_hash("resume-s1")]);
     assert_eq!(effects[0], Effect::StartFlows);
     assert!(matches!(
         effects[1],

@@ -18,7 +18,18 @@ use tripline_core::Timestamp;
 
 pub(super) async fn get_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     match app.store.run(&id).await {
-        Ok(Some(run)) => Json(run).into_response(),
+        Ok(Some(mut run)) => {
+            // A waiting run's URLs, for whoever holds the API key; the hashes the run
+            // keeps of them are no one's business.
+            app.reveal_urls(&mut run).await;
+            let mut v = serde_json::to_value(&run).unwrap_or(Value::Null);
+            if let Some(o) = v.as_object_mut() {
+                for k in ["waiting_tokens", "waiting_salt", "used_tokens"] {
+                    o.remove(k);
+                }
+            }
+            Json(v).into_response()
+        }
         Ok(None) => not_found("run", &id),
         Err(e) => unavailable(&e),
     }

@@ -137,6 +137,7 @@ pub(in crate::engine) fn waiting_step<'a>(wf: &'a Workflow, run: &Run) -> Option
 pub(in crate::engine) fn leave_wait(run: &mut Run) {
     let tokens = std::mem::take(&mut run.waiting_tokens);
     run.used_tokens.extend(tokens.into_values());
+    run.waiting_salt = None;
     run.waiting_reason = None;
     run.waiting_payload = None;
     run.waiting_expires_at = None;
@@ -293,33 +294,50 @@ pub(in crate::engine) fn park(
     }
 }
 
+/// The hash a run keeps of a single-use URL's secret: `sha256:` and its hex.
+pub fn token_hash(secret: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(secret.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 /// Makes the single-use URLs of a parked `webhook` or `approval` wait: one secret per
-/// purpose from `secret` (≥ 128 random bits, drawn by the caller), kept in
-/// `waiting_tokens`, and the URLs (`{base_url}/resume/{run_id}.{secret}`, `/review/...`,
-/// `/approve/...`, `/reject/...`) in `waiting_payload`. Does nothing for other waits or
-/// when the URLs exist already.
-pub fn expose(run: &mut Run, base_url: &str, mut secret: impl FnMut() -> String) {
+/// purpose, `secret(purpose)` (≥ 128 bits, derived by the caller from `salt` under a key
+/// of its own), of which the run keeps only the hash (`waiting_tokens`) and the salt.
+/// Does nothing for other waits or when the URLs exist already.
+pub fn expose(run: &mut Run, salt: String, secret: impl Fn(&str) -> String) {
     let Some(purposes) = run.waiting_reason.map(WaitReason::url_purposes) else {
         return;
     };
-    if purposes.is_empty() {
+    if purposes.is_empty() || !run.waiting_tokens.is_empty() {
         return;
     }
-    if !run.waiting_tokens.is_empty() {
-        return;
+    for purpose in purposes {
+        run.waiting_tokens
+            .insert((*purpose).to_string(), token_hash(&secret(purpose)));
     }
+    run.waiting_salt = Some(salt);
+}
+
+/// The wait's URLs (`{base_url}/{purpose}/{run_id}.{secret}`), put into its
+/// `waiting_payload` as `{purpose}_url`, for a notification or an answer: `secret`
+/// derives each again from the run's salt.
+pub fn show_urls(run: &mut Run, base_url: &str, secret: impl Fn(&str, &str) -> String) {
+    let (Some(reason), Some(salt)) = (run.waiting_reason, run.waiting_salt.clone()) else {
+        return;
+    };
     let base = base_url.trim_end_matches('/');
     let mut payload = run.waiting_payload.take().unwrap_or_else(|| json!({}));
-    for purpose in purposes {
-        let s = secret();
+    for purpose in reason.url_purposes() {
+        let s = secret(purpose, &salt);
         payload[format!("{purpose}_url")] = json!(format!("{base}/{purpose}/{}.{s}", run.id));
-        run.waiting_tokens.insert((*purpose).to_string(), s);
     }
     run.waiting_payload = Some(payload);
 }
 
 /// The notification request of a parked `wait_for_webhook` or `approval` step (after
-/// [`expose`]): its templates see `wait` (`resume_url`, `expires_at`) or `approval`
+/// [`expose`], on a run whose URLs [`show_urls`] put in): its templates see `wait` (`resume_url`, `expires_at`) or `approval`
 /// (`review_url`, `approve_url`, `reject_url`, `expires_at`, `summary`).
 pub fn wait_notification(wf: &Workflow, run: &Run) -> Option<Result<HttpRequest, TemplateError>> {
     if run.status != RunStatus::Waiting {
