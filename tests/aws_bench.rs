@@ -37,6 +37,8 @@ struct Rig {
     clients: Clients,
     /// The bench's own reads (not counted).
     observer: tripline_aws::DynamoStore,
+    /// The bench's own derivation of wait URLs (not counted).
+    observer_app: Arc<App>,
     settings: Settings,
     functions: CallCounter,
     esm: CallCounter,
@@ -78,6 +80,13 @@ fn workflows(stub: &Stub) -> Vec<(&'static str, String)> {
             "id: cron\ntriggers:\n  - {type: cron, id: minute, schedule: \"* * * * *\"}\nsteps:\n  - {id: count, type: transform, value: {n: \"{{ (state.n if state else 0) + 1 }}\"}}\nstate: {n: \"{{ output.n }}\"}\n".to_string(),
         ),
         (
+            "secret",
+            format!(
+                "id: secret\ntriggers:\n  - {{type: webhook, id: hook, token: bench-secret-token-0000001}}\nsteps:\n  - {{id: call, type: http, method: POST, url: \"{}/one\", headers: {{authorization: \"Bearer {{{{ secrets.bench_token }}}}\"}}, body: \"{{{{ trigger.body }}}}\"}}\n",
+                stub.url
+            ),
+        ),
+        (
             "synchttp",
             format!(
                 "id: synchttp\ntriggers:\n  - {{type: webhook, id: hook, token: bench-synchttp-token-00001, response: sync}}\nsteps:\n  - {{id: call, type: http, method: POST, url: \"{}/s\", body: \"{{{{ trigger.body }}}}\"}}\n",
@@ -98,6 +107,11 @@ impl Rig {
         config.outbound.allow_private_networks = true;
         let ingress = tripline_aws::build_app(&counted, settings.clone(), config.clone());
         let executor = tripline_aws::build_app(&counted, settings.clone(), config);
+        ingress
+            .secrets
+            .set("bench_token", "bench-token-0123456789", ingress.clock.now())
+            .await
+            .expect("set the secret");
         for (id, yaml) in workflows(stub) {
             ingress
                 .deployments
@@ -112,7 +126,10 @@ impl Rig {
                 .unwrap_or_else(|_| panic!("deploy {id}"));
         }
         let queue_arn = queue_arn(&clients.sqs, &settings.queue_url).await;
+        let mut observer_config = tripline_aws::config_from_env().expect("config");
+        observer_config.public_url = String::new();
         Self {
+            observer_app: tripline_aws::build_app(&clients, settings.clone(), observer_config),
             observer: tripline_aws::DynamoStore::new(&clients, settings.clone()),
             clients,
             settings,
@@ -221,6 +238,8 @@ fn item_size(item: &BTreeMap<String, aws_sdk_dynamodb::types::AttributeValue>) -
 struct PerRun {
     calls: BTreeMap<String, f64>,
     esm: BTreeMap<String, f64>,
+    /// SSM reads by the first run (cold caches).
+    first_ssm: u64,
 }
 
 fn per_run(counts: BTreeMap<String, u64>, n: usize) -> BTreeMap<String, f64> {
@@ -232,7 +251,15 @@ fn per_run(counts: BTreeMap<String, u64>, n: usize) -> BTreeMap<String, f64> {
 
 async fn scenario(rig: &Rig, name: &str, token: &str, sync: bool) -> PerRun {
     // Warm up: the first run loads the revision cache, as a warm Lambda has it.
+    rig.functions.reset();
     run_once(rig, token, sync, 0).await;
+    let first_ssm = rig
+        .functions
+        .snapshot()
+        .iter()
+        .filter(|(k, _)| k.starts_with("SSM."))
+        .map(|(_, v)| v)
+        .sum();
     rig.functions.reset();
     rig.esm.reset();
     for i in 1..=RUNS {
@@ -241,6 +268,7 @@ async fn scenario(rig: &Rig, name: &str, token: &str, sync: bool) -> PerRun {
     let r = PerRun {
         calls: per_run(rig.functions.snapshot(), RUNS),
         esm: per_run(rig.esm.snapshot(), RUNS),
+        first_ssm,
     };
     eprintln!("{name}: {r:?}");
     r
@@ -292,7 +320,13 @@ async fn run_once(rig: &Rig, token: &str, sync: bool, n: usize) {
         // Park at the wait, then resume it through its URL as a partner would.
         let resume = loop {
             rig.pump(1).await;
-            let run = rig.observer.run(&run_id).await.expect("run").expect("run");
+            let mut run = rig.observer.run(&run_id).await.expect("run").expect("run");
+            // The run keeps the URL's hash; the URL is derived again, as the notification
+            // and the control API do (not counted: the bench's own read).
+            if run.waiting_salt.is_none() {
+                continue;
+            }
+            rig.observer_app.reveal_urls(&mut run).await;
             if let Some(url) = run
                 .waiting_payload
                 .as_ref()
@@ -391,6 +425,12 @@ async fn main() {
             "async webhook, http step, wait_for_webhook resumed through its URL, transform",
             "parked",
             "bench-parked-token-0000001",
+            false,
+        ),
+        (
+            "async webhook, one http step rendering a secret (`Bearer {{ secrets.bench_token }}`)",
+            "secret",
+            "bench-secret-token-0000001",
             false,
         ),
         (
@@ -520,6 +560,34 @@ async fn main() {
     println!(
         "- plus Lambda requests (ingress + executor, 2 × ${PRICE_LAMBDA_REQUEST}/M) ${lambda:.2} and HTTP API requests ${api:.2}: **${:.2} per million runs** before Lambda duration",
         ddb + sqs + s3 + lambda + api
+    );
+
+    // Secrets: what a step that renders one adds.
+    let plain = &results[0].2;
+    let secret = &results
+        .iter()
+        .find(|(_, name, _)| *name == "secret")
+        .expect("the secret scenario")
+        .2;
+    let ssm = |r: &PerRun| {
+        r.calls
+            .iter()
+            .filter(|(k, _)| k.starts_with("SSM."))
+            .map(|(_, v)| v)
+            .sum::<f64>()
+            + 0.0
+    };
+    let all = |r: &PerRun| r.calls.values().sum::<f64>() + r.esm.values().sum::<f64>();
+    println!("\n## A step that renders a secret (SSM Parameter Store SecureString)\n");
+    println!(
+        "- one http step without a secret: {:.2} AWS requests per run; with `Bearer {{{{ secrets.bench_token }}}}`: {:.2}, of which SSM reads {:.2} per run",
+        all(plain),
+        all(secret),
+        ssm(secret)
+    );
+    println!(
+        "- the first run on cold functions read it {} time(s) (ingress and executor share this bench's process; each Lambda function reads it once): each function then keeps it for TRIPLINE_SECRETS_TTL (60 s), so reads come to at most one per secret, per warm function, per minute, whatever the rate",
+        secret.first_ssm
     );
 
     // Binary sizes and start-up.

@@ -158,3 +158,33 @@ steps:
         .await;
     assert_eq!(status, 409);
 }
+
+#[tokio::test]
+async fn the_ip_allowlist_reads_the_http_apis_source_ip() {
+    // The harness's API Gateway events come from 203.0.113.7.
+    let s = shape(&[]).await;
+    for (id, token, list, expected) in [
+        (
+            "inside",
+            "ipinsidetokenaaaaaaaaaaa",
+            "[\"203.0.113.0/24\"]",
+            202,
+        ),
+        (
+            "outside",
+            "ipoutsidetokenaaaaaaaaaa",
+            "[\"10.0.0.0/8\"]",
+            403,
+        ),
+    ] {
+        s.deploy(
+            id,
+            &format!(
+                "id: {id}\ntriggers:\n  - {{ type: webhook, token: {token}, ip_allowlist: {list} }}\nsteps:\n  - {{ id: t, type: transform, value: 1 }}\n"
+            ),
+        )
+        .await;
+        let (status, _, body) = s.post_hook(token, &json!({})).await;
+        assert_eq!(status, expected, "{id}: {body}");
+    }
+}

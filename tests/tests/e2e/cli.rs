@@ -130,3 +130,72 @@ fn serve_refuses_to_start_with_an_invalid_definition_and_lists_its_problems() {
         "{err}"
     );
 }
+
+/// `tripline secrets ARGS --data DIR` with `stdin`: (success, stdout + stderr).
+fn secrets_cli(data: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(tripline_bin())
+        .arg("secrets")
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .env_remove("TRIPLINE_SECRETS_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn secrets_are_set_on_a_data_folder_from_standard_input_and_listed_without_values() {
+    let dir = tempfile::TempDir::new().expect("dir");
+    let data = dir.path().join("data");
+    let (ok, out) = secrets_cli(&data, &["set", "crm_token"], "tok-value-0123456789\n");
+    assert!(ok && out.contains("set secret `crm_token`"), "{out}");
+    let (ok, out) = secrets_cli(&data, &["set", "bad-name"], "x");
+    assert!(!ok && out.contains("not a valid secret name"), "{out}");
+    let (ok, out) = secrets_cli(&data, &["set", "empty"], "");
+    assert!(!ok && out.contains("no value on standard input"), "{out}");
+    let (ok, out) = secrets_cli(&data, &["list"], "");
+    assert!(ok && out.contains("crm_token"), "{out}");
+    assert!(!out.contains("tok-value"), "{out}");
+    let (ok, out) = secrets_cli(&data, &["rm", "nope"], "");
+    assert!(!ok && out.contains("no secret `nope`"), "{out}");
+
+    // While a server has the folder open, the CLI says to go through it.
+    let wf = dir.path().join("wf");
+    std::fs::create_dir_all(&wf).expect("dir");
+    std::fs::write(
+        wf.join("crm.yaml"),
+        "id: crm\ntriggers: [{type: manual}]\nsteps:\n  - {id: a, type: http, url: \"http://127.0.0.1:9/\", headers: {authorization: \"Bearer {{ secrets.crm_token }}\"}}\n",
+    )
+    .expect("write");
+    let server = ServeProc::start(&wf, &data, &[]);
+    let (ok, out) = secrets_cli(&data, &["list"], "");
+    assert!(!ok && out.contains("--server"), "{out}");
+    let listed = Command::new(tripline_bin())
+        .args(["secrets", "list", "--server", &server.base])
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains("crm_token") && text.contains("crm"), "{text}");
+    drop(server);
+    let (ok, out) = secrets_cli(&data, &["rm", "crm_token"], "");
+    assert!(!ok && out.contains("read by crm"), "{out}");
+    let (ok, out) = secrets_cli(&data, &["rm", "crm_token", "--force"], "");
+    assert!(ok, "{out}");
+}
