@@ -48,7 +48,9 @@ async fn per_step(secrets: &Secrets, wf: &tripline_core::Workflow) -> f64 {
             panic!("the step is issued");
         };
         let record = recorded(&request);
-        let sent = secrets.resolve(&request, now).await.ok().expect("resolved");
+        let Ok(sent) = secrets.resolve(&request, now).await else {
+            panic!("the secret resolves");
+        };
         sink += record.to_string().len() + sent.request.headers.len();
     }
     assert!(sink > 0);
