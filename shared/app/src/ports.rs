@@ -455,6 +455,10 @@ pub trait SecretStore: Send + Sync + 'static {
     async fn remove_secret(&self, name: &str) -> Result<bool, StoreError>;
     /// Every secret's name and when it was set, by name.
     async fn secret_names(&self) -> Result<Vec<SecretInfo>, StoreError>;
+    /// False for a server without a secret store ([`NoSecrets`]).
+    fn keeps_secrets(&self) -> bool {
+        true
+    }
 }
 
 /// A server that keeps no secrets: every name is missing, and setting one says where
@@ -481,5 +485,8 @@ impl SecretStore for NoSecrets {
     }
     async fn secret_names(&self) -> Result<Vec<SecretInfo>, StoreError> {
         Ok(Vec::new())
+    }
+    fn keeps_secrets(&self) -> bool {
+        false
     }
 }

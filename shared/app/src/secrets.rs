@@ -136,27 +136,22 @@ impl Secrets {
     /// first process that needs it (a second one to try reads the first's). Where no
     /// store keeps secrets, a key of this process.
     pub async fn wait_url_key(&self, now: Timestamp) -> Result<Arc<str>, StoreError> {
+        if !self.store.keeps_secrets() {
+            static LOCAL: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+            return Ok(LOCAL
+                .get_or_init(|| Arc::from(crate::tokens::new_token() + &crate::tokens::new_token()))
+                .clone());
+        }
         if let Some(k) = self.value(WAIT_URL_KEY, now).await? {
             return Ok(k);
         }
         let fresh = crate::tokens::new_token() + &crate::tokens::new_token();
-        match self.store.create_secret(WAIT_URL_KEY, &fresh, now).await {
-            Ok(_) => {
-                self.forget(WAIT_URL_KEY);
-                self.value(WAIT_URL_KEY, now)
-                    .await?
-                    .ok_or_else(|| StoreError::Unavailable("the URL key vanished".into()))
-            }
-            Err(e) => {
-                static LOCAL: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
-                tracing::debug!(error = %e, "no secret store: single-use URLs are derived under a key of this process");
-                Ok(LOCAL
-                    .get_or_init(|| {
-                        Arc::from(crate::tokens::new_token() + &crate::tokens::new_token())
-                    })
-                    .clone())
-            }
-        }
+        // Only when absent: a second process to try reads the first one's key.
+        self.store.create_secret(WAIT_URL_KEY, &fresh, now).await?;
+        self.forget(WAIT_URL_KEY);
+        self.value(WAIT_URL_KEY, now)
+            .await?
+            .ok_or_else(|| StoreError::Unavailable("the URL key could not be read back".into()))
     }
 
     fn forget(&self, name: &str) {
@@ -332,7 +327,13 @@ mod tests {
             Ok(self.0.lock().unwrap().remove(name).is_some())
         }
         async fn secret_names(&self) -> Result<Vec<SecretInfo>, StoreError> {
-            Ok(Vec::new())
+            let m = self.0.lock().unwrap();
+            Ok(m.keys()
+                .map(|name| SecretInfo {
+                    name: name.clone(),
+                    set_at: Timestamp::from_millis(0),
+                })
+                .collect())
         }
     }
 
@@ -389,6 +390,31 @@ mod tests {
         // Set through this process: seen at once.
         s.set("k", "three", t60).await.unwrap();
         assert_eq!(s.value("k", t60).await.unwrap().as_deref(), Some("three"));
+    }
+
+    #[tokio::test]
+    async fn the_url_key_is_made_once_and_shared_but_never_listed_or_set_through_the_api() {
+        let store = Arc::new(Memory::default());
+        let (a, b) = (
+            Secrets::new(store.clone(), Some(Duration::from_secs(60))),
+            Secrets::new(store.clone(), Some(Duration::from_secs(60))),
+        );
+        let t0 = Timestamp::from_millis(0);
+        let key = a.wait_url_key(t0).await.unwrap();
+        assert!(key.len() >= 40);
+        assert_eq!(b.wait_url_key(t0).await.unwrap(), key);
+        assert_eq!(
+            store.secret_names().await.unwrap().len(),
+            1,
+            "kept in the store"
+        );
+        assert!(a.list().await.unwrap().is_empty(), "but not listed");
+        assert!(matches!(
+            a.set("_tripline_wait_urls", "x", t0).await,
+            Err(SetError::Reserved(_))
+        ));
+        assert!(!a.remove("_tripline_wait_urls").await.unwrap());
+        assert_eq!(b.wait_url_key(t0).await.unwrap(), key);
     }
 
     #[tokio::test]
