@@ -112,7 +112,7 @@ pub fn build_app(clients: &Clients, settings: Settings, config: Config) -> Arc<A
 /// The stack's secrets (SSM Parameter Store), cached for `settings.secrets_ttl`: other
 /// functions set them.
 fn with_secrets(app: App, clients: &Clients, settings: &Settings) -> App {
-    let store = secrets::SsmSecrets::new(clients.ssm(), &settings.secrets_prefix);
+    let store = clients.ssm_secrets(&settings.secrets_prefix);
     app.with_secrets(Arc::new(store), Some(settings.secrets_ttl))
 }
 

@@ -3,27 +3,63 @@
 //! parameters cost nothing to keep, and standard-throughput reads nothing per call; the
 //! functions cache each value (see `tripline_app::secrets`), so a run costs no read per
 //! step. Values over 4 KB use the advanced tier (up to 8 KB).
+//!
+//! The five SSM operations used here are called through SSM's JSON protocol, signed with
+//! SigV4 by `aws-sigv4` (already linked by the SDK clients), rather than through
+//! `aws-sdk-ssm`: that crate's code for some 150 operations added about 1 MiB to each
+//! function that reads secrets.
 
-use aws_sdk_ssm::types::{ParameterTier, ParameterType};
+use std::time::SystemTime;
+
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use serde_json::{Value, json};
 use tripline_app::ports::{SecretInfo, SecretStore, StoreError};
 use tripline_core::Timestamp;
 
-use crate::store_error;
+use crate::{AwsError, CallCounter};
 
 /// The largest standard parameter.
 const STANDARD_BYTES: usize = 4096;
 
+/// An SSM error: its code (`ParameterNotFound`, …) and message.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+struct SsmError {
+    code: String,
+    message: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct SsmSecrets {
-    client: aws_sdk_ssm::Client,
+    http: reqwest::Client,
+    endpoint: String,
+    region: String,
+    credentials: Option<SharedCredentialsProvider>,
+    counter: Option<CallCounter>,
     /// `/tripline/{stack}/secrets`, without a trailing `/`.
     prefix: String,
 }
 
 impl SsmSecrets {
-    pub fn new(client: aws_sdk_ssm::Client, prefix: &str) -> Self {
+    pub fn new(config: &aws_config::SdkConfig, counter: Option<CallCounter>, prefix: &str) -> Self {
+        let region = config
+            .region()
+            .map_or_else(|| "us-east-1".to_string(), |r| r.to_string());
+        let endpoint = config
+            .endpoint_url()
+            .map(|e| e.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("https://ssm.{region}.amazonaws.com"));
         Self {
-            client,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .no_proxy()
+                .build()
+                .unwrap_or_default(),
+            endpoint,
+            region,
+            credentials: config.credentials_provider(),
+            counter,
             prefix: prefix.trim_end_matches('/').to_string(),
         }
     }
@@ -31,48 +67,141 @@ impl SsmSecrets {
     fn path(&self, name: &str) -> String {
         format!("{}/{name}", self.prefix)
     }
+
+    /// One SSM operation: `Err(Ok(e))` when SSM answered with an error, `Err(Err(e))`
+    /// when it could not be asked.
+    async fn call(
+        &self,
+        operation: &str,
+        body: Value,
+    ) -> Result<Value, Result<SsmError, StoreError>> {
+        let op = format!("SSM {operation}");
+        let failed = |said: String, cause: crate::BoxError| {
+            Err(StoreError::Unavailable(Box::new(AwsError {
+                op: op.clone(),
+                said,
+                cause,
+            })))
+        };
+        let Some(provider) = &self.credentials else {
+            return Err(failed(
+                "no AWS credentials".into(),
+                "no credentials provider".into(),
+            ));
+        };
+        let creds = match provider.provide_credentials().await {
+            Ok(c) => c,
+            Err(e) => return Err(failed(format!("no AWS credentials: {e}"), Box::new(e))),
+        };
+        let identity = creds.into();
+        let params = match aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("ssm")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+        {
+            Ok(p) => p.into(),
+            Err(e) => return Err(failed(e.to_string(), Box::new(e))),
+        };
+        let url = format!("{}/", self.endpoint);
+        let bytes = body.to_string().into_bytes();
+        let target = format!("AmazonSSM.{operation}");
+        let headers = [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target.as_str()),
+        ];
+        let signable = match SignableRequest::new(
+            "POST",
+            url.as_str(),
+            headers.iter().copied(),
+            SignableBody::Bytes(&bytes),
+        ) {
+            Ok(s) => s,
+            Err(e) => return Err(failed(e.to_string(), Box::new(e))),
+        };
+        let instructions = match sign(signable, &params) {
+            Ok(out) => out.into_parts().0,
+            Err(e) => return Err(failed(e.to_string(), Box::new(e))),
+        };
+        let mut request = self.http.post(&url).body(bytes);
+        for (k, v) in headers.iter().copied().chain(instructions.headers()) {
+            request = request.header(k, v);
+        }
+        if let Some(c) = &self.counter {
+            c.count(&format!("SSM.{operation}"));
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return Err(failed(e.to_string(), Box::new(e))),
+        };
+        let status = response.status();
+        let answer: Value = match response.bytes().await {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or(Value::Null),
+            Err(e) => return Err(failed(e.to_string(), Box::new(e))),
+        };
+        if status.is_success() {
+            return Ok(answer);
+        }
+        let code = answer["__type"]
+            .as_str()
+            .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
+            .unwrap_or_else(|| status.as_u16().to_string());
+        let message = answer["message"]
+            .as_str()
+            .or(answer["Message"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        Err(Ok(SsmError { code, message }))
+    }
+}
+
+/// An SSM error that is not one the caller expects, as a store error.
+fn unexpected(operation: &str, e: Result<SsmError, StoreError>) -> StoreError {
+    match e {
+        Ok(e) => StoreError::Unavailable(Box::new(AwsError {
+            op: format!("SSM {operation}"),
+            said: e.to_string(),
+            cause: Box::new(e),
+        })),
+        Err(e) => e,
+    }
+}
+
+fn is(e: &Result<SsmError, StoreError>, code: &str) -> bool {
+    matches!(e, Ok(s) if s.code == code)
 }
 
 #[async_trait::async_trait]
 impl SecretStore for SsmSecrets {
     async fn secret(&self, name: &str) -> Result<Option<String>, StoreError> {
-        match self
-            .client
-            .get_parameter()
-            .name(self.path(name))
-            .with_decryption(true)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(out.parameter.and_then(|p| p.value)),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_parameter_not_found()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(store_error("SSM GetParameter", e)),
+        let body = json!({"Name": self.path(name), "WithDecryption": true});
+        match self.call("GetParameter", body).await {
+            Ok(v) => Ok(v["Parameter"]["Value"].as_str().map(str::to_string)),
+            Err(e) if is(&e, "ParameterNotFound") => Ok(None),
+            Err(e) => Err(unexpected("GetParameter", e)),
         }
     }
 
     async fn set_secret(&self, name: &str, value: &str, _at: Timestamp) -> Result<(), StoreError> {
         let tier = if value.len() > STANDARD_BYTES {
-            ParameterTier::Advanced
+            "Advanced"
         } else {
-            ParameterTier::Standard
+            "Standard"
         };
-        self.client
-            .put_parameter()
-            .name(self.path(name))
-            .value(value)
-            .r#type(ParameterType::SecureString)
-            .tier(tier)
-            .overwrite(true)
-            .description("A Tripline secret (set with PUT /v1/secrets/{name})")
-            .send()
+        let body = json!({
+            "Name": self.path(name),
+            "Value": value,
+            "Type": "SecureString",
+            "Tier": tier,
+            "Overwrite": true,
+            "Description": "A Tripline secret (set with PUT /v1/secrets/{name})",
+        });
+        self.call("PutParameter", body)
             .await
-            .map_err(|e| store_error("SSM PutParameter", e))?;
-        Ok(())
+            .map(|_| ())
+            .map_err(|e| unexpected("PutParameter", e))
     }
 
     async fn create_secret(
@@ -81,43 +210,27 @@ impl SecretStore for SsmSecrets {
         value: &str,
         _at: Timestamp,
     ) -> Result<bool, StoreError> {
-        match self
-            .client
-            .put_parameter()
-            .name(self.path(name))
-            .value(value)
-            .r#type(ParameterType::SecureString)
-            .overwrite(false)
-            .send()
-            .await
-        {
+        let body = json!({
+            "Name": self.path(name),
+            "Value": value,
+            "Type": "SecureString",
+            "Overwrite": false,
+        });
+        match self.call("PutParameter", body).await {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_parameter_already_exists()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(store_error("SSM PutParameter", e)),
+            Err(e) if is(&e, "ParameterAlreadyExists") => Ok(false),
+            Err(e) => Err(unexpected("PutParameter", e)),
         }
     }
 
     async fn remove_secret(&self, name: &str) -> Result<bool, StoreError> {
         match self
-            .client
-            .delete_parameter()
-            .name(self.path(name))
-            .send()
+            .call("DeleteParameter", json!({"Name": self.path(name)}))
             .await
         {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_parameter_not_found()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(store_error("SSM DeleteParameter", e)),
+            Err(e) if is(&e, "ParameterNotFound") => Ok(false),
+            Err(e) => Err(unexpected("DeleteParameter", e)),
         }
     }
 
@@ -125,37 +238,33 @@ impl SecretStore for SsmSecrets {
     async fn secret_names(&self) -> Result<Vec<SecretInfo>, StoreError> {
         let mut out = Vec::new();
         let mut next: Option<String> = None;
+        let prefix = format!("{}/", self.prefix);
         loop {
+            let mut body =
+                json!({"Path": self.prefix, "Recursive": false, "WithDecryption": false});
+            if let Some(t) = next.take() {
+                body["NextToken"] = json!(t);
+            }
             let page = self
-                .client
-                .get_parameters_by_path()
-                .path(&self.prefix)
-                .recursive(false)
-                .with_decryption(false)
-                .set_next_token(next.take())
-                .send()
+                .call("GetParametersByPath", body)
                 .await
-                .map_err(|e| store_error("SSM GetParametersByPath", e))?;
-            for p in page.parameters.unwrap_or_default() {
-                let Some(name) = p
-                    .name
-                    .as_deref()
-                    .and_then(|n| n.strip_prefix(&format!("{}/", self.prefix)))
-                else {
+                .map_err(|e| unexpected("GetParametersByPath", e))?;
+            for p in page["Parameters"].as_array().into_iter().flatten() {
+                let Some(name) = p["Name"].as_str().and_then(|n| n.strip_prefix(&prefix)) else {
                     continue;
                 };
-                let set_at = p
-                    .last_modified_date
-                    .and_then(|d| d.to_millis().ok())
-                    .map(Timestamp::from_millis)
-                    .unwrap_or(Timestamp::from_millis(0));
+                let set_at = p["LastModifiedDate"]
+                    .as_f64()
+                    .map_or(Timestamp::from_millis(0), |s| {
+                        Timestamp::from_millis((s * 1000.0) as i64)
+                    });
                 out.push(SecretInfo {
                     name: name.to_string(),
                     set_at,
                 });
             }
-            match page.next_token {
-                Some(t) if !t.is_empty() => next = Some(t),
+            match page["NextToken"].as_str() {
+                Some(t) if !t.is_empty() => next = Some(t.to_string()),
                 _ => break,
             }
         }

@@ -282,14 +282,15 @@ impl Clients {
         aws_sdk_scheduler::Client::from_conf(b.build())
     }
 
-    /// An SSM client on the same configuration (the functions that read or write
-    /// secrets: webhook ingress, step executor, control API).
-    pub fn ssm(&self) -> aws_sdk_ssm::Client {
-        let mut b = aws_sdk_ssm::config::Builder::from(&self.shared);
-        if let Some(c) = self.counter.clone() {
-            b = b.interceptor(c);
-        }
-        aws_sdk_ssm::Client::from_conf(b.build())
+    /// The stack's secrets in SSM Parameter Store under `prefix`, on the same
+    /// configuration (the functions that read or write secrets).
+    pub fn ssm_secrets(&self, prefix: &str) -> crate::secrets::SsmSecrets {
+        crate::secrets::SsmSecrets::new(&self.shared, self.counter.clone(), prefix)
+    }
+
+    /// The configuration the clients were built from.
+    pub fn sdk_config(&self) -> &aws_config::SdkConfig {
+        &self.shared
     }
 
     /// Clients for an AWS-protocol server at `endpoint` (moto in tests), with fixed test
@@ -314,6 +315,12 @@ impl Clients {
 pub struct CallCounter(Arc<Mutex<std::collections::BTreeMap<String, u64>>>);
 
 impl CallCounter {
+    /// Counts one request made outside the SDK clients (SSM's JSON protocol).
+    pub fn count(&self, operation: &str) {
+        if let Ok(mut counts) = self.0.lock() {
+            *counts.entry(operation.to_string()).or_default() += 1;
+        }
+    }
     pub fn snapshot(&self) -> std::collections::BTreeMap<String, u64> {
         self.0.lock().map(|m| m.clone()).unwrap_or_default()
     }

@@ -37,9 +37,7 @@ async fn secrets_live_in_parameter_store_and_reach_hooks_and_steps_but_never_ans
     assert_eq!(put_secret(&s, "bad-name", "x").await.0, 400);
 
     // Kept as a SecureString under the stack's prefix.
-    let param = s
-        .clients
-        .ssm()
+    let param = aws_sdk_ssm::Client::new(s.clients.sdk_config())
         .get_parameter()
         .name(format!("{}/crm_token", s.settings.secrets_prefix))
         .send()
