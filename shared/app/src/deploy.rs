@@ -239,6 +239,9 @@ impl Deployments {
         expected_id: Option<&str>,
         now: Timestamp,
     ) -> Result<Deployed, DeployError> {
+        if text.len() > validate::MAX_DEFINITION_BYTES {
+            return Err(DeployError::Invalid(vec![validate::too_large(text.len())]));
+        }
         let parsed = match format {
             Format::Json => tripline_core::source::parse_json(text),
             Format::Yaml => tripline_core::source::parse(text),

@@ -33,8 +33,14 @@ impl OutboundPolicy {
     }
 }
 
-/// True for addresses a workflow must not reach unless allowed: loopback, private,
-/// link-local (cloud metadata), carrier-grade NAT, unspecified, multicast.
+/// True for addresses a workflow must not reach unless allowed: every address that is not
+/// globally routable — loopback, private, link-local (cloud metadata: 169.254.169.254,
+/// fd00:ec2::254), carrier-grade NAT, unspecified, broadcast, multicast, benchmarking
+/// (198.18.0.0/15), reserved (240.0.0.0/4), IETF protocol assignments (192.0.0.0/24),
+/// documentation ranges; in IPv6 also unique-local, site-local (fec0::/10), discard-only,
+/// documentation, and every form that carries an IPv4 address or tunnels to one
+/// (IPv4-mapped, IPv4-compatible, NAT64 64:ff9b::/96 and 64:ff9b:1::/48, 6to4 2002::/16,
+/// Teredo 2001::/32).
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -45,19 +51,35 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || v4.is_unspecified()
                 || v4.is_broadcast()
                 || v4.is_multicast()
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || v4.is_documentation()
                 || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
+                || o[0] >= 240
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private(IpAddr::V4(v4));
             }
             let s = v6.segments();
+            // IPv4-compatible (::a.b.c.d, deprecated): whatever it carries, never global.
+            let v4_compatible = s[..6] == [0, 0, 0, 0, 0, 0];
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
+                || v4_compatible
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                || (s[0] == 0x0064 && s[1] == 0xff9b)
+                || s[0] == 0x2002
+                || (s[0] == 0x2001 && s[1] == 0)
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0010)
+                || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0020)
+                || (s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0)
+                || (s[..4] == [0x0100, 0, 0, 0])
         }
     }
 }
@@ -128,6 +150,9 @@ impl Outbound {
                 }
             }))
             .user_agent(concat!("tripline/", env!("CARGO_PKG_VERSION")))
+            // No system proxy (HTTP_PROXY and the like): a proxy would resolve the name
+            // itself, around the guard.
+            .no_proxy()
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_default();
@@ -327,7 +352,41 @@ mod tests {
         ] {
             assert!(is_private(a.parse().unwrap()), "{a}");
         }
-        for a in ["93.184.216.34", "2606:4700::1111", "100.128.0.1"] {
+        for a in [
+            "198.18.0.1",
+            "198.19.255.255",
+            "240.0.0.1",
+            "255.255.255.255",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "100.100.100.200",
+            "fd00:ec2::254",
+            "fec0::1",
+            "::127.0.0.1",
+            "::8.8.8.8",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2001::1",
+            "2001:db8::1",
+            "2001:10::1",
+            "2001:2::1",
+            "100::1",
+            "ff02::1",
+        ] {
+            assert!(is_private(a.parse().unwrap()), "{a}");
+        }
+        for a in [
+            "93.184.216.34",
+            "2606:4700::1111",
+            "100.128.0.1",
+            "8.8.8.8",
+            "198.20.0.1",
+            "2001:4860:4860::8888",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(!is_private(a.parse().unwrap()), "{a}");
         }
     }

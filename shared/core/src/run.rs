@@ -145,6 +145,8 @@ pub enum ErrorType {
     StepFailed,
     /// A template failed at run time (a step's, the output's, an extract's, the state's).
     TemplateError,
+    /// A template ran past a bound: too many instructions, or too large an output.
+    TemplateLimit,
     /// A `fail` step ended the run.
     FailStep,
     /// An `approval` step was rejected.
@@ -162,6 +164,7 @@ impl ErrorType {
         match self {
             ErrorType::StepFailed => "step_failed",
             ErrorType::TemplateError => "template_error",
+            ErrorType::TemplateLimit => "template_limit",
             ErrorType::FailStep => "fail_step",
             ErrorType::Rejected => "rejected",
             ErrorType::WaitTimedOut => "wait_timed_out",

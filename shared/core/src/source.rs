@@ -88,8 +88,22 @@ pub fn parse_json(text: &str) -> Result<(Value, Positions), SyntaxError> {
             column: e.column(),
         }),
     })?;
+    if depth(&value) > MAX_DEPTH {
+        return Err(SyntaxError {
+            message: format!("the definition nests deeper than {MAX_DEPTH} levels"),
+            position: None,
+        });
+    }
     let positions = parse(text).map(|(_, p)| p).unwrap_or_default();
     Ok((value, positions))
+}
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 fn pos(m: Marker) -> Position {
@@ -111,12 +125,31 @@ enum Frame {
     },
 }
 
+/// The most values a definition may hold once its YAML aliases are expanded: a few
+/// hundred bytes of nested aliases ("billion laughs") would otherwise expand without bound.
+pub const MAX_VALUES: usize = 100_000;
+
+/// The deepest a definition may nest mappings and sequences.
+pub const MAX_DEPTH: usize = 64;
+
+/// How many values `v` holds, itself included.
+fn count(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(count).sum::<usize>(),
+        Value::Object(map) => 1 + map.values().map(count).sum::<usize>(),
+        _ => 1,
+    }
+}
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
     root: Option<Value>,
     positions: Positions,
-    anchors: HashMap<usize, Value>,
+    /// Each anchored value, with how many values it holds.
+    anchors: HashMap<usize, (Value, usize)>,
+    /// Values so far, aliases expanded.
+    values: usize,
     error: Option<String>,
     error_at: Option<Position>,
     /// Anchor ids of collections being built.
@@ -136,6 +169,18 @@ impl Builder {
         }
     }
 
+    /// False (and the error) when a new collection would nest past [`MAX_DEPTH`].
+    fn nest(&mut self, mark: Marker) -> bool {
+        if self.stack.len() >= MAX_DEPTH {
+            self.fail(
+                format!("the definition nests deeper than {MAX_DEPTH} levels"),
+                mark,
+            );
+            return false;
+        }
+        true
+    }
+
     fn expecting_key(&self) -> bool {
         matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
     }
@@ -147,9 +192,23 @@ impl Builder {
         }
     }
 
+    /// Counts `n` more values; false (and the error) past [`MAX_VALUES`].
+    fn grow(&mut self, n: usize, mark: Marker) -> bool {
+        self.values = self.values.saturating_add(n);
+        if self.values > MAX_VALUES {
+            self.fail(
+                format!("the definition holds more than {MAX_VALUES} values once its YAML aliases are expanded; write it out with fewer aliases (an alias of an alias multiplies)"),
+                mark,
+            );
+            return false;
+        }
+        true
+    }
+
     fn push_value(&mut self, v: Value, anchor: usize, mark: Marker) {
         if anchor > 0 {
-            self.anchors.insert(anchor, v.clone());
+            let n = count(&v);
+            self.anchors.insert(anchor, (v.clone(), n));
         }
         match self.stack.last_mut() {
             None => self.root = Some(v),
@@ -190,6 +249,9 @@ impl MarkedEventReceiver for Builder {
         }
         match ev {
             Event::Scalar(s, style, anchor, _tag) => {
+                if !self.grow(1, mark) {
+                    return;
+                }
                 let v = if style == TScalarStyle::Plain {
                     scalar(&s)
                 } else {
@@ -202,6 +264,9 @@ impl MarkedEventReceiver for Builder {
                 self.push_value(v, anchor, mark);
             }
             Event::SequenceStart(anchor, _) => {
+                if !self.grow(1, mark) || !self.nest(mark) {
+                    return;
+                }
                 let path = self.next_path();
                 self.positions.values.insert(path.clone(), pos(mark));
                 self.open_anchors.push(anchor);
@@ -213,6 +278,9 @@ impl MarkedEventReceiver for Builder {
             Event::MappingStart(anchor, _) => {
                 if self.expecting_key() {
                     self.fail("a mapping key must be a plain value".into(), mark);
+                    return;
+                }
+                if !self.grow(1, mark) || !self.nest(mark) {
                     return;
                 }
                 let path = self.next_path();
@@ -233,10 +301,18 @@ impl MarkedEventReceiver for Builder {
                 };
                 self.push_value(v, anchor, mark);
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(v) => self.push_value(v, 0, mark),
-                None => self.fail("an alias refers to an unknown anchor".into(), mark),
-            },
+            Event::Alias(id) => {
+                let Some(n) = self.anchors.get(&id).map(|(_, n)| *n) else {
+                    return self.fail("an alias refers to an unknown anchor".into(), mark);
+                };
+                // Counted before it is copied: an expansion past the bound is never made.
+                if !self.grow(n, mark) {
+                    return;
+                }
+                if let Some((v, _)) = self.anchors.get(&id).cloned() {
+                    self.push_value(v, 0, mark);
+                }
+            }
             _ => {}
         }
     }
@@ -254,6 +330,42 @@ fn scalar(s: &str) -> Value {
         Yaml::Boolean(b) => Value::Bool(b),
         Yaml::Null => Value::Null,
         _ => Value::String(s.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    #[test]
+    fn nested_aliases_are_refused_before_they_expand() {
+        // "Billion laughs": each level doubles ten times; expanded it would be 10^9 values.
+        let mut text =
+            String::from("a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n");
+        for (i, name) in ["b", "c", "d", "e", "f", "g", "h", "i"].iter().enumerate() {
+            let prev = ["a", "b", "c", "d", "e", "f", "g", "h"][i];
+            text.push_str(&format!("{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+        }
+        assert!(text.len() < 1024);
+        let started = std::time::Instant::now();
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("YAML aliases"), "{e:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // A few aliases are fine.
+        assert!(parse("a: &a {x: 1}\nb: *a\nc: *a\n").is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_in_yaml_and_json() {
+        let yaml = "[".repeat(100) + &"]".repeat(100);
+        assert!(parse(&yaml).unwrap_err().message.contains("deeper than"));
+        let json = "[".repeat(100) + &"]".repeat(100);
+        assert!(
+            parse_json(&json)
+                .unwrap_err()
+                .message
+                .contains("deeper than")
+        );
     }
 }
 

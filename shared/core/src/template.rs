@@ -16,12 +16,31 @@ use serde_json::Value;
 #[error("{0}")]
 pub struct TemplateError(pub String);
 
+/// How a template that ran past a bound is told apart: its message starts with this.
+pub const LIMIT: &str = "template limit: ";
+
+impl TemplateError {
+    /// True when the template ran past a bound ([`FUEL`], [`MAX_RENDERED`]).
+    pub fn is_limit(&self) -> bool {
+        self.0.starts_with(LIMIT)
+    }
+}
+
+/// The most instructions one render may run (minijinja's fuel): loops over large inputs
+/// stop here instead of holding a worker.
+pub const FUEL: u64 = 100_000;
+
+/// The largest text one render may produce, and the largest value an expression may
+/// yield (as JSON).
+pub const MAX_RENDERED: usize = 1024 * 1024;
+
 fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_recursion_limit(64);
+        env.set_fuel(Some(FUEL));
         add_calendar(&mut env);
         env
     })
@@ -67,6 +86,11 @@ fn add_calendar(env: &mut Environment<'static>) {
 }
 
 fn err(e: minijinja::Error) -> TemplateError {
+    if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        return TemplateError(format!(
+            "{LIMIT}the template ran more than {FUEL} instructions (a loop over too much?)"
+        ));
+    }
     let mut msg = e.to_string();
     // Keep the message about the template, not the engine's internal name for it.
     msg = msg
@@ -91,11 +115,39 @@ fn is_templated(s: &str) -> bool {
     s.contains("{{") || s.contains("{%") || s.contains("{#")
 }
 
+/// A writer that refuses to grow past [`MAX_RENDERED`].
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_RENDERED {
+            return Err(std::io::Error::other("over the limit"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn too_large() -> TemplateError {
+    TemplateError(format!(
+        "{LIMIT}the template produced more than {MAX_RENDERED} bytes"
+    ))
+}
+
 fn to_json(v: minijinja::Value) -> Result<Value, TemplateError> {
     if v.is_undefined() {
         return Err(TemplateError("the expression is undefined".into()));
     }
-    serde_json::to_value(&v).map_err(|e| TemplateError(format!("the value cannot be JSON: {e}")))
+    // Measured before it is built: a huge value is refused, not materialized.
+    let mut sized = Capped(Vec::new());
+    if serde_json::to_writer(&mut sized, &v).is_err() {
+        return Err(too_large());
+    }
+    serde_json::from_slice(&sized.0)
+        .map_err(|e| TemplateError(format!("the value cannot be JSON: {e}")))
 }
 
 /// Evaluates an expression to a JSON value.
@@ -121,7 +173,15 @@ pub fn render_string<C: serde::Serialize + ?Sized>(
     if !is_templated(tpl) {
         return Ok(tpl.to_string());
     }
-    env().render_str(tpl, ctx).map_err(err)
+    let t = env().template_from_str(tpl).map_err(err)?;
+    let mut out = Capped(Vec::new());
+    match t.render_captured_to(ctx, &mut out) {
+        Ok(_) => {
+            String::from_utf8(out.0).map_err(|_| TemplateError("the output is not UTF-8".into()))
+        }
+        Err(e) if e.kind() == minijinja::ErrorKind::WriteFailure => Err(too_large()),
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// Renders a value template (see the module docs).
@@ -262,6 +322,26 @@ mod tests {
         let refs = check_string("{{ steps.fetch.body.id }} and {{ trigger.query }}").unwrap();
         assert!(refs.contains("steps.fetch.body.id"), "{refs:?}");
         assert!(refs.contains("trigger.query"), "{refs:?}");
+    }
+
+    #[test]
+    fn a_template_that_runs_too_long_or_too_large_stops_with_a_limit_error() {
+        let ctx = json!({});
+        let e = render_string(
+            "{% for i in range(100000) %}{% for j in range(100) %}x{% endfor %}{% endfor %}",
+            &ctx,
+        )
+        .unwrap_err();
+        assert!(e.is_limit(), "{e}");
+        let e = render_string(
+            "{% for i in range(1000) %}{{ 'x' * 10000 }}{% endfor %}",
+            &ctx,
+        )
+        .unwrap_err();
+        assert!(e.is_limit() && e.0.contains("bytes"), "{e}");
+        let e = eval("'x' * 2000000", &ctx).unwrap_err();
+        assert!(e.is_limit(), "{e}");
+        assert_eq!(render_string("{{ 'ok' }}", &ctx).unwrap(), "ok");
     }
 
     #[test]

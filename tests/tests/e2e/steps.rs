@@ -218,3 +218,34 @@ async fn a_hostname_resolving_to_loopback_is_refused_too() {
     );
     assert_eq!(stub.requests().len(), 0);
 }
+
+#[tokio::test]
+async fn every_loopback_spelling_is_refused_and_recorded_with_the_reason() {
+    // Targets that can only reach this machine, whatever the guard does.
+    let stub = Stub::start().await;
+    let port = stub.url.rsplit(':').next().expect("port").to_string();
+    for host in [
+        "[::ffff:127.0.0.1]",
+        "0.0.0.0",
+        "[::1]",
+        "127.1.2.3",
+        "[::127.0.0.1]",
+    ] {
+        let yaml = workflow(&stub, "").replace(&stub.url, &format!("http://{host}:{port}"));
+        let mut opts = Opts::default().workflow("w.yaml", &yaml);
+        opts.config = Config::default();
+        let app = spawn_app(opts).await;
+        let run = start(&app).await;
+        assert_eq!(run["status"], "failed", "{host}: {run}");
+        let recorded = run["step_executions"][0]["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(recorded.contains("private or loopback"), "{host}: {run}");
+    }
+    assert_eq!(
+        stub.requests().len(),
+        0,
+        "nothing reached this machine's stub"
+    );
+}

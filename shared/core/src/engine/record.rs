@@ -123,9 +123,14 @@ pub(super) fn template_failure(
     now: Timestamp,
     effects: &mut Vec<Effect>,
 ) {
+    let error_type = if e.is_limit() {
+        ErrorType::TemplateLimit
+    } else {
+        ErrorType::TemplateError
+    };
     let failure = Failure {
         class: FailureClass::Template,
-        error_type: ErrorType::TemplateError,
+        error_type,
         run_error: format!("step `{}`: {e}", step.id),
         step_error: e.0,
     };

@@ -98,6 +98,9 @@ impl Collector<'_> {
 
 /// Parses and validates a definition.
 pub fn load(text: &str, format: Format) -> Result<Workflow, Vec<Problem>> {
+    if text.len() > MAX_DEFINITION_BYTES {
+        return Err(vec![too_large(text.len())]);
+    }
     let parsed = match format {
         Format::Json => source::parse_json(text),
         Format::Yaml => source::parse(text),
@@ -111,6 +114,18 @@ pub fn load(text: &str, format: Format) -> Result<Workflow, Vec<Problem>> {
         }]
     })?;
     load_value(&value, &positions)
+}
+
+/// The problem of a definition text over [`MAX_DEFINITION_BYTES`].
+pub fn too_large(len: usize) -> Problem {
+    Problem {
+        path: String::new(),
+        line: None,
+        column: None,
+        message: format!(
+            "the definition is {len} bytes; at most {MAX_DEFINITION_BYTES} are accepted"
+        ),
+    }
 }
 
 /// Validates a definition that is already a JSON value (positions may be empty).
@@ -213,10 +228,24 @@ fn check_concurrency(c: &mut Collector, conc: &Concurrency) {
 }
 
 /// The triggers that have a known shape and type-check, with their paths.
+/// The most steps a workflow may have.
+pub const MAX_STEPS: usize = 200;
+/// The most triggers a workflow may have.
+pub const MAX_TRIGGERS: usize = 50;
+/// The largest definition text, in bytes.
+pub const MAX_DEFINITION_BYTES: usize = 512 * 1024;
+
 fn typed_triggers(c: &mut Collector, v: Option<&Value>) -> Vec<(String, Trigger)> {
     let mut triggers = Vec::new();
     match v {
         None | Some(Value::Null) => {}
+        Some(Value::Array(items)) if items.len() > MAX_TRIGGERS => c.at(
+            "triggers",
+            format!(
+                "a workflow has at most {MAX_TRIGGERS} triggers; this one has {}",
+                items.len()
+            ),
+        ),
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 let path = index("triggers", i);
@@ -244,6 +273,10 @@ fn typed_steps(c: &mut Collector, v: Option<&Value>) -> Vec<(String, Step)> {
         Some(Value::Array(items)) if items.is_empty() => {
             c.at("steps", "a workflow needs at least one step")
         }
+        Some(Value::Array(items)) if items.len() > MAX_STEPS => c.at(
+            "steps",
+            format!("a workflow has at most {MAX_STEPS} steps; this one has {}: split it, e.g. with `trigger_workflow` steps", items.len()),
+        ),
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 let path = index("steps", i);
