@@ -123,9 +123,16 @@ fn corrupt(what: &str, e: serde_json::Error) -> StoreError {
 }
 
 /// A write job: runs inside the group transaction and returns whether it succeeded (to keep
-/// or roll back its savepoint) and what to do once the commit's outcome is known.
+/// or roll back its savepoint) and what to do once the commit's outcome is known. Given
+/// no connection (its transaction or savepoint could not be opened), it writes nothing and
+/// only hands back its finisher, which is then told the failure.
 type Finisher = Box<dyn FnOnce(Result<(), String>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Finisher) + Send>;
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finisher) + Send>;
+
+/// Tests make the next savepoint fail, as a full disk or an I/O error would.
+#[cfg(test)]
+pub(crate) static FAIL_NEXT_SAVEPOINT: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 struct Shared {
     writer: Mutex<mpsc::Sender<Job>>,
@@ -252,7 +259,12 @@ impl EmbeddedStore {
     ) -> Result<R, StoreError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            let result = f(conn);
+            let result = match conn {
+                Some(conn) => f(conn),
+                None => Err(StoreError::Unavailable(
+                    "the write could not be started (its transaction or savepoint failed)".into(),
+                )),
+            };
             let ok = result.is_ok();
             let finish: Finisher = Box::new(move |commit| {
                 let _ = tx.send(match commit {
@@ -336,26 +348,47 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
         let mut finishers = Vec::with_capacity(batch.len());
         let begun = exec_cached(&conn, "BEGIN IMMEDIATE");
         if let Err(e) = begun {
+            // Nothing runs outside a transaction: each job is told, and writes nothing.
             for job in batch {
-                let (_, finish) = job(&conn);
+                let (_, finish) = job(None);
                 finish(Err(e.to_string()));
             }
             continue;
         }
         for job in batch {
-            let sp = conn.execute_batch("SAVEPOINT job");
-            let (ok, finish) = job(&conn);
-            if sp.is_ok() {
-                let end = if ok {
-                    "RELEASE job"
-                } else {
-                    "ROLLBACK TO job; RELEASE job"
-                };
-                if let Err(e) = conn.execute_batch(end) {
-                    tracing::error!(error = %e, "savepoint failed");
+            let sp = savepoint(&conn);
+            if let Err(e) = sp {
+                // Without its savepoint a job's writes could not be undone on failure:
+                // it does not run, and the others commit without it.
+                tracing::error!(error = %e, "a write's savepoint failed; the write is refused");
+                let (_, finish) = job(None);
+                finish(Err(e.to_string()));
+                continue;
+            }
+            let (ok, finish) = job(Some(&conn));
+            let end = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            match conn.execute_batch(end) {
+                Ok(()) => finishers.push(finish),
+                Err(e) => {
+                    // The job's outcome is unknown inside this transaction: roll all of
+                    // it back, so what callers are told matches the disk.
+                    tracing::error!(error = %e, "ending a savepoint failed; the group is rolled back");
+                    let _ = conn.execute_batch("ROLLBACK");
+                    finish(Err(e.to_string()));
+                    for f in finishers.drain(..) {
+                        f(Err(format!("rolled back: {e}")));
+                    }
+                    break;
                 }
             }
-            finishers.push(finish);
+        }
+        if conn.is_autocommit() {
+            // Rolled back above: nothing to commit.
+            continue;
         }
         let committed = exec_cached(&conn, "COMMIT").map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
@@ -365,6 +398,17 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
             f(committed.clone().map(|_| ()));
         }
     }
+}
+
+fn savepoint(conn: &Connection) -> rusqlite::Result<()> {
+    #[cfg(test)]
+    if FAIL_NEXT_SAVEPOINT.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+            Some("injected".into()),
+        ));
+    }
+    conn.execute_batch("SAVEPOINT job")
 }
 
 fn exec_cached(conn: &Connection, statement: &str) -> rusqlite::Result<usize> {
@@ -378,3 +422,20 @@ fn sql(e: rusqlite::Error) -> StoreError {
 /// Leases held by this process (see `queue`): not stored, because one process owns the
 /// database; after a restart every item is receivable again at once.
 pub(crate) type Leases = Mutex<HashMap<i64, Timestamp>>;
+
+#[cfg(test)]
+mod writer_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_whose_savepoint_fails_writes_nothing_and_says_so() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = EmbeddedStore::open(dir.path()).expect("store");
+        FAIL_NEXT_SAVEPOINT.store(true, std::sync::atomic::Ordering::SeqCst);
+        let at = Timestamp::from_millis(5);
+        assert!(store.set_marker("m", at).await.is_err());
+        assert_eq!(store.marker("m").await.expect("read"), None, "nothing landed");
+        store.set_marker("m", at).await.expect("the next write works");
+        assert_eq!(store.marker("m").await.expect("read"), Some(at));
+    }
+}
