@@ -275,6 +275,14 @@ fn serve(s: Serve) -> ExitCode {
         )
         .with_target(false)
         .init();
+    if let Some(why) = s
+        .api_key
+        .as_deref()
+        .and_then(tripline_app::http::control::weak_api_key)
+    {
+        eprintln!("error: --api-key: {why}");
+        return ExitCode::FAILURE;
+    }
     if !s.listen.ip().is_loopback() && s.api_key.is_none() {
         eprintln!(
             "error: listening on {} (not loopback) needs --api-key (or TRIPLINE_API_KEY) to protect the control API",
@@ -313,6 +321,7 @@ fn serve(s: Serve) -> ExitCode {
             hide_unknown_tokens: s.hide_unknown_tokens,
             sync_budget: s.sync_budget,
             api_key: s.api_key,
+            browser_guard: true,
             public_url: s.public_url.unwrap_or_default(),
             state_limit_bytes: s.state_limit,
             trust_forwarded_for: s.trust_forwarded_for,

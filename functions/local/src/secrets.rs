@@ -170,9 +170,12 @@ fn print_list(items: Vec<Value>) {
 async fn through_server(server: &str, api_key: Option<&str>, action: Action) -> anyhow::Result<()> {
     let base = server.trim_end_matches('/');
     let client = reqwest::Client::new();
-    let with_key = |r: reqwest::RequestBuilder| match api_key {
-        Some(k) => r.bearer_auth(k),
-        None => r,
+    let with_key = |r: reqwest::RequestBuilder| {
+        let r = r.header(tripline_app::http::control::REQUEST_HEADER, "1");
+        match api_key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
     };
     let request = match &action {
         Action::Set(name, value) => with_key(client.put(format!("{base}/v1/secrets/{name}")))

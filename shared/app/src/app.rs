@@ -25,6 +25,10 @@ pub struct Config {
     pub sync_budget: Duration,
     /// When set, `/v1/*` needs `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
+    /// Without an API key, keep browsers out of `/v1/*`: a loopback `Host`, no foreign
+    /// `Origin`, and a JSON body or the `x-tripline-request` header on state-changing
+    /// requests (`tripline serve` turns it on).
+    pub browser_guard: bool,
     pub outbound: OutboundPolicy,
     /// Sync replies poll the run record (strongly consistent reads, back-off from 5 ms to
     /// 250 ms) as well as waiting to be woken: needed where the executor runs in another
@@ -56,6 +60,7 @@ impl Default for Config {
             hide_unknown_tokens: false,
             sync_budget: Duration::from_secs(25),
             api_key: None,
+            browser_guard: false,
             outbound: OutboundPolicy::default(),
             poll_runs: false,
             refresh_workflows: None,

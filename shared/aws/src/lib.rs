@@ -85,6 +85,13 @@ pub fn config_from_env() -> Result<Config, String> {
             .map_err(|_| format!("TRIPLINE_MAX_BODY must be a number of bytes, not {v:?}"))?;
     }
     config.api_key = var("TRIPLINE_API_KEY");
+    if let Some(why) = config
+        .api_key
+        .as_deref()
+        .and_then(tripline_app::http::control::weak_api_key)
+    {
+        return Err(format!("TRIPLINE_API_KEY: {why}"));
+    }
     config.public_url = var("TRIPLINE_PUBLIC_URL").unwrap_or_default();
     config.hide_unknown_tokens = flag("TRIPLINE_HIDE_UNKNOWN_TOKENS");
     let mut rewrites = Vec::new();

@@ -434,8 +434,15 @@ mod writer_tests {
         FAIL_NEXT_SAVEPOINT.store(true, std::sync::atomic::Ordering::SeqCst);
         let at = Timestamp::from_millis(5);
         assert!(store.set_marker("m", at).await.is_err());
-        assert_eq!(store.marker("m").await.expect("read"), None, "nothing landed");
-        store.set_marker("m", at).await.expect("the next write works");
+        assert_eq!(
+            store.marker("m").await.expect("read"),
+            None,
+            "nothing landed"
+        );
+        store
+            .set_marker("m", at)
+            .await
+            .expect("the next write works");
         assert_eq!(store.marker("m").await.expect("read"), Some(at));
     }
 }

@@ -57,7 +57,94 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// The shortest API key accepted.
+pub const MIN_API_KEY: usize = 24;
+
+/// Why an API key cannot be used.
+pub fn weak_api_key(key: &str) -> Option<String> {
+    (key.trim().len() < MIN_API_KEY).then(|| {
+        format!("the API key must be at least {MIN_API_KEY} characters (it is {}); make one with `head -c 32 /dev/urandom | base64`", key.trim().len())
+    })
+}
+
+/// The header a script or the CLI sends with a state-changing request that has no JSON
+/// body: a browser cannot send it cross-site without the server's consent.
+pub const REQUEST_HEADER: &str = "x-tripline-request";
+
+/// Without an API key (loopback only): what keeps other sites out. A page the operator
+/// visits can post a form or a simple `fetch` to `127.0.0.1`, and a DNS-rebinding page can
+/// read answers under its own host name; so every `/v1` request must name a loopback host
+/// (or the public URL's), may come from no other origin, and a state-changing one must
+/// have a JSON or YAML body or the `x-tripline-request` header (neither can be sent
+/// cross-site without a CORS preflight, which this server never grants).
+fn cross_site(app: &App, req: &Request) -> Option<String> {
+    let headers = req.headers();
+    let public_host = url::Url::parse(&app.config.public_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string));
+    let local_host = |host: &str| {
+        let name = host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(host, |(name, _)| name);
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        name.eq_ignore_ascii_case("localhost")
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+            || public_host
+                .as_deref()
+                .is_some_and(|p| p.eq_ignore_ascii_case(name))
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !local_host(host) {
+        return Some(format!(
+            "the Host `{host}` is not this server's (a DNS-rebinding page?); without an API key the control API answers only to localhost"
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let origin_host = url::Url::parse(origin).ok().and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_string(),
+            })
+        });
+        if !origin_host.as_deref().is_some_and(local_host) {
+            return Some(format!(
+                "requests from the origin `{origin}` are refused; without an API key the control API answers only to this machine's own pages and tools"
+            ));
+        }
+    }
+    let changes = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if changes && !headers.contains_key(REQUEST_HEADER) {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if !(ct.contains("json") || ct.contains("yaml")) {
+            return Some(format!(
+                "a state-changing request needs a JSON (or YAML) body with its content type, or the `{REQUEST_HEADER}: 1` header (what keeps a cross-site form out)"
+            ));
+        }
+    }
+    None
+}
+
 async fn require_key(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if app.config.api_key.is_none()
+        && app.config.browser_guard
+        && req.uri().path().starts_with("/v1/")
+        && let Some(why) = cross_site(&app, &req)
+    {
+        return error_response(StatusCode::FORBIDDEN, "forbidden", why);
+    }
     if let Some(key) = &app.config.api_key {
         let given = req
             .headers()

@@ -1,0 +1,146 @@
+//! Safe by default: the control API keeps browsers out without a key and refuses weak
+//! keys; hostile definitions and templates cost bounded time and memory.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tripline_tests::*;
+
+async fn guarded() -> TestApp {
+    let mut opts = Opts::default();
+    opts.config.browser_guard = true;
+    spawn_app(opts.workflow(
+        "w.yaml",
+        "id: w\ntriggers: [{type: manual}]\nsteps:\n  - {id: t, type: transform, value: 1}\n",
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn without_a_key_a_cross_site_form_a_foreign_origin_and_a_rebound_host_are_refused() {
+    let app = guarded().await;
+    let runs = app.url("/v1/workflows/w/runs");
+    // A cross-site form post: a simple content type, no custom header.
+    for ct in [
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "multipart/form-data; boundary=x",
+    ] {
+        let resp = app
+            .client
+            .post(&runs)
+            .header("content-type", ct)
+            .body("a=1")
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{ct}");
+    }
+    // A page of another origin, even with a JSON body (a preflight would be refused too).
+    let resp = app
+        .client
+        .post(&runs)
+        .header("origin", "https://evil.example")
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // DNS rebinding: the page's own host name reaches 127.0.0.1; reads are refused too.
+    let resp = app
+        .client
+        .get(app.url("/v1/runs"))
+        .header("host", "rebind.evil.example")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body = resp.text().await.expect("body");
+    assert!(body.contains("rebinding"), "{body}");
+    assert_eq!(
+        app.get("/v1/runs").await.0,
+        StatusCode::OK,
+        "nothing started"
+    );
+    let (_, listed) = app.get("/v1/runs").await;
+    assert_eq!(listed["items"], json!([]));
+
+    // What tools send passes: JSON, or the header on a request without a body.
+    let (status, _, started) = app.post_json("/v1/workflows/w/runs", &json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["run_id"].as_str().expect("id").to_string();
+    app.wait_run(&id).await;
+    let resp = app
+        .client
+        .post(app.url(&format!("/v1/runs/{id}/cancel")))
+        .header("x-tripline-request", "1")
+        .header("origin", app.base.clone())
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(
+        resp.status(),
+        StatusCode::CONFLICT,
+        "reached the route: the run has ended"
+    );
+    // Webhooks are not the control API: any site may call them.
+    let resp = app
+        .client
+        .get(app.url("/healthz"))
+        .header("host", "x.example")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[test]
+fn serve_refuses_an_empty_or_short_api_key() {
+    for key in ["", "short-key"] {
+        let out = std::process::Command::new(tripline_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--api-key", key])
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{key:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("at least 24 characters"), "{key:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_kilobyte_of_nested_aliases_is_refused_at_once() {
+    let app = spawn_app(Opts::default()).await;
+    let mut text = String::from(
+        "id: bomb\nsteps: &a [{id: t, type: transform, value: [1,2,3,4,5,6,7,8,9,10]}]\n",
+    );
+    let names = ["b", "c", "d", "e", "f", "g", "h", "i", "j"];
+    let mut prev = "a";
+    for n in names {
+        text.push_str(&format!("{n}: &{n} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+        prev = n;
+    }
+    assert!(text.len() < 1024, "{}", text.len());
+    let started = Instant::now();
+    let (status, body) = app.deploy("bomb", &text).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("YAML aliases"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(app.get("/healthz").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_template_that_runs_away_fails_its_step_as_template_limit() {
+    let app = spawn_app(Opts::default().workflow(
+        "w.yaml",
+        "id: spin\ntriggers: [{type: manual}]\nsteps:\n  - {id: t, type: transform, value: \"{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}\"}\n",
+    ))
+    .await;
+    let started = Instant::now();
+    let (status, _, body) = app.post_json("/v1/workflows/spin/runs", &json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let run = app.wait_run(body["run_id"].as_str().expect("id")).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["error_type"], "template_limit", "{run}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
