@@ -25,6 +25,17 @@ pub fn unmet(
     condition: Option<&str>,
     input: &serde_json::Value,
 ) -> Option<String> {
+    unmet_uncut(filter, condition, input).map(|why| crate::outbound::cut(&why, REASON_LIMIT))
+}
+
+/// The longest recorded reason a filter or condition gives (it may quote the input).
+pub const REASON_LIMIT: usize = 1024;
+
+fn unmet_uncut(
+    filter: Option<&serde_json::Value>,
+    condition: Option<&str>,
+    input: &serde_json::Value,
+) -> Option<String> {
     if let Some(f) = filter
         && let Err(m) = tripline_core::filter::check(input, f, "")
     {

@@ -10,6 +10,23 @@ use serde_json::{Map, Value, json};
 use tripline_core::engine::{HttpRequest, SuccessRule};
 use tripline_core::run::{FailureClass, StepError};
 
+/// The most of a response body a step's output keeps (the run record's bound per step,
+/// whatever a downstream answers); the rest is cut, with a marker saying how much.
+pub const STORED_BODY_LIMIT: usize = 256 * 1024;
+
+/// `text` cut to at most `limit` bytes (on a character boundary), with a marker saying
+/// how much was cut.
+pub fn cut(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_string();
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[cut: {} more bytes]", &text[..end], text.len() - end)
+}
+
 /// Which destinations `http` steps may reach.
 #[derive(Clone, Debug, Default)]
 pub struct OutboundPolicy {
@@ -264,6 +281,17 @@ impl Outbound {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.contains("json"));
         let bytes = read_limited(resp, self.max_response_bytes).await?;
+        if bytes.len() > STORED_BODY_LIMIT {
+            // Kept as text, cut: a later step that reads its fields fails, saying why,
+            // rather than the run record growing with whatever the downstream sent.
+            let text = String::from_utf8_lossy(&bytes);
+            return Ok(json!({
+                "status": status,
+                "headers": headers,
+                "body": cut(&text, STORED_BODY_LIMIT),
+                "truncated": {"kept_bytes": STORED_BODY_LIMIT, "total_bytes": bytes.len()},
+            }));
+        }
         let body = if bytes.is_empty() {
             Value::Null
         } else if is_json {
@@ -315,6 +343,12 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_text_is_cut_on_a_character_boundary_with_a_marker() {
+        assert_eq!(cut("short", 10), "short");
+        assert_eq!(cut("ééé", 3), "é…[cut: 4 more bytes]");
+    }
 
     #[test]
     fn rewrites_replace_the_first_matching_prefix() {

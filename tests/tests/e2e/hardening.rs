@@ -144,3 +144,56 @@ async fn a_template_that_runs_away_fails_its_step_as_template_limit() {
     assert_eq!(run["error_type"], "template_limit", "{run}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn a_huge_answer_or_input_is_cut_where_it_is_recorded() {
+    let stub = Stub::start().await;
+    let big = "y".repeat(1024 * 1024);
+    stub.set_default(Reply {
+        status: 200,
+        body: json!({ "blob": big }),
+        delay: Duration::ZERO,
+    });
+    let app = spawn_app(
+        Opts::default()
+            .workflow(
+                "a.yaml",
+                &format!("id: big\ntriggers: [{{type: manual}}]\nsteps:\n  - {{id: call, type: http, url: \"{}/big\"}}\n", stub.url),
+            )
+            .workflow(
+                "b.yaml",
+                "id: picky\ntriggers:\n  - {type: webhook, token: pickytokenaaaaaaaaaaaaaa, filter: {body: {event: order.created}}}\nsteps:\n  - {id: t, type: transform, value: 1}\n",
+            ),
+    )
+    .await;
+    let (_, _, body) = app.post_json("/v1/workflows/big/runs", &json!({})).await;
+    let run = app.wait_run(body["run_id"].as_str().expect("id")).await;
+    assert_eq!(run["status"], "succeeded", "{}", &run.to_string()[..300]);
+    let output = &run["step_executions"][0]["output"];
+    assert_eq!(
+        output["truncated"]["total_bytes"].as_u64(),
+        Some(1024 * 1024 + 11)
+    );
+    let text = output["body"].as_str().expect("cut text");
+    assert!(
+        text.ends_with("more bytes]"),
+        "{}",
+        &text[text.len() - 40..]
+    );
+    assert!(run.to_string().len() < 600 * 1024, "the record is bounded");
+
+    let (status, headers, _) = app
+        .post_json(
+            "/hooks/pickytokenaaaaaaaaaaaaaa",
+            &json!({ "event": "x".repeat(100_000) }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let id = headers["x-tripline-message-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    let (_, message) = app.get(&format!("/v1/inbox/{id}")).await;
+    let reason = message["outcome"]["reason"].as_str().expect("reason");
+    assert!(reason.len() < 1200, "{}", reason.len());
+}
