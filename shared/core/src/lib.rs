@@ -6,6 +6,8 @@ pub mod definition;
 pub mod engine;
 pub mod filter;
 pub mod flow;
+#[cfg(test)]
+mod fuzz;
 pub mod net;
 pub mod run;
 pub mod secrets;

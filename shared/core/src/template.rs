@@ -150,17 +150,36 @@ fn to_json(v: minijinja::Value) -> Result<Value, TemplateError> {
         .map_err(|e| TemplateError(format!("the value cannot be JSON: {e}")))
 }
 
+/// Compiles an expression. One that still holds a template delimiter after its outer
+/// `{{ }}` is refused here: minijinja 2.24's expression lexer panics on `}}` (found by the
+/// generated tests), and a panic would take down a process built with `panic = abort`.
+fn compile_expression(
+    expr: &str,
+) -> Result<minijinja::Expression<'static, 'static>, TemplateError> {
+    if ["{{", "}}", "{%", "%}", "{#", "#}"]
+        .iter()
+        .any(|d| expr.contains(d))
+    {
+        return Err(TemplateError(
+            "an expression cannot contain `{{`, `}}`, `{%`, `%}`, `{#` or `#}` (write it as one expression, with or without one pair of `{{ }}` around it)".into(),
+        ));
+    }
+    env()
+        .compile_expression_owned(expr.to_string())
+        .map_err(err)
+}
+
 /// Evaluates an expression to a JSON value.
 pub fn eval<C: serde::Serialize + ?Sized>(expr: &str, ctx: &C) -> Result<Value, TemplateError> {
     let expr = whole_expression(expr).unwrap_or(expr);
-    let compiled = env().compile_expression(expr).map_err(err)?;
+    let compiled = compile_expression(expr)?;
     to_json(compiled.eval(ctx).map_err(err)?)
 }
 
 /// Evaluates a condition: true when the expression's value is truthy.
 pub fn eval_condition(expr: &str, ctx: &Value) -> Result<bool, TemplateError> {
     let expr = whole_expression(expr).unwrap_or(expr);
-    let compiled = env().compile_expression(expr).map_err(err)?;
+    let compiled = compile_expression(expr)?;
     let v = compiled.eval(ctx).map_err(err)?;
     Ok(v.is_true())
 }
@@ -245,7 +264,7 @@ pub const HELPERS: &[&str] = &[
 /// Parses an expression and returns the variable paths it reads.
 pub fn check_expression(expr: &str) -> Result<BTreeSet<String>, TemplateError> {
     let expr = whole_expression(expr).unwrap_or(expr);
-    let e = env().compile_expression(expr).map_err(err)?;
+    let e = compile_expression(expr)?;
     Ok(without_helpers(e.undeclared_variables(true)))
 }
 

@@ -22,6 +22,7 @@ mod examples;
 mod executor_deadline;
 mod faults;
 mod flows;
+mod fuzz;
 mod hardening;
 mod idempotency;
 mod kafka;
