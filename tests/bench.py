@@ -88,7 +88,10 @@ def start_server(wf_dir, data_dir, port):
     env = dict(os.environ, RUST_LOG="warn")
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [BIN, "serve", "--workflows", wf_dir, "--data", data_dir, "--listen", f"127.0.0.1:{port}"],
+        # One token from one client at full speed: the per-token rate limit (default
+        # 5,000/s) is lifted to measure what the server can take.
+        [BIN, "serve", "--workflows", wf_dir, "--data", data_dir, "--listen", f"127.0.0.1:{port}",
+         "--rate-limit", "0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     url = f"http://127.0.0.1:{port}/healthz"
     while True:

@@ -160,6 +160,14 @@ struct Serve {
     /// X-Forwarded-For: only behind a proxy that sets it.
     #[arg(long)]
     trust_forwarded_for: bool,
+    /// Webhook requests per second per token (a burst of twice that); over it, 429 with
+    /// Retry-After. 0: no limit.
+    #[arg(long, default_value_t = 5000)]
+    rate_limit: u32,
+    /// Webhook requests per second per client address (behind a proxy, with
+    /// --trust-forwarded-for). 0: no limit.
+    #[arg(long, default_value_t = 0)]
+    client_rate_limit: u32,
 }
 
 /// The Kafka consumer's options, or why they do not fit together. TLS files are read
@@ -325,6 +333,10 @@ fn serve(s: Serve) -> ExitCode {
             public_url: s.public_url.unwrap_or_default(),
             state_limit_bytes: s.state_limit,
             trust_forwarded_for: s.trust_forwarded_for,
+            rate_limits: tripline_app::limits::RateLimits {
+                per_token: s.rate_limit,
+                per_client: s.client_rate_limit,
+            },
             outbound: OutboundPolicy {
                 allow_private_networks: s.allow_private_network,
                 rewrites: s.rewrite_url,

@@ -48,6 +48,8 @@ pub struct Config {
     /// Read a webhook client's address from the last `X-Forwarded-For` entry (only behind
     /// a proxy that sets it); off: the connection's address.
     pub trust_forwarded_for: bool,
+    /// Webhook requests per second per token and per client address (0: none).
+    pub rate_limits: crate::limits::RateLimits,
 }
 
 /// The default [`Config::state_limit_bytes`]: 64 KiB.
@@ -67,6 +69,7 @@ impl Default for Config {
             public_url: String::new(),
             state_limit_bytes: STATE_LIMIT,
             trust_forwarded_for: false,
+            rate_limits: Default::default(),
         }
     }
 }
@@ -84,6 +87,10 @@ pub struct App {
     pub config: Config,
     /// Wakes the local scheduler (a deploy, a moved manual clock).
     pub cron_wake: tokio::sync::Notify,
+    /// The webhook route's rate limits.
+    pub limiter: crate::limits::Limiter,
+    /// When an unknown token last made this process look for new deploys.
+    miss_checked: std::sync::Mutex<Option<std::time::Instant>>,
     ids: std::sync::Mutex<ulid::Generator>,
     /// One lock per concurrency-limit record: this process's own takers and releasers
     /// queue here instead of racing each other's conditional writes.
@@ -107,6 +114,8 @@ impl App {
             secrets: Arc::new(Secrets::default()),
             config,
             cron_wake: tokio::sync::Notify::new(),
+            limiter: Default::default(),
+            miss_checked: Default::default(),
             slot_locks: Default::default(),
             ids: std::sync::Mutex::new(ulid::Generator::new()),
         }
@@ -157,6 +166,15 @@ impl App {
         };
         if !miss && self.deployments.checked_within(every) {
             return;
+        }
+        if miss {
+            // Unknown tokens look at the deploy marker at most once a second: a spray of
+            // made-up tokens costs no store read per request.
+            let mut last = self.miss_checked.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1)) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
         }
         if let Err(e) = self.deployments.refresh(self.store.as_ref()).await {
             tracing::warn!(error = %e, "reloading the deployed workflows failed");

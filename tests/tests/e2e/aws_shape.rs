@@ -378,3 +378,36 @@ async fn a_failing_step_is_retried_through_the_queue_and_a_failed_batch_item_is_
         Some("2")
     );
 }
+
+#[tokio::test]
+async fn a_spray_of_made_up_tokens_costs_no_store_read_per_request() {
+    use tower::ServiceExt as _;
+    let counter = tripline_aws::CallCounter::default();
+    let (clients, settings) = tripline_tests::aws::fresh(Some(counter.clone())).await;
+    let mut config = tripline_aws::config_from_env().expect("config");
+    config.hide_unknown_tokens = false;
+    let app = tripline_aws::build_app(&clients, settings, config);
+    counter.reset();
+    for i in 0..50 {
+        let req = axum::http::Request::post(format!("/hooks/made-up-token-{i:03}-aaaaaaaaaa"))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from("{}"))
+            .expect("request");
+        let resp = tripline_app::http::ingress::router(app.clone())
+            .oneshot(req)
+            .await
+            .expect("answer");
+        assert_eq!(resp.status().as_u16(), 404);
+    }
+    let reads: u64 = counter
+        .snapshot()
+        .iter()
+        .filter(|(k, _)| k.starts_with("DynamoDB."))
+        .map(|(_, v)| *v)
+        .sum();
+    assert!(
+        reads <= 4,
+        "50 unknown tokens cost {reads} DynamoDB calls: {:?}",
+        counter.snapshot()
+    );
+}

@@ -197,3 +197,73 @@ async fn a_huge_answer_or_input_is_cut_where_it_is_recorded() {
     let reason = message["outcome"]["reason"].as_str().expect("reason");
     assert!(reason.len() < 1200, "{}", reason.len());
 }
+
+#[tokio::test]
+async fn a_webhook_over_its_rate_limit_gets_429_with_retry_after_and_records_nothing() {
+    let mut opts = Opts::default().workflow(
+        "w.yaml",
+        "id: w\ntriggers:\n  - {type: webhook, token: ratetokenaaaaaaaaaaaaaaa}\nsteps:\n  - {id: t, type: transform, value: 1}\n",
+    );
+    opts.config.rate_limits = tripline_app::limits::RateLimits {
+        per_token: 5,
+        per_client: 0,
+    };
+    let app = spawn_app(opts).await;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..15 {
+        let resp = app
+            .client
+            .post(app.url("/hooks/ratetokenaaaaaaaaaaaaaaa"))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("post");
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            retry_after = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().expect("ascii").to_string());
+        }
+        statuses.push(resp.status().as_u16());
+    }
+    let accepted = statuses.iter().filter(|s| **s == 202).count();
+    assert!(
+        (10..=11).contains(&accepted),
+        "a burst of twice the rate: {statuses:?}"
+    );
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    let (_, inbox) = app.get("/v1/inbox").await;
+    assert_eq!(
+        inbox["items"].as_array().map(Vec::len),
+        Some(accepted),
+        "the refused are not recorded"
+    );
+
+    // Per client address, across tokens.
+    let mut opts = Opts::default().workflow(
+        "w.yaml",
+        "id: w\ntriggers:\n  - {type: webhook, token: ratetokenaaaaaaaaaaaaaaa}\nsteps:\n  - {id: t, type: transform, value: 1}\n",
+    );
+    opts.config.rate_limits = tripline_app::limits::RateLimits {
+        per_token: 0,
+        per_client: 2,
+    };
+    let app = spawn_app(opts).await;
+    let mut limited = false;
+    for i in 0..10 {
+        let resp = app
+            .client
+            .post(app.url(&format!("/hooks/unknown-token-{i}")))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("post");
+        limited |= resp.status() == StatusCode::TOO_MANY_REQUESTS;
+    }
+    assert!(
+        limited,
+        "a spray of made-up tokens from one address is limited"
+    );
+}

@@ -48,6 +48,15 @@ async fn hook(
 ) -> Response {
     let client = client.map(|c| c.0.0).or(peer.map(|p| p.0.0.ip()));
     let client = client_addr(&app, client, &headers);
+    let limits = app.config.rate_limits;
+    if let Some(ip) = client
+        && let Err(wait) = app.limiter.take(&format!("c:{ip}"), limits.per_client)
+    {
+        return too_many(wait, "this client address");
+    }
+    if let Err(wait) = app.limiter.take(&format!("t:{token}"), limits.per_token) {
+        return too_many(wait, "this webhook");
+    }
     app.refresh_workflows(false).await;
     let hook = match app.deployments.hook(&token) {
         Some(hook) => hook,
@@ -64,6 +73,20 @@ async fn hook(
     handle(app, hook, client, method, uri, headers, body)
         .instrument(span)
         .await
+}
+
+/// `429` with `Retry-After` (whole seconds, at least 1); nothing is recorded.
+fn too_many(wait: std::time::Duration, what: &str) -> Response {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut r = error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests for {what}; retry after {secs} s"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
 }
 
 /// The client's address: the connection's, or (only when configured to trust a proxy in
