@@ -276,6 +276,29 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     }
 }
 
+/// The use cases' settings from `serve`'s flags.
+fn config(s: &Serve) -> Config {
+    Config {
+        max_body_bytes: s.max_body,
+        hide_unknown_tokens: s.hide_unknown_tokens,
+        sync_budget: s.sync_budget,
+        api_key: s.api_key.clone(),
+        browser_guard: true,
+        public_url: s.public_url.clone().unwrap_or_default(),
+        state_limit_bytes: s.state_limit,
+        trust_forwarded_for: s.trust_forwarded_for,
+        rate_limits: tripline_app::limits::RateLimits {
+            per_token: s.rate_limit,
+            per_client: s.client_rate_limit,
+        },
+        outbound: OutboundPolicy {
+            allow_private_networks: s.allow_private_network,
+            rewrites: s.rewrite_url.clone(),
+        },
+        ..Config::default()
+    }
+}
+
 fn serve(s: Serve) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -315,6 +338,7 @@ fn serve(s: Serve) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let config = config(&s);
     let opts = ServeOptions {
         workflows: s.workflows.or_else(|| {
             let examples = PathBuf::from("examples");
@@ -324,25 +348,7 @@ fn serve(s: Serve) -> ExitCode {
         listen: s.listen,
         workers: s.workers.max(1),
         grace: Duration::from_secs(20),
-        config: Config {
-            max_body_bytes: s.max_body,
-            hide_unknown_tokens: s.hide_unknown_tokens,
-            sync_budget: s.sync_budget,
-            api_key: s.api_key,
-            browser_guard: true,
-            public_url: s.public_url.unwrap_or_default(),
-            state_limit_bytes: s.state_limit,
-            trust_forwarded_for: s.trust_forwarded_for,
-            rate_limits: tripline_app::limits::RateLimits {
-                per_token: s.rate_limit,
-                per_client: s.client_rate_limit,
-            },
-            outbound: OutboundPolicy {
-                allow_private_networks: s.allow_private_network,
-                rewrites: s.rewrite_url,
-            },
-            ..Config::default()
-        },
+        config,
         kafka,
         secrets_key_file: s.secrets_key_file,
         secret_store: None,

@@ -68,6 +68,52 @@ impl SsmSecrets {
         format!("{}/{name}", self.prefix)
     }
 
+    /// The SigV4 headers for a POST of `body` with `headers` to `url`.
+    async fn sign(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, (String, crate::BoxError)> {
+        let Some(provider) = &self.credentials else {
+            return Err((
+                "no AWS credentials".into(),
+                "no credentials provider".into(),
+            ));
+        };
+        let creds = provider.provide_credentials().await.map_err(|e| {
+            (
+                format!("no AWS credentials: {e}"),
+                Box::new(e) as crate::BoxError,
+            )
+        })?;
+        let identity = creds.into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("ssm")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| (e.to_string(), Box::new(e) as crate::BoxError))?
+            .into();
+        let signable = SignableRequest::new(
+            "POST",
+            url,
+            headers.iter().copied(),
+            SignableBody::Bytes(body),
+        )
+        .map_err(|e| (e.to_string(), Box::new(e) as crate::BoxError))?;
+        let instructions = sign(signable, &params)
+            .map_err(|e| (e.to_string(), Box::new(e) as crate::BoxError))?
+            .into_parts()
+            .0;
+        Ok(instructions
+            .headers()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+
     /// One SSM operation: `Err(Ok(e))` when SSM answered with an error, `Err(Err(e))`
     /// when it could not be asked.
     async fn call(
@@ -83,28 +129,6 @@ impl SsmSecrets {
                 cause,
             })))
         };
-        let Some(provider) = &self.credentials else {
-            return Err(failed(
-                "no AWS credentials".into(),
-                "no credentials provider".into(),
-            ));
-        };
-        let creds = match provider.provide_credentials().await {
-            Ok(c) => c,
-            Err(e) => return Err(failed(format!("no AWS credentials: {e}"), Box::new(e))),
-        };
-        let identity = creds.into();
-        let params = match aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("ssm")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-        {
-            Ok(p) => p.into(),
-            Err(e) => return Err(failed(e.to_string(), Box::new(e))),
-        };
         let url = format!("{}/", self.endpoint);
         let bytes = body.to_string().into_bytes();
         let target = format!("AmazonSSM.{operation}");
@@ -112,22 +136,16 @@ impl SsmSecrets {
             ("content-type", "application/x-amz-json-1.1"),
             ("x-amz-target", target.as_str()),
         ];
-        let signable = match SignableRequest::new(
-            "POST",
-            url.as_str(),
-            headers.iter().copied(),
-            SignableBody::Bytes(&bytes),
-        ) {
+        let signature = match self.sign(&url, &headers, &bytes).await {
             Ok(s) => s,
-            Err(e) => return Err(failed(e.to_string(), Box::new(e))),
-        };
-        let instructions = match sign(signable, &params) {
-            Ok(out) => out.into_parts().0,
-            Err(e) => return Err(failed(e.to_string(), Box::new(e))),
+            Err((said, cause)) => return Err(failed(said, cause)),
         };
         let mut request = self.http.post(&url).body(bytes);
-        for (k, v) in headers.iter().copied().chain(instructions.headers()) {
+        for (k, v) in headers.iter().copied() {
             request = request.header(k, v);
+        }
+        for (k, v) in &signature {
+            request = request.header(k.as_str(), v.as_str());
         }
         if let Some(c) = &self.counter {
             c.count(&format!("SSM.{operation}"));

@@ -89,6 +89,29 @@ impl App {
         }
     }
 
+    /// The workflow's callback signing secret: the secret it names, or the value inline.
+    async fn callback_signing_secret(
+        &self,
+        wf: &Workflow,
+    ) -> Result<std::sync::Arc<str>, StepError> {
+        let field = wf.callback_secret.as_deref().unwrap_or_default();
+        match self.secrets.credential(field, self.clock.now()).await {
+            Ok(Some(secret)) => Ok(secret),
+            Ok(None) => {
+                let name = tripline_core::secrets::reference(field).unwrap_or_default();
+                let missing = tripline_core::secrets::Unresolved::Missing(name.to_string());
+                Err(StepError {
+                    class: FailureClass::Request,
+                    message: format!("the callbacks' signing secret: {missing}"),
+                })
+            }
+            Err(e) => Err(StepError {
+                class: FailureClass::Connection,
+                message: format!("the secret store failed: {e}"),
+            }),
+        }
+    }
+
     /// One signed delivery attempt of a run's callback.
     pub(super) async fn deliver_callback(
         &self,
@@ -106,31 +129,14 @@ impl App {
             .unwrap_or_default();
         let msg_id = format!("msg_{}", run.id);
         let secs = self.clock.now().millis() / 1000;
-        let field = wf.callback_secret.as_deref().unwrap_or_default();
-        let secret = match self.secrets.credential(field, self.clock.now()).await {
-            Ok(Some(secret)) => secret,
-            Ok(None) => {
-                let name = tripline_core::secrets::reference(field).unwrap_or_default();
-                let missing = tripline_core::secrets::Unresolved::Missing(name.to_string());
+        let secret = match self.callback_signing_secret(wf).await {
+            Ok(secret) => secret,
+            Err(error) => {
                 return Event::CallbackDone {
                     attempt,
                     url,
                     status: None,
-                    error: Some(StepError {
-                        class: FailureClass::Request,
-                        message: format!("the callbacks' signing secret: {missing}"),
-                    }),
-                };
-            }
-            Err(e) => {
-                return Event::CallbackDone {
-                    attempt,
-                    url,
-                    status: None,
-                    error: Some(StepError {
-                        class: FailureClass::Connection,
-                        message: format!("the secret store failed: {e}"),
-                    }),
+                    error: Some(error),
                 };
             }
         };

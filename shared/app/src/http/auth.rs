@@ -254,6 +254,40 @@ pub(crate) fn hmac_signed(
     body: &[u8],
     now_secs: i64,
 ) -> Result<(), BadSignature> {
+    let (timestamp, given) = signatures_given(scheme, headers)?;
+    if let Some(ts) = &timestamp {
+        let header = scheme.timestamp_header.as_deref().unwrap_or("t");
+        let Ok(secs) = ts.trim().parse::<i64>() else {
+            return Err(format!("bad format: the timestamp `{ts}` is not Unix seconds").into());
+        };
+        fresh(secs, scheme.tolerance.std().as_secs(), now_secs, header)?;
+    }
+    let decoded = decoded(scheme, &given)?;
+    let ts = timestamp.unwrap_or_default();
+    let parts = signed_parts(&scheme.signed, body, ts.as_bytes());
+    let mut ok = false;
+    for secret in secrets {
+        let expected = mac(scheme.algorithm, secret.as_bytes(), &parts);
+        for g in &decoded {
+            ok |= g.len() == expected.len() && eq(g, &expected);
+        }
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "no match: the signature in `{}` does not match the body under any of the trigger's secrets",
+            scheme.header
+        )
+        .into())
+    }
+}
+
+/// The signed timestamp (when the scheme has one) and the signatures the request gives.
+fn signatures_given<'h>(
+    scheme: &SignatureScheme,
+    headers: &'h HeaderMap,
+) -> Result<(Option<String>, Vec<&'h str>), BadSignature> {
     let Some(value) = headers.get(scheme.header.as_str()) else {
         return Err(format!(
             "missing header: the request has no `{}` header",
@@ -264,7 +298,7 @@ pub(crate) fn hmac_signed(
     let Ok(value) = value.to_str() else {
         return Err(format!("bad format: the `{}` header is not text", scheme.header).into());
     };
-    let (timestamp, given): (Option<String>, Vec<&str>) = if scheme.stripe_format {
+    if scheme.stripe_format {
         let mut t = None;
         let mut v1 = Vec::new();
         for pair in value.split(',') {
@@ -281,33 +315,27 @@ pub(crate) fn hmac_signed(
             )
             .into());
         }
-        (t, v1)
-    } else {
-        let ts = match &scheme.timestamp_header {
-            None => None,
-            Some(h) => match headers.get(h.as_str()).and_then(|v| v.to_str().ok()) {
-                Some(ts) => Some(ts.to_string()),
-                None => {
-                    return Err(format!("missing header: the request has no `{h}` header").into());
-                }
-            },
-        };
-        let Some(sig) = value.trim().strip_prefix(scheme.prefix.as_str()) else {
-            return Err(format!(
-                "bad format: `{}` does not start with `{}`",
-                scheme.header, scheme.prefix
-            )
-            .into());
-        };
-        (ts, vec![sig])
-    };
-    if let Some(ts) = &timestamp {
-        let header = scheme.timestamp_header.as_deref().unwrap_or("t");
-        let Ok(secs) = ts.trim().parse::<i64>() else {
-            return Err(format!("bad format: the timestamp `{ts}` is not Unix seconds").into());
-        };
-        fresh(secs, scheme.tolerance.std().as_secs(), now_secs, header)?;
+        return Ok((t, v1));
     }
+    let ts = match &scheme.timestamp_header {
+        None => None,
+        Some(h) => match headers.get(h.as_str()).and_then(|v| v.to_str().ok()) {
+            Some(ts) => Some(ts.to_string()),
+            None => return Err(format!("missing header: the request has no `{h}` header").into()),
+        },
+    };
+    let Some(sig) = value.trim().strip_prefix(scheme.prefix.as_str()) else {
+        return Err(format!(
+            "bad format: `{}` does not start with `{}`",
+            scheme.header, scheme.prefix
+        )
+        .into());
+    };
+    Ok((ts, vec![sig]))
+}
+
+/// The given signatures as bytes; at least one must decode.
+fn decoded(scheme: &SignatureScheme, given: &[&str]) -> Result<Vec<Vec<u8>>, BadSignature> {
     let decoded: Vec<Vec<u8>> = given
         .iter()
         .filter_map(|g| match scheme.encoding {
@@ -328,12 +356,16 @@ pub(crate) fn hmac_signed(
         )
         .into());
     }
-    // What is signed: `{timestamp}` and `{body}` in their places, the body as raw bytes.
-    let ts = timestamp.unwrap_or_default();
+    Ok(decoded)
+}
+
+/// What is signed: `signed` with `{timestamp}` and `{body}` in their places, the body as
+/// raw bytes.
+fn signed_parts<'a>(signed: &'a str, body: &'a [u8], ts: &'a [u8]) -> Vec<&'a [u8]> {
     let mut parts: Vec<&[u8]> = Vec::new();
-    let mut rest = scheme.signed.as_str();
+    let mut rest = signed;
     while !rest.is_empty() {
-        let next = [("{body}", body), ("{timestamp}", ts.as_bytes())]
+        let next = [("{body}", body), ("{timestamp}", ts)]
             .into_iter()
             .filter_map(|(p, v)| rest.find(p).map(|at| (at, p, v)))
             .min_by_key(|(at, _, _)| *at);
@@ -349,22 +381,7 @@ pub(crate) fn hmac_signed(
             }
         }
     }
-    let mut ok = false;
-    for secret in secrets {
-        let expected = mac(scheme.algorithm, secret.as_bytes(), &parts);
-        for g in &decoded {
-            ok |= g.len() == expected.len() && eq(g, &expected);
-        }
-    }
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "no match: the signature in `{}` does not match the body under any of the trigger's secrets",
-            scheme.header
-        )
-        .into())
-    }
+    parts
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
