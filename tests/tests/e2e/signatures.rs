@@ -365,3 +365,30 @@ async fn the_ip_allowlist_reads_the_socket_or_a_trusted_forwarded_header() {
         "an entry the client wrote is not trusted"
     );
 }
+
+#[tokio::test]
+async fn an_oversized_body_to_a_signed_webhook_is_refused_without_being_recorded() {
+    let mut opts = Opts::default();
+    opts.config.max_body_bytes = 1024;
+    let app = spawn_app(opts).await;
+    set_secret(&app, "gh_hook", "a-signing-secret-value").await;
+    let (status, body) = app
+        .deploy(
+            "gh",
+            "id: gh\ntriggers:\n  - {type: webhook, token: bigsignedtokenaaaaaaaaaa, auth: {type: hmac, preset: github, secrets: [\"{{ secrets.gh_hook }}\"]}}\n  - {type: webhook, id: open, token: bigopentokenaaaaaaaaaaaa}\nsteps:\n  - {id: t, type: transform, value: 1}\n",
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let big = vec![b'x'; 4096];
+    let (status, _) = post(&app, "/hooks/bigsignedtokenaaaaaaaaaa", &[], &big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        inbox_count(&app).await,
+        0,
+        "an unauthenticated sender records nothing"
+    );
+    // Without a signature to check, the oversized request is recorded as before.
+    let (status, _) = post(&app, "/hooks/bigopentokenaaaaaaaaaaaa", &[], &big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(inbox_count(&app).await, 1);
+}

@@ -170,6 +170,14 @@ async fn handle(
     let Ok(bytes): Result<Bytes, _> = axum::body::to_bytes(body, limit).await else {
         let reason = format!("the body is larger than the limit of {limit} bytes");
         let status = StatusCode::PAYLOAD_TOO_LARGE;
+        if matches!(
+            trigger.auth,
+            WebhookAuth::StandardWebhooks { .. } | WebhookAuth::Hmac(_)
+        ) {
+            // Its signature cannot be checked without the whole body: the sender is not
+            // authenticated, so nothing is recorded.
+            return error_response(status, "body_too_large", reason);
+        }
         let refused = app
             .refuse_webhook(message, status, "body_too_large", reason)
             .await;
