@@ -49,12 +49,15 @@ async fn hook(
     let client = client.map(|c| c.0.0).or(peer.map(|p| p.0.0.ip()));
     let client = client_addr(&app, client, &headers);
     let limits = app.config.rate_limits;
-    if let Some(ip) = client
+    if limits.per_client > 0
+        && let Some(ip) = client
         && let Err(wait) = app.limiter.take(&format!("c:{ip}"), limits.per_client)
     {
         return too_many(wait, "this client address");
     }
-    if let Err(wait) = app.limiter.take(&format!("t:{token}"), limits.per_token) {
+    if limits.per_token > 0
+        && let Err(wait) = app.limiter.take(&format!("t:{token}"), limits.per_token)
+    {
         return too_many(wait, "this webhook");
     }
     app.refresh_workflows(false).await;
