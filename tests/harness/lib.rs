@@ -567,6 +567,31 @@ async fn stub_handler(
     }
 }
 
+/// Runs `cmd` with `stdin` written to its standard input: (success, stdout + stderr).
+pub fn run_with_stdin(cmd: &mut std::process::Command, stdin: &str) -> (bool, String) {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// The `tripline` binary built by `cargo build -p tripline-local` (the test runner builds it).
 pub fn tripline_bin() -> PathBuf {
     if let Ok(p) = std::env::var("TRIPLINE_BIN") {

@@ -278,7 +278,7 @@ pub fn names_in_value(v: &Value, into: &mut BTreeSet<String>) {
     });
 }
 
-/// Credentials by purpose, to tell where one is written inline.
+/// The names of the secrets the values of a map of templates read (headers, query).
 pub fn names_in_map(m: &BTreeMap<String, String>, into: &mut BTreeSet<String>) {
     for v in m.values() {
         names_in_template(v, into);

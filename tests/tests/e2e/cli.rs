@@ -133,31 +133,13 @@ fn serve_refuses_to_start_with_an_invalid_definition_and_lists_its_problems() {
 
 /// `tripline secrets ARGS --data DIR` with `stdin`: (success, stdout + stderr).
 fn secrets_cli(data: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
-    use std::io::Write as _;
-    let mut child = Command::new(tripline_bin())
-        .arg("secrets")
+    let mut cmd = Command::new(tripline_bin());
+    cmd.arg("secrets")
         .args(args)
         .arg("--data")
         .arg(data)
-        .env_remove("TRIPLINE_SECRETS_KEY")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+        .env_remove("TRIPLINE_SECRETS_KEY");
+    run_with_stdin(&mut cmd, stdin)
 }
 
 #[test]

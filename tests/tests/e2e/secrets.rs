@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tripline_tests::{Reply, Stub, tripline_bin};
+use tripline_tests::{Reply, Stub, run_with_stdin, tripline_bin};
 
 const VALUES: &[(&str, &str)] = &[
     ("crm_token", "crmTOK-5d1e0f7a9b33c2"),
@@ -78,28 +78,9 @@ fn serve(data: &std::path::Path, workflows: &std::path::Path, logs: &std::path::
 
 /// `tripline secrets ...` through the server, with `stdin`; (success, stdout + stderr).
 fn cli(base: &str, args: &[&str], stdin: &str) -> (bool, String) {
-    let mut child = Command::new(tripline_bin())
-        .arg("secrets")
-        .args(args)
-        .args(["--server", base])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tripline secrets");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let mut cmd = Command::new(tripline_bin());
+    cmd.arg("secrets").args(args).args(["--server", base]);
+    run_with_stdin(&mut cmd, stdin)
 }
 
 fn workflow(stub: &str) -> String {
