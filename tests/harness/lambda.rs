@@ -248,6 +248,15 @@ impl Function {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// How the process ended, if it ended within `limit` (a function that refuses its
+    /// configuration stops before asking for an event).
+    pub async fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
 }
 
 /// The event API Gateway (HTTP API, payload format 2.0) sends for a request.

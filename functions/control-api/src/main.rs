@@ -1,9 +1,13 @@
-//! Lambda: API Gateway (HTTP API) → the control API (`/v1/...`: workflows, runs, inbox),
-//! the same axum Router as the local server's.
+//! Lambda: API Gateway (HTTP API) → the control API (`/v1/...`: workflows, runs, inbox,
+//! secrets, keys, the audit log), the same axum Router as the local server's.
+
+use tripline_aws::http_api::client_addr;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     tripline_aws::init_tracing();
     let app = tripline_aws::control_app_from_env().await?;
-    lambda_http::run(tripline_app::http::control::router(app)).await
+    let router =
+        tripline_app::http::control::router(app).layer(axum::middleware::map_request(client_addr));
+    lambda_http::run(router).await
 }

@@ -11,6 +11,7 @@ use tripline_app::outbound::OutboundPolicy;
 use tripline_core::validate::{Format, load};
 use tripline_local::{ServeOptions, Server};
 
+mod keys;
 mod secrets;
 
 #[derive(Parser)]
@@ -39,6 +40,34 @@ enum Command {
     /// Set, list and remove secrets (`{{ secrets.NAME }}` in definitions).
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Make, list and remove scoped control API keys (read, operate, deploy, admin).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a key; it is printed once, alone on standard output.
+    Create {
+        /// A name for the audit log: letters, digits and `_`.
+        name: String,
+        /// read, operate, deploy or admin (each includes the ones before it).
+        #[arg(long)]
+        scope: String,
+        #[command(flatten)]
+        at: SecretsAt,
+    },
+    /// List the keys: names, scopes, when each was made. Never values.
+    List {
+        #[command(flatten)]
+        at: SecretsAt,
+    },
+    /// Remove a key: it stops working at once.
+    Rm {
+        name: String,
+        #[command(flatten)]
+        at: SecretsAt,
+    },
 }
 
 #[derive(Subcommand)]
@@ -234,6 +263,7 @@ fn main() -> ExitCode {
         Command::Validate { files } => validate(&files),
         Command::Serve(s) => serve(*s),
         Command::Secrets(c) => secrets::run(c),
+        Command::Keys(c) => keys::run(c),
     }
 }
 

@@ -89,6 +89,8 @@ pub struct App {
     pub cron_wake: tokio::sync::Notify,
     /// The webhook route's rate limits.
     pub limiter: crate::limits::Limiter,
+    /// The control API's scoped keys, as this process last read them.
+    pub keys: crate::keys::ApiKeys,
     /// When an unknown token last made this process look for new deploys.
     miss_checked: std::sync::Mutex<Option<std::time::Instant>>,
     ids: std::sync::Mutex<ulid::Generator>,
@@ -115,6 +117,7 @@ impl App {
             config,
             cron_wake: tokio::sync::Notify::new(),
             limiter: Default::default(),
+            keys: Default::default(),
             miss_checked: Default::default(),
             slot_locks: Default::default(),
             ids: std::sync::Mutex::new(ulid::Generator::new()),

@@ -21,6 +21,7 @@ pub mod deploy;
 pub mod executor;
 pub mod http;
 pub mod intake;
+pub mod keys;
 pub mod limits;
 pub mod outbound;
 pub mod ports;

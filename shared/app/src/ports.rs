@@ -193,6 +193,33 @@ pub struct InboxQuery {
     pub cursor: Option<String>,
 }
 
+/// A state-changing control action, as the audit log keeps it: who (the API key's name),
+/// what (the route and method), to what (the path), when, from where, and the answer's
+/// status. Appended only: the API lists entries and never changes or removes one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: String,
+    pub at: Timestamp,
+    /// The API key's name (`main` for `--api-key`, `local` on loopback without a key).
+    pub key: String,
+    /// The route, e.g. `PUT /v1/workflows/{id}`.
+    pub action: String,
+    /// The path acted on, e.g. `/v1/workflows/orders`.
+    pub path: String,
+    pub status: u16,
+    /// The client's address, where the shape knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
 /// One page of a listing, newest first.
 #[derive(Clone, Debug, Serialize)]
 pub struct Page<T> {
@@ -277,6 +304,22 @@ pub trait Store: Send + Sync + 'static {
         workflow: &str,
         changes: &BTreeMap<String, Option<String>>,
     ) -> Result<(), StoreError>;
+
+    /// Appends an entry to the audit log.
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// The audit log, newest first.
+    async fn audit(&self, query: &AuditQuery) -> Result<Page<AuditEntry>, StoreError>;
+
+    /// Deletes up to `limit` of `workflow`'s records older than `before`: inbox messages
+    /// (and ticks), and runs that have finished (a run still queued, running or waiting is
+    /// never deleted). Returns how many were deleted; fewer than `limit`: none are left.
+    /// Stores that expire records themselves (DynamoDB TTL) delete nothing here.
+    async fn purge(
+        &self,
+        workflow: &str,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
 }
 
 /// A concurrency limit's accounting: the runs holding a slot and those waiting for one, in

@@ -154,6 +154,52 @@ impl Secrets {
             .ok_or_else(|| StoreError::Unavailable("the URL key could not be read back".into()))
     }
 
+    /// How long a cached value is trusted (`None`: this process is the only writer).
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl
+    }
+
+    /// False for a server without a secret store.
+    pub fn keeps_secrets(&self) -> bool {
+        self.store.keeps_secrets()
+    }
+
+    /// Tripline's own secrets whose names start with `prefix`, with their values (the
+    /// name's rest, value).
+    pub(crate) async fn own_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for info in self.store.secret_names().await? {
+            if let Some(rest) = info.name.strip_prefix(prefix)
+                && let Some(v) = self.store.secret(&info.name).await?
+            {
+                out.push((rest.to_string(), v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates one of Tripline's own secrets when it does not exist; false when it did.
+    pub(crate) async fn create_own(
+        &self,
+        name: &str,
+        value: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let made = self.store.create_secret(name, value, now).await?;
+        self.forget(name);
+        Ok(made)
+    }
+
+    /// Removes one of Tripline's own secrets; false when there was none.
+    pub(crate) async fn remove_own(&self, name: &str) -> Result<bool, StoreError> {
+        let removed = self.store.remove_secret(name).await?;
+        self.forget(name);
+        Ok(removed)
+    }
+
     fn forget(&self, name: &str) {
         if let Ok(mut c) = self.cache.lock() {
             c.remove(name);
@@ -244,6 +290,7 @@ impl Secrets {
             query,
             body,
             idempotency_key: request.idempotency_key.clone(),
+            allowed_hosts: request.allowed_hosts.clone(),
         };
         Ok(Resolved {
             request: resolved,
@@ -345,6 +392,7 @@ mod tests {
             query: BTreeMap::new(),
             body: Some(serde_json::json!({"k": secrets::marker("tenant")})),
             idempotency_key: "r:s".into(),
+            allowed_hosts: Vec::new(),
         }
     }
 

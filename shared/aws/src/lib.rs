@@ -11,6 +11,7 @@ use tripline_app::outbound::OutboundPolicy;
 use tripline_app::ports::{StoreError, SystemClock};
 use tripline_app::{App, Config};
 
+pub mod http_api;
 pub mod lambda;
 pub mod msk;
 pub mod provision;
@@ -194,9 +195,30 @@ pub async fn executor_app_from_env() -> Result<Arc<App>, BoxError> {
 /// (`TRIPLINE_CRON_GROUP`, `TRIPLINE_CRON_TARGET_ARN`, `TRIPLINE_CRON_ROLE_ARN`).
 pub async fn control_app_from_env() -> Result<Arc<App>, BoxError> {
     let settings = Settings::from_env()?;
-    let config = config_from_env()?;
+    let mut config = config_from_env()?;
     let clients = Clients::from_env(None).await;
+    if let Some(name) = std::env::var("TRIPLINE_API_KEY_PARAMETER")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        config.api_key = Some(api_key_from(&clients, &name).await?);
+    }
     Ok(build_control_app(&clients, settings, config))
+}
+
+/// The control API's key, from the SSM parameter the stack keeps it in (read once, at
+/// cold start: never in the function's environment, where anyone who may read the
+/// function's configuration would see it).
+async fn api_key_from(clients: &Clients, parameter: &str) -> Result<String, BoxError> {
+    let key = clients
+        .ssm_secrets("")
+        .parameter(parameter)
+        .await?
+        .ok_or_else(|| format!("TRIPLINE_API_KEY_PARAMETER: no parameter `{parameter}`"))?;
+    if let Some(why) = tripline_app::http::control::weak_api_key(&key) {
+        return Err(format!("the API key in `{parameter}`: {why}").into());
+    }
+    Ok(key)
 }
 
 /// The control API's use cases on the AWS adapters, with the cron schedules.

@@ -64,6 +64,17 @@ impl SsmSecrets {
         }
     }
 
+    /// A parameter by its full name (the control API's key, which the stack keeps
+    /// outside the secrets' prefix).
+    pub async fn parameter(&self, full_name: &str) -> Result<Option<String>, StoreError> {
+        let body = json!({"Name": full_name, "WithDecryption": true});
+        match self.call("GetParameter", body).await {
+            Ok(v) => Ok(v["Parameter"]["Value"].as_str().map(str::to_string)),
+            Err(e) if is(&e, "ParameterNotFound") => Ok(None),
+            Err(e) => Err(unexpected("GetParameter", e)),
+        }
+    }
+
     fn path(&self, name: &str) -> String {
         format!("{}/{name}", self.prefix)
     }

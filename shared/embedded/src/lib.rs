@@ -21,6 +21,7 @@ use tripline_core::Timestamp;
 mod queue;
 mod secrets;
 mod store;
+mod upkeep;
 pub use queue::EmbeddedQueue;
 pub use secrets::{EmbeddedSecrets, KEY_ENV, KEY_FILE, KeyError, SecretsKey};
 
@@ -87,6 +88,11 @@ CREATE TABLE IF NOT EXISTS secrets (
     nonce BLOB NOT NULL,
     value BLOB NOT NULL,
     set_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id TEXT PRIMARY KEY,
+    at INTEGER NOT NULL,
+    record TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS contexts (
     workflow TEXT NOT NULL,

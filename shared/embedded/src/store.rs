@@ -479,6 +479,40 @@ impl Store for EmbeddedStore {
         })
         .await
     }
+
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let entry = entry.clone();
+        self.write(move |conn| crate::upkeep::record_audit(conn, &entry))
+            .await
+    }
+
+    async fn audit(&self, q: &AuditQuery) -> Result<Page<AuditEntry>, StoreError> {
+        let q = q.clone();
+        self.read(move |conn| {
+            let mut l = Listing::default();
+            l.time_range("at", q.since, q.until);
+            l.before(q.cursor.clone());
+            l.page(
+                conn,
+                "SELECT record FROM audit",
+                q.limit,
+                |r| crate::upkeep::read_audit(&r.get::<_, String>(0).map_err(sql)?),
+                |e| e.id.clone(),
+            )
+        })
+        .await
+    }
+
+    async fn purge(
+        &self,
+        workflow: &str,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let workflow = workflow.to_string();
+        self.write(move |conn| crate::upkeep::purge(conn, &workflow, before, limit))
+            .await
+    }
 }
 
 /// A newest-first, filtered page of a table whose ids sort by time (ULIDs); the cursor is

@@ -123,6 +123,15 @@ impl Store for FaultyStore {
     ) -> Result<(), StoreError> {
         self.inner.patch_context(workflow, changes).await
     }
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.inner.record_audit(entry).await
+    }
+    async fn audit(&self, q: &AuditQuery) -> Result<Page<AuditEntry>, StoreError> {
+        self.inner.audit(q).await
+    }
+    async fn purge(&self, w: &str, before: Timestamp, limit: usize) -> Result<usize, StoreError> {
+        self.inner.purge(w, before, limit).await
+    }
 }
 
 const WORKFLOW: &str = r#"

@@ -35,6 +35,15 @@ pub fn router(app: Arc<App>) -> Router {
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub std::net::IpAddr);
 
+/// The client's address as the shape gives it: [`ClientAddr`], or the socket's peer.
+pub fn client_of(req: &axum::extract::Request) -> Option<std::net::IpAddr> {
+    let ext = req.extensions();
+    ext.get::<ClientAddr>().map(|c| c.0).or_else(|| {
+        ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn hook(
     State(app): State<Arc<App>>,

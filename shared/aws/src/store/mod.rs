@@ -4,6 +4,7 @@
 //! Where things are: the `Store` methods (here), item encoding and S3 offload
 //! (`items.rs`), listings by time over the sharded index (`listing.rs`).
 
+mod audit;
 mod items;
 mod listing;
 
@@ -15,8 +16,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use tripline_app::ports::{
-    Admission, Admitted, InboxMessage, InboxQuery, Outcome, Page, RunQuery, SavedState, Slots,
-    Store, StoreError, WorkflowRecord,
+    Admission, Admitted, AuditEntry, AuditQuery, InboxMessage, InboxQuery, Outcome, Page, RunQuery,
+    SavedState, Slots, Store, StoreError, WorkflowRecord,
 };
 use tripline_core::{Run, RunStatus, Timestamp};
 
@@ -575,6 +576,19 @@ impl Store for DynamoStore {
             .await
             .map_err(|e| failed("PutItem (marker)", e))?;
         Ok(())
+    }
+
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.put_audit(entry).await
+    }
+
+    async fn audit(&self, q: &AuditQuery) -> Result<Page<AuditEntry>, StoreError> {
+        self.audit_page(q).await
+    }
+
+    /// DynamoDB's TTL deletes runs and messages past their `expires` time.
+    async fn purge(&self, _: &str, _: Timestamp, _: usize) -> Result<usize, StoreError> {
+        Ok(0)
     }
 }
 

@@ -2,6 +2,7 @@
 //! share; the handlers are by resource (`workflows`, `runs`, `inbox`, `state`, `secrets`).
 
 mod inbox;
+mod keys;
 mod runs;
 mod secrets;
 mod state;
@@ -9,15 +10,14 @@ mod workflows;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 use tripline_core::Timestamp;
 
 use crate::App;
@@ -25,6 +25,7 @@ use crate::http::{error_response, unavailable};
 use crate::ports::{Page, StoreError};
 
 use inbox::{get_message, list_inbox, list_ticks, reprocess_message};
+use keys::{create_key, delete_key, list_audit, list_keys, require_key};
 use runs::{cancel_run, get_run, list_runs};
 use secrets::{delete_secret, list_secrets, put_secret};
 use state::{get_context, get_state, patch_context, put_state};
@@ -52,6 +53,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/inbox/{id}/reprocess", post(reprocess_message))
         .route("/v1/secrets", get(list_secrets))
         .route("/v1/secrets/{name}", put(put_secret).delete(delete_secret))
+        .route("/v1/keys", get(list_keys).post(create_key))
+        .route("/v1/keys/{name}", axum::routing::delete(delete_key))
+        .route("/v1/audit", get(list_audit))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_key))
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
         .with_state(app)
@@ -135,32 +139,6 @@ fn cross_site(app: &App, req: &Request) -> Option<String> {
         }
     }
     None
-}
-
-async fn require_key(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if app.config.api_key.is_none()
-        && app.config.browser_guard
-        && req.uri().path().starts_with("/v1/")
-        && let Some(why) = cross_site(&app, &req)
-    {
-        return error_response(StatusCode::FORBIDDEN, "forbidden", why);
-    }
-    if let Some(key) = &app.config.api_key {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !bool::from(given.as_bytes().ct_eq(key.as_bytes())) {
-            return error_response(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "the control API needs `Authorization: Bearer <api key>`",
-            );
-        }
-    }
-    next.run(req).await
 }
 
 pub(super) fn bad_request(message: impl Into<String>) -> Response {

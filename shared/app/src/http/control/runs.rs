@@ -16,12 +16,19 @@ use crate::http::{error_response, unavailable};
 use crate::ports::RunQuery;
 use tripline_core::Timestamp;
 
-pub(super) async fn get_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+pub(super) async fn get_run(
+    State(app): State<Arc<App>>,
+    who: Option<axum::Extension<crate::keys::Principal>>,
+    Path(id): Path<String>,
+) -> Response {
     match app.store.run(&id).await {
         Ok(Some(mut run)) => {
-            // A waiting run's URLs, for whoever holds the API key; the hashes the run
-            // keeps of them are no one's business.
-            app.reveal_urls(&mut run).await;
+            // A waiting run's URLs, for a key that may act on the run (they resume and
+            // approve it: `operate`); the hashes the run keeps of them are no one's
+            // business.
+            if who.is_none_or(|w| w.scope >= crate::keys::Scope::Operate) {
+                app.reveal_urls(&mut run).await;
+            }
             let mut v = serde_json::to_value(&run).unwrap_or(Value::Null);
             if let Some(o) = v.as_object_mut() {
                 for k in ["waiting_tokens", "waiting_salt", "used_tokens"] {
