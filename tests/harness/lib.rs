@@ -419,6 +419,14 @@ impl Reply {
             delay: Duration::ZERO,
         }
     }
+    /// `302 Found` with `Location: to`.
+    pub fn redirect(to: &str) -> Self {
+        Self {
+            status: 302,
+            body: json!({ "location": to }),
+            delay: Duration::ZERO,
+        }
+    }
     pub fn slow(delay: Duration) -> Self {
         Self {
             status: 200,
@@ -550,11 +558,17 @@ async fn stub_handler(
     match reply {
         Some(r) => {
             tokio::time::sleep(r.delay).await;
-            (
+            let mut resp = (
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
-                axum::Json(r.body),
+                axum::Json(r.body.clone()),
             )
-                .into_response()
+                .into_response();
+            if let Some(to) = r.body["location"].as_str()
+                && let Ok(v) = axum::http::HeaderValue::from_str(to)
+            {
+                resp.headers_mut().insert(axum::http::header::LOCATION, v);
+            }
+            resp
         }
         None => axum::Json(json!({
             "url": uri.to_string(),

@@ -132,6 +132,8 @@ impl Resolve for GuardedResolver {
 #[derive(Clone)]
 pub struct Outbound {
     client: reqwest::Client,
+    /// For workflows with `allowed_hosts`: follows no redirect.
+    listed_client: reqwest::Client,
     policy: OutboundPolicy,
     max_response_bytes: usize,
 }
@@ -153,28 +155,32 @@ fn literal_refused(url: &reqwest::Url, policy: &OutboundPolicy) -> Option<String
 impl Outbound {
     pub fn new(policy: OutboundPolicy) -> Self {
         let redirect_policy = policy.clone();
-        let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow_private: policy.allow_private_networks,
-            }))
-            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() >= 5 {
-                    return attempt.error("too many redirects (more than 5)");
-                }
-                match literal_refused(attempt.url(), &redirect_policy) {
-                    Some(msg) => attempt.error(msg),
-                    None => attempt.follow(),
-                }
-            }))
-            .user_agent(concat!("tripline/", env!("CARGO_PKG_VERSION")))
-            // No system proxy (HTTP_PROXY and the like): a proxy would resolve the name
-            // itself, around the guard.
-            .no_proxy()
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
+        let follow = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 5 {
+                return attempt.error("too many redirects (more than 5)");
+            }
+            match literal_refused(attempt.url(), &redirect_policy) {
+                Some(msg) => attempt.error(msg),
+                None => attempt.follow(),
+            }
+        });
+        let client = |redirects| {
+            reqwest::Client::builder()
+                .dns_resolver(Arc::new(GuardedResolver {
+                    allow_private: policy.allow_private_networks,
+                }))
+                .redirect(redirects)
+                .user_agent(concat!("tripline/", env!("CARGO_PKG_VERSION")))
+                // No system proxy (HTTP_PROXY and the like): a proxy would resolve the
+                // name itself, around the guard.
+                .no_proxy()
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default()
+        };
         Self {
-            client,
+            client: client(follow),
+            listed_client: client(reqwest::redirect::Policy::none()),
             policy,
             max_response_bytes: 5 * 1024 * 1024,
         }
@@ -233,9 +239,26 @@ impl Outbound {
         if let Some(msg) = literal_refused(&url, &self.policy) {
             return Err(msg);
         }
+        // The host the workflow asked for (a rewrite is the operator's, not the author's).
+        let asked = reqwest::Url::parse(&req.url).ok();
+        let host = asked
+            .as_ref()
+            .and_then(|u| u.host_str())
+            .unwrap_or_default();
+        if !tripline_core::engine::host_allowed(&req.allowed_hosts, host) {
+            return Err(format!(
+                "refused: `{host}` is not in this workflow's allowed_hosts ({})",
+                req.allowed_hosts.join(", ")
+            ));
+        }
         let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes())
             .unwrap_or(reqwest::Method::GET);
-        let mut builder = self.client.request(method, url).timeout(timeout);
+        let client = if req.allowed_hosts.is_empty() {
+            &self.client
+        } else {
+            &self.listed_client
+        };
+        let mut builder = client.request(method, url).timeout(timeout);
         if !req.query.is_empty() {
             builder = builder.query(&req.query.iter().collect::<Vec<_>>());
         }

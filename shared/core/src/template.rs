@@ -34,16 +34,24 @@ pub const FUEL: u64 = 100_000;
 /// yield (as JSON).
 pub const MAX_RENDERED: usize = 1024 * 1024;
 
+mod url;
+
+pub use url::{encode_component, render_url};
+
+/// The settings every template environment shares: strict undefined, bounded recursion
+/// and fuel, the calendar helpers.
+fn base_env() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_recursion_limit(64);
+    env.set_fuel(Some(FUEL));
+    add_calendar(&mut env);
+    env
+}
+
 fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_recursion_limit(64);
-        env.set_fuel(Some(FUEL));
-        add_calendar(&mut env);
-        env
-    })
+    ENV.get_or_init(base_env)
 }
 
 /// The calendar helpers: `weekday(t, zone)`, `is_weekday(t, zone)`, `local_time(t, zone)`

@@ -249,3 +249,79 @@ async fn every_loopback_spelling_is_refused_and_recorded_with_the_reason() {
         "nothing reached this machine's stub"
     );
 }
+
+async fn start_with(app: &TestApp, input: &serde_json::Value) -> serde_json::Value {
+    let (status, _, body) = app.post_json("/v1/workflows/steps/runs", input).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    app.wait_run(body["run_id"].as_str().expect("id")).await
+}
+
+#[tokio::test]
+async fn values_in_a_urls_path_and_query_are_encoded_unless_marked_raw() {
+    let stub = Stub::start().await;
+    let yaml = workflow(&stub, "").replace(
+        &format!("{}/work", stub.url),
+        &format!(
+            "{}/items/{{{{ trigger.body.id }}}}/{{{{ trigger.body.path | raw }}}}?q={{{{ trigger.body.q }}}}",
+            stub.url
+        ),
+    );
+    let app = spawn_app(Opts::default().workflow("w.yaml", &yaml)).await;
+    let input = json!({"id": "a/../admin?x=1", "path": "v2/list", "q": "x&y=1 z"});
+    let run = start_with(&app, &input).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let req = &stub.requests()[0];
+    assert_eq!(req.path, "/items/a%2F..%2Fadmin%3Fx%3D1/v2/list");
+    assert_eq!(req.query, "q=x%26y%3D1%20z");
+    // The run records the URL as it was sent.
+    let sent = run["step_executions"][0]["request"]["url"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        sent.ends_with("/items/a%2F..%2Fadmin%3Fx%3D1/v2/list?q=x%26y%3D1%20z"),
+        "{sent}"
+    );
+}
+
+#[tokio::test]
+async fn a_workflows_allowed_hosts_refuse_other_hosts_and_redirects() {
+    let stub = Stub::start().await;
+    let elsewhere = Stub::start().await;
+    // A host not on the list: refused before anything is sent, with the reason.
+    let yaml = workflow(&stub, "allowed_hosts: [api.example.com, \"*.example.org\"]");
+    let app = spawn_app(Opts::default().workflow("w.yaml", &yaml)).await;
+    let run = start(&app).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let said = run["step_executions"][0]["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        said.contains("allowed_hosts") && said.contains("127.0.0.1"),
+        "{said}"
+    );
+    assert_eq!(stub.requests().len(), 0);
+
+    // A listed host's redirect to another server is not followed.
+    stub.script([Reply::redirect(&format!("{}/moved", elsewhere.url))]);
+    let yaml = workflow(&stub, "allowed_hosts: [\"127.0.0.1\"]");
+    let app = spawn_app(Opts::default().workflow("w.yaml", &yaml)).await;
+    let run = start(&app).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let said = run["step_executions"][0]["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(said.contains("302"), "{said}");
+    assert_eq!(stub.requests().len(), 1);
+    assert_eq!(
+        elsewhere.requests().len(),
+        0,
+        "the redirect was not followed"
+    );
+
+    // A definition with a URL where a host belongs is refused at deploy.
+    let (status, body) = app
+        .deploy("bad", "id: bad\nallowed_hosts: [\"https://api.example.com/x\"]\ntriggers: [{type: manual}]\nsteps: [{id: t, type: transform, value: 1}]\n")
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("allowed_hosts[0]"), "{body}");
+}

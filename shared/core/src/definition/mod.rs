@@ -51,6 +51,17 @@ pub struct Workflow {
     /// given); the others wait `queued`, first in first out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<Concurrency>,
+    /// The only hosts this workflow's requests (steps, notifications, callbacks) may reach:
+    /// `api.example.com`, or `*.example.com` for its subdomains. Empty: any public host.
+    /// With a list, redirects are not followed (the 3xx is the answer): a redirect could
+    /// lead anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    /// How long this workflow's runs, inbox messages and ticks are kept (e.g. `90d`);
+    /// without it, the server's default. A run still queued, running or waiting is never
+    /// deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
     /// `uses_store`, worked out once per loaded definition (runs ask at every advance).
     #[serde(skip)]
     #[schemars(skip)]

@@ -99,11 +99,12 @@ fn push_callback(wf: &Workflow, run: &mut Run, now: Timestamp, effects: &mut Vec
         body["type"] = json!(format!("run.{}", run.status.as_str()));
         Ok(HttpRequest {
             method: HttpMethod::Post,
-            url: template::render_string(&cb.url, &ctx)?,
+            url: template::render_url(&cb.url, &ctx)?,
             headers,
             query: BTreeMap::new(),
             body: Some(body),
             idempotency_key: format!("{}:callback", run.id),
+            allowed_hosts: wf.allowed_hosts.clone(),
         })
     })();
     match rendered {

@@ -102,6 +102,26 @@ pub struct HttpRequest {
     pub body: Option<Value>,
     /// `Idempotency-Key: {run_id}:{step_id}`, sent with every attempt.
     pub idempotency_key: String,
+    /// The workflow's `allowed_hosts`: the sender refuses any other host, and follows no
+    /// redirect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+}
+
+/// True when `host` is one `allowed` names (`api.example.com`, or `*.example.com` for
+/// any name under it), case-insensitively; an empty list allows every host.
+pub fn host_allowed(allowed: &[String], host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    allowed.is_empty()
+        || allowed.iter().any(|pattern| {
+            let pattern = pattern.to_ascii_lowercase();
+            match pattern.strip_prefix("*.") {
+                Some(domain) => host
+                    .strip_suffix(domain)
+                    .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1),
+                None => host == pattern,
+            }
+        })
 }
 
 // One effect at a time is in hand; its size does not matter.

@@ -155,6 +155,18 @@ pub fn load_value(value: &Value, positions: &Positions) -> Result<Workflow, Vec<
     if let Some(Some(conc)) = &concurrency {
         check_concurrency(&mut c, conc);
     }
+    let allowed_hosts: Option<Option<Vec<String>>> = field(&mut c, obj, "", "allowed_hosts", false);
+    let allowed_hosts = allowed_hosts.flatten().unwrap_or_default();
+    check_hosts(&mut c, &allowed_hosts);
+    let retention: Option<Option<Duration>> = field(&mut c, obj, "", "retention", false);
+    if let Some(Some(r)) = &retention
+        && !(MIN_RETENTION..=MAX_RETENTION).contains(&r.std())
+    {
+        c.at(
+            "retention",
+            "`retention` is how long runs and messages are kept: from 1h to 3650d",
+        );
+    }
     let triggers = typed_triggers(&mut c, obj.get("triggers"));
     let steps = typed_steps(&mut c, obj.get("steps"));
 
@@ -206,8 +218,32 @@ pub fn load_value(value: &Value, positions: &Positions) -> Result<Workflow, Vec<
         callback_secret: callback_secret.flatten(),
         state,
         concurrency: concurrency.flatten(),
+        allowed_hosts,
+        retention: retention.flatten(),
         store_use: Default::default(),
     })
+}
+
+/// The shortest and longest `retention`.
+pub const MIN_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
+pub const MAX_RETENTION: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);
+
+/// Each `allowed_hosts` entry is a host name, or `*.` and a domain.
+fn check_hosts(c: &mut Collector, hosts: &[String]) {
+    for (i, h) in hosts.iter().enumerate() {
+        let name = h.strip_prefix("*.").unwrap_or(h);
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| {
+                !l.is_empty() && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+            });
+        if !ok {
+            c.at(
+                &format!("allowed_hosts[{i}]"),
+                format!("`{h}` is not a host name: write `api.example.com`, or `*.example.com` for its subdomains (no scheme, port or path)"),
+            );
+        }
+    }
 }
 
 fn check_concurrency(c: &mut Collector, conc: &Concurrency) {

@@ -46,6 +46,7 @@ pub(in crate::engine) fn issue(
         }
     };
     let rendered = render_http(
+        wf,
         h,
         &run.template_context(),
         format!("{}:{}", run.id, step.id),
@@ -69,6 +70,7 @@ pub(in crate::engine) fn issue(
 }
 
 pub(in crate::engine) fn render_http(
+    wf: &Workflow,
     h: &HttpAction,
     ctx: &Value,
     idempotency_key: String,
@@ -85,7 +87,7 @@ pub(in crate::engine) fn render_http(
     }
     Ok(HttpRequest {
         method: h.method,
-        url: template::render_string(&h.url, ctx)?,
+        url: template::render_url(&h.url, ctx)?,
         headers,
         query,
         body: h
@@ -94,5 +96,6 @@ pub(in crate::engine) fn render_http(
             .map(|b| template::render_value(b, ctx))
             .transpose()?,
         idempotency_key,
+        allowed_hosts: wf.allowed_hosts.clone(),
     })
 }

@@ -352,6 +352,7 @@ pub fn wait_notification(wf: &Workflow, run: &Run) -> Option<Result<HttpRequest,
     let mut ctx = run.template_context();
     ctx[root] = run.waiting_payload.clone().unwrap_or(Value::Null);
     Some(render_http(
+        wf,
         notify,
         &ctx,
         format!("{}:{}:notify", run.id, step.id),
