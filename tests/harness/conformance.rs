@@ -58,6 +58,7 @@ fn message(id: &str, workflow: &str, at: Timestamp, outcome: Outcome) -> InboxMe
         scheduled_at: None,
         kafka: None,
         reprocess_of: None,
+        retain: None,
     }
 }
 

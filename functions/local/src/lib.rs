@@ -57,6 +57,7 @@ pub struct Server {
     http: JoinHandle<()>,
     workers: JoinHandle<()>,
     scheduler: JoinHandle<()>,
+    upkeep: JoinHandle<()>,
     consumer: Option<JoinHandle<()>>,
 }
 
@@ -175,6 +176,10 @@ impl Server {
             opts.grace,
         ));
         let scheduler = tokio::spawn(app.clone().run_scheduler(stopped.clone()));
+        let upkeep = tokio::spawn(
+            app.clone()
+                .run_upkeep(tripline_app::upkeep::UPKEEP_EVERY, stopped.clone()),
+        );
         let consumer = opts
             .kafka
             .clone()
@@ -209,6 +214,7 @@ impl Server {
             http,
             workers,
             scheduler,
+            upkeep,
             consumer,
         })
     }
@@ -283,6 +289,7 @@ impl Server {
         let _ = self.stop.send(true);
         let _ = self.http.await;
         let _ = self.scheduler.await;
+        let _ = self.upkeep.await;
         if let Some(c) = self.consumer {
             let _ = c.await;
         }

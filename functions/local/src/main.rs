@@ -197,6 +197,26 @@ struct Serve {
     /// --trust-forwarded-for). 0: no limit.
     #[arg(long, default_value_t = 0)]
     client_rate_limit: u32,
+    /// How long runs, inbox messages and ticks are kept when their workflow sets no
+    /// `retention` (e.g. 30d, 12h); `off` keeps them forever. Runs still queued, running or
+    /// waiting are never deleted.
+    #[arg(long, default_value = "30d", value_parser = retention)]
+    retention: Option<std::time::Duration>,
+}
+
+fn retention(s: &str) -> Result<Option<std::time::Duration>, String> {
+    if s == "off" {
+        return Ok(None);
+    }
+    let d = tripline_core::Duration::parse(s)
+        .map_err(|e| e.to_string())?
+        .std();
+    if !(tripline_core::validate::MIN_RETENTION..=tripline_core::validate::MAX_RETENTION)
+        .contains(&d)
+    {
+        return Err("retention is from 1h to 3650d, or `off`".into());
+    }
+    Ok(Some(d))
 }
 
 /// The Kafka consumer's options, or why they do not fit together. TLS files are read
@@ -321,6 +341,7 @@ fn config(s: &Serve) -> Config {
             per_token: s.rate_limit,
             per_client: s.client_rate_limit,
         },
+        retention: s.retention,
         outbound: OutboundPolicy {
             allow_private_networks: s.allow_private_network,
             rewrites: s.rewrite_url.clone(),

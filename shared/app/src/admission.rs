@@ -160,7 +160,16 @@ impl App {
     /// Records a message and its runs, then sends the store's `to_enqueue` to the queue. A
     /// failed send is only logged: the run is recorded `queued`, and a store that does not
     /// enqueue in its own transaction has a sweeper that enqueues such runs again.
-    pub async fn admit(&self, admission: Admission) -> Result<Admitted, StoreError> {
+    pub async fn admit(&self, mut admission: Admission) -> Result<Admitted, StoreError> {
+        let retain = |workflow: &str| {
+            self.deployments
+                .latest(workflow)
+                .and_then(|r| r.definition.retention)
+        };
+        admission.message.retain = retain(&admission.message.workflow);
+        for run in &mut admission.runs {
+            run.retain = retain(&run.workflow);
+        }
         let admitted = self.store.admit(admission).await?;
         if let Admitted::New { to_enqueue } = &admitted {
             for id in to_enqueue {

@@ -50,6 +50,9 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     /// Webhook requests per second per token and per client address (0: none).
     pub rate_limits: crate::limits::RateLimits,
+    /// How long runs, inbox messages and ticks are kept when their workflow does not say
+    /// (`None`: forever). Applied by the local shape's upkeep; AWS uses DynamoDB's TTL.
+    pub retention: Option<Duration>,
 }
 
 /// The default [`Config::state_limit_bytes`]: 64 KiB.
@@ -70,6 +73,7 @@ impl Default for Config {
             state_limit_bytes: STATE_LIMIT,
             trust_forwarded_for: false,
             rate_limits: Default::default(),
+            retention: None,
         }
     }
 }

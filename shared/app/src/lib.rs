@@ -28,6 +28,7 @@ pub mod ports;
 pub mod secrets;
 pub mod signing;
 pub mod tokens;
+pub mod upkeep;
 pub mod waits;
 
 pub use app::{App, Config, STATE_LIMIT};

@@ -90,6 +90,9 @@ pub struct InboxMessage {
     /// The message this one reprocesses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reprocess_of: Option<String>,
+    /// The workflow's `retention` when it sets one (see `Run::retain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain: Option<tripline_core::Duration>,
 }
 
 impl InboxMessage {
@@ -114,6 +117,7 @@ impl InboxMessage {
             scheduled_at: None,
             kafka: None,
             reprocess_of: None,
+            retain: None,
         }
     }
 
@@ -270,6 +274,11 @@ pub trait Store: Send + Sync + 'static {
     /// Ids of the runs admitted in `[from, to)` that are still `queued`, oldest first (the
     /// sweeper's question: which runs may have been recorded but never enqueued).
     async fn queued_runs(&self, from: Timestamp, to: Timestamp) -> Result<Vec<String>, StoreError>;
+    /// Ids of up to `limit` runs that are queued or running with no work item to move
+    /// them (a resume or decision whose enqueue failed after its write, a crash between
+    /// the two). Only a store that keeps the queue beside the runs can tell (embedded);
+    /// others answer none.
+    async fn stranded_runs(&self, limit: usize) -> Result<Vec<String>, StoreError>;
     /// A named time the use cases keep between invocations (the sweeper's watermark).
     async fn marker(&self, name: &str) -> Result<Option<Timestamp>, StoreError>;
     async fn set_marker(&self, name: &str, at: Timestamp) -> Result<(), StoreError>;
@@ -312,7 +321,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes up to `limit` of `workflow`'s records older than `before`: inbox messages
     /// (and ticks), and runs that have finished (a run still queued, running or waiting is
-    /// never deleted). Returns how many were deleted; fewer than `limit`: none are left.
+    /// never deleted), up to `limit` of each. Returns how many were deleted; 0: none are
+    /// left.
     /// Stores that expire records themselves (DynamoDB TTL) delete nothing here.
     async fn purge(
         &self,

@@ -10,12 +10,12 @@
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use subtle::ConstantTimeEq;
-use tripline_core::Run;
 use tripline_core::engine::{self, Event};
+use tripline_core::{Run, RunStatus};
 
 use crate::App;
 use crate::executor::ExecError;
-use crate::ports::StoreError;
+use crate::ports::{StoreError, WorkItem};
 
 /// A token's purpose: which URL it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +53,16 @@ pub enum WaitError {
     Conflict,
     #[error("applying the request failed: {0}")]
     Failed(#[source] ExecError),
+}
+
+/// True when the run has used `secret` (a URL's token after its run id): its hash, or
+/// the secret itself for runs parked before URLs were hashed.
+fn used(run: &Run, secret: &str) -> bool {
+    let hashed = engine::token_hash(secret);
+    run.used_tokens.iter().any(|s| {
+        bool::from(s.as_bytes().ct_eq(hashed.as_bytes()))
+            | (!s.starts_with("sha256:") && bool::from(s.as_bytes().ct_eq(secret.as_bytes())))
+    })
 }
 
 /// The secret of a wait's URL.
@@ -116,10 +126,6 @@ impl App {
             secret
         };
         let eq = |s: &String| bool::from(s.as_bytes().ct_eq(expected.as_bytes()));
-        let used = |s: &String| {
-            bool::from(s.as_bytes().ct_eq(hashed.as_bytes()))
-                | (!s.starts_with("sha256:") && bool::from(s.as_bytes().ct_eq(secret.as_bytes())))
-        };
         if run.waiting_tokens.get(purpose.name()).is_some_and(eq) {
             if run
                 .waiting_expires_at
@@ -129,7 +135,7 @@ impl App {
             }
             return Ok(run);
         }
-        if run.used_tokens.iter().any(used) {
+        if used(&run, secret) {
             return Err(WaitError::Gone(Box::new(run)));
         }
         Err(WaitError::NotFound)
@@ -144,7 +150,23 @@ impl App {
         event: impl Fn() -> Event,
     ) -> Result<Run, WaitError> {
         for _ in 0..5 {
-            let run = self.locate_wait(token, purpose).await?;
+            let run = match self.locate_wait(token, purpose).await {
+                Ok(run) => run,
+                // This URL's request was applied, and the run has not moved since: its
+                // answer may have been a 503 because the work item could not be sent
+                // after the write. The retry sends it (twice is harmless) and gets the
+                // answer the first should have had.
+                Err(WaitError::Gone(run))
+                    if matches!(run.status, RunStatus::Queued | RunStatus::Running)
+                        && token.split_once('.').is_some_and(|(_, s)| used(&run, s)) =>
+                {
+                    self.queue
+                        .send(&WorkItem::run(run.id.clone()), std::time::Duration::ZERO)
+                        .await?;
+                    return Ok(*run);
+                }
+                Err(e) => return Err(e),
+            };
             let version = run.version;
             match self.apply_from_outside(run, event()).await {
                 // The engine found nothing to do: the wait is not the one this URL was for.

@@ -368,6 +368,10 @@ pub struct Run {
     /// executor when the workflow uses it; not part of the run's record.
     #[serde(skip)]
     pub store: Option<BTreeMap<String, String>>,
+    /// The workflow's `retention` when it sets one (stores that expire records
+    /// themselves, DynamoDB's TTL, read it when the run ends); `None`: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain: Option<crate::time::Duration>,
 }
 
 impl Run {
@@ -414,6 +418,7 @@ impl Run {
             after: None,
             warnings: Vec::new(),
             store: None,
+            retain: None,
         }
     }
 

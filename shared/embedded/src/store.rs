@@ -480,6 +480,11 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn stranded_runs(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn| crate::upkeep::stranded_runs(conn, limit))
+            .await
+    }
+
     async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let entry = entry.clone();
         self.write(move |conn| crate::upkeep::record_audit(conn, &entry))

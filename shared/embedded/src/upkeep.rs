@@ -47,5 +47,19 @@ pub(crate) fn purge(
         )
         .and_then(|mut s| s.execute(params![workflow, floor, limit]))
         .map_err(sql)?;
-    Ok(messages.max(runs))
+    Ok(messages + runs)
+}
+
+pub(crate) fn stranded_runs(conn: &Connection, limit: usize) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id FROM runs WHERE status IN ('queued', 'running') AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.run_id = runs.id) ORDER BY id LIMIT ?1",
+        )
+        .map_err(sql)?;
+    let rows = stmt
+        .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            r.get::<_, String>(0)
+        })
+        .map_err(sql)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(sql)
 }

@@ -47,6 +47,7 @@ fn message(id: &str, body: Vec<u8>) -> tripline_app::ports::InboxMessage {
         scheduled_at: None,
         kafka: None,
         reprocess_of: None,
+        retain: None,
     }
 }
 

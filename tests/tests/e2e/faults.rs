@@ -123,6 +123,9 @@ impl Store for FaultyStore {
     ) -> Result<(), StoreError> {
         self.inner.patch_context(workflow, changes).await
     }
+    async fn stranded_runs(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.inner.stranded_runs(limit).await
+    }
     async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         self.inner.record_audit(entry).await
     }
@@ -334,6 +337,8 @@ async fn a_timer_whose_write_loses_to_an_annotation_is_applied_again() {
 struct LossyQueue {
     inner: EmbeddedQueue,
     lose_next_immediate: AtomicBool,
+    /// Fail the next send without delay (as SQS failing after the run was written).
+    fail_next_immediate: AtomicBool,
 }
 
 #[async_trait]
@@ -341,6 +346,9 @@ impl Queue for LossyQueue {
     async fn send(&self, item: &WorkItem, delay: Duration) -> Result<(), StoreError> {
         if delay.is_zero() && self.lose_next_immediate.swap(false, Ordering::SeqCst) {
             return Ok(());
+        }
+        if delay.is_zero() && self.fail_next_immediate.swap(false, Ordering::SeqCst) {
+            return Err(injected());
         }
         self.inner.send(item, delay).await
     }
@@ -384,6 +392,7 @@ async fn a_parent_whose_wake_up_was_lost_finds_its_ended_child_at_its_next_check
     let queue = Arc::new(LossyQueue {
         inner: inner.clone(),
         lose_next_immediate: AtomicBool::new(true),
+        fail_next_immediate: AtomicBool::new(false),
     });
     let opts = options(wf.path(), data.path());
     let server = Server::start_with(opts, Arc::new(store), queue.clone(), clock.clone())
@@ -428,5 +437,94 @@ async fn a_parent_whose_wake_up_was_lost_finds_its_ended_child_at_its_next_check
     };
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["final_output"], child["final_output"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_resume_whose_work_item_could_not_be_sent_is_answered_503_and_moved_by_a_retry_or_upkeep()
+{
+    let data = tempfile::TempDir::new().expect("dir");
+    let wf = tempfile::TempDir::new().expect("dir");
+    let stub = Stub::start().await;
+    std::fs::write(
+        wf.path().join("park.yaml"),
+        format!("id: park\ntriggers: [{{ type: manual }}]\nsteps:\n  - {{ id: w, type: wait_for_webhook }}\n  - {{ id: call, type: http, method: POST, url: \"{}/after\" }}\n", stub.url),
+    )
+    .expect("write");
+    let clock = Arc::new(ManualClock::new(Timestamp::from_system_time(
+        std::time::SystemTime::now(),
+    )));
+    let store = EmbeddedStore::open(data.path()).expect("open");
+    let queue = Arc::new(LossyQueue {
+        inner: EmbeddedQueue::new(store.clone(), clock.clone()),
+        lose_next_immediate: AtomicBool::new(false),
+        fail_next_immediate: AtomicBool::new(false),
+    });
+    let mut opts = options(wf.path(), data.path());
+    opts.config.outbound.allow_private_networks = true;
+    let server = Server::start_with(opts, Arc::new(store), queue.clone(), clock.clone())
+        .await
+        .expect("start");
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let resume_fails = |id: String| {
+        let (client, base, queue) = (client.clone(), base.clone(), queue.clone());
+        async move {
+            let url = loop {
+                let run = get_json(&client, format!("{base}/v1/runs/{id}")).await;
+                if let Some(u) = run["waiting_payload"]["resume_url"].as_str() {
+                    break u.to_string();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            queue.fail_next_immediate.store(true, Ordering::SeqCst);
+            let resp = client
+                .post(&url)
+                .json(&json!({"ok": 1}))
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let run = get_json(&client, format!("{base}/v1/runs/{id}")).await;
+            assert_eq!(
+                run["status"], "running",
+                "the write landed, the item did not: {run}"
+            );
+            url
+        }
+    };
+    let wait_done = |id: String| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let begin = Instant::now();
+            loop {
+                let run = get_json(&client, format!("{base}/v1/runs/{id}")).await;
+                if run["status"] == "succeeded" {
+                    return;
+                }
+                assert!(begin.elapsed() < Duration::from_secs(10), "stranded: {run}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+
+    // The caller retries the same URL: it is answered as the first should have been.
+    let first = start_manual(&client, &base, "park").await;
+    let url = resume_fails(first.clone()).await;
+    let resp = client
+        .post(&url)
+        .json(&json!({"ok": 1}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::OK);
+    wait_done(first).await;
+
+    // Nobody retries: upkeep finds the run with no work item and moves it.
+    let second = start_manual(&client, &base, "park").await;
+    resume_fails(second.clone()).await;
+    assert_eq!(server.app.move_stranded().await.expect("upkeep"), 1);
+    wait_done(second).await;
+    assert_eq!(stub.requests().len(), 2, "each run's step ran once");
     server.stop().await;
 }

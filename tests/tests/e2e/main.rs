@@ -30,6 +30,7 @@ mod kafka;
 mod kafka_broker;
 mod keys;
 mod parking;
+mod retention;
 mod secrets;
 mod signatures;
 mod steps;

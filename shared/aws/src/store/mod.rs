@@ -578,6 +578,12 @@ impl Store for DynamoStore {
         Ok(())
     }
 
+    /// The queue is SQS: a run left without a work item is found by the sweeper (queued)
+    /// or moved again by the retried request (see `App::wake_wait`).
+    async fn stranded_runs(&self, _: usize) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
     async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         self.put_audit(entry).await
     }
