@@ -101,6 +101,26 @@ async fn receive_now(p: &Ports, lease: Duration) -> Vec<Delivery> {
         .expect("receive")
 }
 
+/// A message admitted again under its id (a Kafka record or a cron tick delivered twice:
+/// their ids are derived) is a duplicate of the first admission and overwrites nothing,
+/// even after the first run moved on.
+pub async fn a_message_admitted_again_is_a_duplicate_and_overwrites_nothing(p: Ports) {
+    let first = admit(&p, admission("r1", "m1", T0, None)).await;
+    assert!(matches!(first, Admitted::New { .. }), "{first:?}");
+    let mut moved = p.store.run("r1").await.expect("read").expect("run");
+    moved.status = RunStatus::Succeeded;
+    p.store.save_run(&moved).await.expect("save");
+    let again = admit(&p, admission("r1", "m1", T0, None)).await;
+    assert_eq!(
+        again,
+        Admitted::Duplicate {
+            run_id: "r1".into()
+        }
+    );
+    let run = p.store.run("r1").await.expect("read").expect("run");
+    assert_eq!((run.status, run.version), (RunStatus::Succeeded, 1));
+}
+
 pub async fn a_run_write_is_conditional_on_its_version(p: Ports) {
     admit(&p, admission("r1", "m1", T0, None)).await;
     let loaded = p.store.run("r1").await.expect("read").expect("run");
@@ -577,6 +597,7 @@ macro_rules! conformance_suite {
             use super::*;
             $crate::conformance_suite!(@each $make;
                 a_run_write_is_conditional_on_its_version,
+                a_message_admitted_again_is_a_duplicate_and_overwrites_nothing,
                 an_idempotency_key_maps_to_its_first_run_until_it_expires,
                 an_admitted_queued_run_is_delivered_and_gone_once_acked,
                 an_unacked_item_is_delivered_again_after_its_lease,

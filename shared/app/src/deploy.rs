@@ -36,6 +36,9 @@ pub struct Deployments {
     schedules: std::sync::OnceLock<Arc<dyn Schedules>>,
     kafka: std::sync::OnceLock<Arc<dyn crate::ports::KafkaSource>>,
     secrets: std::sync::OnceLock<Arc<Secrets>>,
+    /// The longest `retention` a workflow may set (AWS: the stack's, which the payload
+    /// bucket's lifecycle rule keeps bodies for).
+    retention_max: std::sync::OnceLock<std::time::Duration>,
 }
 
 /// What this process last saw of the deploys made elsewhere.
@@ -108,6 +111,10 @@ impl Deployments {
 
     pub fn set_kafka_source(&self, source: Arc<dyn crate::ports::KafkaSource>) {
         let _ = self.kafka.set(source);
+    }
+
+    pub fn set_retention_max(&self, max: std::time::Duration) {
+        let _ = self.retention_max.set(max);
     }
     pub fn hook(&self, token: &str) -> Option<Hook> {
         self.registry.read().ok()?.hooks.get(token).cloned()
@@ -473,6 +480,17 @@ impl Deployments {
                     format!("this token is already used by workflow `{}`; every webhook needs its own token", other.record.id),
                 ));
             }
+        }
+        if let (Some(max), Some(r)) = (self.retention_max.get(), wf.retention)
+            && r.std() > *max
+        {
+            problems.push(problem(
+                "retention",
+                format!(
+                    "this stack keeps records at most {} (its RetentionDays parameter); set a shorter retention or raise RetentionDays",
+                    tripline_core::Duration(*max)
+                ),
+            ));
         }
         let schedules = self.schedules.get();
         if let Some(schedules) = schedules {

@@ -228,6 +228,9 @@ pub fn build_control_app(clients: &Clients, settings: Settings, config: Config) 
     let queue = SqsQueue::new(clients.sqs.clone(), settings.queue_url.clone());
     let with = settings.clone();
     let app = with_secrets(new_app(clients, settings, config, queue), clients, &with);
+    if let Some(max) = with.retention {
+        app.deployments.set_retention_max(max);
+    }
     let app = app.with_kafka_source(Arc::new(msk::MskSource::new(clients.kafka(), msk)));
     Arc::new(match cron {
         Some(cron) => app.with_schedules(Arc::new(schedules::EventBridgeSchedules::new(

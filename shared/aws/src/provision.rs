@@ -40,7 +40,7 @@ pub const RUNS: TableSpec = TableSpec {
         ("by_time", "shard", "ckey"),
     ],
     numbers: &[],
-    ttl: None,
+    ttl: Some("expires"),
 };
 
 pub const INBOX: TableSpec = TableSpec {
@@ -51,7 +51,7 @@ pub const INBOX: TableSpec = TableSpec {
         ("by_time", "shard", "rkey"),
     ],
     numbers: &[],
-    ttl: None,
+    ttl: Some("expires"),
 };
 
 pub const IDEMPOTENCY: TableSpec = TableSpec {

@@ -37,6 +37,10 @@ pub struct Settings {
     /// How long a function trusts a cached secret (a rotation reaches every function
     /// within it); default 60 s.
     pub secrets_ttl: std::time::Duration,
+    /// How long runs and messages are kept when their workflow sets no `retention`
+    /// (`TRIPLINE_RETENTION`, e.g. `30d`; `off` or unset: forever): written on each item
+    /// as DynamoDB's TTL attribute `expires`.
+    pub retention: Option<std::time::Duration>,
 }
 
 /// Cron triggers' recurring schedules: the group, the cron-tick function they invoke, the
@@ -132,6 +136,16 @@ impl Settings {
                 .ok()
                 .and_then(|v| tripline_core::Duration::parse(&v).ok())
                 .map_or(tripline_app::secrets::DEFAULT_SECRET_TTL, |d| d.std()),
+            retention: match std::env::var("TRIPLINE_RETENTION") {
+                Ok(v) if !v.is_empty() && v != "off" => Some(
+                    tripline_core::Duration::parse(&v)
+                        .map_err(|_| {
+                            MissingSetting("a valid TRIPLINE_RETENTION (e.g. 30d, or off)")
+                        })?
+                        .std(),
+                ),
+                _ => None,
+            },
         })
     }
 
@@ -166,6 +180,7 @@ impl Settings {
             },
             secrets_prefix: format!("/tripline/{prefix}/secrets"),
             secrets_ttl: tripline_app::secrets::DEFAULT_SECRET_TTL,
+            retention: None,
         }
     }
 
@@ -185,6 +200,9 @@ impl Settings {
                 format!("{}ms", self.secrets_ttl.as_millis()),
             ),
         ];
+        if let Some(r) = self.retention {
+            env.push(("TRIPLINE_RETENTION", format!("{}s", r.as_secs())));
+        }
         if let Some(t) = &self.timers {
             env.push(("TRIPLINE_SCHEDULE_GROUP", t.schedule_group.clone()));
             env.push(("TRIPLINE_QUEUE_ARN", t.queue_arn.clone()));

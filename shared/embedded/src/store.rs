@@ -248,6 +248,20 @@ impl Store for EmbeddedStore {
                             .map_err(sql)?;
                     }
                 }
+                // Admitted before under its id (a derived one: a Kafka record, a cron
+                // tick): a duplicate of the first admission, which is left as it is.
+                let first: Option<String> = conn
+                    .prepare_cached("SELECT record FROM inbox WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([&message.id], |r| r.get(0)).optional())
+                    .map_err(sql)?;
+                if let Some(record) = first {
+                    let run_id = match read_message(&record, Vec::new())?.outcome {
+                        Outcome::Started { run_ids } => run_ids.into_iter().next().unwrap_or_default(),
+                        Outcome::Duplicate { run_id } => run_id,
+                        _ => String::new(),
+                    };
+                    return Ok(Admitted::Duplicate { run_id });
+                }
                 insert_message(conn, &message)?;
                 for (run, json) in runs.iter().zip(runs_json) {
                     conn.prepare_cached(

@@ -230,3 +230,153 @@ async fn a_long_run_record_is_stored_deflated_and_reads_back_the_same() {
     let saved = store.save_run(&run).await.expect("save");
     assert_eq!(store.run("long").await.expect("read"), Some(saved));
 }
+
+async fn item_of(
+    clients: &tripline_aws::Clients,
+    table: &str,
+    id: &str,
+) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    let out = clients
+        .dynamodb
+        .get_item()
+        .table_name(table)
+        .key("id", aws_sdk_dynamodb::types::AttributeValue::S(id.into()))
+        .send()
+        .await;
+    out.expect("get").item.expect("item")
+}
+
+fn expires(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+) -> Option<i64> {
+    item.get("expires")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn with_retention_ended_runs_and_messages_expire_and_read_as_gone_once_past_it() {
+    let (clients, mut settings) = fresh(None).await;
+    let ten_years = Duration::from_secs(3650 * 86_400);
+    settings.retention = Some(ten_years);
+    settings.item_budget = 1000;
+    let store = DynamoStore::new(&clients, settings.clone());
+    let mut run = tripline_core::Run::new(
+        "r-exp".into(),
+        "wf",
+        1,
+        tripline_core::run::TriggerRef {
+            kind: tripline_core::run::TriggerKind::Webhook,
+            id: "hook".into(),
+        },
+        // Text that does not deflate: the record goes to S3.
+        serde_json::json!({"pad": (0..200).map(|_| tripline_app::tokens::new_token()).collect::<String>()}),
+        T0,
+    );
+    store
+        .admit(Admission {
+            message: message("m-exp", vec![1u8; 2000]),
+            runs: vec![run.clone()],
+            idempotency: None,
+        })
+        .await
+        .expect("admit");
+    let m = item_of(&clients, &settings.inbox_table, "m-exp").await;
+    assert_eq!(expires(&m), Some(T0.plus(ten_years).millis() / 1000));
+    let queued = item_of(&clients, &settings.runs_table, "r-exp").await;
+    assert_eq!(expires(&queued), None, "a live run never expires");
+
+    run.status = tripline_core::RunStatus::Succeeded;
+    run.finished_at = Some(T0);
+    let saved = store.save_run(&run).await.expect("save");
+    let ended = item_of(&clients, &settings.runs_table, "r-exp").await;
+    assert_eq!(expires(&ended), Some(T0.plus(ten_years).millis() / 1000));
+    // Its record went to S3 (over the budget), tagged for the bucket's lifecycle rule; the
+    // message body's was not (its prefix is).
+    let tags = |key: String| {
+        let s3 = clients.s3.clone();
+        let bucket = settings.bucket.clone();
+        async move {
+            s3.get_object_tagging()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .expect("tags")
+                .tag_set()
+                .iter()
+                .map(|t| format!("{}={}", t.key(), t.value()))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        tags(format!("runs/r-exp/{}.json", saved.version)).await,
+        ["tripline-expire=yes"]
+    );
+    assert!(tags("inbox/m-exp".into()).await.is_empty());
+
+    // A workflow's own retention wins; an item past it reads as gone at once.
+    let mut old = message("m-old", vec![]);
+    old.received_at = tripline_core::Timestamp(1_600_000_000_000);
+    old.retain = Some(tripline_core::Duration::from_secs(3600));
+    store
+        .admit(Admission {
+            message: old,
+            runs: vec![],
+            idempotency: None,
+        })
+        .await
+        .expect("admit");
+    assert!(store.message("m-old").await.expect("read").is_none());
+    let listed = store
+        .messages(&tripline_app::ports::InboxQuery {
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    let ids: Vec<&str> = listed.items.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["m-exp"]);
+}
+
+#[tokio::test]
+async fn without_a_claim_a_run_is_written_only_after_its_message_and_a_failed_run_write_says_so() {
+    let (clients, mut settings) = fresh(None).await;
+    // The runs table is missing: the run's write fails after the message's landed.
+    settings.runs_table = format!("{}-gone", settings.runs_table);
+    let store = DynamoStore::new(&clients, settings.clone());
+    let run = tripline_core::Run::new(
+        "r-half".into(),
+        "wf",
+        1,
+        tripline_core::run::TriggerRef {
+            kind: tripline_core::run::TriggerKind::Webhook,
+            id: "hook".into(),
+        },
+        serde_json::json!({}),
+        T0,
+    );
+    let mut m = message("m-half", b"{}".to_vec());
+    m.outcome = tripline_app::ports::Outcome::Started {
+        run_ids: vec!["r-half".into()],
+    };
+    let admitted = store
+        .admit(Admission {
+            message: m,
+            runs: vec![run],
+            idempotency: None,
+        })
+        .await;
+    assert!(admitted.is_err(), "the caller is told (503): {admitted:?}");
+    let recorded = store
+        .message("m-half")
+        .await
+        .expect("read")
+        .expect("message");
+    match recorded.outcome {
+        tripline_app::ports::Outcome::Rejected { reason } => {
+            assert!(reason.contains("could not be recorded"), "{reason}")
+        }
+        other => panic!("the message must not point at a run that does not exist: {other:?}"),
+    }
+}

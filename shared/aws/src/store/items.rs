@@ -4,13 +4,16 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use tripline_app::ports::{InboxMessage, StoreError};
 use tripline_core::Run;
 
 use crate::settings::{Clients, Settings};
 
 use super::*;
+
+/// The tag the payload bucket's lifecycle rule expires run records by.
+pub const EXPIRE_TAG: &str = "tripline-expire=yes";
 
 impl DynamoStore {
     pub fn new(clients: &Clients, settings: Settings) -> Self {
@@ -25,12 +28,21 @@ impl DynamoStore {
         &self.settings
     }
 
-    pub(super) async fn put_blob(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+    /// Puts a body; `expire`: tagged for the bucket's retention rule (an ended run's
+    /// record; message bodies expire by their `inbox/` prefix, and a live run's record is
+    /// never tagged).
+    pub(super) async fn put_blob(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        expire: bool,
+    ) -> Result<(), StoreError> {
         self.s3
             .put_object()
             .bucket(&self.settings.bucket)
             .key(key)
             .body(bytes.into())
+            .set_tagging(expire.then(|| EXPIRE_TAG.to_string()))
             .send()
             .await
             .map_err(|e| failed("S3 PutObject", e))?;
@@ -68,13 +80,20 @@ impl DynamoStore {
             ("ckey".into(), s(time_key(run.inserted_at, &run.id))),
             ("shard".into(), s(shard(&run.id))),
         ]);
+        if run.status.is_terminal()
+            && let Some(keep) = run.retain.map(|d| d.std()).or(self.settings.retention)
+        {
+            let ended = run.finished_at.unwrap_or(run.inserted_at);
+            item.insert("expires".into(), n(ended.plus(keep).millis() / 1000));
+        }
         let packed = (doc.len() > DEFLATE_OVER)
             .then(|| miniz_oxide::deflate::compress_to_vec(doc.as_bytes(), 6))
             .filter(|z| z.len() < doc.len());
         let stored = packed.as_ref().map_or(doc.len(), Vec::len);
         if stored > self.settings.item_budget {
             let key = format!("runs/{}/{}.json", run.id, run.version);
-            self.put_blob(&key, doc.into_bytes()).await?;
+            self.put_blob(&key, doc.into_bytes(), run.status.is_terminal())
+                .await?;
             item.insert("blob".into(), s(key));
         } else if let Some(z) = packed {
             item.insert("z".into(), AttributeValue::B(Blob::new(z)));
@@ -110,9 +129,15 @@ impl DynamoStore {
             ("shard".into(), s(shard(&m.id))),
             ("meta".into(), s(meta)),
         ]);
+        if let Some(keep) = m.retain.map(|d| d.std()).or(self.settings.retention) {
+            item.insert(
+                "expires".into(),
+                n(m.received_at.plus(keep).millis() / 1000),
+            );
+        }
         if m.body.len() > self.settings.item_budget {
             let key = format!("inbox/{}", m.id);
-            self.put_blob(&key, m.body.clone()).await?;
+            self.put_blob(&key, m.body.clone(), false).await?;
             item.insert("blob".into(), s(key));
         } else {
             item.insert("body".into(), AttributeValue::B(Blob::new(m.body.clone())));
@@ -130,49 +155,6 @@ impl DynamoStore {
             _ => Vec::new(),
         };
         Ok(m)
-    }
-
-    /// Writes items without conditions (fresh ids), in batches of 25, retrying what
-    /// DynamoDB leaves unprocessed.
-    pub(super) async fn batch_put(&self, writes: Vec<(String, Item)>) -> Result<(), StoreError> {
-        for chunk in writes.chunks(25) {
-            let mut pending: HashMap<String, Vec<WriteRequest>> = HashMap::new();
-            for (table, item) in chunk {
-                let put = PutRequest::builder()
-                    .set_item(Some(item.clone()))
-                    .build()
-                    .map_err(|e| other("BatchWriteItem", e))?;
-                pending
-                    .entry(table.clone())
-                    .or_default()
-                    .push(WriteRequest::builder().put_request(put).build());
-            }
-            let mut backoff = std::time::Duration::from_millis(20);
-            for attempt in 0.. {
-                let out = self
-                    .db
-                    .batch_write_item()
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(|e| failed("BatchWriteItem", e))?;
-                match out.unprocessed_items {
-                    Some(left) if !left.is_empty() => {
-                        if attempt >= 8 {
-                            return Err(StoreError::Unavailable(
-                                "DynamoDB left items unprocessed after 8 retries (throttled)"
-                                    .into(),
-                            ));
-                        }
-                        pending = left;
-                        tokio::time::sleep(backoff).await;
-                        backoff *= 2;
-                    }
-                    _ => break,
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Items by id from one table (ids not found are absent).

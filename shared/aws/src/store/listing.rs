@@ -121,6 +121,9 @@ pub(super) struct KeepRun(pub Option<RunStatus>);
 #[async_trait]
 impl AsyncKeep<Run> for KeepRun {
     async fn keep(&mut self, store: &DynamoStore, item: &Item) -> Result<Option<Run>, StoreError> {
+        if expired(item) {
+            return Ok(None);
+        }
         if let Some(want) = self.0
             && get_s(item, "status") != Some(want.as_str())
         {
@@ -142,10 +145,11 @@ impl AsyncKeep<InboxMessage> for KeepMessage {
         store: &DynamoStore,
         item: &Item,
     ) -> Result<Option<InboxMessage>, StoreError> {
-        if self
-            .trigger
-            .as_deref()
-            .is_some_and(|t| get_s(item, "trigger") != Some(t))
+        if expired(item)
+            || self
+                .trigger
+                .as_deref()
+                .is_some_and(|t| get_s(item, "trigger") != Some(t))
             || self
                 .outcome
                 .as_deref()

@@ -4,6 +4,7 @@
 //! Where things are: the `Store` methods (here), item encoding and S3 offload
 //! (`items.rs`), listings by time over the sharded index (`listing.rs`).
 
+mod admit;
 mod audit;
 mod items;
 mod listing;
@@ -87,6 +88,16 @@ fn time_key(at: Timestamp, id: &str) -> String {
 
 fn time_prefix(at: Timestamp) -> String {
     format!("{:013}", at.millis().max(0))
+}
+
+/// True when the item is past its TTL (`expires`, Unix seconds): DynamoDB deletes such
+/// items within days, not at once, and their S3 bodies may be gone already; they are
+/// read as deleted.
+fn expired(item: &Item) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    get_n(item, "expires").is_some_and(|e| e <= i64::try_from(now).unwrap_or(i64::MAX))
 }
 
 /// A stable shard of an id (FNV-1a), so that a record's shard never changes.
@@ -292,17 +303,23 @@ impl Store for DynamoStore {
             .filter(|r| r.status == RunStatus::Queued)
             .map(|r| r.id.clone())
             .collect();
+        let mut run_items = Vec::with_capacity(runs.len());
+        for run in &runs {
+            run_items.push(self.run_item(run).await?);
+        }
+        let (Some(claim), Some(first)) = (&idempotency, runs.first()) else {
+            return Ok(self
+                .admit_in_order(&message, run_items)
+                .await?
+                .unwrap_or(Admitted::New { to_enqueue }));
+        };
         let mut writes = vec![(
             self.settings.inbox_table.clone(),
             self.message_item(&message).await?,
         )];
-        for run in &runs {
-            writes.push((self.settings.runs_table.clone(), self.run_item(run).await?));
+        for item in run_items {
+            writes.push((self.settings.runs_table.clone(), item));
         }
-        let (Some(claim), Some(first)) = (&idempotency, runs.first()) else {
-            self.batch_put(writes).await?;
-            return Ok(Admitted::New { to_enqueue });
-        };
         // The claim, the message and the runs in one transaction: the first run for the key
         // wins, atomically.
         let now = message.received_at.millis();
@@ -342,8 +359,8 @@ impl Store for DynamoStore {
 
     async fn run(&self, id: &str) -> Result<Option<Run>, StoreError> {
         match self.runs_item(id.to_string(), "run").await? {
-            Some(item) => self.read_run(&item).await,
-            None => Ok(None),
+            Some(item) if !expired(&item) => self.read_run(&item).await,
+            _ => Ok(None),
         }
     }
 
@@ -393,8 +410,8 @@ impl Store for DynamoStore {
             .await
             .map_err(|e| failed("GetItem (inbox)", e))?;
         match out.item {
-            Some(item) => self.read_message(&item).await.map(Some),
-            None => Ok(None),
+            Some(item) if !expired(&item) => self.read_message(&item).await.map(Some),
+            _ => Ok(None),
         }
     }
 

@@ -1,0 +1,127 @@
+//! Admission without an idempotency claim: the message, then its run, each written only
+//! where nothing is yet. The order is the guarantee: a run is never written before its
+//! message is durable, so a failure between the two (a throttled write, a timeout) leaves
+//! no run to execute; the caller gets 503 and its retry starts the one run. A
+//! `BatchWriteItem` of both could land the run alone and start it twice. The two writes
+//! cost what the batch did (write units are per item); the second round trip adds a few
+//! milliseconds. Derived ids (Kafka records, cron ticks) make the conditions matter: a
+//! concurrent redelivery finds the first admission and is a duplicate, never an
+//! overwrite of a run that has moved on.
+
+use tripline_app::ports::{Admitted, InboxMessage, Outcome, StoreError};
+
+use super::*;
+
+const ABSENT: &str = "attribute_not_exists(id)";
+
+impl DynamoStore {
+    pub(super) async fn admit_in_order(
+        &self,
+        message: &InboxMessage,
+        runs: Vec<Item>,
+    ) -> Result<Option<Admitted>, StoreError> {
+        let item = self.message_item(message).await?;
+        if !self.put_absent(&self.settings.inbox_table, item).await? {
+            return Ok(Some(self.already_admitted(&message.id).await?));
+        }
+        let ids: Vec<String> = runs
+            .iter()
+            .filter_map(|i| get_s(i, "id").map(str::to_string))
+            .collect();
+        let written = match runs.len() {
+            0 => Ok(true),
+            1 => {
+                let run = runs.into_iter().next().unwrap_or_default();
+                self.put_absent(&self.settings.runs_table, run).await
+            }
+            _ => self.put_runs_at_once(runs).await,
+        };
+        match written {
+            Ok(true) => Ok(None),
+            Ok(false) => Ok(Some(Admitted::Duplicate {
+                run_id: ids.into_iter().next().unwrap_or_default(),
+            })),
+            Err(e) => {
+                self.mark_unstarted(message).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// `PutItem` where no item has the id; false when one has.
+    async fn put_absent(&self, table: &str, item: Item) -> Result<bool, StoreError> {
+        let result = self
+            .db
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression(ABSENT)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(conditional_failed) => Ok(false),
+            Err(e) => Err(failed("PutItem (admit)", e)),
+        }
+    }
+
+    /// Several runs of one message (a flow trigger's `for_each`): all or none.
+    async fn put_runs_at_once(&self, runs: Vec<Item>) -> Result<bool, StoreError> {
+        let mut tx = self.db.transact_write_items();
+        for run in runs {
+            tx = tx.transact_items(put(
+                &self.settings.runs_table,
+                run,
+                Some((ABSENT, Item::new())),
+            )?);
+        }
+        match tx.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(transaction_condition_failed) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(failed("TransactWriteItems (admit runs)", e)),
+        }
+    }
+
+    /// The message was admitted before (a redelivery): the run it started.
+    async fn already_admitted(&self, id: &str) -> Result<Admitted, StoreError> {
+        let run_id = match self.message(id).await? {
+            Some(InboxMessage {
+                outcome: Outcome::Started { run_ids },
+                ..
+            }) => run_ids.into_iter().next().unwrap_or_default(),
+            Some(InboxMessage {
+                outcome: Outcome::Duplicate { run_id },
+                ..
+            }) => run_id,
+            _ => String::new(),
+        };
+        Ok(Admitted::Duplicate { run_id })
+    }
+
+    /// The message's run could not be written: the inbox says so rather than pointing at
+    /// a run that does not exist (best effort: the sender was answered 503 either way).
+    async fn mark_unstarted(&self, message: &InboxMessage) {
+        let mut m = message.clone();
+        m.outcome = Outcome::Rejected {
+            reason: "its run could not be recorded (the store failed); the sender was answered 503 and may retry".into(),
+        };
+        let Ok(item) = self.message_item(&m).await else {
+            return;
+        };
+        let put = self
+            .db
+            .put_item()
+            .table_name(&self.settings.inbox_table)
+            .set_item(Some(item))
+            .send()
+            .await;
+        if let Err(e) = put {
+            tracing::warn!(message_id = %m.id, error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "the message of an unrecorded run could not be marked");
+        }
+    }
+}
