@@ -396,3 +396,75 @@ fn the_msk_consumer_exists_only_with_a_cluster_and_sends_failed_batches_to_a_que
     assert!(!vars["TRIPLINE_MSK_CLUSTER_ARN"].is_badvalue());
     assert!(!vars["TRIPLINE_MSK_TOPICS"].is_badvalue());
 }
+
+/// Each function's DynamoDB statements: (actions, resources as written).
+fn dynamodb_statements(t: &Yaml, name: &str) -> Vec<(Vec<String>, Vec<String>)> {
+    let statements = resource(t, name)["Properties"]["Policies"][0]["Statement"]
+        .as_vec()
+        .expect("statements")
+        .clone();
+    statements
+        .iter()
+        .map(|s| {
+            let actions = match &s["Action"] {
+                Yaml::String(a) => vec![a.clone()],
+                other => strings(other),
+            };
+            let resources = match &s["Resource"] {
+                Yaml::String(r) => vec![r.clone()],
+                other => strings(other),
+            };
+            (actions, resources)
+        })
+        .filter(|(a, _)| a.iter().any(|x| x.starts_with("dynamodb:")))
+        .collect()
+}
+
+#[test]
+fn each_function_may_do_only_what_it_does_to_the_tables() {
+    let t = template();
+    for name in [
+        "WebhookIngressFunction",
+        "ResumeApprovalFunction",
+        "StepExecutorFunction",
+        "ControlApiFunction",
+        "CronTickFunction",
+        "MskConsumerFunction",
+    ] {
+        for (actions, resources) in dynamodb_statements(&t, name) {
+            let has = |a: &str| actions.iter().any(|x| x == a);
+            assert!(
+                !has("dynamodb:BatchWriteItem"),
+                "{name}: nothing writes in batches"
+            );
+            if has("dynamodb:Scan") {
+                assert_eq!(
+                    resources,
+                    ["WorkflowsTable.Arn"],
+                    "{name}: only the workflows table is scanned"
+                );
+            }
+            let writes = [
+                "dynamodb:PutItem",
+                "dynamodb:TransactWriteItems",
+                "dynamodb:UpdateItem",
+            ];
+            if name != "ControlApiFunction" && resources.iter().any(|r| r == "WorkflowsTable.Arn") {
+                assert!(
+                    !writes.iter().any(|w| has(w)),
+                    "{name}: only the control API deploys: {actions:?}"
+                );
+            }
+            if name == "ResumeApprovalFunction" {
+                assert_eq!(
+                    resources
+                        .iter()
+                        .filter(|r| r.contains("Inbox") || r.contains("Idempotency"))
+                        .count(),
+                    0,
+                    "the resume function touches runs only"
+                );
+            }
+        }
+    }
+}
