@@ -53,6 +53,11 @@ pub struct Config {
     /// How long runs, inbox messages and ticks are kept when their workflow does not say
     /// (`None`: forever). Applied by the local shape's upkeep; AWS uses DynamoDB's TTL.
     pub retention: Option<Duration>,
+    /// Where a work item sent after a write may be lost with no one to notice (AWS: SQS
+    /// failing after DynamoDB succeeded), a resume, decision or cancel first sends a
+    /// rescue item delayed by this much, which moves the run only if nothing else has.
+    /// `None` (local): upkeep finds such runs instead.
+    pub rescue_after: Option<Duration>,
 }
 
 /// The default [`Config::state_limit_bytes`]: 64 KiB.
@@ -74,6 +79,7 @@ impl Default for Config {
             trust_forwarded_for: false,
             rate_limits: Default::default(),
             retention: None,
+            rescue_after: None,
         }
     }
 }

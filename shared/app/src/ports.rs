@@ -367,6 +367,11 @@ pub struct WorkItem {
     /// that it never runs a started run's step a second time.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub start_only: bool,
+    /// A rescue: act only while the run is still at this version, i.e. nothing has moved
+    /// it since the write that sent this item (sent, delayed, before a resume's or a
+    /// decision's write, in case the work item sent after the write is lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_version: Option<u64>,
 }
 
 impl WorkItem {
@@ -375,6 +380,16 @@ impl WorkItem {
         Self {
             run_id: run_id.into(),
             start_only: false,
+            if_version: None,
+        }
+    }
+
+    /// Continue the run if it is still at `version` (see [`WorkItem::if_version`]).
+    pub fn rescue(run_id: impl Into<String>, version: u64) -> Self {
+        Self {
+            run_id: run_id.into(),
+            start_only: false,
+            if_version: Some(version),
         }
     }
 
@@ -383,6 +398,7 @@ impl WorkItem {
         Self {
             run_id: run_id.into(),
             start_only: true,
+            if_version: None,
         }
     }
 }

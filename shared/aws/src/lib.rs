@@ -57,6 +57,10 @@ where
     }))
 }
 
+/// How long after a resume, decision or cancel its rescue item arrives (see
+/// `Config::rescue_after`).
+pub const RESCUE_AFTER: Duration = Duration::from_secs(60);
+
 /// The settings of the use cases, from the environment the SAM template sets:
 /// `TRIPLINE_SYNC_BUDGET` (e.g. `25s`), `TRIPLINE_MAX_BODY` (bytes), `TRIPLINE_API_KEY`,
 /// `TRIPLINE_HIDE_UNKNOWN_TOKENS` (`true`), `TRIPLINE_PUBLIC_URL` (the base of resume and
@@ -68,6 +72,8 @@ pub fn config_from_env() -> Result<Config, String> {
     let mut config = Config {
         poll_runs: true,
         refresh_workflows: Some(Duration::from_secs(5)),
+        // SQS can fail after DynamoDB succeeded, and no process would notice.
+        rescue_after: Some(RESCUE_AFTER),
         ..Config::default()
     };
     if let Some(v) = var("TRIPLINE_SYNC_BUDGET") {

@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS queue (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
     visible_at INTEGER NOT NULL,
-    start_only INTEGER NOT NULL DEFAULT 0
+    start_only INTEGER NOT NULL DEFAULT 0,
+    if_version INTEGER
 );
 CREATE INDEX IF NOT EXISTS queue_by_visible ON queue (visible_at, seq);
 CREATE TABLE IF NOT EXISTS markers (
@@ -233,6 +234,15 @@ impl EmbeddedStore {
         {
             writer
                 .execute_batch("ALTER TABLE queue ADD COLUMN start_only INTEGER NOT NULL DEFAULT 0")
+                .map_err(db_err)?;
+        }
+        // And before they had `if_version`.
+        if writer
+            .prepare("SELECT if_version FROM queue LIMIT 0")
+            .is_err()
+        {
+            writer
+                .execute_batch("ALTER TABLE queue ADD COLUMN if_version INTEGER")
                 .map_err(db_err)?;
         }
         let mut readers = Vec::new();

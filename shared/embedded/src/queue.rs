@@ -47,7 +47,7 @@ impl EmbeddedQueue {
 
     fn claim(
         &self,
-        rows: Vec<(i64, String, bool)>,
+        rows: Vec<(i64, String, bool, Option<i64>)>,
         max: usize,
         now: Timestamp,
         lease: Duration,
@@ -57,7 +57,7 @@ impl EmbeddedQueue {
         };
         leases.retain(|_, until| *until > now);
         let mut out = Vec::new();
-        for (seq, run_id, start_only) in rows {
+        for (seq, run_id, start_only, if_version) in rows {
             if out.len() == max {
                 break;
             }
@@ -67,7 +67,11 @@ impl EmbeddedQueue {
             leases.insert(seq, now.plus(lease));
             out.push(Delivery {
                 receipt: seq.to_string(),
-                item: WorkItem { run_id, start_only },
+                item: WorkItem {
+                    run_id,
+                    start_only,
+                    if_version: if_version.and_then(|v| u64::try_from(v).ok()),
+                },
                 receive_count: 1,
             });
         }
@@ -81,12 +85,13 @@ impl Queue for EmbeddedQueue {
         let visible_at = self.clock.now().plus(delay).millis();
         let run_id = item.run_id.clone();
         let start_only = item.start_only;
+        let if_version = item.if_version.and_then(|v| i64::try_from(v).ok());
         self.store
             .write(move |conn| {
                 conn.prepare_cached(
-                    "INSERT INTO queue (run_id, visible_at, start_only) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO queue (run_id, visible_at, start_only, if_version) VALUES (?1, ?2, ?3, ?4)",
                 )
-                .and_then(|mut s| s.execute(params![run_id, visible_at, start_only]))
+                .and_then(|mut s| s.execute(params![run_id, visible_at, start_only, if_version]))
                 .map_err(sql)?;
                 Ok(())
             })
@@ -112,11 +117,16 @@ impl Queue for EmbeddedQueue {
             // read, done in place.
             let (rows, next_visible) = self.store.read_now(|conn| {
                 let mut stmt = conn
-                    .prepare_cached("SELECT seq, run_id, start_only FROM queue WHERE visible_at <= ?1 ORDER BY visible_at, seq LIMIT ?2")
+                    .prepare_cached("SELECT seq, run_id, start_only, if_version FROM queue WHERE visible_at <= ?1 ORDER BY visible_at, seq LIMIT ?2")
                     .map_err(sql)?;
                 let rows = stmt
                     .query_map(params![now.millis(), limit], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?))
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, bool>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                        ))
                     })
                     .map_err(sql)?
                     .collect::<Result<Vec<_>, _>>()

@@ -440,91 +440,141 @@ async fn a_parent_whose_wake_up_was_lost_finds_its_ended_child_at_its_next_check
     server.stop().await;
 }
 
+/// A server whose one workflow parks on a wait, then calls the stub; its queue can be
+/// told to fail the next immediate send.
+struct Parking {
+    server: Server,
+    queue: Arc<LossyQueue>,
+    clock: Arc<ManualClock>,
+    stub: Stub,
+    base: String,
+    client: reqwest::Client,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Parking {
+    async fn start(rescue_after: Option<Duration>) -> Parking {
+        let data = tempfile::TempDir::new().expect("dir");
+        let wf = tempfile::TempDir::new().expect("dir");
+        let stub = Stub::start().await;
+        std::fs::write(
+            wf.path().join("park.yaml"),
+            format!("id: park\ntriggers: [{{ type: manual }}]\nsteps:\n  - {{ id: w, type: wait_for_webhook }}\n  - {{ id: call, type: http, method: POST, url: \"{}/after\" }}\n", stub.url),
+        )
+        .expect("write");
+        let clock = Arc::new(ManualClock::new(Timestamp::from_system_time(
+            std::time::SystemTime::now(),
+        )));
+        let store = EmbeddedStore::open(data.path()).expect("open");
+        let queue = Arc::new(LossyQueue {
+            inner: EmbeddedQueue::new(store.clone(), clock.clone()),
+            lose_next_immediate: AtomicBool::new(false),
+            fail_next_immediate: AtomicBool::new(false),
+        });
+        let mut opts = options(wf.path(), data.path());
+        opts.config.outbound.allow_private_networks = true;
+        opts.config.rescue_after = rescue_after;
+        let server = Server::start_with(opts, Arc::new(store), queue.clone(), clock.clone())
+            .await
+            .expect("start");
+        let base = format!("http://{}", server.addr);
+        Parking {
+            server,
+            queue,
+            clock,
+            stub,
+            base,
+            client: reqwest::Client::new(),
+            _dirs: (data, wf),
+        }
+    }
+
+    async fn run(&self, id: &str) -> serde_json::Value {
+        get_json(&self.client, format!("{}/v1/runs/{id}", self.base)).await
+    }
+
+    /// Starts a run and waits for it to park; its resume URL.
+    async fn parked(&self) -> (String, String) {
+        let id = start_manual(&self.client, &self.base, "park").await;
+        loop {
+            if let Some(u) = self.run(&id).await["waiting_payload"]["resume_url"].as_str() {
+                return (id, u.to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn resume(&self, url: &str) -> StatusCode {
+        let resp = self.client.post(url).json(&json!({"ok": 1})).send();
+        resp.await.expect("post").status()
+    }
+
+    /// Resumes with the work item after the write failing: 503, the run left running.
+    async fn resume_failing(&self, id: &str, url: &str) {
+        self.queue.fail_next_immediate.store(true, Ordering::SeqCst);
+        assert_eq!(self.resume(url).await, StatusCode::SERVICE_UNAVAILABLE);
+        let run = self.run(id).await;
+        assert_eq!(
+            run["status"], "running",
+            "the write landed, the item did not: {run}"
+        );
+    }
+
+    async fn succeeded(&self, id: &str) {
+        let begin = Instant::now();
+        loop {
+            let run = self.run(id).await;
+            if run["status"] == "succeeded" {
+                return;
+            }
+            assert!(begin.elapsed() < Duration::from_secs(10), "stranded: {run}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_resume_whose_work_item_could_not_be_sent_is_answered_503_and_moved_by_a_retry_or_upkeep()
 {
-    let data = tempfile::TempDir::new().expect("dir");
-    let wf = tempfile::TempDir::new().expect("dir");
-    let stub = Stub::start().await;
-    std::fs::write(
-        wf.path().join("park.yaml"),
-        format!("id: park\ntriggers: [{{ type: manual }}]\nsteps:\n  - {{ id: w, type: wait_for_webhook }}\n  - {{ id: call, type: http, method: POST, url: \"{}/after\" }}\n", stub.url),
-    )
-    .expect("write");
-    let clock = Arc::new(ManualClock::new(Timestamp::from_system_time(
-        std::time::SystemTime::now(),
-    )));
-    let store = EmbeddedStore::open(data.path()).expect("open");
-    let queue = Arc::new(LossyQueue {
-        inner: EmbeddedQueue::new(store.clone(), clock.clone()),
-        lose_next_immediate: AtomicBool::new(false),
-        fail_next_immediate: AtomicBool::new(false),
-    });
-    let mut opts = options(wf.path(), data.path());
-    opts.config.outbound.allow_private_networks = true;
-    let server = Server::start_with(opts, Arc::new(store), queue.clone(), clock.clone())
-        .await
-        .expect("start");
-    let base = format!("http://{}", server.addr);
-    let client = reqwest::Client::new();
-    let resume_fails = |id: String| {
-        let (client, base, queue) = (client.clone(), base.clone(), queue.clone());
-        async move {
-            let url = loop {
-                let run = get_json(&client, format!("{base}/v1/runs/{id}")).await;
-                if let Some(u) = run["waiting_payload"]["resume_url"].as_str() {
-                    break u.to_string();
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            };
-            queue.fail_next_immediate.store(true, Ordering::SeqCst);
-            let resp = client
-                .post(&url)
-                .json(&json!({"ok": 1}))
-                .send()
-                .await
-                .expect("post");
-            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-            let run = get_json(&client, format!("{base}/v1/runs/{id}")).await;
-            assert_eq!(
-                run["status"], "running",
-                "the write landed, the item did not: {run}"
-            );
-            url
-        }
-    };
-    let wait_done = |id: String| {
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let begin = Instant::now();
-            loop {
-                let run = get_json(&client, format!("{base}/v1/runs/{id}")).await;
-                if run["status"] == "succeeded" {
-                    return;
-                }
-                assert!(begin.elapsed() < Duration::from_secs(10), "stranded: {run}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    };
-
+    let p = Parking::start(None).await;
     // The caller retries the same URL: it is answered as the first should have been.
-    let first = start_manual(&client, &base, "park").await;
-    let url = resume_fails(first.clone()).await;
-    let resp = client
-        .post(&url)
-        .json(&json!({"ok": 1}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status(), StatusCode::OK);
-    wait_done(first).await;
+    let (first, url) = p.parked().await;
+    p.resume_failing(&first, &url).await;
+    assert_eq!(p.resume(&url).await, StatusCode::OK);
+    p.succeeded(&first).await;
 
     // Nobody retries: upkeep finds the run with no work item and moves it.
-    let second = start_manual(&client, &base, "park").await;
-    resume_fails(second.clone()).await;
-    assert_eq!(server.app.move_stranded().await.expect("upkeep"), 1);
-    wait_done(second).await;
-    assert_eq!(stub.requests().len(), 2, "each run's step ran once");
-    server.stop().await;
+    let (second, url) = p.parked().await;
+    p.resume_failing(&second, &url).await;
+    assert_eq!(p.server.app.move_stranded().await.expect("upkeep"), 1);
+    p.succeeded(&second).await;
+    assert_eq!(p.stub.requests().len(), 2, "each run's step ran once");
+    p.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_rescue_item_moves_a_run_whose_work_item_was_lost_and_does_nothing_to_one_that_moved() {
+    let p = Parking::start(Some(Duration::from_secs(30))).await;
+    let (moved, url) = p.parked().await;
+    assert_eq!(p.resume(&url).await, StatusCode::OK);
+    p.succeeded(&moved).await;
+    let (lost, url) = p.parked().await;
+    p.resume_failing(&lost, &url).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        p.run(&lost).await["status"],
+        "running",
+        "nothing moves it before the delay"
+    );
+
+    p.clock.advance(Duration::from_secs(31));
+    p.queue.inner.wake();
+    p.succeeded(&lost).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        p.stub.requests().len(),
+        2,
+        "each run's step ran once: the rescue of the run that had moved did nothing"
+    );
+    p.server.stop().await;
 }

@@ -140,6 +140,9 @@ struct Pass<'a> {
     world: Option<&'a dyn World>,
     /// Steps performed in this pass (a deadline never defers the first).
     performed: usize,
+    /// Outside the executor: whether the rescue item has been sent (before the first
+    /// write; see [`crate::Config::rescue_after`]).
+    rescued: bool,
 }
 
 /// What performing one effect leaves the loop to do.
@@ -174,6 +177,7 @@ impl App {
             mode,
             world,
             performed: 0,
+            rescued: false,
         };
         let mut deferred = false;
         while let Some(effect) = pass.effects.pop_front() {
@@ -392,8 +396,18 @@ impl App {
         Ok(Next::Stop)
     }
 
-    /// Writes the run; it becomes the stored version.
+    /// Writes the run; it becomes the stored version. Outside the executor, where the
+    /// shape asks for it, a delayed rescue item goes first: if the work item sent after
+    /// this write is lost, the rescue moves the run (and does nothing if anything else has
+    /// moved it since); if the rescue cannot be sent, nothing is written.
     async fn commit(&self, pass: &mut Pass<'_>, run: &mut Run) -> Result<(), ExecError> {
+        if let (Mode::Outside, Some(after), false) =
+            (pass.mode, self.config.rescue_after, pass.rescued)
+        {
+            let rescue = WorkItem::rescue(run.id.clone(), pass.stored.version + 1);
+            self.queue.send(&rescue, after).await?;
+            pass.rescued = true;
+        }
         let saved = self.write(pass, run).await?;
         pass.stored = saved.clone();
         *run = saved;

@@ -115,7 +115,7 @@ impl App {
         item: &WorkItem,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(), ExecError> {
-        self.advance_loop(&item.run_id, deadline, item.start_only)
+        self.advance_loop(&item.run_id, deadline, item.start_only, item.if_version)
             .await
     }
 
@@ -132,7 +132,7 @@ impl App {
         run_id: &str,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(), ExecError> {
-        self.advance_loop(run_id, deadline, false).await
+        self.advance_loop(run_id, deadline, false, None).await
     }
 
     async fn advance_loop(
@@ -140,9 +140,13 @@ impl App {
         run_id: &str,
         deadline: Option<tokio::time::Instant>,
         start_only: bool,
+        if_version: Option<u64>,
     ) -> Result<(), ExecError> {
         for _ in 0..4 {
-            match self.advance_once(run_id, deadline, start_only).await {
+            match self
+                .advance_once(run_id, deadline, start_only, if_version)
+                .await
+            {
                 Err(ExecError::Lost(loaded)) => {
                     let current = self.store.run(run_id).await?;
                     if current.as_ref().map(Progress::of) != Some(loaded) {
@@ -164,11 +168,22 @@ impl App {
         run_id: &str,
         deadline: Option<tokio::time::Instant>,
         start_only: bool,
+        if_version: Option<u64>,
     ) -> Result<(), ExecError> {
         let Some(mut run) = self.store.run(run_id).await? else {
             tracing::warn!(run_id, "work item for an unknown run dropped");
             return Ok(());
         };
+        if let Some(v) = if_version {
+            if run.version != v {
+                // Something moved the run after the write that sent this rescue.
+                return Ok(());
+            }
+            tracing::warn!(
+                run_id,
+                "the work item sent after a resume, decision or cancel was lost; the rescue moves the run"
+            );
+        }
         if start_only && run.status != RunStatus::Queued {
             // A wake or look-again for a run that has started since: its own work item
             // drives it.
