@@ -201,12 +201,16 @@ struct Serve {
     /// `retention` (e.g. 30d, 12h); `off` keeps them forever. Runs still queued, running or
     /// waiting are never deleted.
     #[arg(long, default_value = "30d", value_parser = retention)]
-    retention: Option<std::time::Duration>,
+    retention: Retention,
 }
 
-fn retention(s: &str) -> Result<Option<std::time::Duration>, String> {
+/// `--retention`: a duration, or `off` (`None`).
+#[derive(Clone, Copy, Debug)]
+struct Retention(Option<std::time::Duration>);
+
+fn retention(s: &str) -> Result<Retention, String> {
     if s == "off" {
-        return Ok(None);
+        return Ok(Retention(None));
     }
     let d = tripline_core::Duration::parse(s)
         .map_err(|e| e.to_string())?
@@ -216,7 +220,7 @@ fn retention(s: &str) -> Result<Option<std::time::Duration>, String> {
     {
         return Err("retention is from 1h to 3650d, or `off`".into());
     }
-    Ok(Some(d))
+    Ok(Retention(Some(d)))
 }
 
 /// The Kafka consumer's options, or why they do not fit together. TLS files are read
@@ -341,7 +345,7 @@ fn config(s: &Serve) -> Config {
             per_token: s.rate_limit,
             per_client: s.client_rate_limit,
         },
-        retention: s.retention,
+        retention: s.retention.0,
         outbound: OutboundPolicy {
             allow_private_networks: s.allow_private_network,
             rewrites: s.rewrite_url.clone(),
