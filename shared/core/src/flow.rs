@@ -9,16 +9,36 @@ use crate::definition::{FlowTrigger, Trigger, Workflow};
 use crate::run::Run;
 
 /// The trigger input of a flow run: the ended run's output (or one item of it) as `body`,
-/// its status and error, the parent run, and the item's position.
+/// its status and error, the parent run, and the item's position; and what a failure
+/// handler needs to act on the failure: the ended run's own trigger input (`input`), its
+/// `context`, and the step that failed last (`failed_step`: its id, attempt, error and
+/// the last response it got, already capped where it was recorded).
 pub fn flow_input(run: &Run, body: Value, index: Option<usize>) -> Value {
     let error = run
         .error
         .as_ref()
         .map(|m| json!({"type": run.error_type, "message": m}));
+    let failed_step = run
+        .step_executions
+        .iter()
+        .rev()
+        .find(|e| e.status == crate::run::StepStatus::Failed)
+        .filter(|_| run.status != crate::run::RunStatus::Succeeded)
+        .map(|e| {
+            json!({
+                "id": e.step_id,
+                "attempt": e.attempt,
+                "error": e.error,
+                "response": e.output,
+            })
+        });
     json!({
         "body": body,
         "status": run.status.as_str(),
         "error": error,
+        "input": run.trigger_input,
+        "context": run.context,
+        "failed_step": failed_step,
         "parent": {"run_id": run.id, "workflow": run.workflow},
         "index": index,
     })

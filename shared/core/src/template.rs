@@ -24,6 +24,11 @@ impl TemplateError {
     pub fn is_limit(&self) -> bool {
         self.0.starts_with(LIMIT)
     }
+
+    /// The error, saying which field of a request it is in.
+    pub fn in_field(self, field: &str) -> Self {
+        TemplateError(format!("{} (in `{field}`)", self.0))
+    }
 }
 
 /// The most instructions one render may run (minijinja's fuel): loops over large inputs
@@ -34,6 +39,7 @@ pub const FUEL: u64 = 100_000;
 /// yield (as JSON).
 pub const MAX_RENDERED: usize = 1024 * 1024;
 
+mod explain;
 mod url;
 
 pub use url::{encode_component, render_url};
@@ -181,14 +187,31 @@ fn compile_expression(
 pub fn eval<C: serde::Serialize + ?Sized>(expr: &str, ctx: &C) -> Result<Value, TemplateError> {
     let expr = whole_expression(expr).unwrap_or(expr);
     let compiled = compile_expression(expr)?;
-    to_json(compiled.eval(ctx).map_err(err)?)
+    let value = compiled.eval(ctx).map_err(|e| explained(e, expr, ctx))?;
+    if value.is_undefined() {
+        return Err(explain::undefined(expr, ctx));
+    }
+    to_json(value)
+}
+
+/// A template error, with an undefined value explained (the expression, the missing key).
+fn explained<C: serde::Serialize + ?Sized>(
+    e: minijinja::Error,
+    src: &str,
+    ctx: &C,
+) -> TemplateError {
+    if e.kind() == minijinja::ErrorKind::UndefinedError {
+        let part = explain::failing_part(src, &e).unwrap_or(src);
+        return explain::undefined(part, ctx);
+    }
+    err(e)
 }
 
 /// Evaluates a condition: true when the expression's value is truthy.
 pub fn eval_condition(expr: &str, ctx: &Value) -> Result<bool, TemplateError> {
     let expr = whole_expression(expr).unwrap_or(expr);
     let compiled = compile_expression(expr)?;
-    let v = compiled.eval(ctx).map_err(err)?;
+    let v = compiled.eval(ctx).map_err(|e| explained(e, expr, ctx))?;
     Ok(v.is_true())
 }
 
@@ -207,7 +230,7 @@ pub fn render_string<C: serde::Serialize + ?Sized>(
             String::from_utf8(out.0).map_err(|_| TemplateError("the output is not UTF-8".into()))
         }
         Err(e) if e.kind() == minijinja::ErrorKind::WriteFailure => Err(too_large()),
-        Err(e) => Err(err(e)),
+        Err(e) => Err(explained(e, tpl, ctx)),
     }
 }
 

@@ -255,3 +255,89 @@ async fn a_cancelled_run_starts_only_listeners_on_cancelled() {
     assert_eq!(parent["children"], json!([runs[0]["id"]]));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_failure_handler_sees_the_failed_runs_input_context_step_and_response() {
+    let stub = Stub::start().await;
+    stub.script([Reply {
+        status: 422,
+        body: json!({"error": "phone number is invalid"}),
+        delay: Duration::ZERO,
+    }]);
+    let sender = format!(
+        "id: sender\ntriggers: [{{ type: manual }}]\nsteps:\n  - {{ id: remember, type: transform, value: 1, extract: {{ customer: \"{{{{ trigger.body.customer }}}}\" }} }}\n  - {{ id: sms, type: http, method: POST, url: \"{}/sms\", body: {{ to: \"{{{{ trigger.body.phone }}}}\" }} }}\n",
+        stub.url
+    );
+    let notify = r#"
+id: notify
+triggers: [{ type: flow, workflow: sender, on: [failed] }]
+steps:
+  - id: tell
+    type: transform
+    value:
+      phone: "{{ trigger.input.body.phone }}"
+      customer: "{{ trigger.context.customer }}"
+      step: "{{ trigger.failed_step.id }}"
+      class: "{{ trigger.failed_step.error.class }}"
+      said: "{{ trigger.failed_step.response.body.error }}"
+      why: "{{ trigger.error.message }}"
+"#;
+    let app = spawn_app(
+        Opts::default()
+            .workflow("sender.yaml", &sender)
+            .workflow("notify.yaml", notify),
+    )
+    .await;
+    let (status, _, body) = app
+        .post_json(
+            "/v1/workflows/sender/runs",
+            &json!({"phone": "+1 555", "customer": "ana"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let failed = app.wait_run(body["run_id"].as_str().expect("id")).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let child = failed["children"][0]
+        .as_str()
+        .expect("the handler ran")
+        .to_string();
+    let handled = app.wait_run(&child).await;
+    assert_eq!(handled["status"], "succeeded", "{handled}");
+    let out = &handled["final_output"];
+    assert_eq!(out["phone"], "+1 555");
+    assert_eq!(out["customer"], "ana");
+    assert_eq!(out["step"], "sms");
+    assert_eq!(out["class"], "status4xx");
+    assert_eq!(out["said"], "phone number is invalid", "{handled}");
+    assert!(
+        out["why"].as_str().unwrap_or_default().contains("422"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_template_error_names_the_expression_the_missing_key_and_the_field() {
+    let stub = Stub::start().await;
+    let yaml = format!(
+        "id: sms\ntriggers: [{{ type: manual }}]\nsteps:\n  - {{ id: send, type: http, method: POST, url: \"{}/sms\", body: {{ text: \"Hi {{{{ trigger.body.nmae }}}}\" }} }}\n",
+        stub.url
+    );
+    let app = spawn_app(Opts::default().workflow("sms.yaml", &yaml)).await;
+    let (_, _, body) = app
+        .post_json(
+            "/v1/workflows/sms/runs",
+            &json!({"name": "Ana", "phone": "1"}),
+        )
+        .await;
+    let run = app.wait_run(body["run_id"].as_str().expect("id")).await;
+    assert_eq!(run["error_type"], "template_error", "{run}");
+    let said = run["error"].as_str().unwrap_or_default();
+    assert!(said.contains("step `send`"), "{said}");
+    assert!(said.contains("`trigger.body.nmae` is undefined"), "{said}");
+    assert!(said.contains("`trigger.body` has no `nmae`"), "{said}");
+    assert!(
+        said.contains("`name`") && said.contains("(in `body`)"),
+        "{said}"
+    );
+    assert_eq!(stub.requests().len(), 0);
+}

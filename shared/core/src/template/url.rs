@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use minijinja::{Environment, Error, ErrorKind, Output, State};
 
-use super::{Capped, TemplateError, err, too_large};
+use super::{Capped, TemplateError, err, explained, too_large};
 
 thread_local! {
     /// While a URL renders on this thread: what it has written so far.
@@ -101,7 +101,7 @@ pub fn render_url<C: serde::Serialize + ?Sized>(
             String::from_utf8(out.0.0).map_err(|_| TemplateError("the output is not UTF-8".into()))
         }
         Err(e) if e.kind() == ErrorKind::WriteFailure => Err(too_large()),
-        Err(e) => Err(err(e)),
+        Err(e) => Err(explained(e, tpl, ctx)),
     }
 }
 

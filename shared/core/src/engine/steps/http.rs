@@ -79,21 +79,25 @@ pub(in crate::engine) fn render_http(
     let ctx = &crate::secrets::request_context(ctx);
     let mut headers = BTreeMap::new();
     for (k, v) in &h.headers {
-        headers.insert(k.to_ascii_lowercase(), template::render_string(v, ctx)?);
+        let value =
+            template::render_string(v, ctx).map_err(|e| e.in_field(&format!("headers.{k}")))?;
+        headers.insert(k.to_ascii_lowercase(), value);
     }
     let mut query = BTreeMap::new();
     for (k, v) in &h.query {
-        query.insert(k.clone(), template::render_string(v, ctx)?);
+        let value =
+            template::render_string(v, ctx).map_err(|e| e.in_field(&format!("query.{k}")))?;
+        query.insert(k.clone(), value);
     }
     Ok(HttpRequest {
         method: h.method,
-        url: template::render_url(&h.url, ctx)?,
+        url: template::render_url(&h.url, ctx).map_err(|e| e.in_field("url"))?,
         headers,
         query,
         body: h
             .body
             .as_ref()
-            .map(|b| template::render_value(b, ctx))
+            .map(|b| template::render_value(b, ctx).map_err(|e| e.in_field("body")))
             .transpose()?,
         idempotency_key,
         allowed_hosts: wf.allowed_hosts.clone(),
