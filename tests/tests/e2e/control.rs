@@ -359,3 +359,78 @@ async fn a_bad_query_parameter_is_a_400_that_names_it_and_what_to_use() {
     let (status, _) = app.get("/v1/runs?limit=500&status=failed").await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn reprocessing_applies_every_gate_to_manual_and_flow_messages() {
+    const GATED: &str = r#"
+id: gated
+triggers:
+  - { type: manual, condition: "trigger.body.n > 1", idempotency_key: "{{ trigger.body.n }}" }
+steps:
+  - { id: out, type: transform, value: "{{ trigger.body.n }}" }
+"#;
+    const AFTER: &str = r#"
+id: after
+triggers: [{ type: flow, workflow: gated }]
+steps:
+  - { id: seen, type: transform, value: "{{ trigger.body }}" }
+"#;
+    let app = spawn_app(
+        Opts::default()
+            .workflow("g.yaml", GATED)
+            .workflow("a.yaml", AFTER),
+    )
+    .await;
+    // A manual input its condition refuses: 422, and reprocessing it starts nothing.
+    let (status, headers, _) = app
+        .post_json("/v1/workflows/gated/runs", &json!({"n": 1}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let refused = headers["x-tripline-message-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    let (status, _, body) = app
+        .post_json(&format!("/v1/inbox/{refused}/reprocess"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        body["outcome"]["kind"], "filtered",
+        "the condition applies: {body}"
+    );
+    assert!(body["run_id"].is_null());
+
+    // An accepted one, reprocessed: its idempotency key is taken, so it is a duplicate.
+    let (status, _, started) = app
+        .post_json("/v1/workflows/gated/runs", &json!({"n": 2}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let first_run = started["run_id"].as_str().expect("run").to_string();
+    let ended = app.wait_run(&first_run).await;
+    let message = ended["message_id"].as_str().expect("message").to_string();
+    let (_, _, body) = app
+        .post_json(&format!("/v1/inbox/{message}/reprocess"), &json!({}))
+        .await;
+    assert_eq!(body["outcome"]["kind"], "duplicate", "{body}");
+    assert_eq!(body["outcome"]["run_id"], json!(first_run));
+
+    // The flow message its end made is reprocessed like any other: a new run of `after`.
+    let child = ended["children"][0]
+        .as_str()
+        .expect("flow child")
+        .to_string();
+    let child_run = app.wait_run(&child).await;
+    let flow_message = child_run["message_id"]
+        .as_str()
+        .expect("message")
+        .to_string();
+    let (status, _, body) = app
+        .post_json(&format!("/v1/inbox/{flow_message}/reprocess"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["outcome"]["kind"], "started", "{body}");
+    let again = app.wait_run(body["run_id"].as_str().expect("run")).await;
+    assert_eq!(again["trigger"]["kind"], "flow");
+    assert_eq!(again["final_output"], child_run["final_output"]);
+    app.stop().await;
+}

@@ -4,13 +4,16 @@
 //! failed, after the workflow was fixed; or to run a record again on purpose.
 
 use serde_json::{Value, json};
-use tripline_core::definition::{KafkaTrigger, Trigger, WebhookTrigger};
+use tripline_core::definition::{KafkaTrigger, Trigger};
 use tripline_core::run::{TriggerKind, TriggerRef};
 
 use crate::App;
+use crate::admission::Refused;
 use crate::intake::kafka;
 use crate::intake::webhook::{parse_body, webhook_input};
-use crate::ports::{InboxMessage, KafkaMeta, Outcome, StoreError, WorkflowRecord};
+use crate::ports::{
+    Admitted, IdempotencyClaim, InboxMessage, KafkaMeta, Outcome, StoreError, WorkflowRecord,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReprocessError {
@@ -28,9 +31,9 @@ pub struct Reprocessed {
     pub outcome: Outcome,
 }
 
-/// What a message becomes when matched again: a run's input for a trigger kind, or an
-/// outcome that starts nothing.
-type Matched = Result<(TriggerKind, Value), Outcome>;
+/// What a message becomes when matched again: a run's input for a trigger kind with the
+/// idempotency claim its trigger makes of it, or an outcome that starts nothing.
+type Matched = Result<(TriggerKind, Value, Option<IdempotencyClaim>), Outcome>;
 
 impl App {
     pub async fn reprocess(&self, original: &InboxMessage) -> Result<Reprocessed, ReprocessError> {
@@ -56,16 +59,32 @@ impl App {
         message.id = self.new_id();
         message.received_at = self.clock.now();
         message.reprocess_of = Some(original.id.clone());
+        let json_body =
+            || -> Value { serde_json::from_slice(&original.body).unwrap_or(Value::Null) };
+        // Every gate of the trigger applies again: filter, condition, idempotency key.
         let matched = match (trigger, &original.kafka) {
             (_, Some(meta)) => Self::kafka_again(&rec, meta, &mut message)?,
-            (Some(Trigger::Webhook(w)), None) => Self::webhook_again(w, &message),
-            (Some(Trigger::Manual(_)), None) => {
+            (Some(t @ Trigger::Webhook(_)), None) => {
+                match parse_body(message.content_type.as_deref(), &message.body) {
+                    Ok(body) => {
+                        let input = webhook_input(&message, body);
+                        let headers = header_map(&message.headers);
+                        self.gated(&rec, t, TriggerKind::Webhook, input, Some(&headers))
+                    }
+                    Err((_, _, reason)) => Err(Outcome::Rejected { reason }),
+                }
+            }
+            (Some(t @ Trigger::Manual(_)), None) => {
                 let body = if original.body.is_empty() {
                     Value::Null
                 } else {
-                    serde_json::from_slice(&original.body).unwrap_or(Value::Null)
+                    json_body()
                 };
-                Ok((TriggerKind::Manual, json!({ "body": body })))
+                self.gated(&rec, t, TriggerKind::Manual, json!({ "body": body }), None)
+            }
+            // A flow message holds the flow input it was given.
+            (Some(t @ Trigger::Flow(_)), None) => {
+                self.gated(&rec, t, TriggerKind::Flow, json_body(), None)
             }
             _ => {
                 return Err(ReprocessError::Refused(format!(
@@ -76,17 +95,19 @@ impl App {
         };
         let message_id = message.id.clone();
         let outcome = match matched {
-            Ok((kind, input)) => {
+            Ok((kind, input, claim)) => {
                 let trigger = TriggerRef {
                     kind,
                     id: message.trigger.clone(),
                 };
                 let run = self.new_run(self.new_id(), &rec, trigger, input, &message.id);
-                let outcome = Outcome::Started {
-                    run_ids: vec![run.id.clone()],
-                };
-                self.admit_runs(message, vec![run], None).await?;
-                outcome
+                let run_id = run.id.clone();
+                match self.admit_runs(message, vec![run], claim).await? {
+                    Admitted::New { .. } => Outcome::Started {
+                        run_ids: vec![run_id],
+                    },
+                    Admitted::Duplicate { run_id } => Outcome::Duplicate { run_id },
+                }
             }
             Err(outcome) => {
                 self.record_message(message, outcome.clone()).await?;
@@ -132,22 +153,42 @@ impl App {
         Ok(match kafka::matching(&triggers, &input) {
             Ok(t) => {
                 message.trigger = t.id.clone();
-                Ok((TriggerKind::Kafka, input))
+                Ok((TriggerKind::Kafka, input, None))
             }
             Err(refused) => Err(refused.outcome()),
         })
     }
 
-    /// A webhook request again: its body decoded as received, through the trigger's
-    /// filter and condition.
-    fn webhook_again(w: &WebhookTrigger, message: &InboxMessage) -> Matched {
-        let body = parse_body(message.content_type.as_deref(), &message.body)
-            .map_err(|(_, _, reason)| Outcome::Rejected { reason })?;
-        let input = webhook_input(message, body);
-        let gate = w.gate();
-        match crate::admission::unmet(gate.filter, gate.condition, &input) {
-            Some(reason) => Err(Outcome::Filtered { reason }),
-            None => Ok((TriggerKind::Webhook, input)),
+    /// An input through `trigger`'s gate, as if it had just arrived.
+    fn gated(
+        &self,
+        rec: &WorkflowRecord,
+        trigger: &Trigger,
+        kind: TriggerKind,
+        input: Value,
+        headers: Option<&axum::http::HeaderMap>,
+    ) -> Matched {
+        match self.gate(&rec.id, trigger.id(), trigger.gate(), &input, headers) {
+            Ok(claim) => Ok((kind, input, claim)),
+            Err(Refused::Filtered(why)) => Err(Outcome::Filtered {
+                reason: format!("trigger `{}`: {why}", trigger.id()),
+            }),
+            Err(Refused::KeyFailed(reason)) => Err(Outcome::Rejected { reason }),
         }
     }
+}
+
+/// A recorded request's headers (credentials were redacted when it was recorded; the
+/// `Idempotency-Key` header is kept).
+fn header_map(headers: &[(String, String)]) -> axum::http::HeaderMap {
+    let mut map = axum::http::HeaderMap::new();
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (
+            axum::http::HeaderName::from_bytes(k.as_bytes()),
+            axum::http::HeaderValue::from_str(v),
+        ) {
+            map.append(k, v);
+        }
+    }
+    map
 }
