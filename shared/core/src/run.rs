@@ -368,6 +368,9 @@ pub struct Run {
     /// executor when the workflow uses it; not part of the run's record.
     #[serde(skip)]
     pub store: Option<BTreeMap<String, String>>,
+    /// A one-time run: not started before this instant (it waits `queued`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
     /// The workflow's `retention` when it sets one (stores that expire records
     /// themselves, DynamoDB's TTL, read it when the run ends); `None`: the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -418,6 +421,7 @@ impl Run {
             after: None,
             warnings: Vec::new(),
             store: None,
+            not_before: None,
             retain: None,
         }
     }

@@ -29,6 +29,7 @@ mod idempotency;
 mod kafka;
 mod kafka_broker;
 mod keys;
+mod once;
 mod parking;
 mod retention;
 mod secrets;

@@ -196,6 +196,14 @@ impl App {
         self.load_store(&wf, &mut run).await?;
         let event = self.event_for(&run).await?;
         let stored = run.clone();
+        if run.status == RunStatus::Queued
+            && let Some(at) = run.not_before.filter(|at| *at > self.clock.now())
+        {
+            // A one-time run: its timer (the queue's delay; in AWS past 15 minutes an
+            // EventBridge Scheduler schedule) starts it.
+            self.schedule(&run.id, at).await?;
+            return Ok(());
+        }
         if run.status == RunStatus::Queued && !self.may_start(&wf, &mut run).await? {
             return Ok(());
         }

@@ -44,6 +44,7 @@ impl App {
         body: &[u8],
         input: Value,
         headers: &HeaderMap,
+        not_before: Option<tripline_core::Timestamp>,
     ) -> Result<String, ManualRefused> {
         let now = self.clock.now();
         let message_id = self.new_id();
@@ -64,6 +65,7 @@ impl App {
             }
         };
         run.message_id = Some(message_id.clone());
+        run.not_before = not_before;
         let mut message = InboxMessage::new(message_id.clone(), now, &rec.id, trigger.id(), "POST")
             .at_path(format!("/v1/workflows/{}/runs", rec.id));
         message.content_type = Some("application/json".into());

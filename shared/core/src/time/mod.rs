@@ -74,6 +74,40 @@ impl Timestamp {
             Err(e) => Self(-(e.duration().as_millis() as i64)),
         }
     }
+    /// An instant as a person writes one: RFC 3339 with its offset
+    /// (`2026-12-03T09:00:00+01:00`), or a local date and time (`2026-12-03T09:00`) in the
+    /// IANA `zone` given (UTC without one). A local time that a clock change skips is
+    /// refused; one it repeats is the earlier.
+    pub fn parse_in_zone(s: &str, zone: Option<&str>) -> Result<Self, BadTime> {
+        use chrono::TimeZone as _;
+        let s = s.trim();
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+            return Ok(Self(t.timestamp_millis()));
+        }
+        let local = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+            .iter()
+            .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())
+            .ok_or_else(|| {
+                BadTime(format!(
+                    "`{s}` is not a time: write 2026-12-03T09:00:00+01:00, or 2026-12-03T09:00 with a timezone"
+                ))
+            })?;
+        let zone_name = zone.unwrap_or("UTC");
+        let tz: chrono_tz::Tz = zone_name.parse().map_err(|_| {
+            BadTime(format!(
+                "`{zone_name}` is not an IANA time zone (e.g. Europe/Paris)"
+            ))
+        })?;
+        tz.from_local_datetime(&local)
+            .earliest()
+            .map(|t| Self(t.timestamp_millis()))
+            .ok_or_else(|| {
+                BadTime(format!(
+                    "{s} does not exist in {zone_name} (the clocks skip it)"
+                ))
+            })
+    }
+
     /// Parses RFC 3339 (`2026-11-22T10:00:00Z`, with or without fractional seconds).
     pub fn parse_rfc3339(s: &str) -> Result<Self, BadTime> {
         humantime::parse_rfc3339_weak(s)

@@ -115,5 +115,8 @@ pub(super) fn run_summary(run: &Run) -> Value {
     v["revision"] = json!(run.revision);
     v["trigger"] = json!(run.trigger);
     v["url"] = json!(format!("/v1/runs/{}", run.id));
+    if let Some(at) = run.not_before {
+        v["not_before"] = json!(at);
+    }
     v
 }

@@ -212,6 +212,36 @@ pub(super) async fn delete_workflow(
 pub(super) struct StartParams {
     /// A cron trigger to run now, or the manual trigger to start (default: the manual one).
     trigger: Option<String>,
+    /// A one-time run: when to start it (RFC 3339, or a local time with `timezone`).
+    at: Option<String>,
+    /// The IANA zone of a local `at`.
+    timezone: Option<String>,
+}
+
+/// The longest a one-time run may be scheduled ahead.
+const MAX_AHEAD: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
+/// When a one-time run starts (`?at=`, `&timezone=`): `None` for now; a time in the past
+/// (more than a minute) or more than a year ahead is refused with why.
+fn start_time(app: &App, q: &StartParams) -> Result<Option<tripline_core::Timestamp>, String> {
+    let Some(at) = &q.at else {
+        if q.timezone.is_some() {
+            return Err("`timezone` goes with `at` (a local start time)".into());
+        }
+        return Ok(None);
+    };
+    let at = tripline_core::Timestamp::parse_in_zone(at, q.timezone.as_deref())
+        .map_err(|e| format!("`at`: {e}"))?;
+    let now = app.clock.now();
+    if at < now.minus(std::time::Duration::from_secs(60)) {
+        return Err(format!(
+            "`at` ({at}) is in the past; leave it out to start the run now"
+        ));
+    }
+    if at > now.plus(MAX_AHEAD) {
+        return Err(format!("`at` ({at}) is more than a year ahead"));
+    }
+    Ok(Some(at))
 }
 
 /// `POST /v1/workflows/{id}/runs`: the body (JSON, or empty) is the run's `trigger.body`.
@@ -231,6 +261,10 @@ pub(super) async fn start_run(
     let trigger = match startable_trigger(&rec, &id, q.trigger.as_ref()) {
         Ok(t) => t,
         Err((status, code, message)) => return error_response(status, code, message),
+    };
+    let not_before = match start_time(&app, &q) {
+        Ok(at) => at,
+        Err(why) => return error_response(StatusCode::BAD_REQUEST, "bad_time", why),
     };
     if body.len() > app.config.max_body_bytes {
         return error_response(
@@ -254,7 +288,7 @@ pub(super) async fn start_run(
         }
     };
     let started = app
-        .start_manual(&rec, trigger, &body, input, &headers)
+        .start_manual(&rec, trigger, &body, input, &headers, not_before)
         .await;
     let run_id = match started {
         Ok(run_id) => run_id,
@@ -277,11 +311,11 @@ pub(super) async fn start_run(
         Err(ManualRefused::Store(e)) => return unavailable(&e),
     };
     let url = format!("/v1/runs/{run_id}");
-    let mut r = (
-        StatusCode::ACCEPTED,
-        Json(json!({"run_id": run_id, "status_url": url})),
-    )
-        .into_response();
+    let mut answer = json!({"run_id": run_id, "status_url": url});
+    if let Some(at) = not_before {
+        answer["not_before"] = json!(at);
+    }
+    let mut r = (StatusCode::ACCEPTED, Json(answer)).into_response();
     if let Ok(v) = HeaderValue::from_str(&url) {
         r.headers_mut().insert(header::LOCATION, v);
     }
