@@ -46,6 +46,9 @@ pub enum Outcome {
     /// A cron tick delivered again: `tick` is the id of its first record (and of its run,
     /// when it started one).
     DuplicateTick { tick: String },
+    /// An operator's edited copy of the message `of`, kept beside it; reprocessing it
+    /// matches it like a new arrival.
+    Edited { of: String },
 }
 
 impl Outcome {
@@ -58,6 +61,7 @@ impl Outcome {
             Outcome::Skipped { .. } => "skipped",
             Outcome::Missed { .. } => "missed",
             Outcome::DuplicateTick { .. } => "duplicate",
+            Outcome::Edited { .. } => "edited",
         }
     }
 }

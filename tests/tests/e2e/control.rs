@@ -434,3 +434,60 @@ steps:
     assert_eq!(again["final_output"], child_run["final_output"]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_edited_message_is_kept_beside_the_original_and_reprocessed() {
+    const HOOK: &str = r#"
+id: picky
+triggers:
+  - { type: webhook, token: picky-token-000000000000002, filter: { body: { kind: a } } }
+steps:
+  - { id: echo, type: transform, value: "{{ trigger.body.kind }}" }
+"#;
+    let app = spawn_app(Opts::default().workflow("p.yaml", HOOK)).await;
+    let resp = app
+        .client
+        .post(app.url("/hooks/picky-token-000000000000002"))
+        .json(&json!({"kind": "b"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 204, "filtered");
+    let id = resp.headers()["x-tripline-message-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    let edit = app
+        .client
+        .put(app.url(&format!("/v1/inbox/{id}")))
+        .header("content-type", "application/json")
+        .body(r#"{"kind": "a"}"#)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(edit.status(), StatusCode::CREATED);
+    let edit: serde_json::Value = edit.json().await.expect("json");
+    let edited = edit["message_id"].as_str().expect("id").to_string();
+
+    let (_, original) = app.get(&format!("/v1/inbox/{id}")).await;
+    assert_eq!(
+        original["body"], r#"{"kind":"b"}"#,
+        "the original never changes"
+    );
+    assert_eq!(original["outcome"]["kind"], "filtered");
+    assert_eq!(original["edited_as"], json!(edited));
+    let (_, copy) = app.get(&format!("/v1/inbox/{edited}")).await;
+    assert_eq!(copy["outcome"], json!({"kind": "edited", "of": id}));
+    assert_eq!(copy["body"], r#"{"kind": "a"}"#);
+
+    let (status, _, body) = app
+        .post_json(&format!("/v1/inbox/{edited}/reprocess"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let run = app.wait_run(body["run_id"].as_str().expect("run")).await;
+    assert_eq!(run["final_output"], "a");
+    // An unknown message is 404.
+    let (status, _) = app.put_json("/v1/inbox/nope", &json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}

@@ -76,10 +76,76 @@ pub(super) async fn list_inbox(
 
 pub(super) async fn get_message(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     match app.store.message(&id).await {
-        Ok(Some(m)) => Json(message_json(&m)).into_response(),
+        Ok(Some(m)) => {
+            let mut v = message_json(&m);
+            // Its latest edited copy, when an operator made one.
+            if let Ok(Some(edit)) = app.store.link(&edit_link(&id)).await {
+                v["edited_as"] = json!(edit);
+            }
+            Json(v).into_response()
+        }
         Ok(None) => not_found("inbox message", &id),
         Err(e) => unavailable(&e),
     }
+}
+
+fn edit_link(id: &str) -> String {
+    format!("edited/{id}")
+}
+
+/// `PUT /v1/inbox/{id}` with a new body (its own content type): an edited copy of the
+/// message, kept beside the original (which never changes), outcome `edited`; reprocess
+/// the copy to match it. A cron tick has no body to edit.
+pub(super) async fn edit_message(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let original = match app.store.message(&id).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return not_found("inbox message", &id),
+        Err(e) => return unavailable(&e),
+    };
+    if original.scheduled_at.is_some() {
+        return error_response(
+            StatusCode::CONFLICT,
+            "not_editable",
+            "a cron tick has no body to edit; start the trigger now with POST /v1/workflows/{id}/runs?trigger=…",
+        );
+    }
+    if body.len() > app.config.max_body_bytes {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the edited body is larger than the body limit",
+        );
+    }
+    let mut edited = original.clone();
+    edited.id = app.new_id();
+    edited.received_at = app.clock.now();
+    edited.body = body.to_vec();
+    if let Some(ct) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        edited.content_type = Some(ct.to_string());
+    }
+    edited.reprocess_of = None;
+    let edited_id = edited.id.clone();
+    let outcome = Outcome::Edited { of: id.clone() };
+    if let Err(e) = app.record_message(edited, outcome).await {
+        return unavailable(&e);
+    }
+    if let Err(e) = app.store.set_link(&edit_link(&id), &edited_id).await {
+        tracing::warn!(error = %e, "the original does not point at its edit; the edit is recorded");
+    }
+    let answer = json!({
+        "message_id": edited_id,
+        "edit_of": id,
+        "reprocess_url": format!("/v1/inbox/{edited_id}/reprocess"),
+    });
+    (StatusCode::CREATED, Json(answer)).into_response()
 }
 
 const OUTCOMES: &[&str] = &[
@@ -89,6 +155,7 @@ const OUTCOMES: &[&str] = &[
     "rejected",
     "skipped",
     "missed",
+    "edited",
 ];
 
 /// `GET /v1/workflows/{id}/ticks`'s parameters.
@@ -191,6 +258,10 @@ pub(super) fn tick_json(m: &InboxMessage) -> Value {
         Outcome::Filtered { reason } | Outcome::Rejected { reason } => {
             v["outcome"] = json!(m.outcome.kind());
             v["reason"] = json!(reason);
+        }
+        Outcome::Edited { of } => {
+            v["outcome"] = json!("edited");
+            v["edit_of"] = json!(of);
         }
     }
     if m.method != "CRON" {

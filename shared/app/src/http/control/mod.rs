@@ -24,7 +24,7 @@ use crate::App;
 use crate::http::{error_response, unavailable};
 use crate::ports::{Page, StoreError};
 
-use inbox::{get_message, list_inbox, list_ticks, reprocess_message};
+use inbox::{edit_message, get_message, list_inbox, list_ticks, reprocess_message};
 use keys::{create_key, delete_key, list_audit, list_keys, require_key};
 use runs::{cancel_run, get_run, list_runs};
 use secrets::{delete_secret, list_secrets, put_secret};
@@ -49,7 +49,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/inbox", get(list_inbox))
-        .route("/v1/inbox/{id}", get(get_message))
+        .route("/v1/inbox/{id}", get(get_message).put(edit_message))
         .route("/v1/inbox/{id}/reprocess", post(reprocess_message))
         .route("/v1/secrets", get(list_secrets))
         .route("/v1/secrets/{name}", put(put_secret).delete(delete_secret))
