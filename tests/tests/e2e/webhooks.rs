@@ -476,3 +476,37 @@ async fn a_repeated_idempotency_key_on_a_sync_webhook_answers_with_the_first_run
     );
     assert_eq!(stub.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn a_trigger_with_any_body_keeps_a_binary_body_as_base64() {
+    const ANY: &str = r#"
+id: files
+triggers:
+  - { type: webhook, token: files-token-0000000000000001, any_body: true }
+steps:
+  - { id: seen, type: transform, value: { type: "{{ trigger.body.content_type }}", bytes: "{{ trigger.body.bytes }}", data: "{{ trigger.body.base64 }}" } }
+"#;
+    let app = spawn_app(Opts::default().workflow("f.yaml", ANY)).await;
+    let png: &[u8] = b"\x89PNG\r\n\x1a\n\x00\x01";
+    let resp = app
+        .client
+        .post(app.url("/hooks/files-token-0000000000000001"))
+        .header("content-type", "image/png")
+        .body(png.to_vec())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    let run = app.wait_run(body["run_id"].as_str().expect("id")).await;
+    assert_eq!(
+        run["final_output"],
+        json!({"type": "image/png", "bytes": 10, "data": "iVBORw0KGgoAAQ=="}),
+        "{run}"
+    );
+    let (_, inbox) = app.get("/v1/inbox?workflow=files").await;
+    assert_eq!(
+        inbox["items"][0]["body_base64"], "iVBORw0KGgoAAQ==",
+        "kept raw"
+    );
+}

@@ -10,7 +10,7 @@ use tripline_core::run::{TriggerKind, TriggerRef};
 use crate::App;
 use crate::admission::Refused;
 use crate::intake::kafka;
-use crate::intake::webhook::{parse_body, webhook_input};
+use crate::intake::webhook::{trigger_body, webhook_input};
 use crate::ports::{
     Admitted, IdempotencyClaim, InboxMessage, KafkaMeta, Outcome, StoreError, WorkflowRecord,
 };
@@ -64,8 +64,8 @@ impl App {
         // Every gate of the trigger applies again: filter, condition, idempotency key.
         let matched = match (trigger, &original.kafka) {
             (_, Some(meta)) => Self::kafka_again(&rec, meta, &mut message)?,
-            (Some(t @ Trigger::Webhook(_)), None) => {
-                match parse_body(message.content_type.as_deref(), &message.body) {
+            (Some(t @ Trigger::Webhook(w)), None) => {
+                match trigger_body(w, message.content_type.as_deref(), &message.body) {
                     Ok(body) => {
                         let input = webhook_input(&message, body);
                         let headers = header_map(&message.headers);

@@ -95,7 +95,7 @@ impl App {
         delivery: Option<String>,
     ) -> Received {
         message.body = bytes.to_vec();
-        let parsed = match parse_body(message.content_type.as_deref(), bytes) {
+        let parsed = match trigger_body(&hook.trigger, message.content_type.as_deref(), bytes) {
             Ok(v) => v,
             Err((status, code, reason)) => {
                 return self.refuse_webhook(message, status, code, reason).await;
@@ -309,6 +309,26 @@ fn budget(app: &App, hook: &Hook) -> Duration {
 type BodyError = (StatusCode, &'static str, String);
 
 /// Decodes a body by its content type: JSON, form, or text. An empty body is `null`.
+/// A webhook's body as its trigger takes it: [`parse_body`], and with `any_body`, a body
+/// of another content type as `{content_type, bytes, base64}` instead of a 415.
+pub fn trigger_body(
+    trigger: &tripline_core::definition::WebhookTrigger,
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> Result<Value, BodyError> {
+    match parse_body(content_type, bytes) {
+        Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, ..)) if trigger.any_body => {
+            use base64::Engine as _;
+            Ok(serde_json::json!({
+                "content_type": content_type,
+                "bytes": bytes.len(),
+                "base64": base64::engine::general_purpose::STANDARD.encode(bytes),
+            }))
+        }
+        other => other,
+    }
+}
+
 pub fn parse_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, BodyError> {
     if bytes.is_empty() {
         return Ok(Value::Null);

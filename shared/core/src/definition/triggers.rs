@@ -287,6 +287,10 @@ pub struct WebhookTrigger {
     /// `2001:db8::/32`). Others get 403 and nothing is recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_allowlist: Vec<String>,
+    /// Keep a body of any content type (images, `application/octet-stream`, PDFs) instead
+    /// of answering 415: `trigger.body` is then `{content_type, bytes, base64}`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub any_body: bool,
 }
 
 fn default_webhook_id() -> String {
