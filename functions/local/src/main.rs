@@ -360,6 +360,8 @@ fn serve(s: Serve) -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_target(false)
+        // Logs on standard error; standard output has the banner (the address, the hooks).
+        .with_writer(std::io::stderr)
         .init();
     if let Some(why) = s
         .api_key

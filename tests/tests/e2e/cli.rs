@@ -181,3 +181,41 @@ fn secrets_are_set_on_a_data_folder_from_standard_input_and_listed_without_value
     let (ok, out) = secrets_cli(&data, &["rm", "crm_token", "--force"], "");
     assert!(ok, "{out}");
 }
+
+#[test]
+fn serve_writes_its_banner_to_stdout_and_its_logs_to_stderr() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = std::process::Command::new(tripline_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--workflows"])
+        .arg(repo_root().join("examples"))
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("read");
+    assert!(
+        first.starts_with("tripline listening on "),
+        "stdout starts with the banner: {first}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut rest = String::new();
+    let _ = stdout.read_to_string(&mut rest);
+    let mut logs = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut logs);
+    assert!(
+        !first.contains("INFO") && !rest.contains("INFO"),
+        "no log line on stdout: {rest}"
+    );
+    assert!(logs.contains("INFO"), "the logs are on stderr: {logs}");
+}
