@@ -16,6 +16,7 @@ use tripline_core::validate::Format;
 use tripline_embedded::{EmbeddedQueue, EmbeddedSecrets, EmbeddedStore, SecretsKey};
 
 pub mod kafka;
+pub mod redeploy;
 
 /// Settings of `tripline serve`.
 #[derive(Clone)]

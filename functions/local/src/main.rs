@@ -202,6 +202,9 @@ struct Serve {
     /// waiting are never deleted.
     #[arg(long, default_value = "30d", value_parser = retention)]
     retention: Retention,
+    /// Deploy a definition of the workflows folder again whenever its file changes.
+    #[arg(long)]
+    watch: bool,
 }
 
 /// `--retention`: a duration, or `off` (`None`).
@@ -396,6 +399,7 @@ fn serve(s: Serve) -> ExitCode {
         }
     };
     let config = config(&s);
+    let watch = s.watch;
     let opts = ServeOptions {
         workflows: s.workflows.or_else(|| {
             let examples = PathBuf::from("examples");
@@ -410,6 +414,7 @@ fn serve(s: Serve) -> ExitCode {
         secrets_key_file: s.secrets_key_file,
         secret_store: None,
     };
+    let watch_dir = opts.workflows.clone();
     runtime.block_on(async move {
         let server = match Server::start(opts).await {
             Ok(s) => s,
@@ -422,7 +427,17 @@ fn serve(s: Serve) -> ExitCode {
         for line in server.hook_lines() {
             println!("{line}");
         }
+        let watcher = match (&watch_dir, watch) {
+            (Some(dir), true) => Some(tokio::spawn(tripline_local::redeploy::watch(
+                server.app.clone(),
+                dir.clone(),
+            ))),
+            _ => None,
+        };
         wait_for_signal().await;
+        if let Some(w) = watcher {
+            w.abort();
+        }
         tracing::info!("shutting down: finishing in-flight steps");
         server.stop().await;
         ExitCode::SUCCESS

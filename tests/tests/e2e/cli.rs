@@ -219,3 +219,51 @@ fn serve_writes_its_banner_to_stdout_and_its_logs_to_stderr() {
     );
     assert!(logs.contains("INFO"), "the logs are on stderr: {logs}");
 }
+
+#[tokio::test]
+async fn serve_watch_redeploys_a_changed_definition_and_keeps_the_running_one_when_it_is_invalid() {
+    let dir = tempfile::tempdir().expect("dir");
+    let wfs = dir.path().join("flows");
+    std::fs::create_dir(&wfs).expect("mkdir");
+    let file = wfs.join("w.yaml");
+    let def = |v: &str| {
+        format!(
+            "id: w\ntriggers: [{{type: manual}}]\nsteps:\n  - {{id: t, type: transform, value: {v}}}\n"
+        )
+    };
+    std::fs::write(&file, def("1")).expect("write");
+    let server = ServeProc::start(&wfs, &dir.path().join("data"), &["--watch"]);
+    let client = reqwest::Client::new();
+    let revision = || async {
+        let v: serde_json::Value = client
+            .get(format!("{}/v1/workflows/w", server.base))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        v["revision"].as_u64().unwrap_or(0)
+    };
+    assert_eq!(revision().await, 1);
+    std::fs::write(&file, def("2")).expect("write");
+    let begin = std::time::Instant::now();
+    while revision().await != 2 {
+        assert!(
+            begin.elapsed() < std::time::Duration::from_secs(10),
+            "not redeployed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // An invalid edit is reported and changes nothing.
+    std::fs::write(&file, "id: w\nsteps: [{id: t, type: nope}]\n").expect("write");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(revision().await, 2, "the running revision stays");
+    let started = client
+        .post(format!("{}/v1/workflows/w/runs", server.base))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(started.status().as_u16(), 202, "the workflow still runs");
+}
