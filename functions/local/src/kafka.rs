@@ -146,7 +146,11 @@ pub async fn run(app: Arc<App>, opts: KafkaOptions, mut stop: watch::Receiver<bo
                 if let Some(tls) = &opts.tls {
                     builder = builder.tls_config(tls.clone());
                 }
-                match builder.build().await {
+                let built = tokio::select! {
+                    b = builder.build() => b,
+                    _ = stop.changed() => break,
+                };
+                match built {
                     Ok(c) => client = Some(Arc::new(c)),
                     Err(e) => {
                         tracing::warn!(bootstrap = ?opts.bootstrap, error = %e, "cannot reach the Kafka cluster; trying again")
@@ -154,7 +158,11 @@ pub async fn run(app: Arc<App>, opts: KafkaOptions, mut stop: watch::Receiver<bo
                 }
             }
             if let Some(c) = &client {
-                match c.list_topics().await {
+                let listed = tokio::select! {
+                    l = c.list_topics() => l,
+                    _ = stop.changed() => break,
+                };
+                match listed {
                     Ok(listed) => {
                         for t in listed.iter().filter(|t| topics.contains(&t.name)) {
                             for &p in &t.partitions {

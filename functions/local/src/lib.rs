@@ -122,6 +122,9 @@ async fn deploy_folder(app: &App, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long the Kafka consumer has to stop at shutdown.
+const CONSUMER_GRACE: Duration = Duration::from_secs(5);
+
 impl Server {
     /// Opens the store, deploys the folder's workflows, binds, and starts the HTTP server
     /// and the executor workers.
@@ -292,7 +295,14 @@ impl Server {
         let _ = self.scheduler.await;
         let _ = self.upkeep.await;
         if let Some(c) = self.consumer {
-            let _ = c.await;
+            // The consumer may be stuck retrying a broker that is down: it gets a few
+            // seconds, then is stopped (a record it was admitting is read again at the next
+            // start, and its derived ids make that a duplicate).
+            let abort = c.abort_handle();
+            if tokio::time::timeout(CONSUMER_GRACE, c).await.is_err() {
+                tracing::warn!("the Kafka consumer did not stop in time; stopped");
+                abort.abort();
+            }
         }
         let _ = self.workers.await;
     }

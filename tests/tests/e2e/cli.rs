@@ -267,3 +267,36 @@ async fn serve_watch_redeploys_a_changed_definition_and_keeps_the_running_one_wh
         .expect("post");
     assert_eq!(started.status().as_u16(), 202, "the workflow still runs");
 }
+
+#[test]
+fn sigterm_stops_serve_quickly_even_while_the_kafka_broker_is_down() {
+    // A port on this machine that nothing listens on: the consumer keeps retrying.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let dir = tempfile::tempdir().expect("dir");
+    let bootstrap = format!("127.0.0.1:{port}");
+    let mut server = ServeProc::start(
+        &repo_root().join("examples"),
+        &dir.path().join("data"),
+        &["--kafka-bootstrap", &bootstrap],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let begin = std::time::Instant::now();
+    let sent = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let status = loop {
+        if let Some(s) = server.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            begin.elapsed() < std::time::Duration::from_secs(20),
+            "serve did not stop within 20 s of SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
