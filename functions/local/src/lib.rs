@@ -118,6 +118,7 @@ async fn deploy_folder(app: &App, dir: &Path) -> anyhow::Result<()> {
         for w in &deployed.warnings {
             tracing::warn!("{}:{w}", file.display());
         }
+        app.sync_once(&deployed.record).await?;
     }
     Ok(())
 }
@@ -171,6 +172,11 @@ impl Server {
             .context("cannot load the deployed workflows")?;
         if let Some(dir) = &opts.workflows {
             deploy_folder(&app, dir).await?;
+        }
+        // The `once` runs of every deployed workflow (a deploy that failed to record them,
+        // or one made through the API before a crash): found, or recorded now.
+        for rec in app.deployments.all() {
+            app.sync_once(&rec).await?;
         }
         let (stop, stopped) = watch::channel(false);
 
@@ -249,6 +255,12 @@ impl Server {
                     Trigger::Manual(_) => lines.push(format!(
                         "  POST    http://{}/v1/workflows/{}/runs  ({} / manual)",
                         self.addr, rec.id, rec.id
+                    )),
+                    Trigger::Once(o) => lines.push(format!(
+                        "  ONCE    at {}  ({} / {})",
+                        o.instant().map_or_else(|e| e.0, |t| t.to_string()),
+                        rec.id,
+                        o.id
                     )),
                     Trigger::Flow(f) => lines.push(format!(
                         "  FLOW    after {} {}  ({} / {}{})",

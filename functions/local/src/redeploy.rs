@@ -41,6 +41,9 @@ pub async fn watch(app: Arc<App>, dir: PathBuf) {
             match deployed {
                 Ok(d) => {
                     tracing::info!(file = %file.display(), "definition changed: deployed");
+                    if let Err(e) = app.sync_once(&d.record).await {
+                        tracing::error!(file = %file.display(), error = %e, "its once runs could not be recorded; they will be at the next start");
+                    }
                     for w in &d.warnings {
                         tracing::warn!("{}:{w}", file.display());
                     }

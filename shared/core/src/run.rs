@@ -70,6 +70,8 @@ pub enum TriggerKind {
     Flow,
     /// Started by another run's `trigger_workflow` step.
     Workflow,
+    /// A `once` trigger's run.
+    Once,
 }
 
 impl TriggerKind {
@@ -80,6 +82,7 @@ impl TriggerKind {
             TriggerKind::Cron => "cron",
             TriggerKind::Kafka => "kafka",
             TriggerKind::Flow => "flow",
+            TriggerKind::Once => "once",
             TriggerKind::Workflow => "workflow",
         }
     }

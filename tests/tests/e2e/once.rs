@@ -119,3 +119,60 @@ async fn a_local_time_needs_its_zone_and_a_bad_or_past_time_is_refused() {
         assert!(body.to_string().contains(says), "{query}: {body}");
     }
 }
+
+fn launch(at: &str) -> String {
+    format!(
+        "id: launch\ntriggers:\n  - {{ type: once, id: go, at: \"{at}\", input: {{ x: 1 }} }}\nsteps:\n  - {{ id: t, type: transform, value: \"{{{{ trigger.body.x }}}}\" }}\n"
+    )
+}
+
+#[tokio::test]
+async fn a_once_trigger_records_one_run_at_deploy_moves_with_it_and_fires_at_its_time() {
+    let (app, time) = spawn_app_with_manual_clock(Opts::default()).await;
+    let first_at = time.clock_now_plus(Duration::from_secs(3600));
+    let (status, body) = app.deploy("launch", &launch(&first_at)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let first = body["triggers"][0]["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_string();
+    assert_eq!(body["triggers"][0]["type"], "once");
+    let (status, run) = app.get(&format!("/v1/runs/{first}")).await;
+    assert_eq!(status, StatusCode::OK, "recorded at deploy: {run}");
+    assert_eq!(run["status"], "queued");
+    assert_eq!(run["trigger"]["kind"], "once");
+
+    // Deployed again unchanged: the same run, not a second.
+    let (status, _) = app.deploy("launch", &launch(&first_at)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, listed) = app.get("/v1/runs?workflow=launch").await;
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+
+    // Moved: the run waiting for the old time is cancelled, one for the new is recorded.
+    let second_at = time.clock_now_plus(Duration::from_secs(7200));
+    let (status, body) = app.deploy("launch", &launch(&second_at)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let second = body["triggers"][0]["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_string();
+    assert_ne!(first, second);
+    let (_, old) = app.get(&format!("/v1/runs/{first}")).await;
+    assert_eq!(old["status"], "cancelled");
+
+    time.advance(Duration::from_secs(7201));
+    let run = app.wait_run(&second).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["final_output"], 1);
+
+    // A time that is not one is refused at deploy, where it is written.
+    let (status, body) = app
+        .deploy("bad", &launch("tomorrow").replace("launch", "bad"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.to_string().contains("triggers[0].at"), "{body}");
+}

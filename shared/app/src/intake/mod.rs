@@ -7,5 +7,6 @@ pub mod cron;
 pub mod flow;
 pub mod kafka;
 pub mod manual;
+pub mod once;
 pub mod reprocess;
 pub mod webhook;

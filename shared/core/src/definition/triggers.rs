@@ -21,6 +21,35 @@ pub enum Trigger {
     Cron(CronTrigger),
     Kafka(KafkaTrigger),
     Flow(FlowTrigger),
+    Once(OnceTrigger),
+}
+
+/// Starts one run at a given instant (a launch, a reminder, "run this once tomorrow at
+/// 9:00"): recorded at deploy, `queued` until its time, then started by the queue's timer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OnceTrigger {
+    #[serde(default = "default_once_id")]
+    pub id: String,
+    /// RFC 3339 with its offset (`2026-12-03T09:00:00+01:00`), or a local time
+    /// (`2026-12-03T09:00`) in `timezone`.
+    pub at: String,
+    /// The IANA zone of a local `at` (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// The run's `trigger.body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+}
+
+impl OnceTrigger {
+    /// The instant the run starts.
+    pub fn instant(&self) -> Result<crate::time::Timestamp, crate::time::BadTime> {
+        crate::time::Timestamp::parse_in_zone(&self.at, self.timezone.as_deref())
+    }
+}
+
+fn default_once_id() -> String {
+    "once".into()
 }
 
 impl Trigger {
@@ -28,6 +57,7 @@ impl Trigger {
         match self {
             Trigger::Webhook(t) => &t.id,
             Trigger::Manual(t) => &t.id,
+            Trigger::Once(t) => &t.id,
             Trigger::Cron(t) => &t.id,
             Trigger::Kafka(t) => &t.id,
             Trigger::Flow(t) => &t.id,
@@ -39,6 +69,7 @@ impl Trigger {
         match self {
             Trigger::Webhook(t) => t.gate(),
             Trigger::Manual(t) => t.gate(),
+            Trigger::Once(_) => Gate::default(),
             Trigger::Cron(t) => t.gate(),
             Trigger::Kafka(t) => t.gate(),
             Trigger::Flow(t) => t.gate(),

@@ -321,7 +321,11 @@ mod tests {
         let f = fields();
         assert_eq!(
             types(&f.triggers),
-            ["webhook", "manual", "cron", "kafka", "flow"]
+            ["webhook", "manual", "cron", "kafka", "flow", "once"]
+        );
+        assert_eq!(
+            names(&f.triggers, "once"),
+            ["type", "id", "at", "timezone", "input"]
         );
         assert_eq!(
             names(&f.triggers, "cron"),

@@ -44,6 +44,11 @@ pub(super) fn check_triggers(c: &mut Collector, triggers: &[(String, Trigger)]) 
             Trigger::Cron(cron) => check_cron(c, path, cron),
             Trigger::Webhook(w) => check_webhook(c, path, w, &mut tokens),
             Trigger::Manual(_) => {}
+            Trigger::Once(o) => {
+                if let Err(e) = o.instant() {
+                    c.at(&join(path, "at"), e.0);
+                }
+            }
         }
     }
 }

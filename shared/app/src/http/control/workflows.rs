@@ -58,6 +58,12 @@ pub(super) fn hooks_of(rec: &WorkflowRecord) -> Vec<Value> {
                 "run_now_url": format!("/v1/workflows/{}/runs?trigger={}", rec.id, c.id),
                 "ticks_url": format!("/v1/workflows/{}/ticks?trigger={}", rec.id, c.id),
             }),
+            Trigger::Once(o) => json!({
+                "trigger": o.id,
+                "type": "once",
+                "at": o.instant().ok(),
+                "run_id": o.instant().ok().map(|at| crate::intake::once::once_run_id(&rec.id, &o.id, at)),
+            }),
         })
         .collect()
 }
@@ -156,6 +162,10 @@ pub(super) async fn put_workflow(
     match app.deployments.deploy_text(app.store.as_ref(), text, format, Some(&id), app.clock.now()).await {
         Ok(d) => {
             app.cron_wake.notify_one();
+            // Its `once` runs (idempotent: a PUT again after a failure here records them).
+            if let Err(e) = app.sync_once(&d.record).await {
+                return unavailable(&e);
+            }
             let status = if d.unchanged { StatusCode::OK } else { StatusCode::CREATED };
             let mut body = summary(&d.record);
             body["unchanged"] = json!(d.unchanged);
@@ -189,6 +199,9 @@ pub(super) async fn delete_workflow(
     {
         Ok(Some(rec)) => {
             app.cron_wake.notify_one();
+            if let Err(e) = app.sync_once(&rec).await {
+                tracing::warn!(error = %e, "the removed workflow's once runs could not be cancelled");
+            }
             Json(json!({"id": rec.id, "revision": rec.revision, "removed": true})).into_response()
         }
         Ok(None) => not_found("workflow", &id),
