@@ -58,7 +58,8 @@ async fn hello_replies_synchronously_with_a_greeting() {
 
 #[tokio::test]
 async fn orders_runs_created_orders_and_filters_the_rest() {
-    let app = examples_app(&Stub::start().await).await;
+    let stub = Stub::start().await;
+    let app = examples_app(&stub).await;
     let order = json!({"event": "order.created", "order": {"id": "A-1", "items": [{"sku": "x", "qty": 2, "price": 4.5}, {"sku": "y", "qty": 1, "price": 1.5}]}});
     let (status, _, body) = app
         .post_json("/hooks/quickstart-orders-token-0001", &order)
@@ -101,13 +102,36 @@ async fn orders_runs_created_orders_and_filters_the_rest() {
         ),
     ] {
         let children = order["children"].as_array().cloned().unwrap_or_default();
-        assert_eq!(children.len(), 1, "{order}");
-        let receipt = app.wait_run(children[0].as_str().expect("id")).await;
-        assert_eq!(receipt["workflow"], "order-receipt");
+        let mut receipt = None;
+        for child in &children {
+            let run = app.wait_run(child.as_str().expect("id")).await;
+            if run["workflow"] == "order-receipt" {
+                receipt = Some(run);
+            }
+        }
+        let receipt = receipt.unwrap_or_else(|| panic!("no receipt run: {order}"));
         let mut want = want;
         want["order_run"] = order["id"].clone();
         assert_eq!(receipt["final_output"], want, "{receipt}");
     }
+    // examples/order-failures.yaml tells the team about the refused one only.
+    assert_eq!(
+        refused["children"].as_array().map(Vec::len),
+        Some(2),
+        "{refused}"
+    );
+    assert_eq!(
+        accepted["children"].as_array().map(Vec::len),
+        Some(1),
+        "{accepted}"
+    );
+    let notices = stub.wait_for(1).await;
+    assert_eq!(notices.len(), 1, "one notice, for the failed order");
+    assert_eq!(
+        notices[0].body["text"],
+        "order A-2 failed at `refuse_empty`: order A-2 has no items"
+    );
+    assert_eq!(notices[0].body["order"]["id"], "A-2");
 }
 
 #[tokio::test]
