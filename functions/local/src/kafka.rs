@@ -52,6 +52,64 @@ pub struct KafkaOptions {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// How often the deployed triggers' topics and their partitions are looked at again.
     pub refresh: Duration,
+    /// What the consumer knows of itself (shared with `/readyz`).
+    pub health: Arc<KafkaHealth>,
+}
+
+/// The consumer's state as `/readyz` reports it: whether the cluster answers, the last
+/// error, and each partition's position, high watermark and lag.
+#[derive(Debug, Default)]
+pub struct KafkaHealth(std::sync::Mutex<HealthState>);
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct HealthState {
+    pub connected: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// By `topic/partition`.
+    pub partitions: std::collections::BTreeMap<String, PartitionState>,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PartitionState {
+    /// The next offset to read.
+    pub position: i64,
+    pub high_watermark: i64,
+    pub lag: i64,
+}
+
+impl KafkaHealth {
+    pub fn state(&self) -> HealthState {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn set(&self, f: impl FnOnce(&mut HealthState)) {
+        if let Ok(mut s) = self.0.lock() {
+            f(&mut s);
+        }
+    }
+
+    fn failed(&self, why: String) {
+        self.set(|s| {
+            s.connected = false;
+            s.last_error = Some(why);
+        });
+    }
+
+    fn at(&self, topic: &str, partition: i32, position: i64, high: i64) {
+        self.set(|s| {
+            s.connected = true;
+            s.last_error = None;
+            s.partitions.insert(
+                format!("{topic}/{partition}"),
+                PartitionState {
+                    position,
+                    high_watermark: high,
+                    lag: (high - position).max(0),
+                },
+            );
+        });
+    }
 }
 
 /// The TLS configuration of the connections to the brokers: the server certificates are
@@ -120,6 +178,9 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
+/// How long connecting to the cluster may take before it counts as a failure.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn position_link(group: &str, topic: &str, partition: i32) -> String {
     format!("kafka-offset/{group}/{topic}/{partition}")
 }
@@ -146,13 +207,23 @@ pub async fn run(app: Arc<App>, opts: KafkaOptions, mut stop: watch::Receiver<bo
                 if let Some(tls) = &opts.tls {
                     builder = builder.tls_config(tls.clone());
                 }
+                // rskafka retries a broker that does not answer for ever: bounded here, so
+                // that the failure is seen (and reported by `/readyz`).
                 let built = tokio::select! {
-                    b = builder.build() => b,
+                    b = tokio::time::timeout(CONNECT_TIMEOUT, builder.build()) => b,
                     _ = stop.changed() => break,
                 };
+                let built = match built {
+                    Ok(b) => b.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no broker answered within {CONNECT_TIMEOUT:?}")),
+                };
                 match built {
-                    Ok(c) => client = Some(Arc::new(c)),
+                    Ok(c) => {
+                        client = Some(Arc::new(c));
+                        opts.health.set(|s| s.connected = true);
+                    }
                     Err(e) => {
+                        opts.health.failed(format!("cannot reach the cluster: {e}"));
                         tracing::warn!(bootstrap = ?opts.bootstrap, error = %e, "cannot reach the Kafka cluster; trying again")
                     }
                 }
@@ -183,6 +254,8 @@ pub async fn run(app: Arc<App>, opts: KafkaOptions, mut stop: watch::Receiver<bo
                         }
                     }
                     Err(e) => {
+                        opts.health
+                            .failed(format!("listing the topics failed: {e}"));
                         tracing::warn!(error = %e, "listing the Kafka topics failed; trying again")
                     }
                 }
@@ -241,8 +314,18 @@ async fn consume_partition(
             _ = stop.changed() => return,
         };
         let records = match fetched {
-            Ok((records, _high)) => records,
+            Ok((records, high)) => {
+                let read_to = records
+                    .iter()
+                    .map(|r| r.offset + 1)
+                    .max()
+                    .unwrap_or(position);
+                opts.health.at(&topic, partition, read_to, high);
+                records
+            }
             Err(e) => {
+                opts.health
+                    .failed(format!("fetching {topic}/{partition} failed: {e}"));
                 tracing::warn!(topic, partition, position, error = %e, "fetching from Kafka failed; trying again");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;

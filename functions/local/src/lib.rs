@@ -123,6 +123,35 @@ async fn deploy_folder(app: &App, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `GET /readyz`: `200` when this server can take work, `503` when not, with why: the
+/// store answers a read, and, where Kafka triggers are deployed and a cluster is
+/// configured, the consumer reaches it (each partition's position, high watermark and
+/// lag). `/healthz` only says the process answers.
+async fn readyz(app: Arc<App>, kafka: Option<Arc<kafka::KafkaHealth>>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let store = app.store.marker("readyz").await;
+    let mut ready = store.is_ok();
+    let mut body = serde_json::json!({
+        "store": store.as_ref().map_or_else(|e| e.to_string(), |_| "ok".to_string()),
+    });
+    if let Some(k) = kafka {
+        let topics = app.kafka_topics();
+        let state = k.state();
+        if !topics.is_empty() && !state.connected {
+            ready = false;
+        }
+        body["kafka"] = serde_json::json!(state);
+        body["kafka"]["topics"] = serde_json::json!(topics);
+    }
+    body["ready"] = serde_json::json!(ready);
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
 /// How long the Kafka consumer has to stop at shutdown.
 const CONSUMER_GRACE: Duration = Duration::from_secs(5);
 
@@ -203,7 +232,12 @@ impl Server {
                 );
             }
         }
-        let router = app.router();
+        let health = opts.kafka.as_ref().map(|k| k.health.clone());
+        let ready_app = app.clone();
+        let router = app.router().route(
+            "/readyz",
+            axum::routing::get(move || readyz(ready_app.clone(), health.clone())),
+        );
         let mut http_stopped = stopped;
         let http = tokio::spawn(async move {
             let shutdown = async move {

@@ -260,6 +260,7 @@ fn kafka_options(s: &Serve) -> anyhow::Result<Option<tripline_local::kafka::Kafk
         sasl,
         tls,
         refresh: Duration::from_secs(5),
+        health: Default::default(),
     }))
 }
 

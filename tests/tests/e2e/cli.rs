@@ -300,3 +300,52 @@ fn sigterm_stops_serve_quickly_even_while_the_kafka_broker_is_down() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn readyz_says_not_ready_while_the_kafka_broker_is_down_and_healthz_stays_live() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let dir = tempfile::tempdir().expect("dir");
+    let bootstrap = format!("127.0.0.1:{port}");
+    let server = ServeProc::start(
+        &repo_root().join("examples"),
+        &dir.path().join("data"),
+        &["--kafka-bootstrap", &bootstrap],
+    );
+    let client = reqwest::Client::new();
+    let begin = std::time::Instant::now();
+    let ready = loop {
+        let resp = client
+            .get(format!("{}/readyz", server.base))
+            .send()
+            .await
+            .expect("readyz");
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.expect("json");
+        if body["kafka"]["last_error"].is_string() {
+            assert_eq!(status, 503, "{body}");
+            break body;
+        }
+        assert!(
+            begin.elapsed() < std::time::Duration::from_secs(20),
+            "{body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(ready["ready"], false);
+    assert_eq!(ready["store"], "ok");
+    assert_eq!(ready["kafka"]["connected"], false);
+    assert!(
+        ready["kafka"]["topics"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "{ready}"
+    );
+    let live = client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(live.status().as_u16(), 200, "live while not ready");
+}

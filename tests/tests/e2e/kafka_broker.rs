@@ -81,6 +81,7 @@ fn options(group: &str, start: StartAt) -> KafkaOptions {
         sasl: None,
         tls: None,
         refresh: Duration::from_millis(200),
+        health: Default::default(),
     }
 }
 
@@ -124,6 +125,15 @@ async fn records_are_consumed_filtered_and_run_once_across_a_restart() {
         produce(&client, &topic, p, &values).await;
     }
     messages(&app, 20).await;
+    // Ready, with each partition read to its end.
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status.as_u16(), 200, "{ready}");
+    assert_eq!(ready["kafka"]["connected"], true, "{ready}");
+    for p in 0..2 {
+        let part = &ready["kafka"]["partitions"][format!("{topic}/{p}")];
+        assert_eq!(part["high_watermark"], 10, "{ready}");
+        assert_eq!(part["lag"], 0, "{ready}");
+    }
 
     // More records while the server restarts.
     let producing = {
@@ -543,6 +553,7 @@ async fn records_are_consumed_over_mutual_tls() {
             sasl: None,
             tls: Some(tls),
             refresh: Duration::from_millis(200),
+            health: Default::default(),
         }),
         ..Opts::default().workflow("s.yaml", &workflow(&topic))
     })
