@@ -382,3 +382,65 @@ async fn cancel_through_the_control_function_ends_a_waiting_run() {
     let (status, _) = call(&s, "POST", &resume, "application/json", "{}").await;
     assert_eq!(status, 410);
 }
+
+#[tokio::test]
+async fn a_once_trigger_is_recorded_at_deploy_and_waits_on_an_eventbridge_scheduler_schedule() {
+    let s = shape(&[]).await;
+    let at = tripline_core::Timestamp::from_system_time(std::time::SystemTime::now())
+        .plus(Duration::from_secs(3600));
+    let (status, _, body) = s
+        .http(
+            &s.control,
+            "PUT",
+            "/v1/workflows/launch",
+            &[("content-type", "application/yaml")],
+            format!("id: launch\ntriggers:\n  - {{ type: once, at: \"{at}\" }}\nsteps:\n  - {{ id: t, type: transform, value: 1 }}\n").as_bytes(),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["triggers"][0]["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_string();
+    let run = s.run(&id).await;
+    assert_eq!(run["status"], "queued", "recorded by the deploy: {run}");
+    // The admission's work item reaches the executor, which leaves the run for its time:
+    // a one-time schedule an hour ahead.
+    s.pump.drain(&s.executor, Duration::from_secs(3)).await;
+    assert_eq!(s.run(&id).await["status"], "queued");
+    let timers = s.settings.timers.clone().expect("timer settings");
+    let names = schedules(&s, &timers.schedule_group).await;
+    assert_eq!(names.len(), 1, "{names:?}");
+    let schedule = s
+        .clients
+        .scheduler()
+        .get_schedule()
+        .group_name(&timers.schedule_group)
+        .name(&names[0])
+        .send()
+        .await
+        .expect("get schedule");
+    assert_eq!(
+        schedule.schedule_expression(),
+        Some(tripline_aws::queue::at_expression((at.millis() + 999) / 1000).as_str())
+    );
+    // Deployed again: the same run, not a second.
+    let (status, _, again) = s
+        .http(
+            &s.control,
+            "PUT",
+            "/v1/workflows/launch",
+            &[("content-type", "application/yaml")],
+            format!("id: launch\ntriggers:\n  - {{ type: once, at: \"{at}\" }}\nsteps:\n  - {{ id: t, type: transform, value: 1 }}\n").as_bytes(),
+        )
+        .await;
+    assert_eq!(status, 200, "{again}");
+    let (_, _, listed) = s
+        .http(&s.control, "GET", "/v1/runs?workflow=launch", &[], b"")
+        .await;
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+}
