@@ -31,9 +31,16 @@ impl std::str::FromStr for StartAt {
         match s {
             "earliest" => Ok(Self::Earliest),
             "latest" => Ok(Self::Latest),
+            // Unix milliseconds, as Kafka's own timestamps (and OpenFn's trigger) write them.
+            ms if !ms.is_empty() && ms.len() <= 15 && ms.bytes().all(|b| b.is_ascii_digit()) => ms
+                .parse()
+                .map(|ms| Self::Timestamp(Timestamp::from_millis(ms)))
+                .map_err(|e| format!("`{ms}`: {e}")),
             other => Timestamp::parse_rfc3339(other)
                 .map(Self::Timestamp)
-                .map_err(|e| format!("use earliest, latest, or a time: {e}")),
+                .map_err(|e| {
+                    format!("use earliest, latest, an RFC 3339 time or Unix milliseconds: {e}")
+                }),
         }
     }
 }
@@ -411,4 +418,19 @@ async fn start_position(
         .await
         .map_err(|e| e.to_string())?;
     Ok(offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_is_a_word_an_rfc_3339_time_or_unix_milliseconds() {
+        assert_eq!("earliest".parse::<StartAt>(), Ok(StartAt::Earliest));
+        let ms: StartAt = "1800000000000".parse().expect("ms");
+        let rfc: StartAt = "2027-01-15T08:00:00Z".parse().expect("rfc");
+        assert_eq!(ms, rfc);
+        let err = "yesterday".parse::<StartAt>().expect_err("refused");
+        assert!(err.contains("Unix milliseconds"), "{err}");
+    }
 }

@@ -154,7 +154,8 @@ struct Serve {
     /// The consumer group: names the positions kept in the store.
     #[arg(long, default_value = "tripline", env = "TRIPLINE_KAFKA_GROUP")]
     kafka_group: String,
-    /// Where a new group starts on a partition: earliest, latest, or an RFC 3339 time.
+    /// Where a new group starts on a partition: earliest, latest, an RFC 3339 time or Unix
+    /// milliseconds.
     #[arg(long, default_value = "latest", env = "TRIPLINE_KAFKA_START")]
     kafka_start: tripline_local::kafka::StartAt,
     /// SASL/PLAIN user name (with TRIPLINE_KAFKA_SASL_PASSWORD).
