@@ -192,6 +192,37 @@ fn position_link(group: &str, topic: &str, partition: i32) -> String {
     format!("kafka-offset/{group}/{topic}/{partition}")
 }
 
+/// A client of the cluster, or `None` (logged, and reported by `/readyz`). rskafka
+/// retries a broker that does not answer for ever: bounded here, so that the failure is
+/// seen.
+async fn connect(opts: &KafkaOptions) -> Option<Client> {
+    let mut builder = ClientBuilder::new(opts.bootstrap.clone());
+    if let Some((user, password)) = &opts.sasl {
+        builder = builder.sasl_config(SaslConfig::Plain(Credentials::new(
+            user.clone(),
+            password.clone(),
+        )));
+    }
+    if let Some(tls) = &opts.tls {
+        builder = builder.tls_config(tls.clone());
+    }
+    let built = match tokio::time::timeout(CONNECT_TIMEOUT, builder.build()).await {
+        Ok(b) => b.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no broker answered within {CONNECT_TIMEOUT:?}")),
+    };
+    match built {
+        Ok(c) => {
+            opts.health.set(|s| s.connected = true);
+            Some(c)
+        }
+        Err(e) => {
+            opts.health.failed(format!("cannot reach the cluster: {e}"));
+            tracing::warn!(bootstrap = ?opts.bootstrap, error = %e, "cannot reach the Kafka cluster; trying again");
+            None
+        }
+    }
+}
+
 /// Consumes until `stop`. Connection failures are logged and retried; they never stop the
 /// server.
 pub async fn run(app: Arc<App>, opts: KafkaOptions, mut stop: watch::Receiver<bool>) {
@@ -204,36 +235,11 @@ pub async fn run(app: Arc<App>, opts: KafkaOptions, mut stop: watch::Receiver<bo
         let topics = app.kafka_topics();
         if !topics.is_empty() {
             if client.is_none() {
-                let mut builder = ClientBuilder::new(opts.bootstrap.clone());
-                if let Some((user, password)) = &opts.sasl {
-                    builder = builder.sasl_config(SaslConfig::Plain(Credentials::new(
-                        user.clone(),
-                        password.clone(),
-                    )));
-                }
-                if let Some(tls) = &opts.tls {
-                    builder = builder.tls_config(tls.clone());
-                }
-                // rskafka retries a broker that does not answer for ever: bounded here, so
-                // that the failure is seen (and reported by `/readyz`).
-                let built = tokio::select! {
-                    b = tokio::time::timeout(CONNECT_TIMEOUT, builder.build()) => b,
+                let connecting = tokio::select! {
+                    c = connect(&opts) => c,
                     _ = stop.changed() => break,
                 };
-                let built = match built {
-                    Ok(b) => b.map_err(|e| e.to_string()),
-                    Err(_) => Err(format!("no broker answered within {CONNECT_TIMEOUT:?}")),
-                };
-                match built {
-                    Ok(c) => {
-                        client = Some(Arc::new(c));
-                        opts.health.set(|s| s.connected = true);
-                    }
-                    Err(e) => {
-                        opts.health.failed(format!("cannot reach the cluster: {e}"));
-                        tracing::warn!(bootstrap = ?opts.bootstrap, error = %e, "cannot reach the Kafka cluster; trying again")
-                    }
-                }
+                client = connecting.map(Arc::new);
             }
             if let Some(c) = &client {
                 let listed = tokio::select! {

@@ -152,6 +152,30 @@ async fn readyz(app: Arc<App>, kafka: Option<Arc<kafka::KafkaHealth>>) -> axum::
     (status, axum::Json(body)).into_response()
 }
 
+/// The HTTP server (the App's routes and `/readyz`) until `stopped` turns true.
+async fn serve_http(
+    app: Arc<App>,
+    health: Option<Arc<kafka::KafkaHealth>>,
+    listener: tokio::net::TcpListener,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let ready_app = app.clone();
+    let router = app.router().route(
+        "/readyz",
+        axum::routing::get(move || readyz(ready_app.clone(), health.clone())),
+    );
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "the HTTP server failed");
+    }
+}
+
 /// How long the Kafka consumer has to stop at shutdown.
 const CONSUMER_GRACE: Duration = Duration::from_secs(5);
 
@@ -233,24 +257,7 @@ impl Server {
             }
         }
         let health = opts.kafka.as_ref().map(|k| k.health.clone());
-        let ready_app = app.clone();
-        let router = app.router().route(
-            "/readyz",
-            axum::routing::get(move || readyz(ready_app.clone(), health.clone())),
-        );
-        let mut http_stopped = stopped;
-        let http = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = http_stopped.wait_for(|s| *s).await;
-            };
-            let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(error = %e, "the HTTP server failed");
-            }
-        });
+        let http = tokio::spawn(serve_http(app.clone(), health, listener, stopped));
         Ok(Server {
             addr,
             app,

@@ -416,34 +416,33 @@ fn serve(s: Serve) -> ExitCode {
         secrets_key_file: s.secrets_key_file,
         secret_store: None,
     };
-    let watch_dir = opts.workflows.clone();
-    runtime.block_on(async move {
-        let server = match Server::start(opts).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return ExitCode::FAILURE;
-            }
-        };
-        println!("tripline listening on http://{}", server.addr);
-        for line in server.hook_lines() {
-            println!("{line}");
+    let watch_dir = opts.workflows.clone().filter(|_| watch);
+    runtime.block_on(run_server(opts, watch_dir))
+}
+
+/// Runs the server until SIGINT or SIGTERM: the banner on stdout, the folder watched when
+/// asked, then a graceful stop.
+async fn run_server(opts: ServeOptions, watch_dir: Option<PathBuf>) -> ExitCode {
+    let server = match Server::start(opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
         }
-        let watcher = match (&watch_dir, watch) {
-            (Some(dir), true) => Some(tokio::spawn(tripline_local::redeploy::watch(
-                server.app.clone(),
-                dir.clone(),
-            ))),
-            _ => None,
-        };
-        wait_for_signal().await;
-        if let Some(w) = watcher {
-            w.abort();
-        }
-        tracing::info!("shutting down: finishing in-flight steps");
-        server.stop().await;
-        ExitCode::SUCCESS
-    })
+    };
+    println!("tripline listening on http://{}", server.addr);
+    for line in server.hook_lines() {
+        println!("{line}");
+    }
+    let watcher =
+        watch_dir.map(|dir| tokio::spawn(tripline_local::redeploy::watch(server.app.clone(), dir)));
+    wait_for_signal().await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    tracing::info!("shutting down: finishing in-flight steps");
+    server.stop().await;
+    ExitCode::SUCCESS
 }
 
 async fn wait_for_signal() {

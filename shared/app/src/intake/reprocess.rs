@@ -59,40 +59,7 @@ impl App {
         message.id = self.new_id();
         message.received_at = self.clock.now();
         message.reprocess_of = Some(original.id.clone());
-        let json_body =
-            || -> Value { serde_json::from_slice(&original.body).unwrap_or(Value::Null) };
-        // Every gate of the trigger applies again: filter, condition, idempotency key.
-        let matched = match (trigger, &original.kafka) {
-            (_, Some(meta)) => Self::kafka_again(&rec, meta, &mut message)?,
-            (Some(t @ Trigger::Webhook(w)), None) => {
-                match trigger_body(w, message.content_type.as_deref(), &message.body) {
-                    Ok(body) => {
-                        let input = webhook_input(&message, body);
-                        let headers = header_map(&message.headers);
-                        self.gated(&rec, t, TriggerKind::Webhook, input, Some(&headers))
-                    }
-                    Err((_, _, reason)) => Err(Outcome::Rejected { reason }),
-                }
-            }
-            (Some(t @ Trigger::Manual(_)), None) => {
-                let body = if original.body.is_empty() {
-                    Value::Null
-                } else {
-                    json_body()
-                };
-                self.gated(&rec, t, TriggerKind::Manual, json!({ "body": body }), None)
-            }
-            // A flow message holds the flow input it was given.
-            (Some(t @ Trigger::Flow(_)), None) => {
-                self.gated(&rec, t, TriggerKind::Flow, json_body(), None)
-            }
-            _ => {
-                return Err(ReprocessError::Refused(format!(
-                    "workflow `{}` has no trigger `{}` of this message's kind now",
-                    rec.id, original.trigger
-                )));
-            }
-        };
+        let matched = self.match_again(&rec, trigger, original, &mut message)?;
         let message_id = message.id.clone();
         let outcome = match matched {
             Ok((kind, input, claim)) => {
@@ -117,6 +84,51 @@ impl App {
         Ok(Reprocessed {
             message_id,
             outcome,
+        })
+    }
+
+    /// The message matched again against `trigger` (the one it came by, now): every gate
+    /// of the trigger applies again (filter, condition, idempotency key).
+    fn match_again(
+        &self,
+        rec: &WorkflowRecord,
+        trigger: Option<&Trigger>,
+        original: &InboxMessage,
+        message: &mut InboxMessage,
+    ) -> Result<Matched, ReprocessError> {
+        let json_body =
+            || -> Value { serde_json::from_slice(&original.body).unwrap_or(Value::Null) };
+        // Every gate of the trigger applies again: filter, condition, idempotency key.
+        Ok(match (trigger, &original.kafka) {
+            (_, Some(meta)) => Self::kafka_again(rec, meta, message)?,
+            (Some(t @ Trigger::Webhook(w)), None) => {
+                match trigger_body(w, message.content_type.as_deref(), &message.body) {
+                    Ok(body) => {
+                        let input = webhook_input(message, body);
+                        let headers = header_map(&message.headers);
+                        self.gated(rec, t, TriggerKind::Webhook, input, Some(&headers))
+                    }
+                    Err((_, _, reason)) => Err(Outcome::Rejected { reason }),
+                }
+            }
+            (Some(t @ Trigger::Manual(_)), None) => {
+                let body = if original.body.is_empty() {
+                    Value::Null
+                } else {
+                    json_body()
+                };
+                self.gated(rec, t, TriggerKind::Manual, json!({ "body": body }), None)
+            }
+            // A flow message holds the flow input it was given.
+            (Some(t @ Trigger::Flow(_)), None) => {
+                self.gated(rec, t, TriggerKind::Flow, json_body(), None)
+            }
+            _ => {
+                return Err(ReprocessError::Refused(format!(
+                    "workflow `{}` has no trigger `{}` of this message's kind now",
+                    rec.id, original.trigger
+                )));
+            }
         })
     }
 
