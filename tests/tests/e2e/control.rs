@@ -401,13 +401,18 @@ steps:
     assert!(body["run_id"].is_null());
 
     // An accepted one, reprocessed: its idempotency key is taken, so it is a duplicate.
-    let (status, _, started) = app
+    let (status, headers, started) = app
         .post_json("/v1/workflows/gated/runs", &json!({"n": 2}))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
     let first_run = started["run_id"].as_str().expect("run").to_string();
     let ended = app.wait_run(&first_run).await;
     let message = ended["message_id"].as_str().expect("message").to_string();
+    assert_eq!(
+        headers["x-tripline-message-id"].to_str().ok(),
+        Some(message.as_str()),
+        "a 202 names its inbox message too"
+    );
     let (_, _, body) = app
         .post_json(&format!("/v1/inbox/{message}/reprocess"), &json!({}))
         .await;

@@ -36,7 +36,7 @@ impl From<StoreError> for ManualRefused {
 impl App {
     /// Starts a run of `trigger` (a manual or cron trigger of `rec`) with `input`, the
     /// JSON of `body`; returns its id (or, for a repeated idempotency key, the first
-    /// run's).
+    /// run's) and the id of the inbox message that records the request.
     pub async fn start_manual(
         &self,
         rec: &WorkflowRecord,
@@ -45,7 +45,7 @@ impl App {
         input: Value,
         headers: &HeaderMap,
         not_before: Option<tripline_core::Timestamp>,
-    ) -> Result<String, ManualRefused> {
+    ) -> Result<(String, String), ManualRefused> {
         let now = self.clock.now();
         let message_id = self.new_id();
         let mut run = match trigger {
@@ -94,8 +94,8 @@ impl App {
         };
         let run_id = run.id.clone();
         match self.admit_runs(message, vec![run], idempotency).await? {
-            Admitted::New { .. } => Ok(run_id),
-            Admitted::Duplicate { run_id } => Ok(run_id),
+            Admitted::New { .. } => Ok((run_id, message_id)),
+            Admitted::Duplicate { run_id } => Ok((run_id, message_id)),
         }
     }
 }

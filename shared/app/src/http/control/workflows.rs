@@ -303,8 +303,8 @@ pub(super) async fn start_run(
     let started = app
         .start_manual(&rec, trigger, &body, input, &headers, not_before)
         .await;
-    let run_id = match started {
-        Ok(run_id) => run_id,
+    let (run_id, message_id) = match started {
+        Ok(started) => started,
         Err(ManualRefused::Condition { message_id, reason }) => {
             let r = error_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -332,7 +332,7 @@ pub(super) async fn start_run(
     if let Ok(v) = HeaderValue::from_str(&url) {
         r.headers_mut().insert(header::LOCATION, v);
     }
-    r
+    with_message_id(r, &message_id)
 }
 
 /// The trigger a manual start names: `?trigger=<id>` (a manual or cron trigger), else the
