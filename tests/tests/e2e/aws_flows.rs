@@ -69,3 +69,44 @@ async fn a_run_end_starts_its_listeners_through_the_queue() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_failure_handler_sees_the_failed_step_and_its_response_in_the_aws_shape() {
+    let s = shape(&[]).await;
+    s.stub.script([tripline_tests::Reply {
+        status: 422,
+        body: json!({"error": "card declined"}),
+        delay: Duration::ZERO,
+    }]);
+    s.deploy(
+        "charge",
+        &format!(
+            "id: charge\ntriggers: [{{type: webhook, id: hook, token: aws-flow-charge-token-00001}}]\nsteps: [{{id: pay, type: http, method: POST, url: '{}/pay'}}]\n",
+            s.stub.url
+        ),
+    )
+    .await;
+    s.deploy(
+        "alert",
+        "id: alert\ntriggers: [{type: flow, workflow: charge, on: [failed]}]\nsteps: [{id: tell, type: transform, value: {who: '{{ trigger.input.body.customer }}', step: '{{ trigger.failed_step.id }}', said: '{{ trigger.failed_step.response.body.error }}'}}]\n",
+    )
+    .await;
+    let (status, _, body) = s
+        .post_hook("aws-flow-charge-token-00001", &json!({"customer": "ana"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let run_id = body["run_id"].as_str().expect("run id").to_string();
+    s.pump.drain(&s.executor, Duration::from_secs(30)).await;
+    let failed = s.run(&run_id).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let child = failed["children"][0]
+        .as_str()
+        .expect("the handler")
+        .to_string();
+    let handled = s.run(&child).await;
+    assert_eq!(handled["status"], "succeeded", "{handled}");
+    assert_eq!(
+        handled["final_output"],
+        json!({"who": "ana", "step": "pay", "said": "card declined"})
+    );
+}
