@@ -347,6 +347,13 @@ async fn consume_partition(
         if records.is_empty() {
             continue;
         }
+        // Every trigger on the topic switched off meanwhile: the batch is left unread
+        // (the position is not moved), and the task ends; switched on again, the topic is
+        // read from here.
+        if !app.kafka_topics().contains(&topic) {
+            tracing::info!(topic, partition, position, "no enabled trigger consumes the topic now; reading stops here");
+            return;
+        }
         match record_batch(&app, &topic, partition, &link, records).await {
             Some(after) => next = Some(after),
             None => tokio::time::sleep(Duration::from_secs(1)).await,

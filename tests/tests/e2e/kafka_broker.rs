@@ -727,3 +727,56 @@ async fn a_kill_9_in_the_middle_of_a_stream_loses_nothing_and_runs_nothing_twice
         "one run per record"
     );
 }
+
+#[tokio::test]
+async fn a_switched_off_trigger_reads_nothing_and_goes_on_from_its_position_when_on_again() {
+    let topic = unique("switch");
+    let client = create_topic(&topic, 1).await;
+    // `latest`: had the position been lost, the records sent while off would be missed.
+    let app = spawn_app(Opts {
+        kafka: Some(options(&unique("group"), StartAt::Latest)),
+        ..Opts::default().workflow("s.yaml", &workflow(&topic))
+    })
+    .await;
+    // The consumer reads the partition's end as its start before the first record counts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    produce(&client, &topic, 0, &[json!({"n": 1, "keep": true})]).await;
+    messages(&app, 1).await;
+
+    let off = workflow(&topic).replace(
+        "filter: { body: { keep: true } } }",
+        "filter: { body: { keep: true } }, enabled: false }",
+    );
+    assert!(off.contains("enabled: false"), "{off}");
+    let (status, body) = app.deploy("stream", &off).await;
+    assert!(status.is_success(), "{body}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    produce(
+        &client,
+        &topic,
+        0,
+        &[json!({"n": 2, "keep": true}), json!({"n": 3, "keep": true})],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, inbox) = app.get("/v1/inbox?workflow=stream&limit=500").await;
+    assert_eq!(
+        inbox["items"].as_array().map(Vec::len),
+        Some(1),
+        "nothing read while off: {inbox}"
+    );
+
+    let (status, body) = app.deploy("stream", &workflow(&topic)).await;
+    assert!(status.is_success(), "{body}");
+    let all = messages(&app, 3).await;
+    let mut ns: Vec<i64> = all
+        .iter()
+        .filter_map(|m| serde_json::from_str::<Value>(m["body"].as_str()?).ok()?["n"].as_i64())
+        .collect();
+    ns.sort();
+    assert_eq!(
+        ns,
+        [1, 2, 3],
+        "the records sent while off were read once it was on"
+    );
+}

@@ -193,7 +193,9 @@ impl App {
             .iter()
             .flat_map(|r| r.definition.triggers.iter())
             .filter_map(|t| match t {
-                Trigger::Kafka(k) => Some(k.topics.clone()),
+                // A topic only switched-off triggers consume is not read: its position
+                // waits for them.
+                Trigger::Kafka(k) if k.enabled => Some(k.topics.clone()),
                 _ => None,
             })
             .flatten()
@@ -265,9 +267,19 @@ impl App {
                 .await?;
             return Ok(());
         }
-        for (rec, triggers) in consumers {
+        for (rec, mut triggers) in consumers {
             let id = record_id(r, &rec.id);
             let mut message = self.kafka_message(r, id.clone(), &rec.id, &triggers[0].id);
+            triggers.retain(|t| t.enabled);
+            if triggers.is_empty() {
+                let reason = format!(
+                    "the kafka triggers of `{}` on topic `{}` are switched off (enabled: false); reprocess the message once one is on",
+                    rec.id, r.topic
+                );
+                self.record_kafka(message, Err(Outcome::Skipped { reason }), report)
+                    .await?;
+                continue;
+            }
             let input = match &input {
                 Ok(v) => v.clone(),
                 Err(undecodable) => {

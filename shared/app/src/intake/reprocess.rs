@@ -144,13 +144,13 @@ impl App {
             .triggers
             .iter()
             .filter_map(|t| match t {
-                Trigger::Kafka(k) if k.topics.contains(&meta.topic) => Some(k.clone()),
+                Trigger::Kafka(k) if k.enabled && k.topics.contains(&meta.topic) => Some(k.clone()),
                 _ => None,
             })
             .collect();
         if triggers.is_empty() {
             return Err(ReprocessError::Refused(format!(
-                "no kafka trigger of workflow `{}` consumes topic `{}` now",
+                "no kafka trigger of workflow `{}` consumes topic `{}` now (or every one is switched off)",
                 rec.id, meta.topic
             )));
         }

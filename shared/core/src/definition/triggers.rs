@@ -174,6 +174,21 @@ pub struct KafkaTrigger {
     /// with the same key within 24 h starts nothing and gets the first run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// `false`: the trigger starts nothing. A topic no enabled trigger consumes is not
+    /// read (locally), and its position is kept: turned on again, it goes on from there.
+    /// A record that reaches a workflow whose triggers on its topic are all off (a topic
+    /// other triggers still consume; in AWS, MSK delivers every topic) is kept in the inbox
+    /// `skipped`, to reprocess.
+    #[serde(default = "enabled", skip_serializing_if = "is_enabled")]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+fn is_enabled(on: &bool) -> bool {
+    *on
 }
 
 /// Starts a run when a run of another workflow ends with one of the statuses in `on`.
