@@ -351,7 +351,12 @@ async fn consume_partition(
         // (the position is not moved), and the task ends; switched on again, the topic is
         // read from here.
         if !app.kafka_topics().contains(&topic) {
-            tracing::info!(topic, partition, position, "no enabled trigger consumes the topic now; reading stops here");
+            tracing::info!(
+                topic,
+                partition,
+                position,
+                "no enabled trigger consumes the topic now; reading stops here"
+            );
             return;
         }
         match record_batch(&app, &topic, partition, &link, records).await {
