@@ -385,7 +385,9 @@ async fn a_kafka_trigger_deploys_only_where_the_msk_event_source_can_deliver_it(
             .contains("is CREATING, not ACTIVE"),
         "{creating:?}"
     );
-    let gone = format!("{}0", &arn[..arn.len() - 1]);
+    // Another ARN: its last character changed (to one it is not).
+    let last = if arn.ends_with('0') { "1" } else { "0" };
+    let gone = format!("{}{last}", &arn[..arn.len() - 1]);
     let unknown = deploy(
         tripline_aws::msk::MskSettings {
             cluster_arn: Some(gone.clone()),
