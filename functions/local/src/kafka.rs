@@ -323,26 +323,12 @@ async fn consume_partition(
             },
         };
         let fetched = tokio::select! {
-            f = pc.fetch_records(position, 1..1_048_576, 500) => f,
+            f = fetch(&pc, &opts.health, &topic, partition, position) => f,
             _ = stop.changed() => return,
         };
-        let records = match fetched {
-            Ok((records, high)) => {
-                let read_to = records
-                    .iter()
-                    .map(|r| r.offset + 1)
-                    .max()
-                    .unwrap_or(position);
-                opts.health.at(&topic, partition, read_to, high);
-                records
-            }
-            Err(e) => {
-                opts.health
-                    .failed(format!("fetching {topic}/{partition} failed: {e}"));
-                tracing::warn!(topic, partition, position, error = %e, "fetching from Kafka failed; trying again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
+        let Some(records) = fetched else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
         };
         if records.is_empty() {
             continue;
@@ -362,6 +348,33 @@ async fn consume_partition(
         match record_batch(&app, &topic, partition, &link, records).await {
             Some(after) => next = Some(after),
             None => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+/// One fetch from `position`, its outcome told to `health`; `None` when it failed
+/// (logged).
+async fn fetch(
+    pc: &rskafka::client::partition::PartitionClient,
+    health: &KafkaHealth,
+    topic: &str,
+    partition: i32,
+    position: i64,
+) -> Option<Vec<rskafka::record::RecordAndOffset>> {
+    match pc.fetch_records(position, 1..1_048_576, 500).await {
+        Ok((records, high)) => {
+            let read_to = records
+                .iter()
+                .map(|r| r.offset + 1)
+                .max()
+                .unwrap_or(position);
+            health.at(topic, partition, read_to, high);
+            Some(records)
+        }
+        Err(e) => {
+            health.failed(format!("fetching {topic}/{partition} failed: {e}"));
+            tracing::warn!(topic, partition, position, error = %e, "fetching from Kafka failed; trying again");
+            None
         }
     }
 }

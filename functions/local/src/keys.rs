@@ -3,13 +3,10 @@
 //! alone, so that `KEY=$(tripline keys create ci --scope deploy)` keeps it.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tripline_app::keys::{ApiKeys, Scope};
 use tripline_app::ports::{Clock as _, SystemClock};
-use tripline_app::secrets::Secrets;
-use tripline_embedded::EmbeddedStore;
 
 use super::{KeysCommand, SecretsAt};
 
@@ -54,17 +51,7 @@ async fn dispatch(command: KeysCommand) -> anyhow::Result<()> {
 }
 
 async fn in_folder(at: &SecretsAt, action: Action) -> anyhow::Result<()> {
-    let store = match EmbeddedStore::open(&at.data) {
-        Ok(s) => s,
-        Err(tripline_embedded::OpenError::Locked(dir)) => anyhow::bail!(
-            "a running `tripline serve` has the data folder {} open; go through it: add --server http://127.0.0.1:8787 (its --listen address) and --api-key",
-            dir.display()
-        ),
-        Err(e) => return Err(e.into()),
-    };
-    let embedded =
-        tripline_local::embedded_secrets(&store, &at.data, at.secrets_key_file.as_deref())?;
-    let secrets = Secrets::new(Arc::new(embedded), None);
+    let (_store, secrets) = crate::secrets::open_folder(at)?;
     let keys = ApiKeys::default();
     match action {
         Action::Create(name, scope) => {

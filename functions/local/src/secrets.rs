@@ -72,18 +72,24 @@ enum Action {
     Remove(String, bool),
 }
 
-async fn in_folder(at: &SecretsAt, action: Action) -> anyhow::Result<()> {
+/// The data folder's store and secrets, when no running server holds the folder (the
+/// error then says to go through it).
+pub(crate) fn open_folder(at: &SecretsAt) -> anyhow::Result<(EmbeddedStore, Secrets)> {
     let store = match EmbeddedStore::open(&at.data) {
         Ok(s) => s,
         Err(tripline_embedded::OpenError::Locked(dir)) => anyhow::bail!(
-            "a running `tripline serve` has the data folder {} open; go through it: add --server http://127.0.0.1:8787 (its --listen address)",
+            "a running `tripline serve` has the data folder {} open; go through it: add --server http://127.0.0.1:8787 (its --listen address) and its --api-key",
             dir.display()
         ),
         Err(e) => return Err(e.into()),
     };
     let embedded =
         tripline_local::embedded_secrets(&store, &at.data, at.secrets_key_file.as_deref())?;
-    let secrets = Secrets::new(Arc::new(embedded), None);
+    Ok((store, Secrets::new(Arc::new(embedded), None)))
+}
+
+async fn in_folder(at: &SecretsAt, action: Action) -> anyhow::Result<()> {
+    let (store, secrets) = open_folder(at)?;
     let now = SystemClock.now();
     match action {
         Action::Set(name, value) => {
