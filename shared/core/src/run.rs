@@ -248,6 +248,47 @@ pub struct Cursor {
     /// After the run ended, while its callback is still to be delivered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackCursor>,
+    /// While a `map` or `parallel` step runs: where each of its items or branches stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan: Option<Fan>,
+}
+
+/// Where a `map` or `parallel` step stands: the lanes (items or branches) started so far.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fan {
+    /// A `map` step's items, as `items` gave them when the step started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<Value>,
+    /// The lanes started, in the order of the items (or branches).
+    #[serde(default)]
+    pub lanes: Vec<Lane>,
+}
+
+/// One item of a `map` step, or one branch of a `parallel` step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Lane {
+    /// Index of the lane's step to run next (or running now).
+    #[serde(default)]
+    pub step: usize,
+    /// Attempt of that step: 0 before its first, else the one out (or in back-off).
+    #[serde(default)]
+    pub attempt: u32,
+    /// When the next attempt is due, while a retry waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Timestamp>,
+    /// Once the lane has ended: its output, or `{"error": ...}` when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+}
+
+impl Lane {
+    pub fn ended(&self) -> bool {
+        self.result.is_some()
+    }
+    /// Its step's attempt is out, and its result not in.
+    pub fn in_flight(&self) -> bool {
+        !self.ended() && self.attempt > 0 && self.retry_at.is_none()
+    }
 }
 
 /// Where the delivery of a run's callback stands.
@@ -429,11 +470,12 @@ impl Run {
         }
     }
 
-    /// The latest successful output of each step.
+    /// The latest successful output of each step (not the steps inside a `map` or
+    /// `parallel` step's lanes, whose executions are named `step[item].inner`).
     pub fn step_outputs(&self) -> Map<String, Value> {
         let mut out = Map::new();
         for e in &self.step_executions {
-            if e.status == StepStatus::Succeeded {
+            if e.status == StepStatus::Succeeded && !e.step_id.contains('[') {
                 out.insert(e.step_id.clone(), e.output.clone().unwrap_or(Value::Null));
             }
         }

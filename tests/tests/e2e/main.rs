@@ -21,6 +21,7 @@ mod crash;
 mod cron;
 mod examples;
 mod executor_deadline;
+mod fanout;
 mod faults;
 mod flows;
 mod fuzz;

@@ -131,15 +131,15 @@ pub(crate) enum Interpreted {
 }
 
 /// One pass of the interpreter: the run's last written version, and the effects left.
-struct Pass<'a> {
-    wf: &'a Workflow,
-    stored: Run,
-    effects: VecDeque<Effect>,
-    mode: Mode,
+pub(super) struct Pass<'a> {
+    pub(super) wf: &'a Workflow,
+    pub(super) stored: Run,
+    pub(super) effects: VecDeque<Effect>,
+    pub(super) mode: Mode,
     /// The executor's world, where effects that need the outside world are performed.
-    world: Option<&'a dyn World>,
+    pub(super) world: Option<&'a dyn World>,
     /// Steps performed in this pass (a deadline never defers the first).
-    performed: usize,
+    pub(super) performed: usize,
     /// Outside the executor: whether the rescue item has been sent (before the first
     /// write; see [`crate::Config::rescue_after`]).
     rescued: bool,
@@ -148,7 +148,7 @@ struct Pass<'a> {
 /// What performing one effect leaves the loop to do.
 // One is in hand at a time; its size does not matter.
 #[allow(clippy::large_enum_variant)]
-enum Next {
+pub(super) enum Next {
     /// Go on with the next effect.
     Go,
     /// An event to apply (a step's result, a child started, a callback delivered).
@@ -219,6 +219,7 @@ impl App {
             Effect::RunStep { .. } | Effect::StartRun { .. } | Effect::Callback { .. } => {
                 self.reach_out(pass, run, effect).await
             }
+            Effect::RunSteps { calls } => self.run_lanes(pass, run, calls).await,
             Effect::Continue => self.defer(pass, run).await,
             Effect::ScheduleTimer { at } => {
                 // A timer that only fired early (a wait not yet over, a look at a child
@@ -355,7 +356,7 @@ impl App {
 
     /// The step's timeout when it can run now; `None` when this invocation's deadline
     /// comes first and another step already ran in it.
-    fn time_for_step(
+    pub(super) fn time_for_step(
         &self,
         pass: &Pass<'_>,
         step: &str,
@@ -383,7 +384,11 @@ impl App {
 
     /// What needs a work item: the run is written (when it changed) and delivered again
     /// now. Before an admission, the caller sends the item once the run is admitted.
-    async fn defer(&self, pass: &mut Pass<'_>, run: &mut Run) -> Result<Next, ExecError> {
+    pub(super) async fn defer(
+        &self,
+        pass: &mut Pass<'_>,
+        run: &mut Run,
+    ) -> Result<Next, ExecError> {
         if matches!(pass.mode, Mode::BeforeAdmission) {
             return Ok(Next::Stop);
         }
@@ -400,7 +405,7 @@ impl App {
     /// shape asks for it, a delayed rescue item goes first: if the work item sent after
     /// this write is lost, the rescue moves the run (and does nothing if anything else has
     /// moved it since); if the rescue cannot be sent, nothing is written.
-    async fn commit(&self, pass: &mut Pass<'_>, run: &mut Run) -> Result<(), ExecError> {
+    pub(super) async fn commit(&self, pass: &mut Pass<'_>, run: &mut Run) -> Result<(), ExecError> {
         if let (Mode::Outside, Some(after), false) =
             (pass.mode, self.config.rescue_after, pass.rescued)
         {

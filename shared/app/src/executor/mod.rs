@@ -13,6 +13,7 @@ mod cancel;
 mod child;
 mod end;
 mod interpret;
+mod lanes;
 mod workers;
 
 use std::sync::Arc;

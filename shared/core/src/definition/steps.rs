@@ -55,6 +55,72 @@ pub enum Action {
     /// Starts a run of another workflow; with `wait: true`, parks until it ends and takes
     /// its output.
     TriggerWorkflow(TriggerWorkflowAction),
+    /// Runs its `steps` once for each item of an array, up to `concurrency` items at a
+    /// time. Output: the items' outputs, in the items' order.
+    Map(MapAction),
+    /// Runs its `branches` at the same time and joins them. Output: each branch's output,
+    /// by the branch's id.
+    Parallel(ParallelAction),
+}
+
+/// What a `map` or `parallel` step does when an item or branch fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnItemFailure {
+    /// The step fails, and with it the run, as soon as one item or branch has failed
+    /// (with no retry left); requests still out are abandoned.
+    #[default]
+    FailFast,
+    /// Every item or branch runs; a failed one's output is `{"error": {"step", "type",
+    /// "message"}}` and the step succeeds.
+    Collect,
+}
+
+/// The most items a `map` step takes.
+pub const MAP_MAX_ITEMS: usize = 1000;
+/// The highest `concurrency` of a `map` step.
+pub const MAP_MAX_CONCURRENCY: u32 = 50;
+/// The default `concurrency` of a `map` step.
+pub const MAP_DEFAULT_CONCURRENCY: u32 = 10;
+/// The most branches a `parallel` step has.
+pub const PARALLEL_MAX_BRANCHES: usize = 20;
+/// The most steps in a `map` item or a `parallel` branch.
+pub const LANE_MAX_STEPS: usize = 20;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MapAction {
+    /// An expression giving the array to run the steps for, like `trigger.body.orders`;
+    /// the steps' templates see each element as `item` and its position as `index`.
+    pub items: String,
+    /// How many items run at the same time (1 to 50; default 10).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    #[serde(default)]
+    pub on_failure: OnItemFailure,
+    /// The steps run for each item (`http`, `transform` and `fail` steps); each item's
+    /// output is its last step's.
+    pub steps: Vec<Step>,
+}
+
+fn default_concurrency() -> u32 {
+    MAP_DEFAULT_CONCURRENCY
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ParallelAction {
+    /// The branches, each a sequence of steps; all run at the same time.
+    pub branches: Vec<Branch>,
+    #[serde(default)]
+    pub on_failure: OnItemFailure,
+}
+
+/// One branch of a `parallel` step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Branch {
+    /// Its id: the key of its output, and `branch` in its steps' templates.
+    pub id: String,
+    /// Its steps (`http`, `transform` and `fail` steps); its output is its last step's.
+    pub steps: Vec<Step>,
 }
 
 /// What a wait does when its `timeout` passes.
@@ -142,11 +208,32 @@ impl Action {
             Action::Approval(_) => "approval",
             Action::Delay(_) => "delay",
             Action::TriggerWorkflow(_) => "trigger_workflow",
+            Action::Map(_) => "map",
+            Action::Parallel(_) => "parallel",
         }
     }
-    /// Pure steps need no I/O and never park: the engine runs them itself.
+    /// Pure steps need no I/O and never park: the engine runs them itself (a `map` or
+    /// `parallel` step is pure when all its steps are).
     pub fn is_pure(&self) -> bool {
-        matches!(self, Action::Transform { .. } | Action::Fail { .. })
+        match self {
+            Action::Transform { .. } | Action::Fail { .. } => true,
+            Action::Map(m) => m.steps.iter().all(|s| s.action.is_pure()),
+            Action::Parallel(p) => p
+                .branches
+                .iter()
+                .all(|b| b.steps.iter().all(|s| s.action.is_pure())),
+            _ => false,
+        }
+    }
+
+    /// The steps each lane of a `map` or `parallel` step runs: a map's for every item, a
+    /// parallel's branch by branch. `None` for other kinds.
+    pub fn lanes(&self) -> Option<Vec<&[Step]>> {
+        match self {
+            Action::Map(m) => Some(vec![m.steps.as_slice()]),
+            Action::Parallel(p) => Some(p.branches.iter().map(|b| b.steps.as_slice()).collect()),
+            _ => None,
+        }
     }
 }
 

@@ -29,6 +29,10 @@ pub(super) fn resume(wf: &Workflow, run: &mut Run, now: Timestamp, effects: &mut
     }
     if record::past_deadline(run, now) {
         record::finish_timed_out(run, now, effects);
+    } else if run.cursor.fan.is_some() {
+        if let Then::Next = steps::fan::resume(wf, run, now, effects) {
+            advance(wf, run, now, effects);
+        }
     } else if run.status == RunStatus::Waiting {
         steps::waits::continue_waiting(wf, run, now, effects);
     } else if let Some(at) = run.cursor.retry_at.filter(|at| *at > now) {
@@ -78,6 +82,7 @@ pub(super) fn advance(wf: &Workflow, run: &mut Run, now: Timestamp, effects: &mu
                 steps::pure::transform(wf, run, step, value, now, effects)
             }
             Action::Fail { message } => steps::pure::fail(run, step, message, now, effects),
+            Action::Map(_) | Action::Parallel(_) => steps::fan::start(wf, run, step, now, effects),
         };
         match then {
             Then::Next => continue,

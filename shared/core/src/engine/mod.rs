@@ -13,6 +13,8 @@
 
 mod advance;
 mod callbacks;
+#[cfg(test)]
+mod fan_tests;
 mod record;
 mod retry;
 mod steps;
@@ -136,6 +138,11 @@ pub enum Effect {
         timeout: StdDuration,
         success: SuccessRule,
     },
+    /// Perform these `http` attempts of a `map` or `parallel` step's lanes at the same
+    /// time, reporting each as `StepSucceeded` / `StepFailed` as it ends. Applying a
+    /// report may ask for more attempts (another `RunSteps`) while others are still out:
+    /// they join those out.
+    RunSteps { calls: Vec<StepCall> },
     /// Deliver `Continue` at `at` (retry back-off, a wait's end).
     ScheduleTimer { at: Timestamp },
     /// Write these keys of the workflow's context store (`None` deletes one): a step's
@@ -189,6 +196,16 @@ pub enum Effect {
     },
 }
 
+/// One attempt of a lane's `http` step (named `step[item].inner`), to be performed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepCall {
+    pub step: String,
+    pub attempt: u32,
+    pub request: HttpRequest,
+    pub timeout: StdDuration,
+    pub success: SuccessRule,
+}
+
 /// Which statuses count as success for an http step.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SuccessRule(pub Option<Vec<crate::definition::StatusPattern>>);
@@ -233,6 +250,37 @@ fn apply_live(
     match event {
         Event::Started => advance::start(wf, run, now, effects),
         Event::Continue => advance::resume(wf, run, now, effects),
+        Event::StepSucceeded {
+            step,
+            attempt,
+            started_at,
+            request,
+            output,
+        } if steps::fan::is_lane_step(&step) => {
+            let done = record::Attempt {
+                step: &step,
+                attempt,
+                started_at,
+                request: Some(request),
+            };
+            steps::fan::reported(wf, run, done, Ok(output), now, effects)
+        }
+        Event::StepFailed {
+            step,
+            attempt,
+            started_at,
+            request,
+            error,
+            output,
+        } if steps::fan::is_lane_step(&step) => {
+            let tried = record::Attempt {
+                step: &step,
+                attempt,
+                started_at,
+                request: Some(request),
+            };
+            steps::fan::reported(wf, run, tried, Err((error, output)), now, effects)
+        }
         Event::StepSucceeded {
             step,
             attempt,

@@ -31,7 +31,7 @@ impl<'a> Attempt<'a> {
         }
     }
 
-    fn execution(
+    pub(super) fn execution(
         self,
         status: StepStatus,
         output: Option<Value>,
@@ -275,6 +275,8 @@ fn end(run: &mut Run, status: RunStatus, now: Timestamp, effects: &mut Vec<Effec
     run.status = status;
     run.finished_at = Some(now);
     run.cursor.retry_at = None;
+    // The lanes' executions are recorded; results still out are dropped.
+    run.cursor.fan = None;
     effects.push(Effect::StartFlows);
     effects.push(Effect::Finish { status });
 }

@@ -8,13 +8,13 @@ use crate::definition::DEFAULT_APPROVAL_TIMEOUT;
 use crate::run::{CallbackCursor, ErrorType, FailureClass, StepStatus, TriggerKind, TriggerRef};
 use crate::validate::{Format, load};
 
-const T0: Timestamp = Timestamp(1_800_000_000_000);
+pub(super) const T0: Timestamp = Timestamp(1_800_000_000_000);
 
-fn wf(yaml: &str) -> Workflow {
+pub(super) fn wf(yaml: &str) -> Workflow {
     load(yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:#?}"))
 }
 
-fn new_run(input: Value) -> Run {
+pub(super) fn new_run(input: Value) -> Run {
     Run::new(
         "r1".into(),
         "w",
@@ -28,7 +28,7 @@ fn new_run(input: Value) -> Run {
     )
 }
 
-fn after(ms: i64) -> Timestamp {
+pub(super) fn after(ms: i64) -> Timestamp {
     Timestamp(T0.0 + ms)
 }
 
@@ -49,7 +49,7 @@ steps:
     value: { got: "{{ steps.call.body.ok }}", code: "{{ context.code }}" }
 "#;
 
-fn succeeded(step: &str, attempt: u32, output: Value) -> Event {
+pub(super) fn succeeded(step: &str, attempt: u32, output: Value) -> Event {
     Event::StepSucceeded {
         step: step.into(),
         attempt,
@@ -59,7 +59,7 @@ fn succeeded(step: &str, attempt: u32, output: Value) -> Event {
     }
 }
 
-fn failed(step: &str, attempt: u32, class: FailureClass) -> Event {
+pub(super) fn failed(step: &str, attempt: u32, class: FailureClass) -> Event {
     Event::StepFailed {
         step: step.into(),
         attempt,

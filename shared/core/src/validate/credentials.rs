@@ -33,6 +33,11 @@ fn requests(wf: &Workflow) -> Vec<Request<'_>> {
         if let Some((p, h)) = action {
             out.push((p, h.url.as_str(), &h.headers, Some(h)));
         }
+        for (p, inner) in lane_steps(&step.action, &format!("steps[{i}]")) {
+            if let Action::Http(h) = &inner.action {
+                out.push((p, h.url.as_str(), &h.headers, Some(h)));
+            }
+        }
     }
     for (key, cb) in [
         ("on_success", &wf.on_success),
@@ -43,6 +48,30 @@ fn requests(wf: &Workflow) -> Vec<Request<'_>> {
         }
     }
     out
+}
+
+/// The steps inside a `map` or `parallel` step, with their paths.
+fn lane_steps<'a>(action: &'a Action, path: &str) -> Vec<(String, &'a crate::definition::Step)> {
+    match action {
+        Action::Map(m) => m
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(j, s)| (format!("{path}.steps[{j}]"), s))
+            .collect(),
+        Action::Parallel(p) => p
+            .branches
+            .iter()
+            .enumerate()
+            .flat_map(|(b, br)| {
+                br.steps
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, s)| (format!("{path}.branches[{b}].steps[{j}]"), s))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// The names of the secrets a definition reads: in its request templates, its webhooks'
@@ -237,6 +266,20 @@ pub fn without_credentials(wf: &Workflow) -> Workflow {
             Action::Http(h) => hide_http(h),
             Action::Approval(a) => a.notify.iter_mut().for_each(hide_http),
             Action::WaitForWebhook(w) => w.notify.iter_mut().for_each(hide_http),
+            Action::Map(m) => m.steps.iter_mut().for_each(|s| {
+                if let Action::Http(h) = &mut s.action {
+                    hide_http(h)
+                }
+            }),
+            Action::Parallel(p) => p
+                .branches
+                .iter_mut()
+                .flat_map(|b| &mut b.steps)
+                .for_each(|s| {
+                    if let Action::Http(h) = &mut s.action {
+                        hide_http(h)
+                    }
+                }),
             _ => {}
         }
     }

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::Collector;
 use crate::definition::Workflow;
-use crate::source::join;
+use crate::source::{index, join};
 
 /// The fields of each part of a definition, in the order the types declare them.
 struct Fields {
@@ -200,6 +200,33 @@ pub(super) fn check_trigger_shape(c: &mut Collector, v: &Value, path: &str) -> b
 }
 
 pub(super) fn check_step_shape(c: &mut Collector, v: &Value, path: &str) -> bool {
+    let known = check_one_step_shape(c, v, path);
+    let kind = v.get("type").and_then(Value::as_str);
+    if !matches!(kind, Some("map" | "parallel")) {
+        return known;
+    }
+    // The steps inside a `map` or `parallel` step (one level: lanes hold no lanes).
+    if let Some(Value::Array(steps)) = v.get("steps") {
+        for (i, inner) in steps.iter().enumerate() {
+            check_one_step_shape(c, inner, &index(&join(path, "steps"), i));
+        }
+    }
+    if let Some(Value::Array(branches)) = v.get("branches") {
+        let allowed = ["id".to_string(), "steps".to_string()];
+        for (b, branch) in branches.iter().enumerate() {
+            let bp = index(&join(path, "branches"), b);
+            unknown_fields(c, branch, &bp, &allowed, "branch");
+            if let Some(Value::Array(steps)) = branch.get("steps") {
+                for (i, inner) in steps.iter().enumerate() {
+                    check_one_step_shape(c, inner, &index(&join(&bp, "steps"), i));
+                }
+            }
+        }
+    }
+    known
+}
+
+fn check_one_step_shape(c: &mut Collector, v: &Value, path: &str) -> bool {
     let f = fields();
     let t = check_type(c, v, path, &types(&f.steps), "step");
     if let Some(t) = t {
@@ -354,7 +381,9 @@ mod tests {
                 "wait_for_webhook",
                 "approval",
                 "delay",
-                "trigger_workflow"
+                "trigger_workflow",
+                "map",
+                "parallel"
             ]
         );
         assert_eq!(names(&f.steps, "transform"), ["value"]);

@@ -2,28 +2,47 @@
 //! each with the steps it may read; and a workflow's callbacks.
 
 use super::templates::{
-    CALLBACK_ROOTS, EXTRACT_ROOTS, HTTP_ROOTS, NOTIFY_ROOTS, STEP_ROOTS, Scope, WAIT_NOTIFY_ROOTS,
-    check_expression, check_string_template, check_value_template,
+    CALLBACK_ROOTS, EXTRACT_ROOTS, HTTP_ROOTS, LANE_HTTP_ROOTS, LANE_ROOTS, NOTIFY_ROOTS,
+    STEP_ROOTS, Scope, WAIT_NOTIFY_ROOTS, check_expression, check_string_template,
+    check_value_template,
 };
 use super::{Collector, valid_context_key, valid_identifier, valid_workflow_id};
-use crate::definition::{Action, Callback, HttpAction, HttpMethod, Retry, Step};
+use crate::definition::{
+    Action, Branch, Callback, HttpAction, HttpMethod, LANE_MAX_STEPS, MAP_MAX_CONCURRENCY,
+    PARALLEL_MAX_BRANCHES, Retry, Step,
+};
 use crate::source::{index, join};
 
 pub(super) fn check_steps(c: &mut Collector, steps: &[(String, Step)], all: &[&str]) {
+    check_sequence(c, steps, all, &[], STEP_ROOTS);
+}
+
+/// A sequence of steps: the workflow's (`outer` empty), or a lane's inside a `map` or
+/// `parallel` step (`outer`: the workflow's steps before that step).
+fn check_sequence(
+    c: &mut Collector,
+    steps: &[(String, Step)],
+    all: &[&str],
+    outer: &[&str],
+    roots: &[&str],
+) {
     for (path, step) in steps {
         // Steps before this one, as written (including any that failed to type-check).
         let pos = path
-            .trim_start_matches("steps[")
+            .rsplit('[')
+            .next()
+            .unwrap_or_default()
             .trim_end_matches(']')
             .parse::<usize>()
             .unwrap_or(0);
-        let mut before: Vec<&str> = all.iter().take(pos).copied().collect();
+        let mut before: Vec<&str> = outer.to_vec();
+        before.extend(all.iter().take(pos).copied());
         let idp = join(path, "id");
         if !valid_identifier(&step.id) {
             c.at(&idp, format!("`{}` is not a valid step id: use letters, digits and `_`, starting with a letter (templates read it as `steps.{}`)", step.id, step.id));
         }
         let scope = Scope {
-            roots: STEP_ROOTS,
+            roots,
             steps_before: &before,
             all_steps: all,
         };
@@ -78,8 +97,9 @@ pub(super) fn check_steps(c: &mut Collector, steps: &[(String, Step)], all: &[&s
 fn check_action(c: &mut Collector, path: &str, step: &Step, scope: &Scope) {
     match &step.action {
         Action::Http(h) => {
+            let in_lane = scope.roots.contains(&"item");
             let http_scope = Scope {
-                roots: HTTP_ROOTS,
+                roots: if in_lane { LANE_HTTP_ROOTS } else { HTTP_ROOTS },
                 steps_before: scope.steps_before,
                 all_steps: scope.all_steps,
             };
@@ -122,6 +142,17 @@ fn check_action(c: &mut Collector, path: &str, step: &Step, scope: &Scope) {
             (None, Some(u)) => check_string_template(c, u, &join(path, "until"), scope),
             (Some(_), None) => {}
         },
+        Action::Map(m) => {
+            check_expression(c, &m.items, &join(path, "items"), scope);
+            if m.concurrency == 0 || m.concurrency > MAP_MAX_CONCURRENCY {
+                c.at(
+                    &join(path, "concurrency"),
+                    format!("`concurrency` is how many items run at the same time: 1 to {MAP_MAX_CONCURRENCY}"),
+                );
+            }
+            check_lane(c, &join(path, "steps"), &m.steps, scope.steps_before, "map");
+        }
+        Action::Parallel(p) => check_branches(c, path, &p.branches, scope.steps_before),
         Action::TriggerWorkflow(t) => {
             if !valid_workflow_id(&t.workflow) {
                 c.at(
@@ -134,6 +165,81 @@ fn check_action(c: &mut Collector, path: &str, step: &Step, scope: &Scope) {
             }
         }
     }
+}
+
+/// A `parallel` step's branches: 1 to [`PARALLEL_MAX_BRANCHES`], each with its own id and
+/// steps.
+fn check_branches(c: &mut Collector, path: &str, branches: &[Branch], outer: &[&str]) {
+    let bp = join(path, "branches");
+    if branches.is_empty() || branches.len() > PARALLEL_MAX_BRANCHES {
+        c.at(
+            &bp,
+            format!(
+                "a `parallel` step has 1 to {PARALLEL_MAX_BRANCHES} branches; this one has {}",
+                branches.len()
+            ),
+        );
+    }
+    for (i, b) in branches.iter().enumerate() {
+        let p = index(&bp, i);
+        if !valid_identifier(&b.id) {
+            c.at(&join(&p, "id"), format!("`{}` is not a valid branch id: use letters, digits and `_`, starting with a letter", b.id));
+        }
+        if branches[..i].iter().any(|o| o.id == b.id) {
+            c.at(
+                &join(&p, "id"),
+                format!(
+                    "branch id `{}` is used twice; branch ids must be unique",
+                    b.id
+                ),
+            );
+        }
+        check_lane(c, &join(&p, "steps"), &b.steps, outer, "parallel");
+    }
+}
+
+/// The steps of a `map` item or a `parallel` branch: only `http`, `transform` and `fail`
+/// steps, without extracts (lanes run side by side; the step's own `extract` reads their
+/// joined output); their templates also see `item`, `index` and `branch`.
+fn check_lane(c: &mut Collector, path: &str, steps: &[Step], outer: &[&str], kind: &str) {
+    if steps.is_empty() || steps.len() > LANE_MAX_STEPS {
+        c.at(
+            path,
+            format!(
+                "a `{kind}` step runs 1 to {LANE_MAX_STEPS} steps in each lane; this one has {}",
+                steps.len()
+            ),
+        );
+    }
+    let ids: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+    let mut typed = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        let sp = index(path, i);
+        if ids[..i].contains(&s.id.as_str()) {
+            c.at(
+                &join(&sp, "id"),
+                format!("step id `{}` is used twice in this lane", s.id),
+            );
+        }
+        if !matches!(
+            s.action,
+            Action::Http(_) | Action::Transform { .. } | Action::Fail { .. }
+        ) {
+            c.at(
+                &join(&sp, "type"),
+                format!("`{}` steps cannot run inside a `{kind}` step: only `http`, `transform` and `fail` steps can; put it before or after the `{kind}` step", s.action.kind()),
+            );
+            continue;
+        }
+        if !s.extract.is_empty() || !s.extract_to_context.is_empty() {
+            c.at(
+                &sp,
+                format!("the steps inside a `{kind}` step have no `extract` or `extract_to_context` (they run side by side); extract from the `{kind}` step's output instead"),
+            );
+        }
+        typed.push((sp, s.clone()));
+    }
+    check_sequence(c, &typed, &ids, outer, LANE_ROOTS);
 }
 
 fn check_http(c: &mut Collector, path: &str, h: &HttpAction, scope: &Scope) {

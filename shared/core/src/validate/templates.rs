@@ -22,6 +22,15 @@ pub(super) const HTTP_ROOTS: &[&str] = &[
     "trigger", "steps", "context", "store", "run", "state", "secrets",
 ];
 
+/// Inside a `map` or `parallel` step's lanes: `item`, `index` and `branch` too.
+pub(super) const LANE_ROOTS: &[&str] = &[
+    "trigger", "steps", "context", "store", "run", "state", "item", "index", "branch",
+];
+
+pub(super) const LANE_HTTP_ROOTS: &[&str] = &[
+    "trigger", "steps", "context", "store", "run", "state", "secrets", "item", "index", "branch",
+];
+
 pub(super) const EXTRACT_ROOTS: &[&str] = &[
     "trigger", "steps", "context", "store", "run", "state", "output",
 ];

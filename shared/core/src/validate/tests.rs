@@ -400,3 +400,88 @@ fn hmac_auth_needs_a_preset_or_a_header_and_a_bounded_tolerance() {
     );
     assert!(ps[0].message.contains("prefix length"), "{ps:#?}");
 }
+
+const FAN_OUT: &str = r#"
+id: fan
+steps:
+  - id: first
+    type: transform
+    value: 1
+  - id: each
+    type: map
+    items: trigger.body.orders
+    concurrency: 5
+    steps:
+      - id: get
+        type: http
+        url: "https://example.com/{{ item.id }}?n={{ index }}&f={{ steps.first }}"
+        headers: { Authorization: "Bearer {{ secrets.TOKEN }}" }
+      - id: shape
+        type: transform
+        value: "{{ steps.get.body }}"
+  - id: both
+    type: parallel
+    branches:
+      - id: a
+        steps: [{ id: one, type: transform, value: "{{ branch }}" }]
+      - id: b
+        steps: [{ id: two, type: transform, value: "{{ steps.each | length }}" }]
+"#;
+
+#[test]
+fn map_and_parallel_steps_load_with_their_lanes_checked() {
+    let wf = load(FAN_OUT, Format::Yaml).expect("valid");
+    assert_eq!(wf.steps[1].action.kind(), "map");
+    assert!(crate::validate::secret_names(&wf).contains("TOKEN"));
+}
+
+#[test]
+fn a_lane_takes_only_http_transform_and_fail_steps_and_no_extracts() {
+    let text = FAN_OUT
+        .replace(
+            "      - id: shape\n        type: transform\n        value: \"{{ steps.get.body }}\"",
+            "      - id: shape\n        type: approval\n      - id: keep\n        type: transform\n        value: 1\n        extract: { x: 1 }",
+        )
+        .replace("concurrency: 5", "concurrency: 0");
+    let p = problems(&text);
+    let at = |path: &str| {
+        p.iter()
+            .find(|x| x.path == path)
+            .unwrap_or_else(|| panic!("no problem at {path}: {p:#?}"))
+            .message
+            .clone()
+    };
+    assert!(
+        at("steps[1].steps[1].type").contains("`approval` steps cannot run inside a `map` step")
+    );
+    assert!(at("steps[1].steps[2]").contains("no `extract`"));
+    assert!(at("steps[1].concurrency").contains("1 to 50"));
+}
+
+#[test]
+fn lane_templates_are_checked_against_the_lane_and_the_steps_before() {
+    let text = FAN_OUT
+        .replace("f={{ steps.first }}", "f={{ steps.shape }}")
+        .replace("value: \"{{ branch }}\"", "value: \"{{ steps.both }}\"")
+        .replace("id: b\n", "id: a\n")
+        .replace(
+            "type: transform\n        value: \"{{ steps.get.body }}\"",
+            "type: transform\n        value: \"{{ steps.get.body }}\"\n        colour: red",
+        );
+    let p = problems(&text);
+    let msgs: Vec<String> = p
+        .iter()
+        .map(|x| format!("{}: {}", x.path, x.message))
+        .collect();
+    let has = |s: &str| msgs.iter().any(|m| m.contains(s));
+    assert!(
+        has("steps[1].steps[0].url: the template reads `steps.shape`, which has not run yet"),
+        "{msgs:#?}"
+    );
+    assert!(
+        has("steps[2].branches[0].steps[0].value: the template reads `steps.both`"),
+        "{msgs:#?}"
+    );
+    assert!(has("branch id `a` is used twice"), "{msgs:#?}");
+    assert!(has("steps[1].steps[1]") && has("colour"), "{msgs:#?}");
+}

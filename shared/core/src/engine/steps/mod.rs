@@ -2,6 +2,7 @@
 
 pub(super) mod child;
 pub(super) mod delay;
+pub(super) mod fan;
 pub(super) mod http;
 pub(super) mod pure;
 pub(super) mod waits;
