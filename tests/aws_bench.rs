@@ -87,6 +87,13 @@ fn workflows(stub: &Stub) -> Vec<(&'static str, String)> {
             ),
         ),
         (
+            "map",
+            format!(
+                "id: map\ntriggers:\n  - {{type: webhook, id: hook, token: bench-map-token-00000000001}}\nsteps:\n  - id: each\n    type: map\n    items: \"range(10) | list\"\n    concurrency: 10\n    steps:\n      - {{id: call, type: http, method: POST, url: \"{}/m\", body: {{i: \"{{{{ item }}}}\", n: \"{{{{ trigger.body.n }}}}\"}}}}\n",
+                stub.url
+            ),
+        ),
+        (
             "synchttp",
             format!(
                 "id: synchttp\ntriggers:\n  - {{type: webhook, id: hook, token: bench-synchttp-token-00001, response: sync}}\nsteps:\n  - {{id: call, type: http, method: POST, url: \"{}/s\", body: \"{{{{ trigger.body }}}}\"}}\n",
@@ -375,6 +382,55 @@ const DDB_READS: &[&str] = &[
     "DynamoDB.Scan",
 ];
 
+/// A `map` step's items run in the executor's invocation (requests out together), with
+/// the run written once when it ends (and once a second while lanes run, which these
+/// short runs never reach). Against it, the cheapest way to spread items over work items:
+/// per item at least a send, a receive and a delete of SQS, a Lambda request and one
+/// conditional write of the run.
+async fn map_cost(rig: &Rig, results: &[(&str, &str, PerRun)]) {
+    let find = |name: &str| {
+        &results
+            .iter()
+            .find(|(_, n, _)| *n == name)
+            .expect("the scenario")
+            .2
+    };
+    let (one, map) = (find("one"), find("map"));
+    let all = |r: &PerRun| r.calls.values().sum::<f64>() + r.esm.values().sum::<f64>();
+    let (status, answer) = rig
+        .post("bench-map-token-00000000001", &json!({"n": 99}))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let run_id = answer["run_id"].as_str().expect("run id").to_string();
+    loop {
+        rig.pump(1).await;
+        let run = rig.observer.run(&run_id).await.expect("run").expect("run");
+        if run.status.is_terminal() {
+            break;
+        }
+    }
+    let size = item_size(&rig.item(&rig.settings.runs_table, &run_id).await);
+    let wru = size.div_ceil(1024) as f64;
+    let extra_writes = sum(&map.calls, DDB_WRITES) - sum(&one.calls, DDB_WRITES);
+    let extra_requests = all(map) - all(one);
+    let in_invocation = extra_writes.max(0.0) * wru * PRICE_WRU
+        + (wru - 1.0).max(0.0) * PRICE_WRU;
+    let per_item = 3.0 * PRICE_SQS_REQUEST + PRICE_LAMBDA_REQUEST + wru * PRICE_WRU;
+    println!("\n## A map step of 10 items: in one invocation, or a work item per item\n");
+    println!(
+        "- measured: {:.2} AWS requests per run against {:.2} for one http step ({extra_requests:+.2}); the finished run is {size} B as stored ({wru:.0} WRU per write)",
+        all(map),
+        all(one)
+    );
+    println!(
+        "- in one invocation (what the executor does): about ${in_invocation:.2} per million runs more than a one-step run (larger writes), and the items' requests overlap, so the invocation lasts about one item's latency × ⌈10 / concurrency⌉"
+    );
+    println!(
+        "- a work item per item would add at least 10 × (3 SQS requests + 1 Lambda request + 1 write of {wru:.0} WRU) = **${:.2} per million runs**, and an invocation's duration per item",
+        10.0 * per_item
+    );
+}
+
 async fn start_up(name: &str, settings: &Settings, event: Value) -> (Duration, Duration) {
     let env = function_env(settings, &endpoint());
     let f = Function::start(name, &env).await;
@@ -431,6 +487,12 @@ async fn main() {
             "async webhook, one http step rendering a secret (`Bearer {{ secrets.bench_token }}`)",
             "secret",
             "bench-secret-token-0000001",
+            false,
+        ),
+        (
+            "async webhook, one map step of 10 items (an http step each, 10 at a time)",
+            "map",
+            "bench-map-token-00000000001",
             false,
         ),
         (
@@ -561,6 +623,8 @@ async fn main() {
         "- plus Lambda requests (ingress + executor, 2 × ${PRICE_LAMBDA_REQUEST}/M) ${lambda:.2} and HTTP API requests ${api:.2}: **${:.2} per million runs** before Lambda duration",
         ddb + sqs + s3 + lambda + api
     );
+
+    map_cost(&rig, &results).await;
 
     // Secrets: what a step that renders one adds.
     let plain = &results[0].2;

@@ -398,3 +398,44 @@ async fn the_github_push_example_checks_the_signature_and_uses_its_secrets() {
     let resp = push(other, "d-2").await.expect("post");
     assert_eq!(resp.status(), StatusCode::NO_CONTENT, "filtered: not main");
 }
+
+#[tokio::test]
+async fn order_fanout_reserves_each_order_and_tells_two_teams() {
+    let stub = Stub::start().await;
+    let app = examples_app(&stub).await;
+    let batch = json!({"batch": "B-7", "orders": [
+        {"id": "A-1", "sku": "x", "qty": 2},
+        {"id": "A-2", "sku": "y y", "qty": 1},
+        {"id": "A-3", "sku": "z", "qty": 5}
+    ]});
+    let (status, _, body) = app
+        .post_json("/hooks/quickstart-fanout-token-0001", &batch)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let run = app.wait_run(body["run_id"].as_str().expect("id")).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let want = json!([
+        {"order": "A-1", "reserved": true},
+        {"order": "A-2", "reserved": true},
+        {"order": "A-3", "reserved": true}
+    ]);
+    assert_eq!(run["final_output"], json!({"batch": "B-7", "orders": want}));
+    let mut paths: Vec<String> = stub.requests().iter().map(|r| r.path.clone()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/anything/finance",
+            "/anything/stock/x",
+            "/anything/stock/y%20y",
+            "/anything/stock/z",
+            "/anything/warehouse"
+        ]
+    );
+    let finance = stub
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/anything/finance")
+        .expect("finance");
+    assert_eq!(finance.body, json!({"batch": "B-7", "count": 3}));
+}
