@@ -413,8 +413,7 @@ async fn map_cost(rig: &Rig, results: &[(&str, &str, PerRun)]) {
     let wru = size.div_ceil(1024) as f64;
     let extra_writes = sum(&map.calls, DDB_WRITES) - sum(&one.calls, DDB_WRITES);
     let extra_requests = all(map) - all(one);
-    let in_invocation = extra_writes.max(0.0) * wru * PRICE_WRU
-        + (wru - 1.0).max(0.0) * PRICE_WRU;
+    let in_invocation = extra_writes.max(0.0) * wru * PRICE_WRU + (wru - 1.0).max(0.0) * PRICE_WRU;
     let per_item = 3.0 * PRICE_SQS_REQUEST + PRICE_LAMBDA_REQUEST + wru * PRICE_WRU;
     println!("\n## A map step of 10 items: in one invocation, or a work item per item\n");
     println!(

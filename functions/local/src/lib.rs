@@ -124,17 +124,18 @@ async fn deploy_folder(app: &App, dir: &Path) -> anyhow::Result<()> {
 }
 
 /// `GET /readyz`: `200` when this server can take work, `503` when not, with why: the
-/// store answers a read, and, where Kafka triggers are deployed and a cluster is
-/// configured, the consumer reaches it (each partition's position, high watermark and
-/// lag). `/healthz` only says the process answers.
-async fn readyz(app: Arc<App>, kafka: Option<Arc<kafka::KafkaHealth>>) -> axum::response::Response {
+/// store answers a read; where Kafka triggers are deployed and the server has a cluster,
+/// its shared consumer reaches it (`kafka`: each partition's position, high watermark and
+/// lag); and each trigger read by a consumer of its own reaches its cluster
+/// (`kafka_triggers`, by `workflow/trigger`). `/healthz` only says the process answers.
+async fn readyz(app: Arc<App>, kafka: Readiness) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     let store = app.store.marker("readyz").await;
     let mut ready = store.is_ok();
     let mut body = serde_json::json!({
         "store": store.as_ref().map_or_else(|e| e.to_string(), |_| "ok".to_string()),
     });
-    if let Some(k) = kafka {
+    if let Some(k) = kafka.shared {
         let topics = app.kafka_topics();
         let state = k.state();
         if !topics.is_empty() && !state.connected {
@@ -142,6 +143,11 @@ async fn readyz(app: Arc<App>, kafka: Option<Arc<kafka::KafkaHealth>>) -> axum::
         }
         body["kafka"] = serde_json::json!(state);
         body["kafka"]["topics"] = serde_json::json!(topics);
+    }
+    let triggers = kafka.triggers.states();
+    if !triggers.is_empty() {
+        ready &= triggers.values().all(|s| s.connected);
+        body["kafka_triggers"] = serde_json::json!(triggers);
     }
     body["ready"] = serde_json::json!(ready);
     let status = if ready {
@@ -152,10 +158,18 @@ async fn readyz(app: Arc<App>, kafka: Option<Arc<kafka::KafkaHealth>>) -> axum::
     (status, axum::Json(body)).into_response()
 }
 
+/// What `/readyz` reads of the Kafka consumers.
+#[derive(Clone)]
+struct Readiness {
+    /// The shared consumer's, when the server has a cluster.
+    shared: Option<Arc<kafka::KafkaHealth>>,
+    triggers: Arc<kafka::TriggerHealth>,
+}
+
 /// The HTTP server (the App's routes and `/readyz`) until `stopped` turns true.
 async fn serve_http(
     app: Arc<App>,
-    health: Option<Arc<kafka::KafkaHealth>>,
+    health: Readiness,
     listener: tokio::net::TcpListener,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -174,6 +188,32 @@ async fn serve_http(
     {
         tracing::error!(error = %e, "the HTTP server failed");
     }
+}
+
+/// The Kafka consumers (always: triggers with a `cluster` of their own are read without a
+/// server cluster), and what `/readyz` reads of them.
+fn start_consumers(
+    app: &Arc<App>,
+    kafka: Option<kafka::KafkaOptions>,
+    stopped: watch::Receiver<bool>,
+) -> (Option<tokio::task::JoinHandle<()>>, Readiness) {
+    let consumers = kafka.clone().unwrap_or_else(kafka::KafkaOptions::none);
+    let shared = kafka.as_ref().filter(|k| !k.bootstrap.is_empty());
+    let health = Readiness {
+        shared: shared.map(|k| k.health.clone()),
+        triggers: consumers.triggers.clone(),
+    };
+    let consumer = tokio::spawn(kafka::run(app.clone(), consumers, stopped));
+    if shared.is_none() {
+        let topics = app.kafka_topics();
+        if !topics.is_empty() {
+            tracing::warn!(
+                topics = %topics.join(","),
+                "kafka triggers are deployed but no Kafka cluster is configured, so they receive nothing; pass --kafka-bootstrap host:port"
+            );
+        }
+    }
+    (Some(consumer), health)
 }
 
 /// How long the Kafka consumer has to stop at shutdown.
@@ -243,20 +283,7 @@ impl Server {
             app.clone()
                 .run_upkeep(tripline_app::upkeep::UPKEEP_EVERY, stopped.clone()),
         );
-        let consumer = opts
-            .kafka
-            .clone()
-            .map(|k| tokio::spawn(kafka::run(app.clone(), k, stopped.clone())));
-        if opts.kafka.is_none() {
-            let topics = app.kafka_topics();
-            if !topics.is_empty() {
-                tracing::warn!(
-                    topics = %topics.join(","),
-                    "kafka triggers are deployed but no Kafka cluster is configured, so they receive nothing; pass --kafka-bootstrap host:port"
-                );
-            }
-        }
-        let health = opts.kafka.as_ref().map(|k| k.health.clone());
+        let (consumer, health) = start_consumers(&app, opts.kafka.clone(), stopped.clone());
         let http = tokio::spawn(serve_http(app.clone(), health, listener, stopped));
         Ok(Server {
             addr,

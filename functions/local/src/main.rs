@@ -158,9 +158,12 @@ struct Serve {
     /// milliseconds.
     #[arg(long, default_value = "latest", env = "TRIPLINE_KAFKA_START")]
     kafka_start: tripline_local::kafka::StartAt,
-    /// SASL/PLAIN user name (with TRIPLINE_KAFKA_SASL_PASSWORD).
+    /// SASL user name (with TRIPLINE_KAFKA_SASL_PASSWORD).
     #[arg(long, env = "TRIPLINE_KAFKA_SASL_USER")]
     kafka_sasl_user: Option<String>,
+    /// The SASL mechanism: plain, scram-sha-256 or scram-sha-512.
+    #[arg(long, default_value = "plain", env = "TRIPLINE_KAFKA_SASL_MECHANISM", value_parser = parse_mechanism)]
+    kafka_sasl_mechanism: tripline_local::kafka::SaslMechanism,
     #[arg(long, env = "TRIPLINE_KAFKA_SASL_PASSWORD", hide_env_values = true)]
     kafka_sasl_password: Option<String>,
     /// Connect to the brokers over TLS, checking their certificates against the public web
@@ -232,15 +235,22 @@ fn retention(s: &str) -> Result<Retention, String> {
 fn kafka_options(s: &Serve) -> anyhow::Result<Option<tripline_local::kafka::KafkaOptions>> {
     let tls_asked = s.kafka_tls || s.kafka_tls_ca.is_some() || s.kafka_tls_cert.is_some();
     if s.kafka_bootstrap.is_empty() {
-        if tls_asked || s.kafka_sasl_user.is_some() {
+        if s.kafka_sasl_user.is_some() {
             anyhow::bail!(
-                "the --kafka-tls* and --kafka-sasl-* options need --kafka-bootstrap host:port"
+                "the --kafka-sasl-* options need --kafka-bootstrap host:port (a trigger's own cluster names its SASL settings in its definition)"
             );
         }
-        return Ok(None);
+        if !tls_asked {
+            return Ok(None);
+        }
+        // TLS files without a server cluster: what the triggers' own clusters use.
     }
     let sasl = match (&s.kafka_sasl_user, &s.kafka_sasl_password) {
-        (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+        (Some(u), Some(p)) => Some(tripline_local::kafka::Sasl {
+            mechanism: s.kafka_sasl_mechanism,
+            username: u.clone(),
+            password: p.clone(),
+        }),
         (None, None) => None,
         _ => anyhow::bail!(
             "SASL needs both --kafka-sasl-user and --kafka-sasl-password (or TRIPLINE_KAFKA_SASL_USER and TRIPLINE_KAFKA_SASL_PASSWORD)"
@@ -262,7 +272,18 @@ fn kafka_options(s: &Serve) -> anyhow::Result<Option<tripline_local::kafka::Kafk
         tls,
         refresh: Duration::from_secs(5),
         health: Default::default(),
+        triggers: Default::default(),
     }))
+}
+
+fn parse_mechanism(s: &str) -> Result<tripline_local::kafka::SaslMechanism, String> {
+    use tripline_local::kafka::SaslMechanism::*;
+    match s.to_ascii_lowercase().replace('_', "-").as_str() {
+        "plain" => Ok(Plain),
+        "scram-sha-256" => Ok(ScramSha256),
+        "scram-sha-512" => Ok(ScramSha512),
+        _ => Err("use plain, scram-sha-256 or scram-sha-512".into()),
+    }
 }
 
 fn parse_rewrite(s: &str) -> Result<(String, String), String> {

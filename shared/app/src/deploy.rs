@@ -522,7 +522,12 @@ impl Deployments {
                 if let Trigger::Kafka(k) = t
                     && let Some(why) = source.refuse(k).await?
                 {
-                    problems.push(problem(&format!("triggers[{i}].topics"), why));
+                    let field = match (&k.cluster, &k.start) {
+                        (Some(_), _) => "cluster",
+                        (None, Some(_)) => "start",
+                        _ => "topics",
+                    };
+                    problems.push(problem(&format!("triggers[{i}].{field}"), why));
                 }
             }
         }

@@ -498,6 +498,10 @@ pub struct KafkaRecord {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Read by the consumer of one trigger of its own (`workflow/trigger`: it has its own
+    /// `cluster` or `start`), for that trigger only; `None`: by the server's shared
+    /// consumer (or MSK), for every trigger on the topic without one.
+    pub source: Option<String>,
 }
 
 /// A secret as a listing shows it: its name and when it was set, never its value.

@@ -221,6 +221,7 @@ pub fn msk_records(event: MskEvent) -> Vec<tripline_app::ports::KafkaRecord> {
                 key: r.key.as_ref().map(decode),
                 value: r.value.as_ref().map(decode),
                 headers,
+                source: None,
             });
         }
     }

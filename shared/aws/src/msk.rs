@@ -49,6 +49,9 @@ impl MskSource {
 #[async_trait]
 impl KafkaSource for MskSource {
     async fn refuse(&self, trigger: &KafkaTrigger) -> Result<Option<String>, StoreError> {
+        if let Some(why) = per_trigger_settings(trigger) {
+            return Ok(Some(why));
+        }
         let Some(arn) = &self.settings.cluster_arn else {
             return Ok(Some(
                 "this stack consumes no MSK cluster: set the template's MskClusterArn parameter (and MskTopics) and update the stack, then deploy again".into(),
@@ -101,4 +104,23 @@ impl KafkaSource for MskSource {
         }
         Ok(None)
     }
+}
+
+/// What the stack's one MSK event source mapping cannot do per trigger: its cluster, its
+/// authentication and its starting position are the mapping's, set in the template
+/// (MskClusterArn, MskStartingPosition), for every trigger alike.
+fn per_trigger_settings(trigger: &KafkaTrigger) -> Option<String> {
+    let mut fields = Vec::new();
+    if trigger.cluster.is_some() {
+        fields.push("`cluster`");
+    }
+    if trigger.start.is_some() {
+        fields.push("`start`");
+    }
+    (!fields.is_empty()).then(|| format!(
+        "{} is set on kafka trigger `{}`, but in AWS one MSK event source mapping reads every trigger's topics, with the cluster, authentication (IAM) and starting position of the template's MskClusterArn and MskStartingPosition parameters; remove {} (it is for the local shape, `tripline serve`)",
+        fields.join(" and "),
+        trigger.id,
+        if fields.len() > 1 { "them" } else { "it" }
+    ))
 }

@@ -68,6 +68,7 @@ fn as_record(topic: &str, partition: i32, offset: i64) -> KafkaRecord {
         key: None,
         value: None,
         headers: vec![],
+        source: None,
     }
 }
 
@@ -433,4 +434,41 @@ async fn a_kafka_trigger_deploys_only_where_the_msk_event_source_can_deliver_it(
             .is_some(),
         "deployed"
     );
+}
+
+/// What one MSK event source mapping cannot do per trigger (its own cluster, its own
+/// starting position) is refused at deploy, with the field and the template's parameters.
+#[tokio::test]
+async fn a_kafka_trigger_with_its_own_cluster_or_start_is_refused_at_deploy() {
+    let (clients, settings) = fresh(None).await;
+    let app = tripline_aws::build_control_app(&clients, settings, tripline_app::Config::default());
+    for (extra, field) in [
+        ("cluster: {bootstrap: ['kafka.internal:9092']}", "cluster"),
+        ("start: earliest", "start"),
+    ] {
+        let text = format!(
+            "id: own\ntriggers: [{{type: kafka, topics: [orders], {extra}}}]\nsteps: [{{id: a, type: transform, value: 1}}]\n"
+        );
+        let refused = app
+            .deployments
+            .deploy_text(
+                app.store.as_ref(),
+                &text,
+                tripline_core::validate::Format::Yaml,
+                None,
+                app.clock.now(),
+            )
+            .await;
+        let Err(tripline_app::deploy::DeployError::Invalid(p)) = refused else {
+            panic!("deployed: {extra}");
+        };
+        assert_eq!(p[0].path, format!("triggers[0].{field}"));
+        assert!(
+            p[0].message
+                .contains("one MSK event source mapping reads every trigger's topics")
+                && p[0].message.contains("MskStartingPosition"),
+            "{}",
+            p[0].message
+        );
+    }
 }

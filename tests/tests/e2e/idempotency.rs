@@ -146,6 +146,7 @@ async fn kafka_records_with_the_same_key_start_one_run() {
         key: None,
         value: Some(json!({"event_id": event}).to_string().into_bytes()),
         headers: vec![],
+        source: None,
     };
     // The producer sent event e-1 twice (at offsets 1 and 3).
     let report = app

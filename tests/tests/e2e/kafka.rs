@@ -21,6 +21,7 @@ fn record(topic: &str, partition: i32, offset: i64, key: &str, value: &[u8]) -> 
         key: Some(key.as_bytes().to_vec()),
         value: Some(value.to_vec()),
         headers: vec![("source".into(), b"tests".to_vec())],
+        source: None,
     }
 }
 

@@ -82,6 +82,7 @@ fn options(group: &str, start: StartAt) -> KafkaOptions {
         tls: None,
         refresh: Duration::from_millis(200),
         health: Default::default(),
+        triggers: Default::default(),
     }
 }
 
@@ -201,7 +202,7 @@ async fn a_new_group_starts_where_its_policy_says() {
 
     for (start, expected) in [
         (StartAt::Earliest, vec![1, 2, 3, 4]),
-        (StartAt::Timestamp(middle), vec![3, 4]),
+        (StartAt::At(middle), vec![3, 4]),
         (StartAt::Latest, vec![4]),
     ] {
         let app = spawn_app(Opts {
@@ -253,7 +254,7 @@ async fn the_payment_events_example_posts_captured_payments_in_order_per_custome
     let since = tripline_core::Timestamp::from_system_time(std::time::SystemTime::now());
     let app = spawn_app(Opts {
         folder: Some(tripline_tests::repo_root().join("examples")),
-        kafka: Some(options(&unique("group"), StartAt::Timestamp(since))),
+        kafka: Some(options(&unique("group"), StartAt::At(since))),
         config: tripline_app::Config {
             outbound: tripline_app::outbound::OutboundPolicy {
                 allow_private_networks: true,
@@ -554,6 +555,7 @@ async fn records_are_consumed_over_mutual_tls() {
             tls: Some(tls),
             refresh: Duration::from_millis(200),
             health: Default::default(),
+            triggers: Default::default(),
         }),
         ..Opts::default().workflow("s.yaml", &workflow(&topic))
     })
@@ -581,6 +583,60 @@ async fn records_are_consumed_over_mutual_tls() {
         !matches!(refused, Ok(Ok(_))),
         "a client without a certificate is refused"
     );
+}
+
+/// A trigger naming a TLS cluster of its own, on a server without a cluster: the
+/// server's TLS files (its CA, its client certificate) are used for it.
+#[tokio::test]
+async fn a_trigger_names_a_tls_cluster_of_its_own() {
+    let broker = TlsBroker::start().await;
+    let (ca, cert, key) = (
+        broker.path("ca.pem"),
+        broker.path("client.pem"),
+        broker.path("client.key"),
+    );
+    let tls = tripline_local::kafka::tls_config(Some(&ca), Some((&cert, &key))).expect("tls");
+    let client = ClientBuilder::new(vec![broker.bootstrap.clone()])
+        .tls_config(tls.clone())
+        .build()
+        .await
+        .expect("a producer over TLS");
+    let topic = unique("own-tls");
+    client
+        .controller_client()
+        .expect("controller")
+        .create_topic(&topic, 1, 1, 5_000)
+        .await
+        .expect("create topic");
+    produce(
+        &client,
+        &topic,
+        0,
+        &[json!({"n": 1, "keep": true}), json!({"n": 2, "keep": true})],
+    )
+    .await;
+    let yaml = format!(
+        "id: stream\ntriggers:\n  - type: kafka\n    topics: [{topic}]\n    start: earliest\n    cluster: {{ bootstrap: [\"{}\"], tls: true }}\nsteps:\n  - {{ id: echo, type: transform, value: \"{{{{ trigger.body.n }}}}\" }}\n",
+        broker.bootstrap
+    );
+    let app = spawn_app(Opts {
+        kafka: Some(KafkaOptions {
+            tls: Some(tls),
+            refresh: Duration::from_millis(200),
+            ..KafkaOptions::none()
+        }),
+        ..Opts::default().workflow("s.yaml", &yaml)
+    })
+    .await;
+    assert_eq!(messages(&app, 2).await.len(), 2);
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status.as_u16(), 200, "{ready}");
+    assert!(ready.get("kafka").is_none(), "no shared consumer: {ready}");
+    assert_eq!(
+        ready["kafka_triggers"]["stream/kafka"]["connected"], true,
+        "{ready}"
+    );
+    app.stop().await;
 }
 
 #[test]

@@ -28,6 +28,7 @@ mod fuzz;
 mod hardening;
 mod idempotency;
 mod kafka;
+mod kafka_auth;
 mod kafka_broker;
 mod keys;
 mod once;

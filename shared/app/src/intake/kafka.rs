@@ -47,6 +47,12 @@ pub fn record_id(r: &KafkaRecord, workflow: &str) -> String {
         h.update(part);
         h.update([0]);
     }
+    // A trigger's own consumer may read another cluster's topic of the same name: its
+    // records are told apart (the shared consumer's ids are as they always were).
+    if let Some(source) = &r.source {
+        h.update(source.as_bytes());
+        h.update([1]);
+    }
     h.update(r.partition.to_be_bytes());
     h.update(r.offset.to_be_bytes());
     crate::tokens::derived_ulid(r.timestamp.millis(), &h.finalize())
@@ -137,6 +143,7 @@ pub fn record_of(meta: &KafkaMeta, value: &[u8]) -> KafkaRecord {
             .iter()
             .map(|(k, v)| (k.clone(), b64.decode(v).unwrap_or_default()))
             .collect(),
+        source: None,
     }
 }
 
@@ -166,17 +173,28 @@ impl App {
     pub fn consumers_of(
         &self,
         topic: &str,
+        source: Option<&str>,
     ) -> Vec<(std::sync::Arc<WorkflowRecord>, Vec<KafkaTrigger>)> {
+        let own = source.and_then(|s| s.split_once('/'));
         self.deployments
             .all()
             .into_iter()
+            .filter(|rec| own.is_none_or(|(wf, _)| rec.id == wf))
             .filter_map(|rec| {
                 let triggers: Vec<KafkaTrigger> = rec
                     .definition
                     .triggers
                     .iter()
                     .filter_map(|t| match t {
-                        Trigger::Kafka(k) if k.topics.iter().any(|x| x == topic) => Some(k.clone()),
+                        Trigger::Kafka(k)
+                            if k.topics.iter().any(|x| x == topic)
+                                && match own {
+                                    Some((_, id)) => k.id == id,
+                                    None => !k.own_consumer(),
+                                } =>
+                        {
+                            Some(k.clone())
+                        }
                         _ => None,
                     })
                     .collect();
@@ -185,24 +203,34 @@ impl App {
             .collect()
     }
 
-    /// The topics the deployed kafka triggers consume.
+    /// The topics the server's shared consumer reads: those of the enabled kafka
+    /// triggers without a consumer of their own.
     pub fn kafka_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = self
-            .deployments
-            .all()
-            .iter()
-            .flat_map(|r| r.definition.triggers.iter())
-            .filter_map(|t| match t {
-                // A topic only switched-off triggers consume is not read: its position
-                // waits for them.
-                Trigger::Kafka(k) if k.enabled => Some(k.topics.clone()),
-                _ => None,
-            })
-            .flatten()
+            .kafka_triggers()
+            .into_iter()
+            // A topic only switched-off triggers consume is not read: its position
+            // waits for them.
+            .filter(|(_, k)| k.enabled && !k.own_consumer())
+            .flat_map(|(_, k)| k.topics)
             .collect();
         topics.sort();
         topics.dedup();
         topics
+    }
+
+    /// Every deployed kafka trigger, with its workflow's id.
+    pub fn kafka_triggers(&self) -> Vec<(String, KafkaTrigger)> {
+        self.deployments
+            .all()
+            .iter()
+            .flat_map(|r| {
+                r.definition.triggers.iter().filter_map(|t| match t {
+                    Trigger::Kafka(k) => Some((r.id.clone(), k.clone())),
+                    _ => None,
+                })
+            })
+            .collect()
     }
 
     /// Records a batch: each record in the inbox (once per workflow consuming its topic)
@@ -256,7 +284,7 @@ impl App {
         r: &KafkaRecord,
         report: &mut IntakeReport,
     ) -> Result<(), StoreError> {
-        let consumers = self.consumers_of(&r.topic);
+        let consumers = self.consumers_of(&r.topic, r.source.as_deref());
         let input = record_input(r);
         if consumers.is_empty() {
             // Kept, so that a record is never silently dropped (a trigger removed while its
@@ -427,6 +455,7 @@ mod tests {
                 ("trace".into(), b"abc".to_vec()),
                 ("bin".into(), vec![0xff, 0x00]),
             ],
+            source: None,
         }
     }
 
@@ -436,6 +465,13 @@ mod tests {
         let a = record_id(&r, "w");
         assert_eq!(a, record_id(&r.clone(), "w"));
         assert_ne!(a, record_id(&r, "v"));
+        // The same coordinates read by a trigger's own consumer (another cluster's topic of
+        // the same name, perhaps) make another message.
+        let own = KafkaRecord {
+            source: Some("w/kafka".into()),
+            ..r.clone()
+        };
+        assert_ne!(a, record_id(&own, "w"));
         for other in [
             KafkaRecord {
                 partition: 3,

@@ -1,9 +1,11 @@
 //! The workflow definition format (YAML or JSON). These types are the format: the JSON Schema
 //! that `tripline schema` prints is generated from them.
 
+mod kafka;
 mod steps;
 mod triggers;
 
+pub use kafka::*;
 pub use steps::*;
 pub use triggers::*;
 

@@ -181,6 +181,24 @@ pub struct KafkaTrigger {
     /// `skipped`, to reprocess.
     #[serde(default = "enabled", skip_serializing_if = "is_enabled")]
     pub enabled: bool,
+    /// Where its topics are, when not on the server's cluster (`--kafka-*` flags, which
+    /// are the defaults of what is left out). Local shape only: in AWS the stack's MSK
+    /// event source reads every trigger's topics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<super::KafkaCluster>,
+    /// Where it starts reading a partition it has no position for: `earliest`, `latest`,
+    /// an RFC 3339 time or Unix milliseconds (the first record at or after it); default
+    /// the server's `--kafka-start`. Local shape only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+}
+
+impl KafkaTrigger {
+    /// Whether it is read by a consumer of its own (its own cluster or start), with its
+    /// own positions, rather than by the server's shared one.
+    pub fn own_consumer(&self) -> bool {
+        self.cluster.is_some() || self.start.is_some()
+    }
 }
 
 fn enabled() -> bool {

@@ -96,6 +96,15 @@ pub fn secret_names(wf: &Workflow) -> BTreeSet<String> {
                 }
             }
         }
+        if let Trigger::Kafka(k) = t
+            && let Some(name) = k
+                .cluster
+                .as_ref()
+                .and_then(|c| c.sasl.as_ref())
+                .and_then(|s| secrets::reference(&s.password))
+        {
+            names.insert(name.to_string());
+        }
     }
     if let Some(name) = wf.callback_secret.as_deref().and_then(secrets::reference) {
         names.insert(name.to_string());

@@ -19,6 +19,8 @@ struct Fields {
     retry: Vec<String>,
     reply: Vec<String>,
     http: Vec<String>,
+    kafka_cluster: Vec<String>,
+    kafka_sasl: Vec<String>,
     /// The fields every step has (`id`, `type`, `when`, …).
     step_common: Vec<String>,
     /// Each kind's own fields, by `type`, in declaration order.
@@ -44,6 +46,8 @@ fn fields() -> &'static Fields {
             retry: properties("Retry"),
             reply: properties("CustomReply"),
             http: properties("HttpAction"),
+            kafka_cluster: properties("KafkaCluster"),
+            kafka_sasl: properties("KafkaSasl"),
             step_common,
             triggers: variants(def("Trigger"), defs),
             steps: variants(def("Step"), defs)
@@ -180,6 +184,15 @@ pub(super) fn check_trigger_shape(c: &mut Collector, v: &Value, path: &str) -> b
         return false;
     };
     unknown_fields(c, v, path, own(&f.triggers, t), &format!("{t} trigger"));
+    if t == "kafka"
+        && let Some(cluster) = v.get("cluster")
+    {
+        let cp = join(path, "cluster");
+        unknown_fields(c, cluster, &cp, &f.kafka_cluster, "Kafka cluster");
+        if let Some(sasl) = cluster.get("sasl") {
+            unknown_fields(c, sasl, &join(&cp, "sasl"), &f.kafka_sasl, "SASL setting");
+        }
+    }
     if t != "webhook" {
         return true;
     }

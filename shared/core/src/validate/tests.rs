@@ -485,3 +485,42 @@ fn lane_templates_are_checked_against_the_lane_and_the_steps_before() {
     assert!(has("branch id `a` is used twice"), "{msgs:#?}");
     assert!(has("steps[1].steps[1]") && has("colour"), "{msgs:#?}");
 }
+
+#[test]
+fn a_kafka_trigger_may_name_its_own_cluster_and_start_checked_field_by_field() {
+    let good = r#"
+id: k
+triggers:
+  - type: kafka
+    topics: [orders]
+    start: "1800000000000"
+    cluster:
+      bootstrap: ["kafka-1.internal:9096"]
+      tls: true
+      connect_timeout: 10s
+      sasl: { mechanism: scram_sha_512, username: tripline, password: "{{ secrets.kafka_password }}" }
+steps: [{ id: a, type: transform, value: 1 }]
+"#;
+    let wf = load(good, Format::Yaml).expect("valid");
+    assert!(crate::validate::secret_names(&wf).contains("kafka_password"));
+    let bad = good
+        .replace("\"1800000000000\"", "yesterday")
+        .replace("kafka-1.internal:9096", "kafka-1.internal")
+        .replace("\"{{ secrets.kafka_password }}\"", "hunter2")
+        .replace("tls: true", "tls: true\n      sals: 1");
+    let p = problems(&bad);
+    let at = |path: &str| {
+        p.iter()
+            .find(|x| x.path == path)
+            .unwrap_or_else(|| panic!("no problem at {path}: {p:#?}"))
+            .message
+            .clone()
+    };
+    assert!(
+        at("triggers[0].start")
+            .contains("use earliest, latest, an RFC 3339 time or Unix milliseconds")
+    );
+    assert!(at("triggers[0].cluster.bootstrap[0]").contains("is not host:port"));
+    assert!(at("triggers[0].cluster.sasl.password").contains("{{ secrets.NAME }}"));
+    assert!(at("triggers[0].cluster.sals").contains("did you mean `sasl`"));
+}

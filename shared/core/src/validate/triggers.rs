@@ -84,6 +84,58 @@ fn check_kafka(c: &mut Collector, path: &str, k: &KafkaTrigger) {
             );
         }
     }
+    if let Some(start) = &k.start
+        && let Err(e) = start.parse::<crate::definition::KafkaStart>()
+    {
+        c.at(&join(path, "start"), e);
+    }
+    if let Some(cluster) = &k.cluster {
+        check_kafka_cluster(c, &join(path, "cluster"), cluster);
+    }
+}
+
+fn check_kafka_cluster(c: &mut Collector, path: &str, cluster: &crate::definition::KafkaCluster) {
+    if cluster.bootstrap.is_empty() {
+        c.at(
+            &join(path, "bootstrap"),
+            "`bootstrap` must name at least one broker, as host:port",
+        );
+    }
+    for (i, b) in cluster.bootstrap.iter().enumerate() {
+        let port_ok = b.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !port_ok {
+            c.at(
+                &format!("{}[{i}]", join(path, "bootstrap")),
+                format!("`{b}` is not host:port"),
+            );
+        }
+    }
+    if cluster
+        .connect_timeout
+        .is_some_and(|t| t.std().is_zero() || t.std() > std::time::Duration::from_secs(300))
+    {
+        c.at(
+            &join(path, "connect_timeout"),
+            "`connect_timeout` is from 1ms to 5m",
+        );
+    }
+    if let Some(sasl) = &cluster.sasl {
+        let pp = join(&join(path, "sasl"), "password");
+        if crate::secrets::reference(&sasl.password).is_none() {
+            c.at(
+                &pp,
+                "the password is a secret, written `{{ secrets.NAME }}` (set it with `tripline secrets set NAME`), so that it never sits in a definition",
+            );
+        }
+        if sasl.username.is_empty() {
+            c.at(
+                &join(&join(path, "sasl"), "username"),
+                "`username` must not be empty",
+            );
+        }
+    }
 }
 
 fn check_flow(c: &mut Collector, path: &str, f: &FlowTrigger) {

@@ -15,107 +15,65 @@ use tokio::sync::watch;
 use tripline_app::App;
 use tripline_app::ports::KafkaRecord;
 use tripline_core::Timestamp;
+use tripline_core::definition::KafkaTrigger;
+pub use tripline_core::definition::{KafkaStart as StartAt, SaslMechanism};
 
-/// Where a consumer group starts on a partition it has no position for.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum StartAt {
-    Earliest,
-    Latest,
-    /// The first record at or after this time.
-    Timestamp(Timestamp),
+mod health;
+pub use health::{HealthState, KafkaHealth, PartitionState, TriggerHealth};
+
+/// SASL credentials for a cluster.
+#[derive(Clone, Debug)]
+pub struct Sasl {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: String,
 }
 
-impl std::str::FromStr for StartAt {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "earliest" => Ok(Self::Earliest),
-            "latest" => Ok(Self::Latest),
-            // Unix milliseconds, as Kafka's own timestamps (and OpenFn's trigger) write them.
-            ms if !ms.is_empty() && ms.len() <= 15 && ms.bytes().all(|b| b.is_ascii_digit()) => ms
-                .parse()
-                .map(|ms| Self::Timestamp(Timestamp::from_millis(ms)))
-                .map_err(|e| format!("`{ms}`: {e}")),
-            other => Timestamp::parse_rfc3339(other)
-                .map(Self::Timestamp)
-                .map_err(|e| {
-                    format!("use earliest, latest, an RFC 3339 time or Unix milliseconds: {e}")
-                }),
+impl Sasl {
+    fn config(&self) -> SaslConfig {
+        let c = Credentials::new(self.username.clone(), self.password.clone());
+        match self.mechanism {
+            SaslMechanism::Plain => SaslConfig::Plain(c),
+            SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(c),
+            SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(c),
         }
     }
 }
 
-/// The cluster `tripline serve` consumes.
+/// The cluster `tripline serve` consumes (its `--kafka-*` flags), which are also the
+/// defaults of the triggers that name a cluster or a start of their own.
 #[derive(Clone, Debug)]
 pub struct KafkaOptions {
-    /// `host:port` of one or more brokers.
+    /// `host:port` of one or more brokers; empty: no shared consumer (the triggers with a
+    /// `cluster` of their own are still read).
     pub bootstrap: Vec<String>,
     /// Names the positions kept in the store: two servers with one group share them.
     pub group: String,
     pub start: StartAt,
-    /// SASL/PLAIN user name and password.
-    pub sasl: Option<(String, String)>,
+    pub sasl: Option<Sasl>,
     /// TLS to the brokers (see [`tls_config`]); plain TCP when `None`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// How often the deployed triggers' topics and their partitions are looked at again.
     pub refresh: Duration,
-    /// What the consumer knows of itself (shared with `/readyz`).
+    /// What the shared consumer knows of itself (shared with `/readyz`).
     pub health: Arc<KafkaHealth>,
+    /// The same, for each trigger read by a consumer of its own, by `workflow/trigger`.
+    pub triggers: Arc<TriggerHealth>,
 }
 
-/// The consumer's state as `/readyz` reports it: whether the cluster answers, the last
-/// error, and each partition's position, high watermark and lag.
-#[derive(Debug, Default)]
-pub struct KafkaHealth(std::sync::Mutex<HealthState>);
-
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct HealthState {
-    pub connected: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// By `topic/partition`.
-    pub partitions: std::collections::BTreeMap<String, PartitionState>,
-}
-
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct PartitionState {
-    /// The next offset to read.
-    pub position: i64,
-    pub high_watermark: i64,
-    pub lag: i64,
-}
-
-impl KafkaHealth {
-    pub fn state(&self) -> HealthState {
-        self.0.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    fn set(&self, f: impl FnOnce(&mut HealthState)) {
-        if let Ok(mut s) = self.0.lock() {
-            f(&mut s);
+impl KafkaOptions {
+    /// No shared cluster: only the triggers with a `cluster` of their own are read.
+    pub fn none() -> Self {
+        KafkaOptions {
+            bootstrap: Vec::new(),
+            group: "tripline".into(),
+            start: StartAt::Latest,
+            sasl: None,
+            tls: None,
+            refresh: Duration::from_secs(5),
+            health: Default::default(),
+            triggers: Default::default(),
         }
-    }
-
-    fn failed(&self, why: String) {
-        self.set(|s| {
-            s.connected = false;
-            s.last_error = Some(why);
-        });
-    }
-
-    fn at(&self, topic: &str, partition: i32, position: i64, high: i64) {
-        self.set(|s| {
-            s.connected = true;
-            s.last_error = None;
-            s.partitions.insert(
-                format!("{topic}/{partition}"),
-                PartitionState {
-                    position,
-                    high_watermark: high,
-                    lag: (high - position).max(0),
-                },
-            );
-        });
     }
 }
 
@@ -185,58 +143,249 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
-/// How long connecting to the cluster may take before it counts as a failure.
+/// How long connecting to a cluster may take before it counts as a failure, unless a
+/// trigger's `cluster.connect_timeout` says otherwise.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn position_link(group: &str, topic: &str, partition: i32) -> String {
-    format!("kafka-offset/{group}/{topic}/{partition}")
+/// One consumer: the server's shared one, or one trigger's own.
+#[derive(Clone)]
+struct Source {
+    /// `None`: the server's; else the trigger's `workflow/trigger`.
+    own: Option<String>,
+    bootstrap: Vec<String>,
+    sasl: Option<SaslConfig>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    connect_timeout: Duration,
+    start: StartAt,
+    /// Where its positions are kept: `{links}/{topic}/{partition}`.
+    links: String,
+    health: Arc<KafkaHealth>,
+}
+
+impl Source {
+    /// The topics it reads now: the shared consumer's, or its trigger's while it is on.
+    fn topics(&self, app: &App) -> Vec<String> {
+        let Some(own) = &self.own else {
+            return app.kafka_topics();
+        };
+        app.kafka_triggers()
+            .into_iter()
+            .find(|(wf, k)| format!("{wf}/{}", k.id) == *own && k.enabled && k.own_consumer())
+            .map(|(_, k)| k.topics)
+            .unwrap_or_default()
+    }
+
+    fn link(&self, topic: &str, partition: i32) -> String {
+        format!("{}/{topic}/{partition}", self.links)
+    }
+}
+
+/// The consumers wanted now, each with a key that changes when its settings do (so that
+/// a changed trigger is read with its new settings).
+async fn sources(app: &App, opts: &KafkaOptions) -> Vec<(String, Source)> {
+    let mut out = Vec::new();
+    if !opts.bootstrap.is_empty() {
+        opts.health.set(|s| s.bootstrap = opts.bootstrap.clone());
+        let source = Source {
+            own: None,
+            bootstrap: opts.bootstrap.clone(),
+            sasl: opts.sasl.as_ref().map(Sasl::config),
+            tls: opts.tls.clone(),
+            connect_timeout: CONNECT_TIMEOUT,
+            start: opts.start,
+            links: format!("kafka-offset/{}", opts.group),
+            health: opts.health.clone(),
+        };
+        out.push(("server".to_string(), source));
+    }
+    let mut names = Vec::new();
+    for (workflow, trigger) in app.kafka_triggers() {
+        if !(trigger.enabled && trigger.own_consumer()) {
+            continue;
+        }
+        let name = format!("{workflow}/{}", trigger.id);
+        let health = opts.triggers.entry(&name);
+        names.push(name.clone());
+        match own_source(app, opts, &workflow, &trigger, health.clone()).await {
+            Ok((fingerprint, source)) => out.push((format!("{name}#{fingerprint}"), source)),
+            Err(why) => {
+                health.failed(why.clone());
+                tracing::warn!(trigger = %name, error = %why, "the kafka trigger cannot be read");
+            }
+        }
+    }
+    opts.triggers.keep_only(&names);
+    out
+}
+
+/// A trigger's own consumer: its `cluster` (else the server's) and its `start` (else
+/// the server's), its password read from the secret store.
+async fn own_source(
+    app: &App,
+    opts: &KafkaOptions,
+    workflow: &str,
+    trigger: &KafkaTrigger,
+    health: Arc<KafkaHealth>,
+) -> Result<(String, Source), String> {
+    use std::hash::{Hash as _, Hasher as _};
+    let start = match &trigger.start {
+        Some(s) => s.parse()?,
+        None => opts.start,
+    };
+    // In this process only: it tells whether the settings changed since the last look.
+    let mut fingerprint = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&(&trigger.cluster, &trigger.start))
+        .unwrap_or_default()
+        .hash(&mut fingerprint);
+    let (bootstrap, sasl, tls, connect_timeout) = match &trigger.cluster {
+        None if opts.bootstrap.is_empty() => {
+            return Err("the trigger names no `cluster` and the server has no --kafka-bootstrap: add `cluster: { bootstrap: [host:port] }`, or start the server with --kafka-bootstrap".into());
+        }
+        None => (
+            opts.bootstrap.clone(),
+            opts.sasl.as_ref().map(Sasl::config),
+            opts.tls.clone(),
+            CONNECT_TIMEOUT,
+        ),
+        Some(c) => {
+            let sasl = match &c.sasl {
+                None => None,
+                Some(s) => {
+                    let password = password(app, &s.password).await?;
+                    password.hash(&mut fingerprint);
+                    let sasl = Sasl {
+                        mechanism: s.mechanism,
+                        username: s.username.clone(),
+                        password,
+                    };
+                    Some(sasl.config())
+                }
+            };
+            let tls = match (c.tls, &opts.tls) {
+                (false, _) => None,
+                (true, Some(server)) => Some(server.clone()),
+                (true, None) => Some(tls_config(None, None).map_err(|e| e.to_string())?),
+            };
+            let timeout = c.connect_timeout.map_or(CONNECT_TIMEOUT, |t| t.std());
+            (c.bootstrap.clone(), sasl, tls, timeout)
+        }
+    };
+    health.set(|s| s.bootstrap = bootstrap.clone());
+    let source = Source {
+        own: Some(format!("{workflow}/{}", trigger.id)),
+        bootstrap,
+        sasl,
+        tls,
+        connect_timeout,
+        start,
+        links: format!("kafka-offset/{}/{workflow}/{}", opts.group, trigger.id),
+        health,
+    };
+    Ok((format!("{:016x}", fingerprint.finish()), source))
+}
+
+/// A SASL password: the secret its `{{ secrets.NAME }}` names.
+async fn password(app: &App, reference: &str) -> Result<String, String> {
+    let name = tripline_core::secrets::reference(reference)
+        .ok_or("the SASL password must be a secret, `{{ secrets.NAME }}`")?;
+    match app.secrets.value(name, app.clock.now()).await {
+        Ok(Some(v)) => Ok(v.to_string()),
+        Ok(None) => Err(format!(
+            "the secret `{name}` (the SASL password) is not set: `tripline secrets set {name}`"
+        )),
+        Err(e) => Err(format!("the secret `{name}` cannot be read: {e}")),
+    }
 }
 
 /// A client of the cluster, or `None` (logged, and reported by `/readyz`). rskafka
 /// retries a broker that does not answer for ever: bounded here, so that the failure is
 /// seen.
-async fn connect(opts: &KafkaOptions) -> Option<Client> {
-    let mut builder = ClientBuilder::new(opts.bootstrap.clone());
-    if let Some((user, password)) = &opts.sasl {
-        builder = builder.sasl_config(SaslConfig::Plain(Credentials::new(
-            user.clone(),
-            password.clone(),
-        )));
+async fn connect(source: &Source) -> Option<Client> {
+    let mut builder = ClientBuilder::new(source.bootstrap.clone());
+    if let Some(sasl) = &source.sasl {
+        builder = builder.sasl_config(sasl.clone());
     }
-    if let Some(tls) = &opts.tls {
+    if let Some(tls) = &source.tls {
         builder = builder.tls_config(tls.clone());
     }
-    let built = match tokio::time::timeout(CONNECT_TIMEOUT, builder.build()).await {
+    let limit = source.connect_timeout;
+    let built = match tokio::time::timeout(limit, builder.build()).await {
         Ok(b) => b.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("no broker answered within {CONNECT_TIMEOUT:?}")),
+        Err(_) => Err(format!("no broker answered within {limit:?}")),
     };
     match built {
         Ok(c) => {
-            opts.health.set(|s| s.connected = true);
+            source.health.set(|s| s.connected = true);
             Some(c)
         }
         Err(e) => {
-            opts.health.failed(format!("cannot reach the cluster: {e}"));
-            tracing::warn!(bootstrap = ?opts.bootstrap, error = %e, "cannot reach the Kafka cluster; trying again");
+            source
+                .health
+                .failed(format!("cannot reach the cluster: {e}"));
+            tracing::warn!(bootstrap = ?source.bootstrap, consumer = source.own.as_deref().unwrap_or("server"), error = %e, "cannot reach the Kafka cluster; trying again");
             None
         }
     }
 }
 
-/// Consumes until `stop`. Connection failures are logged and retried; they never stop the
-/// server.
+/// Runs the consumers until `stop`: the server's shared one, and one for each trigger
+/// with a `cluster` or `start` of its own, started, restarted with new settings and
+/// stopped as the deployed triggers change. Connection failures are logged and retried;
+/// they never stop the server.
 pub async fn run(app: Arc<App>, opts: KafkaOptions, mut stop: watch::Receiver<bool>) {
+    let mut running: HashMap<String, (watch::Sender<bool>, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let wanted = sources(&app, &opts).await;
+        running.retain(|key, (tx, _)| {
+            let keep = wanted.iter().any(|(k, _)| k == key);
+            if !keep {
+                let _ = tx.send(true);
+            }
+            keep
+        });
+        for (key, source) in wanted {
+            if running.get(&key).is_some_and(|(_, h)| !h.is_finished()) {
+                continue;
+            }
+            let (tx, rx) = watch::channel(false);
+            let task = consume(app.clone(), source, opts.refresh, rx);
+            running.insert(key, (tx, tokio::spawn(task)));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(opts.refresh) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    for (tx, _) in running.values() {
+        let _ = tx.send(true);
+    }
+    for (_, (_, h)) in running {
+        let _ = h.await;
+    }
+}
+
+/// One consumer until `stop`: its topics' partitions, each read by a task of its own.
+async fn consume(
+    app: Arc<App>,
+    source: Source,
+    refresh: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut client: Option<Arc<Client>> = None;
     let mut running: HashMap<(String, i32), tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         if *stop.borrow() {
             break;
         }
-        let topics = app.kafka_topics();
+        let topics = source.topics(&app);
         if !topics.is_empty() {
             if client.is_none() {
                 let connecting = tokio::select! {
-                    c = connect(&opts) => c,
+                    c = connect(&source) => c,
                     _ = stop.changed() => break,
                 };
                 client = connecting.map(Arc::new);
@@ -257,7 +406,7 @@ pub async fn run(app: Arc<App>, opts: KafkaOptions, mut stop: watch::Receiver<bo
                                 let task = consume_partition(
                                     app.clone(),
                                     c.clone(),
-                                    opts.clone(),
+                                    source.clone(),
                                     t.name.clone(),
                                     p,
                                     stop.clone(),
@@ -267,7 +416,8 @@ pub async fn run(app: Arc<App>, opts: KafkaOptions, mut stop: watch::Receiver<bo
                         }
                     }
                     Err(e) => {
-                        opts.health
+                        source
+                            .health
                             .failed(format!("listing the topics failed: {e}"));
                         tracing::warn!(error = %e, "listing the Kafka topics failed; trying again")
                     }
@@ -275,7 +425,7 @@ pub async fn run(app: Arc<App>, opts: KafkaOptions, mut stop: watch::Receiver<bo
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(opts.refresh) => {}
+            _ = tokio::time::sleep(refresh) => {}
             _ = stop.changed() => {}
         }
     }
@@ -287,7 +437,7 @@ pub async fn run(app: Arc<App>, opts: KafkaOptions, mut stop: watch::Receiver<bo
 async fn consume_partition(
     app: Arc<App>,
     client: Arc<Client>,
-    opts: KafkaOptions,
+    source: Source,
     topic: String,
     partition: i32,
     mut stop: watch::Receiver<bool>,
@@ -302,7 +452,7 @@ async fn consume_partition(
             return;
         }
     };
-    let link = position_link(&opts.group, &topic, partition);
+    let link = source.link(&topic, partition);
     let mut next = None;
     loop {
         if *stop.borrow() {
@@ -310,7 +460,7 @@ async fn consume_partition(
         }
         let position = match next {
             Some(n) => n,
-            None => match start_position(&app, &pc, &link, opts.start).await {
+            None => match start_position(&app, &pc, &link, source.start).await {
                 Ok(n) => {
                     next = Some(n);
                     n
@@ -323,7 +473,7 @@ async fn consume_partition(
             },
         };
         let fetched = tokio::select! {
-            f = fetch(&pc, &opts.health, &topic, partition, position) => f,
+            f = fetch(&pc, &source.health, &topic, partition, position) => f,
             _ = stop.changed() => return,
         };
         let Some(records) = fetched else {
@@ -336,7 +486,7 @@ async fn consume_partition(
         // Every trigger on the topic switched off meanwhile: the batch is left unread
         // (the position is not moved), and the task ends; switched on again, the topic is
         // read from here.
-        if !app.kafka_topics().contains(&topic) {
+        if !source.topics(&app).contains(&topic) {
             tracing::info!(
                 topic,
                 partition,
@@ -345,7 +495,7 @@ async fn consume_partition(
             );
             return;
         }
-        match record_batch(&app, &topic, partition, &link, records).await {
+        match record_batch(&app, &source, &topic, partition, &link, records).await {
             Some(after) => next = Some(after),
             None => tokio::time::sleep(Duration::from_secs(1)).await,
         }
@@ -383,6 +533,7 @@ async fn fetch(
 /// offset to read, or `None` when the batch must be read again.
 async fn record_batch(
     app: &App,
+    source: &Source,
     topic: &str,
     partition: i32,
     link: &str,
@@ -399,6 +550,7 @@ async fn record_batch(
             key: r.record.key,
             value: r.record.value,
             headers: r.record.headers.into_iter().collect(),
+            source: source.own.clone(),
         })
         .collect();
     match app.kafka_intake(batch).await {
@@ -439,7 +591,7 @@ async fn start_position(
     let at = match start {
         StartAt::Earliest => OffsetAt::Earliest,
         StartAt::Latest => OffsetAt::Latest,
-        StartAt::Timestamp(t) => OffsetAt::Timestamp(
+        StartAt::At(t) => OffsetAt::Timestamp(
             chrono::DateTime::from_timestamp_millis(t.millis()).ok_or("a time out of range")?,
         ),
     };
