@@ -444,3 +444,85 @@ async fn a_once_trigger_is_recorded_at_deploy_and_waits_on_an_eventbridge_schedu
         "{listed}"
     );
 }
+
+/// A one-time run (`?at=`) in the AWS shape: recorded `queued` at once, its time an
+/// EventBridge Scheduler one-time schedule (it is over SQS's 15 minutes), listed, and
+/// cancellable before it fires.
+#[tokio::test]
+async fn a_one_time_run_waits_on_a_scheduler_schedule_and_can_be_cancelled() {
+    let s = shape(&[]).await;
+    s.deploy(
+        "once",
+        "id: once\ntriggers: [{ type: manual }]\nsteps:\n  - { id: t, type: transform, value: \"{{ trigger.body.n }}\" }\n",
+    )
+    .await;
+    let at_ms = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        / 1000
+        + 30 * 60)
+        * 1000;
+    let at = tripline_core::Timestamp(at_ms).to_string();
+    let (status, _, body) = s
+        .http(
+            &s.control,
+            "POST",
+            &format!("/v1/workflows/once/runs?at={at}"),
+            &[("content-type", "application/json")],
+            br#"{"n": 7}"#,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["run_id"].as_str().expect("run id").to_string();
+    s.pump.drain(&s.executor, Duration::from_secs(5)).await;
+    let run = s.run(&id).await;
+    assert_eq!(
+        run["status"], "queued",
+        "not started before its time: {run}"
+    );
+    assert_eq!(run["not_before"], json!(at), "{run}");
+    let timers = s.settings.timers.clone().expect("timer settings");
+    let names = schedules(&s, &timers.schedule_group).await;
+    assert_eq!(names.len(), 1, "one schedule for the run's time: {names:?}");
+    let schedule = s
+        .clients
+        .scheduler()
+        .get_schedule()
+        .group_name(&timers.schedule_group)
+        .name(&names[0])
+        .send()
+        .await
+        .expect("get schedule");
+    // At its time (rounded up to the next whole second).
+    let expression = schedule.schedule_expression().expect("expression");
+    assert!(
+        [at_ms / 1000, at_ms / 1000 + 1]
+            .iter()
+            .any(|secs| expression == tripline_aws::queue::at_expression(*secs)),
+        "{expression} for {at}"
+    );
+    let (_, _, listed) = s
+        .http(
+            &s.control,
+            "GET",
+            "/v1/runs?workflow=once&status=queued",
+            &[],
+            b"",
+        )
+        .await;
+    assert_eq!(listed["items"][0]["run_id"], json!(id), "{listed}");
+    let (status, _, body) = s
+        .http(
+            &s.control,
+            "POST",
+            &format!("/v1/runs/{id}/cancel"),
+            &[],
+            b"",
+        )
+        .await;
+    assert!(status < 300, "{status} {body}");
+    s.pump.drain(&s.executor, Duration::from_secs(5)).await;
+    let run = s.run(&id).await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+}
