@@ -16,6 +16,16 @@ use tripline_embedded::{EmbeddedQueue, EmbeddedStore};
 use tripline_tests::{Reply, Stub};
 
 async fn app(stub: &Stub, timeout: &str) -> (Arc<App>, Arc<EmbeddedQueue>, tempfile::TempDir) {
+    let yaml = format!(
+        "id: two\ntriggers:\n  - type: manual\nsteps:\n  - {{id: a, type: http, method: POST, url: \"{url}/a\", timeout: {timeout}}}\n  - {{id: b, type: http, method: POST, url: \"{url}/b\", timeout: {timeout}}}\n",
+        url = stub.url
+    );
+    app_with(&yaml).await
+}
+
+/// An App on the embedded store and queue with `yaml` deployed, whose executor the test
+/// drives itself (as a Lambda invocation with a deadline would).
+pub(crate) async fn app_with(yaml: &str) -> (Arc<App>, Arc<EmbeddedQueue>, tempfile::TempDir) {
     let dir = tempfile::TempDir::new().expect("dir");
     let store = EmbeddedStore::open(dir.path()).expect("open");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -23,14 +33,10 @@ async fn app(stub: &Stub, timeout: &str) -> (Arc<App>, Arc<EmbeddedQueue>, tempf
     let mut config = Config::default();
     config.outbound.allow_private_networks = true;
     let app = Arc::new(App::new(Arc::new(store), queue.clone(), clock, config));
-    let yaml = format!(
-        "id: two\ntriggers:\n  - type: manual\nsteps:\n  - {{id: a, type: http, method: POST, url: \"{url}/a\", timeout: {timeout}}}\n  - {{id: b, type: http, method: POST, url: \"{url}/b\", timeout: {timeout}}}\n",
-        url = stub.url
-    );
     app.deployments
         .deploy_text(
             app.store.as_ref(),
-            &yaml,
+            yaml,
             tripline_core::validate::Format::Yaml,
             None,
             app.clock.now(),
@@ -41,9 +47,16 @@ async fn app(stub: &Stub, timeout: &str) -> (Arc<App>, Arc<EmbeddedQueue>, tempf
 }
 
 async fn start(app: &Arc<App>) -> String {
-    let req = axum::http::Request::post("/v1/workflows/two/runs")
-        .body(Body::empty())
-        .expect("request");
+    start_with(app, "two", "").await
+}
+
+/// Starts a run of `workflow` through the control API with `body` as its input.
+pub(crate) async fn start_with(app: &Arc<App>, workflow: &str, body: &str) -> String {
+    let mut req = axum::http::Request::post(format!("/v1/workflows/{workflow}/runs"));
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Body::from(body.to_string())).expect("request");
     let resp = app.router().oneshot(req).await.expect("answer");
     let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
         .await
@@ -52,7 +65,8 @@ async fn start(app: &Arc<App>) -> String {
     v["run_id"].as_str().expect("run id").to_string()
 }
 
-async fn take_item(queue: &EmbeddedQueue) -> Vec<String> {
+/// The work items waiting, taken off the queue: their runs' ids.
+pub(crate) async fn take_item(queue: &EmbeddedQueue) -> Vec<String> {
     let got = queue
         .receive(10, Duration::from_millis(50), Duration::from_secs(60))
         .await

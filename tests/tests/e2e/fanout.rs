@@ -3,20 +3,16 @@
 //! policies, a `kill -9` mid-map, an invocation's deadline mid-map, and the AWS shape.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use tripline_app::executor::DEADLINE_MARGIN;
-use tripline_app::ports::{Clock, Queue, SystemClock};
-use tripline_app::{App, Config};
 use tripline_core::RunStatus;
-use tripline_embedded::{EmbeddedQueue, EmbeddedStore};
 use tripline_tests::shape::shape;
 use tripline_tests::*;
+
+use crate::executor_deadline::{app_with, start_with, take_item};
 
 fn map_workflow(stub: &Stub, concurrency: u32, on_failure: &str) -> String {
     format!(
@@ -278,48 +274,11 @@ async fn kill_9_mid_map_repeats_only_the_items_since_the_last_checkpoint() {
 async fn items_that_no_longer_fit_an_invocation_continue_in_the_next() {
     let stub = Stub::start().await;
     stub.set_default(Reply::slow(Duration::from_millis(500)));
-    let dir = tempfile::TempDir::new().expect("dir");
-    let store = EmbeddedStore::open(dir.path()).expect("open");
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let queue = Arc::new(EmbeddedQueue::new(store.clone(), clock.clone()));
-    let mut config = Config::default();
-    config.outbound.allow_private_networks = true;
-    let app = Arc::new(App::new(Arc::new(store), queue.clone(), clock, config));
     let yaml = map_workflow(&stub, 1, "fail_fast")
         .replace("        body:", "        timeout: 1s\n        body:");
-    app.deployments
-        .deploy_text(
-            app.store.as_ref(),
-            &yaml,
-            tripline_core::validate::Format::Yaml,
-            None,
-            app.clock.now(),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("deploy"));
-    let req = axum::http::Request::post("/v1/workflows/fan/runs")
-        .header("content-type", "application/json")
-        .body(Body::from(orders(3).to_string()))
-        .expect("request");
-    let resp = app.router().oneshot(req).await.expect("answer");
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .expect("body");
-    let run_id = serde_json::from_slice::<Value>(&bytes).expect("json")["run_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let take = || async {
-        let got = queue
-            .receive(10, Duration::from_millis(50), Duration::from_secs(60))
-            .await
-            .expect("receive");
-        for d in &got {
-            queue.ack(d).await.expect("ack");
-        }
-        got.len()
-    };
-    assert_eq!(take().await, 1);
+    let (app, queue, _dir) = app_with(&yaml).await;
+    let run_id = start_with(&app, "fan", &orders(3).to_string()).await;
+    assert_eq!(take_item(&queue).await, vec![run_id.clone()]);
     // Time for one item (1 s timeout), not for the second after the first took 0.5 s.
     let deadline = tokio::time::Instant::now() + DEADLINE_MARGIN + Duration::from_millis(1300);
     app.advance_run_until(&run_id, Some(deadline))
@@ -334,7 +293,11 @@ async fn items_that_no_longer_fit_an_invocation_continue_in_the_next() {
             .is_some(),
         "the first item is written as done"
     );
-    assert_eq!(take().await, 1, "enqueued to continue");
+    assert_eq!(
+        take_item(&queue).await,
+        vec![run_id.clone()],
+        "enqueued to continue"
+    );
     app.advance_run_until(
         &run_id,
         Some(tokio::time::Instant::now() + Duration::from_secs(60)),

@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::{ClientBuilder, Credentials, SaslConfig};
-use rskafka::record::Record;
-use serde_json::{Value, json};
+use serde_json::json;
 use tripline_local::kafka::{KafkaOptions, StartAt};
 use tripline_tests::{Opts, TestApp, spawn_app};
+
+use crate::kafka_broker::{bootstrap, create_topic, produce, unique};
 
 /// A tansu broker that requires SASL. tansu offers only SCRAM, and keeps SCRAM users in
 /// its SQLite storage only, so its users are made first, by tansu's own `user create`, on
@@ -115,25 +115,6 @@ fn scram256(user: &str, password: &str) -> SaslConfig {
     SaslConfig::ScramSha256(Credentials::new(user.into(), password.into()))
 }
 
-async fn produce(client: &rskafka::client::Client, topic: &str, values: &[Value]) {
-    let pc = client
-        .partition_client(topic, 0, UnknownTopicHandling::Retry)
-        .await
-        .expect("partition");
-    let records: Vec<Record> = values
-        .iter()
-        .map(|v| Record {
-            key: None,
-            value: Some(v.to_string().into_bytes()),
-            headers: Default::default(),
-            timestamp: chrono::Utc::now(),
-        })
-        .collect();
-    pc.produce(records, Compression::NoCompression)
-        .await
-        .expect("produce");
-}
-
 fn workflow(id: &str, topic: &str, extra: &str) -> String {
     format!(
         "id: {id}\ntriggers:\n  - type: kafka\n    topics: [{topic}]\n{extra}\nsteps:\n  - {{ id: n, type: transform, value: \"{{{{ trigger.body.n }}}}\" }}\n"
@@ -205,6 +186,7 @@ async fn scram_users_read_their_triggers_cluster_and_a_wrong_password_is_reporte
     produce(
         &producer,
         topic,
+        0,
         &[json!({"n": 1}), json!({"n": 2}), json!({"n": 3})],
     )
     .await;
@@ -278,28 +260,17 @@ async fn scram_users_read_their_triggers_cluster_and_a_wrong_password_is_reporte
 /// topic reads everything, once).
 #[tokio::test]
 async fn a_triggers_own_start_in_unix_ms_reads_from_there_for_that_trigger_only() {
-    let bootstrap = std::env::var("TRIPLINE_TEST_KAFKA_BOOTSTRAP")
-        .expect("TRIPLINE_TEST_KAFKA_BOOTSTRAP: run `tests/run`");
-    let client = ClientBuilder::new(vec![bootstrap.clone()])
-        .build()
-        .await
-        .expect("client");
-    let topic = format!("starts-{}", std::process::id());
-    client
-        .controller_client()
-        .expect("controller")
-        .create_topic(&topic, 1, 1, 5_000)
-        .await
-        .expect("create topic");
-    produce(&client, &topic, &[json!({"n": 1}), json!({"n": 2})]).await;
+    let topic = unique("starts");
+    let client = create_topic(&topic, 1).await;
+    produce(&client, &topic, 0, &[json!({"n": 1}), json!({"n": 2})]).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let since = tripline_core::Timestamp(chrono::Utc::now().timestamp_millis()).millis();
+    let since = chrono::Utc::now().timestamp_millis();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    produce(&client, &topic, &[json!({"n": 3}), json!({"n": 4})]).await;
+    produce(&client, &topic, 0, &[json!({"n": 3}), json!({"n": 4})]).await;
     let app = spawn_app(Opts {
         kafka: Some(KafkaOptions {
-            bootstrap: vec![bootstrap],
-            group: format!("g-{}", std::process::id()),
+            bootstrap: vec![bootstrap()],
+            group: unique("group"),
             start: StartAt::Earliest,
             ..quick()
         }),

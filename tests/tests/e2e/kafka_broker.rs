@@ -12,7 +12,7 @@ use tripline_local::kafka::{KafkaOptions, StartAt};
 use tripline_tests::{Opts, TestApp, spawn_app};
 
 /// The broker's address. `tests/run` starts one and sets `TRIPLINE_TEST_KAFKA_BOOTSTRAP`.
-fn bootstrap() -> String {
+pub(crate) fn bootstrap() -> String {
     std::env::var("TRIPLINE_TEST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
         panic!(
             "TRIPLINE_TEST_KAFKA_BOOTSTRAP is not set: these tests need a Kafka-protocol broker; run `tests/run`, which installs and starts one"
@@ -20,7 +20,7 @@ fn bootstrap() -> String {
     })
 }
 
-fn unique(name: &str) -> String {
+pub(crate) fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -28,7 +28,7 @@ fn unique(name: &str) -> String {
     format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
 }
 
-async fn create_topic(topic: &str, partitions: i32) -> rskafka::client::Client {
+pub(crate) async fn create_topic(topic: &str, partitions: i32) -> rskafka::client::Client {
     let client = ClientBuilder::new(vec![bootstrap()])
         .build()
         .await
@@ -42,7 +42,12 @@ async fn create_topic(topic: &str, partitions: i32) -> rskafka::client::Client {
     client
 }
 
-async fn produce(client: &rskafka::client::Client, topic: &str, partition: i32, values: &[Value]) {
+pub(crate) async fn produce(
+    client: &rskafka::client::Client,
+    topic: &str,
+    partition: i32,
+    values: &[Value],
+) {
     let pc = client
         .partition_client(topic, partition, UnknownTopicHandling::Retry)
         .await

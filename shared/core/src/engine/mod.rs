@@ -256,50 +256,22 @@ fn apply_live(
             started_at,
             request,
             output,
-        } if steps::fan::is_lane_step(&step) => {
+        } => {
             let done = record::Attempt {
                 step: &step,
                 attempt,
                 started_at,
                 request: Some(request),
             };
-            steps::fan::reported(wf, run, done, Ok(output), now, effects)
-        }
-        Event::StepFailed {
-            step,
-            attempt,
-            started_at,
-            request,
-            error,
-            output,
-        } if steps::fan::is_lane_step(&step) => {
-            let tried = record::Attempt {
-                step: &step,
-                attempt,
-                started_at,
-                request: Some(request),
-            };
-            steps::fan::reported(wf, run, tried, Err((error, output)), now, effects)
-        }
-        Event::StepSucceeded {
-            step,
-            attempt,
-            started_at,
-            request,
-            output,
-        } => {
+            if steps::fan::is_lane_step(&step) {
+                return steps::fan::reported(wf, run, done, Ok(output), now, effects);
+            }
             if !record::is_current(wf, run, &step, attempt) {
                 return;
             }
             if record::past_deadline(run, now) {
                 return record::finish_timed_out(run, now, effects);
             }
-            let done = record::Attempt {
-                step: &step,
-                attempt,
-                started_at,
-                request: Some(request),
-            };
             record::succeed_step(wf, run, done, output, now, effects);
             if !run.status.is_terminal() {
                 advance::advance(wf, run, now, effects);
@@ -313,15 +285,18 @@ fn apply_live(
             error,
             output,
         } => {
-            if !record::is_current(wf, run, &step, attempt) {
-                return;
-            }
             let tried = record::Attempt {
                 step: &step,
                 attempt,
                 started_at,
                 request: Some(request),
             };
+            if steps::fan::is_lane_step(&step) {
+                return steps::fan::reported(wf, run, tried, Err((error, output)), now, effects);
+            }
+            if !record::is_current(wf, run, &step, attempt) {
+                return;
+            }
             retry::step_failed(wf, run, tried, error, output, now, effects);
         }
         Event::Resumed { payload } => steps::waits::resumed(wf, run, payload, now, effects),

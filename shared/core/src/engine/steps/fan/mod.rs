@@ -39,7 +39,14 @@ struct Shape<'a> {
 }
 
 impl<'a> Shape<'a> {
-    fn of(step: &'a Step, fan: &Fan) -> Option<Self> {
+    /// The step the cursor is on, when the run is running its lanes (read in place: a
+    /// report must not copy every lane and item).
+    fn current(wf: &'a Workflow, run: &Run) -> Option<Self> {
+        if run.status != RunStatus::Running {
+            return None;
+        }
+        let fan = run.cursor.fan.as_ref()?;
+        let step = wf.steps.get(run.cursor.step)?;
         let (total, width, on_failure) = match &step.action {
             Action::Map(m) => (fan.items.len(), m.concurrency.max(1) as usize, m.on_failure),
             Action::Parallel(p) => (p.branches.len(), p.branches.len(), p.on_failure),
@@ -144,30 +151,24 @@ pub(in crate::engine) fn resume(
     now: Timestamp,
     effects: &mut Vec<Effect>,
 ) -> Then {
-    let Some((step, fan)) = current(wf, run) else {
+    let Some(shape) = Shape::current(wf, run) else {
         run.cursor.fan = None;
         return Then::Next;
     };
-    let Some(shape) = Shape::of(step, &fan) else {
-        run.cursor.fan = None;
-        return Then::Next;
-    };
+    let out: Vec<(usize, u32)> = lanes(run)
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.in_flight())
+        .map(|(i, l)| (i, l.attempt))
+        .collect();
     let mut calls = Vec::new();
-    for (i, lane) in fan.lanes.iter().enumerate() {
-        if lane.in_flight() {
-            match issue(wf, run, &shape, i, lane.attempt, now) {
-                Ok(call) => calls.push(call),
-                Err(e) => {
-                    if let Then::Stop = lane_failed(
-                        run,
-                        &shape,
-                        i,
-                        template_error(run, &shape, i, e),
-                        now,
-                        effects,
-                    ) {
-                        return Then::Stop;
-                    }
+    for (i, attempt) in out {
+        match issue(wf, run, &shape, i, attempt, now) {
+            Ok(call) => calls.push(call),
+            Err(e) => {
+                let failure = template_error(run, &shape, i, e);
+                if let Then::Stop = lane_failed(run, &shape, i, failure, now, effects) {
+                    return Then::Stop;
                 }
             }
         }
@@ -185,19 +186,16 @@ pub(in crate::engine) fn reported(
     now: Timestamp,
     effects: &mut Vec<Effect>,
 ) {
-    let Some((step, fan)) = current(wf, run) else {
+    let Some(shape) = Shape::current(wf, run) else {
         return;
     };
-    let Some(shape) = Shape::of(step, &fan) else {
-        return;
-    };
-    let Some(i) = lane_reported(&shape, &fan, done.step, done.attempt) else {
+    let Some(i) = lane_reported(&shape, lanes(run), done.step, done.attempt) else {
         return;
     };
     if record::past_deadline(run, now) {
         return record::finish_timed_out(run, now, effects);
     }
-    let inner = &shape.steps(i)[fan.lanes[i].step];
+    let inner = &shape.steps(i)[lanes(run)[i].step];
     match outcome {
         Ok(output) => {
             let exec = done.execution(StepStatus::Succeeded, Some(output), None, now);
@@ -245,18 +243,14 @@ pub(in crate::engine) fn reported(
     }
 }
 
-/// The step the cursor is on and its fan, when the run is running one.
-fn current<'w>(wf: &'w Workflow, run: &Run) -> Option<(&'w Step, Fan)> {
-    if run.status != RunStatus::Running {
-        return None;
-    }
-    let fan = run.cursor.fan.clone()?;
-    Some((wf.steps.get(run.cursor.step)?, fan))
+/// The lanes of the fan the run is running.
+fn lanes(run: &Run) -> &[Lane] {
+    &run.cursor.fan.as_ref().expect("a fan is running").lanes
 }
 
 /// The lane a report is for, when it is the attempt that lane has out (else it is late
 /// or repeated, and changes nothing).
-fn lane_reported(shape: &Shape, fan: &Fan, step: &str, attempt: u32) -> Option<usize> {
+fn lane_reported(shape: &Shape, lanes: &[Lane], step: &str, attempt: u32) -> Option<usize> {
     let rest = step
         .strip_prefix(shape.step.id.as_str())?
         .strip_prefix('[')?;
@@ -265,7 +259,7 @@ fn lane_reported(shape: &Shape, fan: &Fan, step: &str, attempt: u32) -> Option<u
         Action::Parallel(p) => p.branches.iter().position(|b| b.id == key)?,
         _ => key.parse().ok()?,
     };
-    let lane = fan.lanes.get(i)?;
+    let lane = lanes.get(i)?;
     let current = shape.steps(i).get(lane.step)?;
     (lane.in_flight() && lane.attempt == attempt && current.id == inner).then_some(i)
 }
@@ -282,10 +276,7 @@ pub(in crate::engine) fn pump(
     now: Timestamp,
     effects: &mut Vec<Effect>,
 ) -> Then {
-    let Some((step, fan)) = current(wf, run) else {
-        return Then::Stop;
-    };
-    match Shape::of(step, &fan) {
+    match Shape::current(wf, run) {
         Some(shape) => pump_with(wf, run, &shape, Vec::new(), now, effects),
         None => Then::Stop,
     }
