@@ -189,6 +189,28 @@ async fn schedules(s: &Shape, group: &str) -> Vec<String> {
         .collect()
 }
 
+/// The one schedule of the timers' group (its name, and the schedule).
+async fn the_timer(
+    s: &Shape,
+) -> (
+    Vec<String>,
+    aws_sdk_scheduler::operation::get_schedule::GetScheduleOutput,
+) {
+    let timers = s.settings.timers.clone().expect("timer settings");
+    let names = schedules(s, &timers.schedule_group).await;
+    assert_eq!(names.len(), 1, "one schedule for the timer: {names:?}");
+    let schedule = s
+        .clients
+        .scheduler()
+        .get_schedule()
+        .group_name(&timers.schedule_group)
+        .name(&names[0])
+        .send()
+        .await
+        .expect("get schedule");
+    (names, schedule)
+}
+
 #[tokio::test]
 async fn a_20_minute_delay_is_an_eventbridge_scheduler_schedule() {
     let s = shape(&[]).await;
@@ -205,17 +227,7 @@ async fn a_20_minute_delay_is_an_eventbridge_scheduler_schedule() {
     .expect("time");
 
     let timers = s.settings.timers.clone().expect("timer settings");
-    let names = schedules(&s, &timers.schedule_group).await;
-    assert_eq!(names.len(), 1, "one schedule for the timer: {names:?}");
-    let schedule = s
-        .clients
-        .scheduler()
-        .get_schedule()
-        .group_name(&timers.schedule_group)
-        .name(&names[0])
-        .send()
-        .await
-        .expect("get schedule");
+    let (names, schedule) = the_timer(&s).await;
     let due_secs = (until.millis() + 999) / 1000;
     assert_eq!(
         schedule.schedule_expression(),
@@ -482,18 +494,7 @@ async fn a_one_time_run_waits_on_a_scheduler_schedule_and_can_be_cancelled() {
         "not started before its time: {run}"
     );
     assert_eq!(run["not_before"], json!(at), "{run}");
-    let timers = s.settings.timers.clone().expect("timer settings");
-    let names = schedules(&s, &timers.schedule_group).await;
-    assert_eq!(names.len(), 1, "one schedule for the run's time: {names:?}");
-    let schedule = s
-        .clients
-        .scheduler()
-        .get_schedule()
-        .group_name(&timers.schedule_group)
-        .name(&names[0])
-        .send()
-        .await
-        .expect("get schedule");
+    let (_, schedule) = the_timer(&s).await;
     // At its time (rounded up to the next whole second).
     let expression = schedule.schedule_expression().expect("expression");
     assert!(

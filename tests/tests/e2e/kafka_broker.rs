@@ -410,6 +410,34 @@ impl TlsBroker {
         self.dir.path().join(name)
     }
 
+    /// The TLS settings of a client with the test CA and the client certificate.
+    fn client_tls(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        let (ca, cert, key) = (
+            self.path("ca.pem"),
+            self.path("client.pem"),
+            self.path("client.key"),
+        );
+        tripline_local::kafka::tls_config(Some(&ca), Some((&cert, &key)))
+            .expect("the test CA and client certificate")
+    }
+
+    /// A producer over TLS, and a new one-partition topic named after `name`.
+    async fn producer_and_topic(&self, name: &str) -> (rskafka::client::Client, String) {
+        let client = ClientBuilder::new(vec![self.bootstrap.clone()])
+            .tls_config(self.client_tls())
+            .build()
+            .await
+            .expect("a producer over TLS");
+        let topic = unique(name);
+        client
+            .controller_client()
+            .expect("controller")
+            .create_topic(&topic, 1, 1, 5_000)
+            .await
+            .expect("create topic");
+        (client, topic)
+    }
+
     async fn start() -> TlsBroker {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -521,25 +549,8 @@ impl TlsBroker {
 #[tokio::test]
 async fn records_are_consumed_over_mutual_tls() {
     let broker = TlsBroker::start().await;
-    let (ca, cert, key) = (
-        broker.path("ca.pem"),
-        broker.path("client.pem"),
-        broker.path("client.key"),
-    );
-    let tls = tripline_local::kafka::tls_config(Some(&ca), Some((&cert, &key)))
-        .expect("the test CA and client certificate");
-    let client = ClientBuilder::new(vec![broker.bootstrap.clone()])
-        .tls_config(tls.clone())
-        .build()
-        .await
-        .expect("a producer over TLS");
-    let topic = unique("secure");
-    client
-        .controller_client()
-        .expect("controller")
-        .create_topic(&topic, 1, 1, 5_000)
-        .await
-        .expect("create topic");
+    let tls = broker.client_tls();
+    let (client, topic) = broker.producer_and_topic("secure").await;
     produce(
         &client,
         &topic,
@@ -576,7 +587,8 @@ async fn records_are_consumed_over_mutual_tls() {
 
     // Without the client certificate the proxy refuses the handshake (the client keeps
     // trying, so it is given 3 s).
-    let no_cert = tripline_local::kafka::tls_config(Some(&ca), None).expect("config");
+    let no_cert =
+        tripline_local::kafka::tls_config(Some(&broker.path("ca.pem")), None).expect("config");
     let refused = tokio::time::timeout(
         Duration::from_secs(3),
         ClientBuilder::new(vec![broker.bootstrap.clone()])
@@ -595,24 +607,8 @@ async fn records_are_consumed_over_mutual_tls() {
 #[tokio::test]
 async fn a_trigger_names_a_tls_cluster_of_its_own() {
     let broker = TlsBroker::start().await;
-    let (ca, cert, key) = (
-        broker.path("ca.pem"),
-        broker.path("client.pem"),
-        broker.path("client.key"),
-    );
-    let tls = tripline_local::kafka::tls_config(Some(&ca), Some((&cert, &key))).expect("tls");
-    let client = ClientBuilder::new(vec![broker.bootstrap.clone()])
-        .tls_config(tls.clone())
-        .build()
-        .await
-        .expect("a producer over TLS");
-    let topic = unique("own-tls");
-    client
-        .controller_client()
-        .expect("controller")
-        .create_topic(&topic, 1, 1, 5_000)
-        .await
-        .expect("create topic");
+    let tls = broker.client_tls();
+    let (client, topic) = broker.producer_and_topic("own-tls").await;
     produce(
         &client,
         &topic,
