@@ -253,6 +253,16 @@ impl TestApp {
         read(resp).await
     }
 
+    /// POSTs `{}` to a control route with `headers`; returns status and the body.
+    pub async fn post_with(&self, path: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+        let mut req = self.client.post(self.url(path)).json(&json!({}));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let (s, _, v) = read(req.send().await.expect("request")).await;
+        (s, v)
+    }
+
     /// PUTs JSON to a control route; returns status and the body as JSON (or null).
     pub async fn put_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         let resp = self

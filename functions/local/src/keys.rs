@@ -114,7 +114,7 @@ async fn through_server(server: &str, api_key: Option<&str>, action: Action) -> 
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
-        let msg = body["error"]["message"].as_str().unwrap_or("no message");
+        let msg = body["detail"].as_str().unwrap_or("no message");
         anyhow::bail!("the server answered {status}: {msg}");
     }
     match action {

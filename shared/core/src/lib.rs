@@ -9,6 +9,7 @@ pub mod flow;
 #[cfg(test)]
 mod fuzz;
 pub mod net;
+pub mod retry;
 pub mod run;
 pub mod secrets;
 pub mod source;

@@ -419,6 +419,9 @@ pub struct Run {
     /// themselves, DynamoDB's TTL, read it when the run ends); `None`: the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain: Option<crate::time::Duration>,
+    /// The run this one retries (`POST /v1/runs/{id}/retry`), and where it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<crate::retry::RetryOf>,
 }
 
 impl Run {
@@ -467,6 +470,7 @@ impl Run {
             store: None,
             not_before: None,
             retain: None,
+            retry_of: None,
         }
     }
 

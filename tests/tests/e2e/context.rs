@@ -90,7 +90,7 @@ async fn runs_carry_a_count_in_the_store_and_the_api_reads_and_changes_it() {
     let (status, body) = patch(&app, "counter", r#"{"count": 5, "other": "ok"}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(
-        body["error"]["message"]
+        body["detail"]
             .as_str()
             .is_some_and(|m| m.contains("`count` is 5, not a string")),
         "{body}"

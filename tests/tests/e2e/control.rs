@@ -62,7 +62,7 @@ async fn an_invalid_definition_is_refused_with_every_problem_and_its_line() {
     let bad = "id: api-demo\nsteps:\n  - id: a\n    type: transform\n    valeu: 1\n  - id: b\n    type: http\n    url: ftp://x\n    timeout: later\n";
     let (status, body) = app.deploy("api-demo", bad).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let problems = body["error"]["problems"].as_array().expect("problems");
+    let problems = body["problems"].as_array().expect("problems");
     assert!(problems.len() >= 3, "{body}");
     assert!(
         problems
@@ -130,7 +130,7 @@ async fn a_manual_run_starts_with_the_posted_input_and_honours_idempotency() {
         .post_json("/v1/workflows/missing/runs", &json!({}))
         .await;
     assert_eq!(
-        (status, body["error"]["code"].clone()),
+        (status, body["code"].clone()),
         (StatusCode::NOT_FOUND, json!("not_found"))
     );
     let resp = app
@@ -153,7 +153,7 @@ async fn a_workflow_without_a_manual_trigger_says_how_to_add_one() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(
-        body["error"]["message"]
+        body["detail"]
             .as_str()
             .unwrap_or_default()
             .contains("type: manual")
@@ -208,7 +208,7 @@ async fn runs_and_inbox_list_newest_first_with_filters_and_pages() {
     let (status, body) = app.get("/v1/runs?status=done").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
-        body["error"]["message"]
+        body["detail"]
             .as_str()
             .unwrap_or_default()
             .contains("succeeded")
@@ -335,12 +335,8 @@ steps:
 #[tokio::test]
 async fn a_bad_query_parameter_is_a_400_that_names_it_and_what_to_use() {
     let app = spawn_app(Opts::default()).await;
-    let message = |body: &serde_json::Value| {
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
+    let message =
+        |body: &serde_json::Value| body["detail"].as_str().unwrap_or_default().to_string();
     let (status, body) = app.get("/v1/runs?colour=red").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(message(&body).contains("`colour`"), "{body}");

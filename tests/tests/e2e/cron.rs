@@ -142,7 +142,7 @@ async fn a_tick_delivered_twice_starts_one_run_and_is_recorded_as_a_duplicate() 
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(
-        body["error"]["message"]
+        body["detail"]
             .as_str()
             .unwrap_or_default()
             .contains("?trigger=five"),
@@ -494,7 +494,7 @@ async fn run_now_starts_a_run_of_the_cron_trigger_with_the_current_state() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(
-        body["error"]["message"]
+        body["detail"]
             .as_str()
             .unwrap_or_default()
             .contains("?trigger=minute"),
@@ -523,7 +523,7 @@ steps: [{ id: a, type: transform, value: 1 }]
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let problems = body["error"]["problems"].to_string();
+    let problems = body["problems"].to_string();
     assert!(problems.contains("triggers[0].schedule"), "{problems}");
     assert!(problems.contains("triggers[1].timezone"), "{problems}");
     assert!(problems.contains("IANA"), "{problems}");
@@ -615,7 +615,7 @@ async fn a_removed_workflow_stops_ticking_and_deploying_it_again_restores_it() {
     let (status, body) = app.get("/v1/workflows/every5").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
-        body["error"]["message"]
+        body["detail"]
             .as_str()
             .unwrap_or_default()
             .contains("was removed"),

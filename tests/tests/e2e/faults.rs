@@ -234,7 +234,7 @@ async fn a_request_the_store_cannot_record_gets_503_and_starts_nothing() {
     assert_eq!(resp.status().as_u16(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
     let (_, _, body) = read(resp).await;
-    assert_eq!(body["error"]["code"], "store_unavailable");
+    assert_eq!(body["code"], "store_unavailable");
     store.fail_admit.store(false, Ordering::SeqCst);
     let runs = get_json(&client, format!("{base}/v1/runs")).await;
     assert_eq!(

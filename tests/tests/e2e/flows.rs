@@ -201,7 +201,7 @@ async fn a_flow_that_loops_back_is_refused_at_deploy_with_the_loop() {
     let looping = "id: source\ntriggers: [{type: flow, workflow: double}]\nsteps: [{id: a, type: transform, value: 1}]\n";
     let (status, body) = app.deploy("source", looping).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let p = &body["error"]["problems"][0];
+    let p = &body["problems"][0];
     assert_eq!(p["path"], "triggers[0].workflow", "{body}");
     assert!(
         p["message"]

@@ -69,7 +69,7 @@ async fn a_webhook_key_template_maps_a_repeated_input_to_its_first_run() {
     let (status, body) = post(&app, hook, json!({"no_order": true}), None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(
-        body["error"]["message"]
+        body["detail"]
             .as_str()
             .is_some_and(|m| m.contains("idempotency_key")),
         "{body}"
@@ -117,7 +117,7 @@ async fn manual_runs_take_the_header_or_the_template_and_their_condition() {
     let (status, body) = post(&app, "/v1/workflows/keyed/runs", json!({"x": 1}), None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(
-        body["error"]["message"]
+        body["detail"]
             .as_str()
             .is_some_and(|m| m.contains("is false")),
         "{body}"

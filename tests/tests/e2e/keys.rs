@@ -83,8 +83,8 @@ async fn each_scope_does_what_it_names_and_no_more() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(body["error"]["code"], "insufficient_scope");
-    let said = body["error"]["message"].as_str().unwrap_or_default();
+    assert_eq!(body["code"], "insufficient_scope");
+    let said = body["detail"].as_str().unwrap_or_default();
     assert!(
         said.contains("dashboard") && said.contains("operate"),
         "{said}"

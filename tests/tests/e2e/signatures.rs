@@ -105,7 +105,7 @@ steps:
     let (status, e) = post(&app, path, &[("x-github-delivery", "d-3".into())], payload).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(
-        e["error"]["message"]
+        e["detail"]
             .as_str()
             .unwrap_or_default()
             .starts_with("missing header"),
@@ -115,7 +115,7 @@ steps:
     let (status, e) = post(&app, path, &headers("d-4"), tampered).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(
-        e["error"]["message"]
+        e["detail"]
             .as_str()
             .unwrap_or_default()
             .starts_with("no match"),
@@ -130,7 +130,7 @@ steps:
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(
-        e["error"]["message"]
+        e["detail"]
             .as_str()
             .unwrap_or_default()
             .starts_with("bad format"),
@@ -204,7 +204,7 @@ steps:
     let (status, e) = post(&app, path, &[("stripe-signature", sign(now - 600))], event).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(
-        e["error"]["message"]
+        e["detail"]
             .as_str()
             .unwrap_or_default()
             .starts_with("stale timestamp"),
@@ -304,7 +304,7 @@ steps:
         )
         .await;
     assert_eq!(status, 422, "{body}");
-    let p = &body["error"]["problems"][0];
+    let p = &body["problems"][0];
     assert_eq!(p["path"], "triggers[0].auth.secrets[0]", "{body}");
     let msg = p["message"].as_str().unwrap_or_default();
     assert!(

@@ -252,7 +252,7 @@ async fn an_unknown_token_answers_404() {
         .post_json("/hooks/no-such-token-aaaaaaaaaaaaa", &json!({}))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(body["error"]["code"], "unknown_webhook");
+    assert_eq!(body["code"], "unknown_webhook");
 }
 
 #[tokio::test]
@@ -368,7 +368,7 @@ async fn malformed_json_gets_400_and_is_kept_in_the_inbox() {
     let (status, headers, body) =
         post_raw(&app, Some("application/json"), b"{\"id\": 1,".to_vec()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["error"]["code"], "invalid_json");
+    assert_eq!(body["code"], "invalid_json");
     let msg = inbox_message(&app, &headers).await;
     assert_eq!(msg["outcome"]["kind"], "rejected");
     assert_eq!(msg["body"], "{\"id\": 1,");
@@ -379,7 +379,7 @@ async fn invalid_utf8_text_gets_400_and_its_raw_bytes_are_kept() {
     let app = app_with(ECHO_ASYNC).await;
     let (status, headers, body) = post_raw(&app, Some("text/plain"), vec![0x66, 0xff, 0xfe]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["error"]["code"], "invalid_utf8");
+    assert_eq!(body["code"], "invalid_utf8");
     let msg = inbox_message(&app, &headers).await;
     assert_eq!(msg["body_base64"], "Zv/+");
 }
@@ -390,7 +390,7 @@ async fn an_unsupported_content_type_gets_415() {
     let (status, headers, body) = post_raw(&app, Some("image/png"), vec![0x89, 0x50]).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(
-        body["error"]["message"]
+        body["detail"]
             .as_str()
             .unwrap_or_default()
             .contains("application/json")

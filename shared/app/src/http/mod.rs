@@ -31,14 +31,41 @@ impl App {
     }
 }
 
-/// A JSON error: `{"error": {"code": ..., "message": ...}}`.
+/// An error, in one shape everywhere (RFC 9457 problem details, `application/problem+json`):
+/// `type` (`urn:tripline:problem:{code}`), `title` (the status's reason), `status`,
+/// `detail` (what went wrong and what to do), and `code` for scripts.
 pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message.into()}})),
-    )
-        .into_response()
+    problem(status, code, message, serde_json::Map::new())
 }
+
+/// An error with more members: `field` (the path of the field at fault, where there is
+/// one), `problems` (a definition's, each with its path), or another the route documents.
+pub fn problem(
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Response {
+    let mut body = json!({
+        "type": format!("urn:tripline:problem:{code}"),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": message.into(),
+        "code": code,
+    });
+    if let Some(o) = body.as_object_mut() {
+        o.extend(extra);
+    }
+    let mut r = (status, Json(body)).into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(PROBLEM_JSON),
+    );
+    r
+}
+
+/// The media type of an error.
+pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// The store failed: the request was not recorded, so the client must retry.
 pub fn unavailable(e: &StoreError) -> Response {

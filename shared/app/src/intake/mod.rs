@@ -1,7 +1,7 @@
 //! Each trigger's use case: an input arrives, passes the trigger's gate, and becomes runs
 //! through [`crate::admission`]: webhooks (`webhook`), the control API (`manual`), cron
 //! ticks (`cron`), Kafka records (`kafka`), ended runs (`flow`), and inbox messages again
-//! (`reprocess`).
+//! (`reprocess`), and ended runs again on request (`retry`).
 
 pub mod cron;
 pub mod flow;
@@ -9,4 +9,5 @@ pub mod kafka;
 pub mod manual;
 pub mod once;
 pub mod reprocess;
+pub mod retry;
 pub mod webhook;

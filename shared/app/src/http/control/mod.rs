@@ -26,7 +26,7 @@ use crate::ports::{Page, StoreError};
 
 use inbox::{edit_message, get_message, list_inbox, list_ticks, reprocess_message};
 use keys::{create_key, delete_key, list_audit, list_keys, require_key};
-use runs::{cancel_run, get_run, list_runs};
+use runs::{cancel_run, get_run, list_runs, retry_run};
 use secrets::{delete_secret, list_secrets, put_secret};
 use state::{get_context, get_state, patch_context, put_state};
 use workflows::{delete_workflow, get_workflow, list_workflows, put_workflow, start_run};
@@ -48,6 +48,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/runs/{id}/retry", post(retry_run))
         .route("/v1/inbox", get(list_inbox))
         .route("/v1/inbox/{id}", get(get_message).put(edit_message))
         .route("/v1/inbox/{id}/reprocess", post(reprocess_message))
@@ -162,13 +163,22 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Par
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
         let query = parts.uri.query().unwrap_or_default();
-        serde_urlencoded::from_str(query).map(Params).map_err(|e| {
-            let message = e
-                .to_string()
-                .replace("unknown field", "unknown query parameter")
-                .replace("expected one of", "use");
-            bad_request(message)
-        })
+        let pairs = form_urlencoded::parse(query.as_bytes());
+        serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(pairs))
+            .map(Params)
+            .map_err(|e| {
+                let field = e.path().to_string();
+                let message = e
+                    .inner()
+                    .to_string()
+                    .replace("unknown field", "unknown query parameter")
+                    .replace("expected one of", "use");
+                let mut extra = serde_json::Map::new();
+                if field != "." {
+                    extra.insert("field".into(), json!(field));
+                }
+                crate::http::problem(StatusCode::BAD_REQUEST, "bad_request", message, extra)
+            })
     }
 }
 

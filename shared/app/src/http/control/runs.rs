@@ -13,8 +13,11 @@ use super::{Limit, PageParams, Params, not_found, page_response};
 use crate::App;
 use crate::executor::CancelError;
 use crate::http::{error_response, unavailable};
+use crate::intake::retry::{RetryError, RetryRequest, RetryRevision};
 use crate::ports::RunQuery;
+use axum::http::HeaderMap;
 use tripline_core::Timestamp;
+use tripline_core::retry::RetryFrom;
 
 pub(super) async fn get_run(
     State(app): State<Arc<App>>,
@@ -68,6 +71,58 @@ pub(super) async fn cancel_run(State(app): State<Arc<App>>, Path(id): Path<Strin
     }
 }
 
+/// `POST /v1/runs/{id}/retry`'s parameters.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RetryParams {
+    #[serde(default)]
+    from: RetryFrom,
+    #[serde(default)]
+    revision: RetryRevision,
+}
+
+/// `POST /v1/runs/{id}/retry[?from=start|failed_step][&revision=current|own]`: a new run
+/// with the original's trigger input (see [`crate::intake::retry`]); `Idempotency-Key`
+/// makes it happen once.
+pub(super) async fn retry_run(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Params(q): Params<RetryParams>,
+    headers: HeaderMap,
+) -> Response {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .map(str::to_string);
+    let req = RetryRequest {
+        from: q.from,
+        revision: q.revision,
+        key,
+    };
+    match app.retry(&id, &req).await {
+        Ok(r) => {
+            let status = if r.duplicate {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            let body = json!({
+                "run_id": r.run_id,
+                "retry_of": id,
+                "from": q.from,
+                "revision": r.revision,
+                "duplicate": r.duplicate,
+                "status_url": format!("/v1/runs/{}", r.run_id),
+            });
+            (status, Json(body)).into_response()
+        }
+        Err(RetryError::NotFound(_)) => not_found("run", &id),
+        Err(RetryError::Refused(why)) => error_response(StatusCode::CONFLICT, "not_retryable", why),
+        Err(RetryError::Store(e)) => unavailable(&e),
+    }
+}
+
 /// `GET /v1/runs`'s parameters.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +170,9 @@ pub(super) fn run_summary(run: &Run) -> Value {
     v["revision"] = json!(run.revision);
     v["trigger"] = json!(run.trigger);
     v["url"] = json!(format!("/v1/runs/{}", run.id));
+    if let Some(r) = &run.retry_of {
+        v["retry_of"] = json!(r.run_id);
+    }
     if let Some(at) = run.not_before {
         v["not_before"] = json!(at);
     }

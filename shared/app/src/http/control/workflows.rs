@@ -159,29 +159,41 @@ pub(super) async fn put_workflow(
             Format::Yaml
         };
     app.refresh_workflows(true).await;
-    match app.deployments.deploy_text(app.store.as_ref(), text, format, Some(&id), app.clock.now()).await {
+    match app
+        .deployments
+        .deploy_text(app.store.as_ref(), text, format, Some(&id), app.clock.now())
+        .await
+    {
         Ok(d) => {
             app.cron_wake.notify_one();
             // Its `once` runs (idempotent: a PUT again after a failure here records them).
             if let Err(e) = app.sync_once(&d.record).await {
                 return unavailable(&e);
             }
-            let status = if d.unchanged { StatusCode::OK } else { StatusCode::CREATED };
+            let status = if d.unchanged {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
             let mut body = summary(&d.record);
             body["unchanged"] = json!(d.unchanged);
             body["warnings"] = json!(d.warnings);
             (status, Json(body)).into_response()
         }
-        Err(DeployError::Invalid(problems)) => (
+        Err(DeployError::Invalid(problems)) => crate::http::problem(
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"error": {
-                "code": "invalid_definition",
-                "message": format!("the definition has {} problem(s); nothing was deployed", problems.len()),
-                "problems": problems,
-            }})),
-        )
-            .into_response(),
-        Err(DeployError::Conflict) => error_response(StatusCode::CONFLICT, "conflict", DeployError::Conflict.to_string()),
+            "invalid_definition",
+            format!(
+                "the definition has {} problem(s); nothing was deployed",
+                problems.len()
+            ),
+            serde_json::Map::from_iter([("problems".to_string(), json!(problems))]),
+        ),
+        Err(DeployError::Conflict) => error_response(
+            StatusCode::CONFLICT,
+            "conflict",
+            DeployError::Conflict.to_string(),
+        ),
         Err(DeployError::Store(e)) => unavailable(&e),
     }
 }

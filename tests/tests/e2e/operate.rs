@@ -1,0 +1,157 @@
+//! Operating on runs after the fact: retry from the start or from the failed step, with
+//! the current revision or the run's own.
+
+use axum::http::StatusCode;
+use serde_json::json;
+use tripline_tests::*;
+
+fn flaky(stub: &Stub, tag: &str) -> String {
+    format!(
+        r#"
+id: retry-demo
+description: {tag}
+triggers:
+  - type: webhook
+    id: hook
+steps:
+  - {{ id: a, type: transform, value: {{ n: "{{{{ trigger.body.n }}}}" }} }}
+  - id: b
+    type: http
+    url: "{}/charge/{tag}"
+    method: POST
+    body: {{ n: "{{{{ steps.a.n }}}}" }}
+  - {{ id: c, type: transform, value: {{ charged: "{{{{ steps.b.body.json.n }}}}", rev: "{{{{ run.revision }}}}" }} }}
+"#,
+        stub.url
+    )
+}
+
+/// A run of `retry-demo` that failed at step `b` (the stub answered 400).
+async fn failed_run(app: &TestApp, stub: &Stub) -> String {
+    stub.script([Reply::status(400)]);
+    let (_, wf) = app.get("/v1/workflows/retry-demo").await;
+    let url = wf["triggers"][0]["url"].as_str().expect("url").to_string();
+    let (status, _, body) = app.post_json(&url, &json!({"n": 7})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let run = app.wait_run(body["run_id"].as_str().expect("id")).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    run["run_id"]
+        .as_str()
+        .or(run["id"].as_str())
+        .expect("id")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_retry_from_the_failed_step_reuses_what_succeeded_and_sends_only_the_rest() {
+    let stub = Stub::start().await;
+    let app = spawn_app(Opts::default()).await;
+    app.deploy("retry-demo", &flaky(&stub, "v1")).await;
+    let id = failed_run(&app, &stub).await;
+    assert_eq!(stub.requests().len(), 1);
+
+    let (status, r) = app
+        .post_with(&format!("/v1/runs/{id}/retry?from=failed_step"), &[])
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+    assert_eq!(
+        (r["retry_of"].as_str(), r["from"].as_str()),
+        (Some(id.as_str()), Some("failed_step"))
+    );
+    let new_id = r["run_id"].as_str().expect("run id");
+    let run = app.wait_run(new_id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["final_output"]["charged"], 7);
+    assert_eq!(run["retry_of"]["run_id"], id.as_str());
+    assert_eq!(run["retry_of"]["step"], "b");
+    // Step `a` was not run again: its execution is the original's.
+    let (_, original) = app.get(&format!("/v1/runs/{id}")).await;
+    assert_eq!(run["step_executions"][0], original["step_executions"][0]);
+    let reqs = stub.requests();
+    assert_eq!(reqs.len(), 2, "only `b` was sent again");
+    assert_eq!(reqs[1].headers["idempotency-key"], format!("{new_id}:b"));
+    // The listing links the retry to its original.
+    let (_, page) = app.get("/v1/runs?workflow=retry-demo").await;
+    assert_eq!(page["items"][0]["retry_of"], id.as_str(), "{page}");
+}
+
+#[tokio::test]
+async fn a_retry_runs_the_current_revision_or_the_runs_own_and_happens_once_per_key() {
+    let stub = Stub::start().await;
+    let app = spawn_app(Opts::default()).await;
+    app.deploy("retry-demo", &flaky(&stub, "v1")).await;
+    let id = failed_run(&app, &stub).await;
+    app.deploy("retry-demo", &flaky(&stub, "v2")).await;
+
+    let key = [("idempotency-key", "retry-once")];
+    let (status, first) = app.post_with(&format!("/v1/runs/{id}/retry"), &key).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, again) = app.post_with(&format!("/v1/runs/{id}/retry"), &key).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(
+        (again["run_id"].clone(), again["duplicate"].clone()),
+        (first["run_id"].clone(), json!(true))
+    );
+    let run = app.wait_run(first["run_id"].as_str().expect("id")).await;
+    assert_eq!(
+        (run["revision"].clone(), run["final_output"]["rev"].clone()),
+        (json!(2), json!(2))
+    );
+    assert!(stub.requests().iter().any(|r| r.path == "/charge/v2"));
+
+    let (status, own) = app
+        .post_with(&format!("/v1/runs/{id}/retry?revision=own"), &[])
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{own}");
+    let run = app.wait_run(own["run_id"].as_str().expect("id")).await;
+    assert_eq!(run["revision"], 1, "{run}");
+    assert_eq!(
+        stub.requests().last().map(|r| r.path.clone()).as_deref(),
+        Some("/charge/v1")
+    );
+
+    // Retries are recorded in the inbox (the one asked twice as a duplicate).
+    let (_, inbox) = app.get("/v1/inbox?workflow=retry-demo&trigger=retry").await;
+    let kinds: Vec<&str> = inbox["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|m| m["outcome"]["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["started", "duplicate", "started"], "{inbox}");
+}
+
+#[tokio::test]
+async fn a_retry_that_cannot_be_made_says_why() {
+    let stub = Stub::start().await;
+    let app = spawn_app(Opts::default()).await;
+    app.deploy("retry-demo", &flaky(&stub, "v1")).await;
+    let id = failed_run(&app, &stub).await;
+    let (status, body) = app.post_with("/v1/runs/nope/retry", &[]).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (status, body) = app
+        .post_with(&format!("/v1/runs/{id}/retry?from=middle"), &[])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "from", "{body}");
+    // A new revision without the failed step: from the failed step is refused, and why.
+    let renamed = flaky(&stub, "v2")
+        .replace("id: b", "id: pay")
+        .replace("steps.b", "steps.pay");
+    app.deploy("retry-demo", &renamed).await;
+    let (status, body) = app
+        .post_with(&format!("/v1/runs/{id}/retry?from=failed_step"), &[])
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["type"], "urn:tripline:problem:not_retryable");
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("`b` is not in this revision"),
+        "{body}"
+    );
+}
