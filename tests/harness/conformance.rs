@@ -424,6 +424,7 @@ pub async fn revisions_are_consecutive_and_conditional(p: Ports) {
         source: json!({"r": revision}),
         deployed_at: T0,
         removed: false,
+        switches: Default::default(),
     };
     p.store.deploy(&rec(1)).await.expect("rev 1");
     assert!(

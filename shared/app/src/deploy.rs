@@ -100,7 +100,24 @@ fn cron_triggers(wf: &Workflow) -> Vec<&CronTrigger> {
         .collect()
 }
 
+/// The previous revision's switches, for the triggers the new definition still has (a
+/// removal turns everything on again).
+fn kept_switches(previous: Option<&WorkflowRecord>, wf: &Workflow) -> crate::ports::Switches {
+    let mut switches = previous
+        .filter(|p| !p.removed)
+        .map(|p| p.switches.clone())
+        .unwrap_or_default();
+    switches
+        .triggers_off
+        .retain(|id| wf.triggers.iter().any(|t| t.id() == id));
+    switches
+}
+
 impl Deployments {
+    pub(crate) fn schedules(&self) -> Option<&Arc<dyn Schedules>> {
+        self.schedules.get()
+    }
+
     pub fn set_schedules(&self, schedules: Arc<dyn Schedules>) {
         let _ = self.schedules.set(schedules);
     }
@@ -134,7 +151,7 @@ impl Deployments {
         v
     }
 
-    fn install(&self, record: Arc<WorkflowRecord>) {
+    pub(crate) fn install(&self, record: Arc<WorkflowRecord>) {
         let Ok(mut reg) = self.registry.write() else {
             return;
         };
@@ -293,6 +310,7 @@ impl Deployments {
             source: Value::Null,
             deployed_at: now,
             removed: true,
+            switches: Default::default(),
         };
         store.deploy(&record).await?;
         if let Err(e) = store.set_marker(DEPLOYED_MARKER, now).await {
@@ -335,6 +353,7 @@ impl Deployments {
             });
         }
         let mut problems = self.deploy_problems(&mut wf, previous.as_ref()).await?;
+        let switches = kept_switches(previous.as_ref(), &wf);
         problems.extend(self.missing_secrets(&wf, &source).await?);
         if !problems.is_empty() {
             return Err(DeployError::Invalid(problems));
@@ -350,7 +369,11 @@ impl Deployments {
             // revision deployed, and the deploy can be retried.
             for c in cron_triggers(&wf) {
                 if !before.contains(c) {
-                    schedules.put(&wf.id, c).await.map_err(DeployError::Store)?;
+                    let on = !switches.disabled && !switches.triggers_off.contains(&c.id);
+                    schedules
+                        .put(&wf.id, c, on)
+                        .await
+                        .map_err(DeployError::Store)?;
                 }
             }
         }
@@ -370,6 +393,7 @@ impl Deployments {
             source,
             deployed_at: now,
             removed: false,
+            switches,
         };
         store.deploy(&record).await?;
         self.after_deploy(store, &record, &before, now).await;

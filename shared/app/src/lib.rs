@@ -27,6 +27,7 @@ pub mod outbound;
 pub mod ports;
 pub mod secrets;
 pub mod signing;
+pub mod switches;
 pub mod tokens;
 pub mod upkeep;
 pub mod waits;

@@ -24,6 +24,36 @@ pub struct WorkflowRecord {
     /// their revisions). Deploying it again makes a new revision.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
+    /// The operator's switches: the workflow, or single triggers, turned off without
+    /// removing them. Kept across deploys; a change is a new revision with the same
+    /// definition.
+    #[serde(default, skip_serializing_if = "Switches::all_on")]
+    pub switches: Switches,
+}
+
+impl WorkflowRecord {
+    /// Whether `trigger` may start runs now: the workflow is on and the trigger is not
+    /// switched off.
+    pub fn is_on(&self, trigger: &str) -> bool {
+        !self.switches.disabled && !self.switches.triggers_off.contains(trigger)
+    }
+}
+
+/// What an operator switched off (`POST /v1/workflows/{id}/disable`, `…/triggers/{t}/disable`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Switches {
+    /// The whole workflow: no trigger starts a run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// Single triggers, by id.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub triggers_off: std::collections::BTreeSet<String>,
+}
+
+impl Switches {
+    pub fn all_on(&self) -> bool {
+        !self.disabled && self.triggers_off.is_empty()
+    }
 }
 
 /// What happened to an inbound message.
@@ -473,8 +503,14 @@ impl Clock for ManualClock {
 pub trait Schedules: Send + Sync + 'static {
     /// Why this shape cannot run the trigger's schedule, if it cannot.
     fn refuse(&self, trigger: &CronTrigger) -> Option<String>;
-    /// Creates or updates the trigger's schedule.
-    async fn put(&self, workflow: &str, trigger: &CronTrigger) -> Result<(), StoreError>;
+    /// Creates or updates the trigger's schedule; `enabled: false` keeps it, paused (its
+    /// trigger is switched off).
+    async fn put(
+        &self,
+        workflow: &str,
+        trigger: &CronTrigger,
+        enabled: bool,
+    ) -> Result<(), StoreError>;
     /// Deletes the trigger's schedule; one already gone is not an error.
     async fn delete(&self, workflow: &str, trigger: &str) -> Result<(), StoreError>;
 }

@@ -67,7 +67,17 @@ impl Schedules for EventBridgeSchedules {
         })
     }
 
-    async fn put(&self, workflow: &str, trigger: &CronTrigger) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        workflow: &str,
+        trigger: &CronTrigger,
+        enabled: bool,
+    ) -> Result<(), StoreError> {
+        let state = if enabled {
+            ScheduleState::Enabled
+        } else {
+            ScheduleState::Disabled
+        };
         let expression = eventbridge_expression(&trigger.schedule)
             .map_err(|e| StoreError::Unavailable(e.into()))?;
         let c = &self.settings;
@@ -104,13 +114,13 @@ impl Schedules for EventBridgeSchedules {
             .schedule_expression_timezone(zone)
             .flexible_time_window(window.clone())
             .target(target.clone())
-            .state(ScheduleState::Enabled)
+            .state(state.clone())
             .description(&description)
             .send()
             .await;
         match created {
             Ok(_) => {
-                tracing::info!(schedule = %name, expression, "schedule created");
+                tracing::info!(schedule = %name, expression, enabled, "schedule created");
                 return Ok(());
             }
             Err(e)
@@ -126,12 +136,12 @@ impl Schedules for EventBridgeSchedules {
             .schedule_expression_timezone(zone)
             .flexible_time_window(window)
             .target(target)
-            .state(ScheduleState::Enabled)
+            .state(state)
             .description(description)
             .send()
             .await
             .map_err(|e| store_error("Scheduler UpdateSchedule", e))?;
-        tracing::info!(schedule = %name, expression, "schedule updated");
+        tracing::info!(schedule = %name, expression, enabled, "schedule updated");
         Ok(())
     }
 

@@ -56,3 +56,85 @@ steps:
     assert_eq!(sent.len(), 2, "only `b` was sent again");
     assert_eq!(sent[1].headers["idempotency-key"], format!("{new_id}:b"));
 }
+
+const SWITCHED: &str = r#"
+id: switched
+triggers:
+  - { type: webhook, id: hook }
+  - { type: cron, id: nightly, schedule: "0 2 * * *" }
+steps:
+  - { id: t, type: transform, value: 1 }
+"#;
+
+#[tokio::test]
+async fn a_switch_through_the_control_function_pauses_the_schedule_and_the_ingress_refuses_the_webhook()
+ {
+    let s = shape(&[]).await;
+    s.deploy("switched", SWITCHED).await;
+    let (_, _, wf) = s
+        .http(&s.control, "GET", "/v1/workflows/switched", &[], b"")
+        .await;
+    let token = wf["triggers"][0]["url"]
+        .as_str()
+        .and_then(|u| u.strip_prefix("/hooks/"))
+        .expect("url")
+        .to_string();
+    let state = || async {
+        let cron = s.settings.cron.clone().expect("cron settings");
+        let got = s
+            .clients
+            .scheduler()
+            .get_schedule()
+            .group_name(&cron.group)
+            .name(tripline_aws::schedules::schedule_name(
+                "switched", "nightly",
+            ))
+            .send()
+            .await
+            .expect("the schedule");
+        got.state().map(|st| st.as_str().to_string())
+    };
+    assert_eq!(state().await.as_deref(), Some("ENABLED"));
+
+    let switch = |path: &'static str| {
+        let s = &s;
+        async move {
+            let (status, _, body) = s
+                .http(
+                    &s.control,
+                    "POST",
+                    path,
+                    &[("x-tripline-request", "1")],
+                    b"",
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    switch("/v1/workflows/switched/triggers/nightly/disable").await;
+    assert_eq!(state().await.as_deref(), Some("DISABLED"));
+    let body = switch("/v1/workflows/switched/disable").await;
+    assert_eq!(body["enabled"], false, "{body}");
+
+    let (status, headers, body) = s.post_hook(&token, &json!({"n": 1})).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "trigger_disabled");
+    assert_eq!(headers["retry-after"], "60");
+
+    switch("/v1/workflows/switched/enable").await;
+    switch("/v1/workflows/switched/triggers/nightly/enable").await;
+    assert_eq!(state().await.as_deref(), Some("ENABLED"));
+    // The ingress function looks at the deploy marker at most every 5 s: until it has,
+    // it still refuses (and records nothing).
+    let since = std::time::Instant::now();
+    loop {
+        let (status, _, body) = s.post_hook(&token, &json!({"n": 2})).await;
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(since.elapsed() < Duration::from_secs(10), "still refused: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -651,3 +651,34 @@ async fn a_removed_workflow_stops_ticking_and_deploying_it_again_restores_it() {
     assert_eq!(t[1]["scheduled_time"], json!(at(20)));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_switched_off_cron_trigger_records_its_ticks_skipped_and_refuses_run_now() {
+    let (app, time) = manual(&[("w.yaml", EVERY_5)], None).await;
+    let (status, body) = app
+        .post_with("/v1/workflows/every5/triggers/five/disable", &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["triggers"][0]["enabled"], false, "{body}");
+    time.advance(5 * MIN);
+    let t = ticks(&app, "every5", 1).await;
+    assert_eq!(outcomes(&t), ["skipped"]);
+    assert!(t[0]["reason"].to_string().contains("switched off"), "{t:?}");
+    let (status, body) = app
+        .post_with("/v1/workflows/every5/runs?trigger=five", &[])
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("trigger_disabled")),
+        "{body}"
+    );
+
+    let (status, _) = app
+        .post_with("/v1/workflows/every5/triggers/five/enable", &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    time.advance(5 * MIN);
+    let t = ticks(&app, "every5", 2).await;
+    assert_eq!(outcomes(&t), ["skipped", "fired"]);
+    app.stop().await;
+}

@@ -787,6 +787,42 @@ async fn a_kill_9_in_the_middle_of_a_stream_loses_nothing_and_runs_nothing_twice
 
 #[tokio::test]
 async fn a_switched_off_trigger_reads_nothing_and_goes_on_from_its_position_when_on_again() {
+    switched_off_and_on(Switch::Definition).await;
+}
+
+#[tokio::test]
+async fn a_trigger_switched_off_through_the_api_keeps_its_position_too() {
+    switched_off_and_on(Switch::Api).await;
+}
+
+/// How a test turns the trigger off and on: `enabled: false` in its definition, or the
+/// operator's switch (`POST /v1/workflows/{id}/triggers/{t}/disable`).
+enum Switch {
+    Definition,
+    Api,
+}
+
+async fn turn(app: &TestApp, topic: &str, how: &Switch, on: bool) {
+    let (status, body) = match how {
+        Switch::Definition if on => app.deploy("stream", &workflow(topic)).await,
+        Switch::Definition => {
+            let off = workflow(topic).replace(
+                "filter: { body: { keep: true } } }",
+                "filter: { body: { keep: true } }, enabled: false }",
+            );
+            assert!(off.contains("enabled: false"), "{off}");
+            app.deploy("stream", &off).await
+        }
+        Switch::Api => {
+            let verb = if on { "enable" } else { "disable" };
+            app.post_with(&format!("/v1/workflows/stream/triggers/kafka/{verb}"), &[])
+                .await
+        }
+    };
+    assert!(status.is_success(), "{body}");
+}
+
+async fn switched_off_and_on(how: Switch) {
     let topic = unique("switch");
     let client = create_topic(&topic, 1).await;
     // `latest`: had the position been lost, the records sent while off would be missed.
@@ -800,13 +836,7 @@ async fn a_switched_off_trigger_reads_nothing_and_goes_on_from_its_position_when
     produce(&client, &topic, 0, &[json!({"n": 1, "keep": true})]).await;
     messages(&app, 1).await;
 
-    let off = workflow(&topic).replace(
-        "filter: { body: { keep: true } } }",
-        "filter: { body: { keep: true } }, enabled: false }",
-    );
-    assert!(off.contains("enabled: false"), "{off}");
-    let (status, body) = app.deploy("stream", &off).await;
-    assert!(status.is_success(), "{body}");
+    turn(&app, &topic, &how, false).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     produce(
         &client,
@@ -823,8 +853,7 @@ async fn a_switched_off_trigger_reads_nothing_and_goes_on_from_its_position_when
         "nothing read while off: {inbox}"
     );
 
-    let (status, body) = app.deploy("stream", &workflow(&topic)).await;
-    assert!(status.is_success(), "{body}");
+    turn(&app, &topic, &how, true).await;
     let all = messages(&app, 3).await;
     let mut ns: Vec<i64> = all
         .iter()

@@ -155,3 +155,142 @@ async fn a_retry_that_cannot_be_made_says_why() {
         "{body}"
     );
 }
+
+const SWITCHED: &str = r#"
+id: switched
+triggers:
+  - type: webhook
+    id: hook
+  - type: manual
+steps:
+  - { id: t, type: transform, value: "{{ trigger.body }}" }
+"#;
+
+const LISTENER: &str = r#"
+id: listener
+triggers:
+  - { type: flow, id: after, workflow: switched, on: [succeeded] }
+steps:
+  - { id: t, type: transform, value: 1 }
+"#;
+
+#[tokio::test]
+async fn a_switched_off_webhook_answers_503_and_records_nothing_and_a_switch_outlives_a_deploy() {
+    let app = spawn_app(Opts::default()).await;
+    let (_, wf) = app.deploy("switched", SWITCHED).await;
+    let url = wf["triggers"][0]["url"].as_str().expect("url").to_string();
+    let (status, body) = app
+        .post_with("/v1/workflows/switched/triggers/hook/disable", &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["revision"].clone(), body["enabled"].clone()),
+        (json!(2), json!(true))
+    );
+    assert_eq!(body["triggers"][0]["enabled"], false, "{body}");
+    assert_eq!(body["triggers"][1]["enabled"], true, "{body}");
+    // Asked again: nothing changes, no new revision.
+    let (_, again) = app
+        .post_with("/v1/workflows/switched/triggers/hook/disable", &[])
+        .await;
+    assert_eq!(again["revision"], 2);
+
+    let (status, headers, body) = app.post_json(&url, &json!({"n": 1})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers["retry-after"], "60");
+    assert_eq!(body["code"], "trigger_disabled");
+    let (_, inbox) = app.get("/v1/inbox?workflow=switched").await;
+    assert_eq!(inbox["items"], json!([]), "nothing recorded");
+    // The manual trigger is still on.
+    let (status, _, body) = app
+        .post_json("/v1/workflows/switched/runs", &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    // A deploy keeps the switch (the definition says nothing of it).
+    let (status, wf) = app
+        .deploy(
+            "switched",
+            &SWITCHED.replace("value: \"{{ trigger.body }}\"", "value: 2"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{wf}");
+    assert_eq!(wf["triggers"][0]["enabled"], false, "{wf}");
+    let (status, _, _) = app.post_json(&url, &json!({"n": 2})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    let (status, _) = app
+        .post_with("/v1/workflows/switched/triggers/hook/enable", &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, body) = app.post_json(&url, &json!({"n": 3})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    let (status, body) = app
+        .post_with("/v1/workflows/switched/triggers/nope/disable", &[])
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("it has hook, manual"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_switched_off_workflow_starts_nothing_from_any_trigger_and_its_flow_ends_are_kept_skipped()
+ {
+    let app = spawn_app(Opts::default()).await;
+    app.deploy("switched", SWITCHED).await;
+    app.deploy("listener", LISTENER).await;
+    let (status, body) = app.post_with("/v1/workflows/listener/disable", &[]).await;
+    assert_eq!(
+        (status, body["enabled"].clone()),
+        (StatusCode::OK, json!(false)),
+        "{body}"
+    );
+    let (_, _, started) = app
+        .post_json("/v1/workflows/switched/runs", &json!({}))
+        .await;
+    let ended = app.wait_run(started["run_id"].as_str().expect("id")).await;
+    assert_eq!(ended["status"], "succeeded");
+    let (_, inbox) = app.get("/v1/inbox?workflow=listener").await;
+    assert_eq!(inbox["items"][0]["outcome"]["kind"], "skipped", "{inbox}");
+    let reason = inbox["items"][0]["outcome"]["reason"]
+        .as_str()
+        .expect("reason");
+    assert!(
+        reason.contains("workflow `listener` is switched off"),
+        "{reason}"
+    );
+    let message = inbox["items"][0]["id"].as_str().expect("id").to_string();
+
+    let (status, body) = app.post_with("/v1/workflows/switched/disable", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = app
+        .post_json("/v1/workflows/switched/runs", &json!({}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("trigger_disabled")),
+        "{body}"
+    );
+    let (status, body) = app
+        .post_with(
+            &format!("/v1/runs/{}/retry", ended["id"].as_str().expect("id")),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    // On again, the kept end is reprocessed into a run.
+    app.post_with("/v1/workflows/listener/enable", &[]).await;
+    let (status, body) = app
+        .post_with(&format!("/v1/inbox/{message}/reprocess"), &[])
+        .await;
+    assert!(status.is_success(), "{body}");
+    let (_, runs) = app.get("/v1/runs?workflow=listener").await;
+    assert_eq!(runs["items"].as_array().map(Vec::len), Some(1), "{runs}");
+}

@@ -80,11 +80,27 @@ async fn hook(
             hook
         }
     };
+    if let Some(why) = hook.record.switched_off(&hook.trigger.id) {
+        return switched_off(why);
+    }
     let span =
         tracing::info_span!("webhook", workflow = %hook.record.id, trigger = %hook.trigger.id);
     handle(app, hook, client, method, uri, headers, body)
         .instrument(span)
         .await
+}
+
+/// `503` with `Retry-After`: the trigger (or its workflow) is switched off; nothing is
+/// recorded, so that the sender keeps the message and delivers it again later.
+fn switched_off(why: String) -> Response {
+    let mut r = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "trigger_disabled",
+        format!("{why}; nothing was recorded: deliver the request again later"),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    r
 }
 
 /// `429` with `Retry-After` (whole seconds, at least 1); nothing is recorded.

@@ -187,6 +187,13 @@ impl App {
             return Ok(outcome);
         }
 
+        if let Some(why) = rec.switched_off(trigger) {
+            let tick = self.tick_message(id, workflow, trigger, scheduled, &input);
+            return self
+                .record_tick(tick, Outcome::Skipped { reason: why })
+                .await;
+        }
+
         // The trigger's condition (e.g. weekdays only): a tick it refuses is recorded
         // skipped, with the reason, and does not count as the previous run.
         if let Some(why) = crate::admission::unmet(None, cron.condition.as_deref(), &input) {

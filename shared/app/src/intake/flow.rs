@@ -104,6 +104,11 @@ impl App {
         let message = InboxMessage::new(id.clone(), self.clock.now(), &rec.id, &f.id, "POST")
             .at_path(format!("/v1/runs/{}", run.id))
             .with_json(&input);
+        if let Some(reason) = rec.switched_off(&f.id) {
+            self.record_message(message, Outcome::Skipped { reason })
+                .await?;
+            return Ok(None);
+        }
         let keyed = match self.gate(&rec.id, &f.id, f.gate(), &input, None) {
             Ok(keyed) => keyed,
             Err(Refused::Filtered(why)) => {

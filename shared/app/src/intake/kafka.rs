@@ -193,7 +193,10 @@ impl App {
                                     None => !k.own_consumer(),
                                 } =>
                         {
-                            Some(k.clone())
+                            let mut k = k.clone();
+                            // Switched off by an operator: as `enabled: false`.
+                            k.enabled = k.enabled && rec.is_on(&k.id);
+                            Some(k)
                         }
                         _ => None,
                     })
@@ -226,7 +229,12 @@ impl App {
             .iter()
             .flat_map(|r| {
                 r.definition.triggers.iter().filter_map(|t| match t {
-                    Trigger::Kafka(k) => Some((r.id.clone(), k.clone())),
+                    Trigger::Kafka(k) => {
+                        let mut k = k.clone();
+                        // Switched off by an operator: as `enabled: false`.
+                        k.enabled = k.enabled && r.is_on(&k.id);
+                        Some((r.id.clone(), k))
+                    }
                     _ => None,
                 })
             })
@@ -301,7 +309,7 @@ impl App {
             triggers.retain(|t| t.enabled);
             if triggers.is_empty() {
                 let reason = format!(
-                    "the kafka triggers of `{}` on topic `{}` are switched off (enabled: false); reprocess the message once one is on",
+                    "the kafka triggers of `{}` on topic `{}` are switched off (`enabled: false`, or by an operator); reprocess the message once one is on",
                     rec.id, r.topic
                 );
                 self.record_kafka(message, Err(Outcome::Skipped { reason }), report)

@@ -50,6 +50,11 @@ impl App {
                 original.workflow
             )));
         };
+        if original.kafka.is_none()
+            && let Some(why) = rec.switched_off(&original.trigger)
+        {
+            return Err(ReprocessError::Refused(why));
+        }
         let trigger = rec
             .definition
             .triggers
@@ -144,7 +149,11 @@ impl App {
             .triggers
             .iter()
             .filter_map(|t| match t {
-                Trigger::Kafka(k) if k.enabled && k.topics.contains(&meta.topic) => Some(k.clone()),
+                Trigger::Kafka(k)
+                    if k.enabled && rec.is_on(&k.id) && k.topics.contains(&meta.topic) =>
+                {
+                    Some(k.clone())
+                }
                 _ => None,
             })
             .collect();

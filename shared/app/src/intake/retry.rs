@@ -77,6 +77,9 @@ impl App {
                 original.workflow
             ))
         })?;
+        if let Some(why) = rec.switched_off(&original.trigger.id) {
+            return Err(RetryError::Refused(why));
+        }
         let now = self.clock.now();
         let mut run = retry_run(
             &original,

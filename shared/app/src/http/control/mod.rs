@@ -29,7 +29,10 @@ use keys::{create_key, delete_key, list_audit, list_keys, require_key};
 use runs::{cancel_run, get_run, list_runs, retry_run};
 use secrets::{delete_secret, list_secrets, put_secret};
 use state::{get_context, get_state, patch_context, put_state};
-use workflows::{delete_workflow, get_workflow, list_workflows, put_workflow, start_run};
+use workflows::{
+    delete_workflow, disable_trigger, disable_workflow, enable_trigger, enable_workflow,
+    get_workflow, list_workflows, put_workflow, start_run,
+};
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -39,6 +42,16 @@ pub fn router(app: Arc<App>) -> Router {
             get(get_workflow).put(put_workflow).delete(delete_workflow),
         )
         .route("/v1/workflows/{id}/runs", post(start_run))
+        .route("/v1/workflows/{id}/enable", post(enable_workflow))
+        .route("/v1/workflows/{id}/disable", post(disable_workflow))
+        .route(
+            "/v1/workflows/{id}/triggers/{trigger}/enable",
+            post(enable_trigger),
+        )
+        .route(
+            "/v1/workflows/{id}/triggers/{trigger}/disable",
+            post(disable_trigger),
+        )
         .route("/v1/workflows/{id}/ticks", get(list_ticks))
         .route("/v1/workflows/{id}/state", get(get_state).put(put_state))
         .route(

@@ -17,6 +17,7 @@ use crate::deploy::DeployError;
 use crate::http::{error_response, unavailable};
 use crate::intake::manual::ManualRefused;
 use crate::ports::WorkflowRecord;
+use crate::switches::{Switch, SwitchError};
 
 pub(super) fn hooks_of(rec: &WorkflowRecord) -> Vec<Value> {
     rec.definition
@@ -69,13 +70,72 @@ pub(super) fn hooks_of(rec: &WorkflowRecord) -> Vec<Value> {
 }
 
 pub(super) fn summary(rec: &WorkflowRecord) -> Value {
+    let mut triggers = hooks_of(rec);
+    for t in &mut triggers {
+        let id = t["trigger"].as_str().unwrap_or_default().to_string();
+        t["enabled"] = json!(rec.is_on(&id));
+    }
     json!({
         "id": rec.id,
         "revision": rec.revision,
         "description": rec.definition.description,
         "deployed_at": rec.deployed_at,
-        "triggers": hooks_of(rec),
+        "enabled": !rec.switches.disabled,
+        "triggers": triggers,
     })
+}
+
+/// `POST /v1/workflows/{id}/enable|disable` and `…/triggers/{trigger}/enable|disable`:
+/// switches (see [`crate::switches`]); answers the workflow's summary as it is now.
+pub(super) async fn switch(app: &App, id: &str, what: Switch<'_>, on: bool) -> Response {
+    app.refresh_workflows(true).await;
+    match app
+        .deployments
+        .switch(app.store.as_ref(), id, what, on, app.clock.now())
+        .await
+    {
+        Ok(rec) => {
+            app.cron_wake.notify_one();
+            Json(summary(&rec)).into_response()
+        }
+        Err(SwitchError::NotFound(what)) => {
+            error_response(StatusCode::NOT_FOUND, "not_found", format!("no {what}"))
+        }
+        Err(SwitchError::Conflict) => error_response(
+            StatusCode::CONFLICT,
+            "conflict",
+            SwitchError::Conflict.to_string(),
+        ),
+        Err(SwitchError::Store(e)) => unavailable(&e),
+    }
+}
+
+pub(super) async fn enable_workflow(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Response {
+    switch(&app, &id, Switch::Workflow, true).await
+}
+
+pub(super) async fn disable_workflow(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Response {
+    switch(&app, &id, Switch::Workflow, false).await
+}
+
+pub(super) async fn enable_trigger(
+    State(app): State<Arc<App>>,
+    Path((id, trigger)): Path<(String, String)>,
+) -> Response {
+    switch(&app, &id, Switch::Trigger(&trigger), true).await
+}
+
+pub(super) async fn disable_trigger(
+    State(app): State<Arc<App>>,
+    Path((id, trigger)): Path<(String, String)>,
+) -> Response {
+    switch(&app, &id, Switch::Trigger(&trigger), false).await
 }
 
 pub(super) async fn list_workflows(State(app): State<Arc<App>>) -> Response {
@@ -359,7 +419,10 @@ fn startable_trigger<'a>(
         None => matches!(t, Trigger::Manual(_)),
     });
     match found {
-        Some(t @ (Trigger::Manual(_) | Trigger::Cron(_))) => Ok(t),
+        Some(t @ (Trigger::Manual(_) | Trigger::Cron(_))) => match rec.switched_off(t.id()) {
+            Some(why) => Err((StatusCode::CONFLICT, "trigger_disabled", why)),
+            None => Ok(t),
+        },
         Some(other) => Err((
             StatusCode::CONFLICT,
             "not_startable",
