@@ -217,6 +217,9 @@ pub struct Function {
     pub runtime: RuntimeApi,
     child: tokio::process::Child,
     pub spawned_at: Instant,
+    /// What the function printed to stdout (its EMF metric lines among them), each line
+    /// also passed on to the test's stderr.
+    stdout: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Function {
@@ -227,14 +230,44 @@ impl Function {
             .envs(env.iter().cloned())
             .env("AWS_LAMBDA_RUNTIME_API", runtime.addr.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            .stdout(std::process::Stdio::piped())
             .kill_on_drop(true);
         let spawned_at = Instant::now();
-        let child = cmd.spawn().expect("spawn the function");
+        let mut child = cmd.spawn().expect("spawn the function");
+        let stdout = Arc::new(std::sync::Mutex::new(Vec::new()));
+        if let Some(out) = child.stdout.take() {
+            let lines = stdout.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt as _;
+                let mut reader = tokio::io::BufReader::new(out).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    eprintln!("{line}");
+                    if let Ok(mut l) = lines.lock() {
+                        l.push(line);
+                    }
+                }
+            });
+        }
         Self {
             runtime,
             child,
             spawned_at,
+            stdout,
         }
+    }
+
+    /// The lines the function printed to stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The EMF metric documents the function printed so far (see `tripline_app::metrics`).
+    pub fn emf(&self) -> Vec<Value> {
+        self.stdout_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("_aws").is_some())
+            .collect()
     }
 
     pub async fn invoke(&self, event: Value) -> Answer {

@@ -7,7 +7,7 @@ use tripline_aws::http_api::client_addr;
 async fn main() -> Result<(), lambda_http::Error> {
     tripline_aws::init_tracing();
     let app = tripline_aws::control_app_from_env().await?;
-    let router =
-        tripline_app::http::control::router(app).layer(axum::middleware::map_request(client_addr));
-    lambda_http::run(router).await
+    let router = tripline_app::http::control::router(app.clone())
+        .layer(axum::middleware::map_request(client_addr));
+    lambda_http::run(tripline_aws::http_api::with_metrics(router, app)).await
 }

@@ -12,7 +12,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let app = tripline_aws::app_from_env().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let app = app.clone();
-        async move { cron_tick_event(&app, event.payload).await }
+        async move {
+            let answer = cron_tick_event(&app, event.payload).await;
+            tripline_aws::flush_metrics(&app);
+            answer
+        }
     }))
     .await
 }

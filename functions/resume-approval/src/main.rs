@@ -6,5 +6,6 @@
 async fn main() -> Result<(), lambda_http::Error> {
     tripline_aws::init_tracing();
     let app = tripline_aws::app_with_secrets_from_env().await?;
-    lambda_http::run(tripline_app::http::resume::router(app)).await
+    let router = tripline_app::http::resume::router(app.clone());
+    lambda_http::run(tripline_aws::http_api::with_metrics(router, app)).await
 }

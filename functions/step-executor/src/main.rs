@@ -14,7 +14,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let app = app.clone();
         async move {
             let deadline = deadline_of(&event.context);
-            executor_event(&app, &settings, event.payload, deadline).await
+            let answer = executor_event(&app, &settings, event.payload, deadline).await;
+            tripline_aws::flush_metrics(&app);
+            answer
         }
     }))
     .await

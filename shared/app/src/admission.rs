@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tripline_core::definition::Gate;
-use tripline_core::run::TriggerRef;
+use tripline_core::run::{RunStatus, StepExecution, TriggerRef};
 use tripline_core::{Run, Timestamp};
 
 use crate::App;
@@ -170,7 +170,31 @@ impl App {
         for run in &mut admission.runs {
             run.retain = retain(&run.workflow);
         }
+        // What to count once it is recorded: each run's start, and the end of one that
+        // ended before its admission (a sync trigger's pure run).
+        let counted: Vec<(String, &'static str, Option<RunStatus>, Vec<StepExecution>)> = admission
+            .runs
+            .iter()
+            .map(|r| {
+                let ended = r.status.is_terminal().then_some(r.status);
+                let steps = if ended.is_some() {
+                    r.step_executions.clone()
+                } else {
+                    Vec::new()
+                };
+                (r.workflow.clone(), r.trigger.kind.as_str(), ended, steps)
+            })
+            .collect();
         let admitted = self.store.admit(admission).await?;
+        if matches!(admitted, Admitted::New { .. }) {
+            for (workflow, kind, ended, steps) in counted {
+                self.metrics.run_started(&workflow, kind);
+                if let Some(status) = ended {
+                    self.metrics.steps(&workflow, &steps);
+                    self.metrics.run_ended(&workflow, status.as_str());
+                }
+            }
+        }
         if let Admitted::New { to_enqueue } = &admitted {
             for id in to_enqueue {
                 let item = ports::WorkItem::run(id.clone());

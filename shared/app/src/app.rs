@@ -101,6 +101,8 @@ pub struct App {
     pub limiter: crate::limits::Limiter,
     /// The control API's scoped keys, as this process last read them.
     pub keys: crate::keys::ApiKeys,
+    /// What this process counted (`/metrics`; EMF lines in AWS).
+    pub metrics: crate::metrics::Metrics,
     /// When an unknown token last made this process look for new deploys.
     miss_checked: std::sync::Mutex<Option<std::time::Instant>>,
     ids: std::sync::Mutex<ulid::Generator>,
@@ -128,6 +130,7 @@ impl App {
             cron_wake: tokio::sync::Notify::new(),
             limiter: Default::default(),
             keys: Default::default(),
+            metrics: Default::default(),
             miss_checked: Default::default(),
             slot_locks: Default::default(),
             ids: std::sync::Mutex::new(ulid::Generator::new()),

@@ -23,6 +23,7 @@ pub mod http;
 pub mod intake;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod outbound;
 pub mod ports;
 pub mod secrets;

@@ -353,6 +353,14 @@ pub trait Store: Send + Sync + 'static {
     /// The audit log, newest first.
     async fn audit(&self, query: &AuditQuery) -> Result<Page<AuditEntry>, StoreError>;
 
+    /// How many runs have `status` now; `None` where counting would cost a scan (DynamoDB).
+    async fn count_runs(
+        &self,
+        _status: tripline_core::RunStatus,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// Deletes up to `limit` of `workflow`'s records older than `before`: inbox messages
     /// (and ticks), and runs that have finished (a run still queued, running or waiting is
     /// never deleted), up to `limit` of each. Returns how many were deleted; 0: none are
@@ -463,6 +471,19 @@ pub trait Queue: Send + Sync + 'static {
     /// Not done: deliver it again after `delay` instead of at the end of its lease (like
     /// SQS's ChangeMessageVisibility).
     async fn release(&self, delivery: &Delivery, delay: Duration) -> Result<(), StoreError>;
+    /// How many items are receivable now and how long the oldest of them has been; `None`
+    /// where the queue keeps its own metrics (SQS's `ApproximateNumberOfMessagesVisible`
+    /// and `ApproximateAgeOfOldestMessage` in CloudWatch).
+    async fn backlog(&self) -> Result<Option<Backlog>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// The receivable part of a queue (timers not yet due are not in it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backlog {
+    pub ready: u64,
+    pub oldest_age: Duration,
 }
 
 /// The time. Tests use a manual clock.

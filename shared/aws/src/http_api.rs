@@ -19,3 +19,18 @@ pub async fn client_addr(mut req: Request) -> Request {
     }
     req
 }
+
+/// The function's routes, printing what each request counted as CloudWatch EMF lines when
+/// its answer is ready (see [`tripline_app::metrics`]): once per invocation, no API call.
+pub fn with_metrics(router: axum::Router, app: std::sync::Arc<tripline_app::App>) -> axum::Router {
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: axum::middleware::Next| {
+            let app = app.clone();
+            async move {
+                let answer = next.run(req).await;
+                crate::flush_metrics(&app);
+                answer
+            }
+        },
+    ))
+}

@@ -151,12 +151,20 @@ pub fn build_app_with(
 
 fn new_app(clients: &Clients, settings: Settings, config: Config, queue: SqsQueue) -> App {
     let store = DynamoStore::new(clients, settings);
-    App::new(
+    let app = App::new(
         Arc::new(store),
         Arc::new(queue),
         Arc::new(SystemClock),
         config,
-    )
+    );
+    app.metrics.enable_emf();
+    app
+}
+
+/// Prints what this invocation counted as CloudWatch embedded-metric-format lines (the
+/// functions call it as each event is done).
+pub fn flush_metrics(app: &App) {
+    app.metrics.flush_emf(app.clock.now().millis());
 }
 
 /// What a function's `main` does first: settings and clients from the environment (once

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::params;
-use tripline_app::ports::{Clock, Delivery, Queue, StoreError, WorkItem};
+use tripline_app::ports::{Backlog, Clock, Delivery, Queue, StoreError, WorkItem};
 use tripline_core::Timestamp;
 
 use crate::{EmbeddedStore, Leases, sql};
@@ -81,6 +81,26 @@ impl EmbeddedQueue {
 
 #[async_trait]
 impl Queue for EmbeddedQueue {
+    async fn backlog(&self) -> Result<Option<Backlog>, StoreError> {
+        let now = self.clock.now().millis();
+        let (ready, oldest): (u64, Option<i64>) = self
+            .store
+            .read(move |conn| {
+                conn.query_row(
+                    "SELECT COUNT(*), MIN(visible_at) FROM queue WHERE visible_at <= ?1",
+                    [now],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(sql)
+            })
+            .await?;
+        let age = oldest.map_or(0, |at| (now - at).max(0) as u64);
+        Ok(Some(Backlog {
+            ready,
+            oldest_age: Duration::from_millis(age),
+        }))
+    }
+
     async fn send(&self, item: &WorkItem, delay: Duration) -> Result<(), StoreError> {
         let visible_at = self.clock.now().plus(delay).millis();
         let run_id = item.run_id.clone();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tripline_app::ports::*;
-use tripline_core::{Run, Timestamp};
+use tripline_core::{Run, RunStatus, Timestamp};
 
 use super::*;
 
@@ -518,6 +518,20 @@ impl Store for EmbeddedStore {
                 |r| crate::upkeep::read_audit(&r.get::<_, String>(0).map_err(sql)?),
                 |e| e.id.clone(),
             )
+        })
+        .await
+    }
+
+    async fn count_runs(&self, status: RunStatus) -> Result<Option<u64>, StoreError> {
+        let status = status.as_str();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM runs WHERE status = ?1",
+                [status],
+                |r| r.get(0),
+            )
+            .map(Some)
+            .map_err(sql)
         })
         .await
     }

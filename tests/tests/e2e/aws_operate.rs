@@ -134,7 +134,47 @@ async fn a_switch_through_the_control_function_pauses_the_schedule_and_the_ingre
             break;
         }
         assert_eq!(status, 503, "{body}");
-        assert!(since.elapsed() < Duration::from_secs(10), "still refused: {body}");
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "still refused: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+#[tokio::test]
+async fn the_functions_print_what_each_invocation_counted_as_emf_lines() {
+    let s = shape(&[]).await;
+    s.deploy("switched", SWITCHED).await;
+    let (_, _, wf) = s
+        .http(&s.control, "GET", "/v1/workflows/switched", &[], b"")
+        .await;
+    let url = wf["triggers"][0]["url"].as_str().expect("url");
+    let token = url.strip_prefix("/hooks/").expect("hook url");
+    let (status, _, body) = s.post_hook(token, &json!({"n": 1})).await;
+    assert_eq!(status, 202, "{body}");
+    s.pump_until(body["run_id"].as_str().expect("id"), "succeeded", LIMIT)
+        .await;
+
+    let find = |docs: &[serde_json::Value], metric: &str| {
+        docs.iter()
+            .find(|d| d.get(metric).is_some())
+            .cloned()
+            .unwrap_or_else(|| panic!("no `{metric}` among {docs:?}"))
+    };
+    let ingress = s.ingress.emf();
+    let hooks = find(&ingress, "webhooks_total");
+    assert_eq!(
+        (hooks["workflow"].as_str(), hooks["outcome"].as_str()),
+        (Some("switched"), Some("accepted"))
+    );
+    assert_eq!(hooks["webhooks_total"], 1.0);
+    let directive = &hooks["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "Tripline");
+    assert_eq!(directive["Dimensions"], json!([["workflow", "outcome"]]));
+    assert_eq!(find(&ingress, "runs_started_total")["trigger"], "webhook");
+    let executor = s.executor.emf();
+    assert_eq!(find(&executor, "runs_ended_total")["status"], "succeeded");
+    let steps = find(&executor, "step_duration_seconds");
+    assert!(steps["step_duration_seconds"].is_array(), "{steps}");
 }

@@ -294,3 +294,74 @@ async fn a_switched_off_workflow_starts_nothing_from_any_trigger_and_its_flow_en
     let (_, runs) = app.get("/v1/runs?workflow=listener").await;
     assert_eq!(runs["items"].as_array().map(Vec::len), Some(1), "{runs}");
 }
+
+/// One sample of `/metrics`: the value of the line that starts with `series `.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_webhooks_runs_steps_and_measure_the_queue_and_waiting_runs() {
+    let stub = Stub::start().await;
+    let app = spawn_app(Opts::default()).await;
+    app.deploy("retry-demo", &flaky(&stub, "v1")).await;
+    failed_run(&app, &stub).await;
+    let (_, wf) = app.get("/v1/workflows/retry-demo").await;
+    let url = wf["triggers"][0]["url"].as_str().expect("url").to_string();
+    let (_, _, ok) = app.post_json(&url, &json!({"n": 2})).await;
+    app.wait_run(ok["run_id"].as_str().expect("id")).await;
+    app.deploy("parked", "id: parked\ntriggers: [{ type: manual }]\nsteps:\n  - { id: w, type: wait_for_webhook, timeout: 1h }\n").await;
+    let (_, _, parked) = app.post_json("/v1/workflows/parked/runs", &json!({})).await;
+    app.wait_status(parked["run_id"].as_str().expect("id"), "waiting")
+        .await;
+
+    let resp = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .expect("ct")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = resp.text().await.expect("text");
+    let at =
+        |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(
+        at(r#"tripline_webhooks_total{workflow="retry-demo",outcome="accepted"}"#),
+        2.0
+    );
+    assert_eq!(
+        at(r#"tripline_runs_started_total{workflow="retry-demo",trigger="webhook"}"#),
+        2.0
+    );
+    assert_eq!(
+        at(r#"tripline_runs_ended_total{workflow="retry-demo",status="failed"}"#),
+        1.0
+    );
+    assert_eq!(
+        at(r#"tripline_runs_ended_total{workflow="retry-demo",status="succeeded"}"#),
+        1.0
+    );
+    // The failed run: `a` succeeded, `b` failed; the other: `a`, `b`, `c` succeeded.
+    assert_eq!(
+        at(r#"tripline_step_duration_seconds_count{workflow="retry-demo",result="succeeded"}"#),
+        4.0
+    );
+    assert_eq!(
+        at(r#"tripline_step_duration_seconds_count{workflow="retry-demo",result="failed"}"#),
+        1.0
+    );
+    assert_eq!(
+        at(r#"tripline_step_attempts_bucket{workflow="retry-demo",le="1"}"#),
+        4.0
+    );
+    assert_eq!(at("tripline_runs_waiting"), 1.0);
+    assert!(at("tripline_queue_depth") >= 0.0);
+    assert!(at("tripline_queue_oldest_age_seconds") >= 0.0);
+}

@@ -350,6 +350,7 @@ impl App {
         }
         self.commit(pass, run).await?;
         tracing::info!(workflow = %run.workflow, status = status.as_str(), "run ended");
+        self.metrics.run_ended(&run.workflow, status.as_str());
         self.after_end(run).await;
         Ok(Next::Go)
     }
@@ -422,7 +423,13 @@ impl App {
     /// Writes the run conditionally on the version it was read at.
     async fn write(&self, pass: &Pass<'_>, run: &Run) -> Result<Run, ExecError> {
         match self.save(run).await? {
-            Some(saved) => Ok(saved),
+            Some(saved) => {
+                let before = pass.stored.step_executions.len();
+                if let Some(new) = saved.step_executions.get(before..) {
+                    self.metrics.steps(&saved.workflow, new);
+                }
+                Ok(saved)
+            }
             None => Err(ExecError::Lost(Progress::of(&pass.stored))),
         }
     }

@@ -85,9 +85,17 @@ async fn hook(
     }
     let span =
         tracing::info_span!("webhook", workflow = %hook.record.id, trigger = %hook.trigger.id);
-    handle(app, hook, client, method, uri, headers, body)
+    let workflow = hook.record.id.clone();
+    let answer = handle(app.clone(), hook, client, method, uri, headers, body)
         .instrument(span)
-        .await
+        .await;
+    let outcome = match answer.extensions().get::<super::ProblemCode>() {
+        Some(code) => code.0,
+        None if answer.status() == StatusCode::NO_CONTENT => "filtered",
+        None => "accepted",
+    };
+    app.metrics.webhook(&workflow, outcome);
+    answer
 }
 
 /// `503` with `Retry-After`: the trigger (or its workflow) is switched off; nothing is

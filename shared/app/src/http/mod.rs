@@ -34,7 +34,11 @@ impl App {
 /// An error, in one shape everywhere (RFC 9457 problem details, `application/problem+json`):
 /// `type` (`urn:tripline:problem:{code}`), `title` (the status's reason), `status`,
 /// `detail` (what went wrong and what to do), and `code` for scripts.
-pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub fn error_response(
+    status: StatusCode,
+    code: &'static str,
+    message: impl Into<String>,
+) -> Response {
     problem(status, code, message, serde_json::Map::new())
 }
 
@@ -42,7 +46,7 @@ pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>
 /// one), `problems` (a definition's, each with its path), or another the route documents.
 pub fn problem(
     status: StatusCode,
-    code: &str,
+    code: &'static str,
     message: impl Into<String>,
     extra: serde_json::Map<String, serde_json::Value>,
 ) -> Response {
@@ -57,12 +61,17 @@ pub fn problem(
         o.extend(extra);
     }
     let mut r = (status, Json(body)).into_response();
+    r.extensions_mut().insert(ProblemCode(code));
     r.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static(PROBLEM_JSON),
     );
     r
 }
+
+/// The `code` of an error answer, for what counts answers (`/metrics`).
+#[derive(Clone, Copy, Debug)]
+pub struct ProblemCode(pub &'static str);
 
 /// The media type of an error.
 pub const PROBLEM_JSON: &str = "application/problem+json";

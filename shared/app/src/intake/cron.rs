@@ -175,6 +175,11 @@ impl App {
         delivery: Delivery,
     ) -> Result<Outcome, TickError> {
         let id = tick_id(workflow, trigger, scheduled);
+        if matches!(delivery, Delivery::OnTime) {
+            let lag = self.clock.now().millis() - scheduled.millis();
+            self.metrics
+                .scheduler_lag(std::time::Duration::from_millis(lag.max(0) as u64));
+        }
         let (rec, cron) = match self.ticking(workflow, trigger).await {
             Ok(found) => found,
             Err(reason) => return self.reject_tick(workflow, trigger, scheduled, reason).await,

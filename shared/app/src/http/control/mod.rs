@@ -70,9 +70,58 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/keys", get(list_keys).post(create_key))
         .route("/v1/keys/{name}", axum::routing::delete(delete_key))
         .route("/v1/audit", get(list_audit))
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_key))
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
         .with_state(app)
+}
+
+/// `GET /metrics`: the Prometheus text format (see [`crate::metrics`]), with the queue's
+/// backlog and the waiting runs measured now. In AWS the functions print EMF lines instead.
+async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
+    if app.metrics.emf() {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "in AWS the functions report metrics as CloudWatch embedded-metric-format lines (namespace `Tripline`); the queue's depth and age are SQS's own metrics",
+        );
+    }
+    let mut gauges: Vec<(&str, &str, f64)> = Vec::new();
+    match app.queue.backlog().await {
+        Ok(Some(b)) => {
+            gauges.push((
+                "tripline_queue_depth",
+                "Work items receivable now (due timers included, future ones not).",
+                b.ready as f64,
+            ));
+            gauges.push((
+                "tripline_queue_oldest_age_seconds",
+                "How long the oldest receivable work item has waited.",
+                b.oldest_age.as_secs_f64(),
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => return unavailable(&e),
+    }
+    match app
+        .store
+        .count_runs(tripline_core::RunStatus::Waiting)
+        .await
+    {
+        Ok(Some(n)) => gauges.push((
+            "tripline_runs_waiting",
+            "Runs waiting for a callback, an approval, a delay or a child run.",
+            n as f64,
+        )),
+        Ok(None) => {}
+        Err(e) => return unavailable(&e),
+    }
+    let mut r = app.metrics.prometheus(&gauges).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
 }
 
 /// The shortest API key accepted.
