@@ -100,6 +100,41 @@ fn cron_triggers(wf: &Workflow) -> Vec<&CronTrigger> {
         .collect()
 }
 
+/// A definition's text, parsed and validated: the workflow and its source as written;
+/// `Invalid` with every problem and its position.
+pub fn parse_definition(
+    text: &str,
+    format: Format,
+    expected_id: Option<&str>,
+) -> Result<(Workflow, Value), DeployError> {
+    if text.len() > validate::MAX_DEFINITION_BYTES {
+        return Err(DeployError::Invalid(vec![validate::too_large(text.len())]));
+    }
+    let parsed = match format {
+        Format::Json => tripline_core::source::parse_json(text),
+        Format::Yaml => tripline_core::source::parse(text),
+    };
+    let (source, positions) = parsed.map_err(|e| {
+        DeployError::Invalid(vec![Problem {
+            path: String::new(),
+            line: e.position.map(|p| p.line),
+            column: e.position.map(|p| p.column),
+            message: e.message,
+        }])
+    })?;
+    let wf = validate::load_value(&source, &positions).map_err(DeployError::Invalid)?;
+    if let Some(expected) = expected_id
+        && wf.id != expected
+    {
+        let msg = format!(
+            "the definition's id is `{}` but it was deployed as `{expected}`; make them the same",
+            wf.id
+        );
+        return Err(DeployError::Invalid(vec![problem("id", msg)]));
+    }
+    Ok((wf, source))
+}
+
 /// The previous revision's switches, for the triggers the new definition still has (a
 /// removal turns everything on again).
 fn kept_switches(previous: Option<&WorkflowRecord>, wf: &Workflow) -> crate::ports::Switches {
@@ -263,31 +298,7 @@ impl Deployments {
         expected_id: Option<&str>,
         now: Timestamp,
     ) -> Result<Deployed, DeployError> {
-        if text.len() > validate::MAX_DEFINITION_BYTES {
-            return Err(DeployError::Invalid(vec![validate::too_large(text.len())]));
-        }
-        let parsed = match format {
-            Format::Json => tripline_core::source::parse_json(text),
-            Format::Yaml => tripline_core::source::parse(text),
-        };
-        let (source, positions) = parsed.map_err(|e| {
-            DeployError::Invalid(vec![Problem {
-                path: String::new(),
-                line: e.position.map(|p| p.line),
-                column: e.position.map(|p| p.column),
-                message: e.message,
-            }])
-        })?;
-        let wf = validate::load_value(&source, &positions).map_err(DeployError::Invalid)?;
-        if let Some(expected) = expected_id
-            && wf.id != expected
-        {
-            let msg = format!(
-                "the definition's id is `{}` but it was deployed as `{expected}`; make them the same",
-                wf.id
-            );
-            return Err(DeployError::Invalid(vec![problem("id", msg)]));
-        }
+        let (wf, source) = parse_definition(text, format, expected_id)?;
         self.deploy(store, wf, source, now).await
     }
 

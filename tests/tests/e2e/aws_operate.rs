@@ -178,3 +178,42 @@ async fn the_functions_print_what_each_invocation_counted_as_emf_lines() {
     let steps = find(&executor, "step_duration_seconds");
     assert!(steps["step_duration_seconds"].is_array(), "{steps}");
 }
+
+#[tokio::test]
+async fn the_control_function_dry_runs_a_changed_definition_against_the_inbox() {
+    let s = shape(&[]).await;
+    let filtered = SWITCHED.replace(
+        "{ type: webhook, id: hook }",
+        "{ type: webhook, id: hook, filter: { body: { n: 1 } } }",
+    );
+    s.deploy("switched", &filtered).await;
+    let (_, _, wf) = s
+        .http(&s.control, "GET", "/v1/workflows/switched", &[], b"")
+        .await;
+    let url = wf["triggers"][0]["url"].as_str().expect("url");
+    let token = url.strip_prefix("/hooks/").expect("hook url");
+    for n in [1, 2] {
+        s.post_hook(token, &json!({ "n": n })).await;
+    }
+    let changed = filtered.replace("n: 1", "n: 2");
+    let (status, _, report) = s
+        .http(
+            &s.control,
+            "POST",
+            "/v1/workflows/switched/dry-run",
+            &[("content-type", "application/yaml")],
+            changed.as_bytes(),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (
+            report["checked"].clone(),
+            report["would_start"].clone(),
+            report["changed"].clone()
+        ),
+        (json!(2), json!(1), json!(2)),
+        "{report}"
+    );
+    assert_eq!(report["items"][0]["now"], "starts", "{report}");
+}

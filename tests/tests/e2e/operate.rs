@@ -365,3 +365,102 @@ async fn metrics_count_webhooks_runs_steps_and_measure_the_queue_and_waiting_run
     assert!(at("tripline_queue_depth") >= 0.0);
     assert!(at("tripline_queue_oldest_age_seconds") >= 0.0);
 }
+
+const ORDERS: &str = r#"
+id: orders
+triggers:
+  - type: webhook
+    id: hook
+    filter: { body: { type: order } }
+  - type: manual
+    condition: "{{ trigger.body.ok }}"
+steps:
+  - { id: t, type: transform, value: 1 }
+"#;
+
+#[tokio::test]
+async fn a_dry_run_says_which_recent_messages_a_changed_definition_would_start_and_why_not() {
+    let app = spawn_app(Opts::default()).await;
+    let (_, wf) = app.deploy("orders", ORDERS).await;
+    let url = wf["triggers"][0]["url"].as_str().expect("url").to_string();
+    for kind in ["order", "refund", "order"] {
+        app.post_json(&url, &json!({"type": kind})).await;
+    }
+    app.post_json("/v1/workflows/orders/runs", &json!({"ok": true}))
+        .await;
+
+    let changed = ORDERS
+        .replace("type: order", "type: refund")
+        .replace("trigger.body.ok", "trigger.body.ok and false");
+    let resp = app
+        .client
+        .post(app.url("/v1/workflows/orders/dry-run?limit=10"))
+        .header("content-type", "application/yaml")
+        .body(changed)
+        .send()
+        .await
+        .expect("dry run");
+    let (status, _, report) = read(resp).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        (
+            report["checked"].clone(),
+            report["would_start"].clone(),
+            report["changed"].clone()
+        ),
+        (json!(4), json!(1), json!(4)),
+        "{report}"
+    );
+    // Newest first: the manual run, then order, refund, order.
+    let items = report["items"].as_array().expect("items");
+    let fate: Vec<(&str, &str)> = items
+        .iter()
+        .map(|i| {
+            (
+                i["was"].as_str().unwrap_or("?"),
+                i["now"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fate,
+        [
+            ("started", "filtered"),
+            ("started", "filtered"),
+            ("filtered", "starts"),
+            ("started", "filtered")
+        ]
+    );
+    assert!(
+        items[1]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("trigger `hook`"),
+        "{report}"
+    );
+    assert!(
+        items[0]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("condition"),
+        "{report}"
+    );
+
+    // Nothing was deployed or recorded.
+    let (_, wf) = app.get("/v1/workflows/orders").await;
+    assert_eq!(wf["revision"], 1);
+    let (_, inbox) = app.get("/v1/inbox?workflow=orders").await;
+    assert_eq!(inbox["items"].as_array().map(Vec::len), Some(4));
+
+    let resp = app
+        .client
+        .post(app.url("/v1/workflows/orders/dry-run"))
+        .header("content-type", "application/yaml")
+        .body("id: other\nsteps: []\n")
+        .send()
+        .await
+        .expect("dry run");
+    let (status, _, body) = read(resp).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "invalid_definition");
+}

@@ -4,6 +4,7 @@
 //! (`reprocess`), and ended runs again on request (`retry`).
 
 pub mod cron;
+pub mod dry_run;
 pub mod flow;
 pub mod kafka;
 pub mod manual;

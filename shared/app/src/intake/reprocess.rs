@@ -33,7 +33,7 @@ pub struct Reprocessed {
 
 /// What a message becomes when matched again: a run's input for a trigger kind with the
 /// idempotency claim its trigger makes of it, or an outcome that starts nothing.
-type Matched = Result<(TriggerKind, Value, Option<IdempotencyClaim>), Outcome>;
+pub(crate) type Matched = Result<(TriggerKind, Value, Option<IdempotencyClaim>), Outcome>;
 
 impl App {
     pub async fn reprocess(&self, original: &InboxMessage) -> Result<Reprocessed, ReprocessError> {
@@ -94,7 +94,7 @@ impl App {
 
     /// The message matched again against `trigger` (the one it came by, now): every gate
     /// of the trigger applies again (filter, condition, idempotency key).
-    fn match_again(
+    pub(crate) fn match_again(
         &self,
         rec: &WorkflowRecord,
         trigger: Option<&Trigger>,

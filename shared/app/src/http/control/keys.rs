@@ -25,7 +25,8 @@ fn required(method: &Method, route: &str) -> Scope {
     let changes = !matches!(*method, Method::GET | Method::HEAD);
     if route.starts_with("/v1/keys") || route == "/v1/audit" {
         Scope::Admin
-    } else if !changes {
+    } else if !changes || route == "/v1/workflows/{id}/dry-run" {
+        // A dry run changes nothing (it is a POST for its body).
         Scope::Read
     } else if route == "/v1/workflows/{id}" || route.starts_with("/v1/secrets") {
         Scope::Deploy
@@ -228,6 +229,13 @@ mod tests {
         assert_eq!(required(&get, "/v1/audit"), Scope::Admin);
         assert_eq!(required(&get, "/v1/keys"), Scope::Admin);
         assert_eq!(required(&post, "/v1/runs/{id}/cancel"), Scope::Operate);
+        assert_eq!(required(&post, "/v1/runs/{id}/retry"), Scope::Operate);
+        assert_eq!(
+            required(&post, "/v1/workflows/{id}/disable"),
+            Scope::Operate
+        );
+        assert_eq!(required(&post, "/v1/workflows/{id}/dry-run"), Scope::Read);
+        assert_eq!(required(&get, "/metrics"), Scope::Read);
         assert_eq!(required(&post, "/v1/workflows/{id}/runs"), Scope::Operate);
         assert_eq!(required(&Method::PUT, "/v1/workflows/{id}"), Scope::Deploy);
         assert_eq!(

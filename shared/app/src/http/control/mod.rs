@@ -30,7 +30,7 @@ use runs::{cancel_run, get_run, list_runs, retry_run};
 use secrets::{delete_secret, list_secrets, put_secret};
 use state::{get_context, get_state, patch_context, put_state};
 use workflows::{
-    delete_workflow, disable_trigger, disable_workflow, enable_trigger, enable_workflow,
+    delete_workflow, disable_trigger, disable_workflow, dry_run, enable_trigger, enable_workflow,
     get_workflow, list_workflows, put_workflow, start_run,
 };
 
@@ -42,6 +42,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(get_workflow).put(put_workflow).delete(delete_workflow),
         )
         .route("/v1/workflows/{id}/runs", post(start_run))
+        .route("/v1/workflows/{id}/dry-run", post(dry_run))
         .route("/v1/workflows/{id}/enable", post(enable_workflow))
         .route("/v1/workflows/{id}/disable", post(disable_workflow))
         .route(
@@ -247,6 +248,12 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Par
 /// `limit`: how many items a page holds, 1 to 500 (default 50).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Limit(usize);
+
+impl Limit {
+    pub(super) fn get(self) -> usize {
+        self.0
+    }
+}
 
 impl Default for Limit {
     fn default() -> Self {

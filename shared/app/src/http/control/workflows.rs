@@ -15,6 +15,7 @@ use super::{Params, bad_request, not_found, with_message_id};
 use crate::App;
 use crate::deploy::DeployError;
 use crate::http::{error_response, unavailable};
+use crate::intake::dry_run::DryRunError;
 use crate::intake::manual::ManualRefused;
 use crate::ports::WorkflowRecord;
 use crate::switches::{Switch, SwitchError};
@@ -205,19 +206,10 @@ pub(super) async fn put_workflow(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return bad_request("the definition is not valid UTF-8");
+    let (text, format) = match definition_text(&headers, &body) {
+        Ok(found) => found,
+        Err(refused) => return refused,
     };
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let format =
-        if ct.contains("json") || (!ct.contains("yaml") && text.trim_start().starts_with('{')) {
-            Format::Json
-        } else {
-            Format::Yaml
-        };
     app.refresh_workflows(true).await;
     match app
         .deployments
@@ -240,21 +232,69 @@ pub(super) async fn put_workflow(
             body["warnings"] = json!(d.warnings);
             (status, Json(body)).into_response()
         }
-        Err(DeployError::Invalid(problems)) => crate::http::problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_definition",
-            format!(
-                "the definition has {} problem(s); nothing was deployed",
-                problems.len()
-            ),
-            serde_json::Map::from_iter([("problems".to_string(), json!(problems))]),
-        ),
+        Err(DeployError::Invalid(problems)) => invalid(&problems, "nothing was deployed"),
         Err(DeployError::Conflict) => error_response(
             StatusCode::CONFLICT,
             "conflict",
             DeployError::Conflict.to_string(),
         ),
         Err(DeployError::Store(e)) => unavailable(&e),
+    }
+}
+
+/// A definition in a request's body: its text, and its format by the content type (or, by
+/// default, JSON when it starts with `{`, else YAML).
+fn definition_text<'a>(
+    headers: &HeaderMap,
+    body: &'a Bytes,
+) -> Result<(&'a str, Format), Response> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Err(bad_request("the definition is not valid UTF-8"));
+    };
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let json = ct.contains("json") || (!ct.contains("yaml") && text.trim_start().starts_with('{'));
+    Ok((text, if json { Format::Json } else { Format::Yaml }))
+}
+
+/// `422` with every problem of a definition and where it is.
+fn invalid(problems: &[tripline_core::validate::Problem], then: &str) -> Response {
+    crate::http::problem(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_definition",
+        format!("the definition has {} problem(s); {then}", problems.len()),
+        serde_json::Map::from_iter([("problems".to_string(), json!(problems))]),
+    )
+}
+
+/// `POST /v1/workflows/{id}/dry-run`'s parameters.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DryRunParams {
+    limit: Option<super::Limit>,
+}
+
+/// `POST /v1/workflows/{id}/dry-run[?limit=N]`: the body is a changed definition; answers
+/// what it would do with the workflow's last `limit` (default 50) inbox messages (see
+/// [`crate::intake::dry_run`]). Nothing is deployed or recorded.
+pub(super) async fn dry_run(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Params(q): Params<DryRunParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (text, format) = match definition_text(&headers, &body) {
+        Ok(found) => found,
+        Err(refused) => return refused,
+    };
+    let limit = q.limit.unwrap_or_default().get();
+    match app.dry_run(&id, text, format, limit).await {
+        Ok(report) => Json(report).into_response(),
+        Err(DryRunError::Invalid(problems)) => invalid(&problems, "nothing was matched"),
+        Err(DryRunError::Store(e)) => unavailable(&e),
     }
 }
 
