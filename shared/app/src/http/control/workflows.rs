@@ -206,9 +206,8 @@ pub(super) async fn put_workflow(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (text, format) = match definition_text(&headers, &body) {
-        Ok(found) => found,
-        Err(refused) => return refused,
+    let Some((text, format)) = definition_text(&headers, &body) else {
+        return bad_request("the definition is not valid UTF-8");
     };
     app.refresh_workflows(true).await;
     match app
@@ -244,19 +243,14 @@ pub(super) async fn put_workflow(
 
 /// A definition in a request's body: its text, and its format by the content type (or, by
 /// default, JSON when it starts with `{`, else YAML).
-fn definition_text<'a>(
-    headers: &HeaderMap,
-    body: &'a Bytes,
-) -> Result<(&'a str, Format), Response> {
-    let Ok(text) = std::str::from_utf8(body) else {
-        return Err(bad_request("the definition is not valid UTF-8"));
-    };
+fn definition_text<'a>(headers: &HeaderMap, body: &'a Bytes) -> Option<(&'a str, Format)> {
+    let text = std::str::from_utf8(body).ok()?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let json = ct.contains("json") || (!ct.contains("yaml") && text.trim_start().starts_with('{'));
-    Ok((text, if json { Format::Json } else { Format::Yaml }))
+    Some((text, if json { Format::Json } else { Format::Yaml }))
 }
 
 /// `422` with every problem of a definition and where it is.
@@ -286,9 +280,8 @@ pub(super) async fn dry_run(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (text, format) = match definition_text(&headers, &body) {
-        Ok(found) => found,
-        Err(refused) => return refused,
+    let Some((text, format)) = definition_text(&headers, &body) else {
+        return bad_request("the definition is not valid UTF-8");
     };
     let limit = q.limit.unwrap_or_default().get();
     match app.dry_run(&id, text, format, limit).await {
