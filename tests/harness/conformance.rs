@@ -384,6 +384,125 @@ pub async fn listings_page_newest_first_and_filter(p: Ports) {
     );
 }
 
+/// Searches: runs by trigger, error type, text in their input and the run that started
+/// them; messages by text in their body and the run that made them; across pages (a
+/// search that must read past non-matching records to fill one).
+pub async fn searches_filter_by_trigger_error_text_and_parent(p: Ports) {
+    for i in 0..30u64 {
+        let at = T0.plus(Duration::from_secs(i));
+        let mut a = admission(&format!("r{i:02}"), &format!("m{i:02}"), at, None);
+        if i % 10 == 3 {
+            a.runs[0].trigger_input = json!({"body": {"email": format!("Jane{i}@Example.com")}});
+            a.runs[0].trigger.id = "hook".into();
+            a.runs[0].error_type = Some(tripline_core::run::ErrorType::StepFailed);
+            a.runs[0].parent = Some(tripline_core::run::ParentRef {
+                run_id: "r00".into(),
+                workflow: "wf".into(),
+                step: "s".into(),
+                flow: None,
+            });
+            a.message.body = format!("{{\"email\":\"jane{i}@example.com\"}}").into_bytes();
+            a.message.path = "/v1/runs/r00".into();
+        }
+        admit(&p, a).await;
+    }
+    let ids = |page: &Page<Run>| page.items.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    let search = |q: RunQuery| {
+        let store = p.store.clone();
+        let limit = if q.limit == 0 { 2 } else { q.limit };
+        async move { store.runs(&RunQuery { limit, ..q }).await.expect("runs") }
+    };
+    let first = search(RunQuery {
+        text: Some("jane".into()),
+        ..RunQuery::default()
+    })
+    .await;
+    assert_eq!(ids(&first), ["r23", "r13"]);
+    let rest = search(RunQuery {
+        text: Some("jane".into()),
+        cursor: first.next_cursor.clone(),
+        ..RunQuery::default()
+    })
+    .await;
+    assert_eq!(ids(&rest), ["r03"]);
+    assert!(rest.next_cursor.is_none());
+    let by = |q: RunQuery| {
+        let s = search(RunQuery { limit: 10, ..q });
+        async move { ids(&s.await) }
+    };
+    assert_eq!(
+        by(RunQuery {
+            trigger: Some("hook".into()),
+            ..RunQuery::default()
+        })
+        .await
+        .len(),
+        3
+    );
+    assert_eq!(
+        by(RunQuery {
+            error_type: Some("step_failed".into()),
+            ..RunQuery::default()
+        })
+        .await
+        .len(),
+        3
+    );
+    assert_eq!(
+        by(RunQuery {
+            parent: Some("r00".into()),
+            ..RunQuery::default()
+        })
+        .await
+        .len(),
+        3
+    );
+    assert_eq!(
+        by(RunQuery {
+            text: Some("JANE13@example".into()),
+            ..RunQuery::default()
+        })
+        .await,
+        ["r13"]
+    );
+    assert!(
+        by(RunQuery {
+            text: Some("nobody".into()),
+            ..RunQuery::default()
+        })
+        .await
+        .is_empty()
+    );
+
+    let msgs = |q: InboxQuery| {
+        let store = p.store.clone();
+        async move {
+            let page = store
+                .messages(&InboxQuery { limit: 10, ..q })
+                .await
+                .expect("inbox");
+            page.items.iter().map(|m| m.id.clone()).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        msgs(InboxQuery {
+            text: Some("JANE".into()),
+            ..InboxQuery::default()
+        })
+        .await,
+        ["m23", "m13", "m03"]
+    );
+    assert_eq!(
+        msgs(InboxQuery {
+            run: Some("r00".into()),
+            ..InboxQuery::default()
+        })
+        .await
+        .len(),
+        3
+    );
+}
+
 pub async fn an_inbox_message_keeps_its_raw_bytes(p: Ports) {
     let mut m = message(
         "raw",
@@ -605,6 +724,7 @@ macro_rules! conformance_suite {
                 a_released_item_comes_back_after_the_given_delay,
                 a_delayed_item_waits_for_its_time,
                 listings_page_newest_first_and_filter,
+                searches_filter_by_trigger_error_text_and_parent,
                 an_inbox_message_keeps_its_raw_bytes,
                 revisions_are_consecutive_and_conditional,
                 large_payloads_round_trip,

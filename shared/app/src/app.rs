@@ -58,6 +58,9 @@ pub struct Config {
     /// rescue item delayed by this much, which moves the run only if nothing else has.
     /// `None` (local): upkeep finds such runs instead.
     pub rescue_after: Option<Duration>,
+    /// The largest answer the shape can carry (AWS Lambda behind the HTTP API: 6 MB);
+    /// `None`: answers stream. Exports past it come in parts.
+    pub answer_limit: Option<usize>,
 }
 
 /// The default [`Config::state_limit_bytes`]: 64 KiB.
@@ -80,6 +83,7 @@ impl Default for Config {
             rate_limits: Default::default(),
             retention: None,
             rescue_after: None,
+            answer_limit: None,
         }
     }
 }

@@ -62,7 +62,8 @@ where
 pub const RESCUE_AFTER: Duration = Duration::from_secs(60);
 
 /// The settings of the use cases, from the environment the SAM template sets:
-/// `TRIPLINE_SYNC_BUDGET` (e.g. `25s`), `TRIPLINE_MAX_BODY` (bytes), `TRIPLINE_API_KEY`,
+/// `TRIPLINE_SYNC_BUDGET` (e.g. `25s`), `TRIPLINE_MAX_BODY` (bytes), `TRIPLINE_ANSWER_LIMIT`
+/// (bytes; an export's part, default 4 MiB), `TRIPLINE_API_KEY`,
 /// `TRIPLINE_HIDE_UNKNOWN_TOKENS` (`true`), `TRIPLINE_PUBLIC_URL` (the base of resume and
 /// approval URLs), `TRIPLINE_ALLOW_PRIVATE_NETWORK` (`true`, for
 /// tests only) and `TRIPLINE_REWRITE_URL` (`FROM=TO`, comma-separated).
@@ -74,12 +75,20 @@ pub fn config_from_env() -> Result<Config, String> {
         refresh_workflows: Some(Duration::from_secs(5)),
         // SQS can fail after DynamoDB succeeded, and no process would notice.
         rescue_after: Some(RESCUE_AFTER),
+        // Lambda's answer is at most 6 MB; some room for headers and base64.
+        answer_limit: Some(4 * 1024 * 1024),
         ..Config::default()
     };
     if let Some(v) = var("TRIPLINE_SYNC_BUDGET") {
         config.sync_budget = tripline_core::Duration::parse(&v)
             .map_err(|e| format!("TRIPLINE_SYNC_BUDGET: {e}"))?
             .std();
+    }
+    if let Some(v) = var("TRIPLINE_ANSWER_LIMIT") {
+        let bytes: usize = v
+            .parse()
+            .map_err(|_| format!("TRIPLINE_ANSWER_LIMIT: `{v}` is not a number of bytes"))?;
+        config.answer_limit = Some(bytes.min(6 * 1024 * 1024));
     }
     if let Some(v) = var("TRIPLINE_STATE_LIMIT") {
         config.state_limit_bytes = v

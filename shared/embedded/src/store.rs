@@ -316,13 +316,13 @@ impl Store for EmbeddedStore {
             l.eq("workflow", q.workflow.clone());
             l.eq("status", q.status.map(|s| s.as_str().to_string()));
             l.time_range("inserted_at", q.since, q.until);
-            l.before(q.cursor.clone());
             l.page(
                 conn,
                 "SELECT record, version FROM runs",
-                q.limit,
+                (q.limit, q.cursor.clone()),
                 |r| read_run(&r.get::<_, String>(0).map_err(sql)?, r.get(1).map_err(sql)?),
                 |run| run.id.clone(),
+                q.reads_records().then_some(|run: &Run| q.matches(run)),
             )
         })
         .await
@@ -348,13 +348,13 @@ impl Store for EmbeddedStore {
             l.eq("trigger", q.trigger.clone());
             l.eq("outcome", q.outcome.clone());
             l.time_range("received_at", q.since, q.until);
-            l.before(q.cursor.clone());
             l.page(
                 conn,
                 "SELECT record, body FROM inbox",
-                q.limit,
+                (q.limit, q.cursor.clone()),
                 |r| read_message(&r.get::<_, String>(0).map_err(sql)?, r.get(1).map_err(sql)?),
                 |m| m.id.clone(),
+                q.reads_records().then_some(|m: &InboxMessage| q.matches(m)),
             )
         })
         .await
@@ -510,13 +510,13 @@ impl Store for EmbeddedStore {
         self.read(move |conn| {
             let mut l = Listing::default();
             l.time_range("at", q.since, q.until);
-            l.before(q.cursor.clone());
             l.page(
                 conn,
                 "SELECT record FROM audit",
-                q.limit,
+                (q.limit, q.cursor.clone()),
                 |r| crate::upkeep::read_audit(&r.get::<_, String>(0).map_err(sql)?),
                 |e| e.id.clone(),
+                None::<fn(&AuditEntry) -> bool>,
             )
         })
         .await
@@ -550,6 +550,9 @@ impl Store for EmbeddedStore {
 
 /// A newest-first, filtered page of a table whose ids sort by time (ULIDs); the cursor is
 /// the last id of the previous page.
+/// How many rows a search reads at a time.
+const SEARCH_BATCH: usize = 256;
+
 #[derive(Default)]
 struct Listing {
     conditions: Vec<String>,
@@ -575,34 +578,52 @@ impl Listing {
         }
     }
 
-    fn before(&mut self, cursor: Option<String>) {
-        if let Some(c) = cursor {
-            self.conditions.push("id < ?".into());
-            self.args.push(c.into());
-        }
-    }
-
+    /// A page newest first, below `cursor`. With `keep` (filters only the decoded record
+    /// can apply: a search), rows are read in batches and filtered until the page is full
+    /// or the range is exhausted: a search reads every record of its range, at worst.
     fn page<T>(
         self,
         conn: &Connection,
         select: &str,
-        limit: usize,
+        (limit, cursor): (usize, Option<String>),
         decode: impl Fn(&rusqlite::Row) -> Result<T, StoreError>,
         id_of: impl Fn(&T) -> String,
+        keep: Option<impl Fn(&T) -> bool>,
     ) -> Result<Page<T>, StoreError> {
-        let where_ = if self.conditions.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", self.conditions.join(" AND "))
-        };
-        let text = format!("{select}{where_} ORDER BY id DESC LIMIT {}", limit + 1);
+        let mut conditions = self.conditions;
+        conditions.push("id < ?".into());
+        let text = format!(
+            "{select} WHERE {} ORDER BY id DESC LIMIT ?",
+            conditions.join(" AND ")
+        );
         let mut stmt = conn.prepare(&text).map_err(sql)?;
-        let mut rows = stmt
-            .query(rusqlite::params_from_iter(self.args))
-            .map_err(sql)?;
+        let batch = if keep.is_some() {
+            SEARCH_BATCH
+        } else {
+            limit + 1
+        };
+        let mut below = cursor.unwrap_or_else(|| "~".into());
         let mut items = Vec::new();
-        while let Some(row) = rows.next().map_err(sql)? {
-            items.push(decode(row)?);
+        loop {
+            let mut args = self.args.clone();
+            args.push(below.clone().into());
+            args.push((batch as i64).into());
+            let mut rows = stmt.query(rusqlite::params_from_iter(args)).map_err(sql)?;
+            let mut read = 0;
+            while let Some(row) = rows.next().map_err(sql)? {
+                read += 1;
+                let item = decode(row)?;
+                below = id_of(&item);
+                if keep.as_ref().is_none_or(|k| k(&item)) {
+                    items.push(item);
+                    if items.len() > limit {
+                        break;
+                    }
+                }
+            }
+            if items.len() > limit || read < batch || keep.is_none() {
+                break;
+            }
         }
         let next_cursor = (items.len() > limit).then(|| {
             items.truncate(limit);

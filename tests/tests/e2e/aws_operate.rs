@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use tripline_tests::Reply;
+use tripline_tests::aws::endpoint;
+use tripline_tests::lambda::{Function, function_env};
 use tripline_tests::shape::shape;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -216,4 +218,79 @@ async fn the_control_function_dry_runs_a_changed_definition_against_the_inbox() 
         "{report}"
     );
     assert_eq!(report["items"][0]["now"], "starts", "{report}");
+}
+
+#[tokio::test]
+async fn the_control_function_searches_and_exports_in_parts_that_name_the_next() {
+    let s = shape(&[]).await;
+    s.deploy("switched", SWITCHED).await;
+    let (_, _, wf) = s
+        .http(&s.control, "GET", "/v1/workflows/switched", &[], b"")
+        .await;
+    let url = wf["triggers"][0]["url"].as_str().expect("url");
+    let token = url.strip_prefix("/hooks/").expect("hook url");
+    for n in 0..45 {
+        let email = if n == 30 {
+            "needle@example.com".to_string()
+        } else {
+            format!("u{n}@example.com")
+        };
+        let (status, _, body) = s.post_hook(token, &json!({ "n": n, "email": email })).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (status, _, found) = s
+        .http(
+            &s.control,
+            "GET",
+            "/v1/runs?workflow=switched&text=NEEDLE",
+            &[],
+            b"",
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["items"].as_array().map(Vec::len), Some(1), "{found}");
+
+    // A control function whose answers hold about one page: the export comes in parts.
+    let mut env = function_env(&s.settings, &endpoint());
+    env.push((
+        "TRIPLINE_ANSWER_LIMIT".into(),
+        (1024 * 1024 + 2000).to_string(),
+    ));
+    let small = Function::start("control-api", &env).await;
+    let mut cursor = String::new();
+    let mut lines = Vec::new();
+    let mut parts = 0;
+    for part in 0.. {
+        parts = part + 1;
+        assert!(part < 10, "the parts never end");
+        let path = format!("/v1/runs/export?format=ndjson&workflow=switched{cursor}");
+        let (status, headers, body) = s.http(&small, "GET", &path, &[], b"").await;
+        assert_eq!(status, 200, "{body}");
+        let text = body
+            .as_str()
+            .map_or_else(|| body.to_string(), str::to_string);
+        lines.extend(text.lines().map(str::to_string));
+        match headers.get("x-tripline-next-cursor") {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        (lines.len(), parts),
+        (45, 3),
+        "pages of 20 runs, one a part"
+    );
+    let mut ids: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["id"]
+                .as_str()
+                .expect("id")
+                .to_string()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 45, "each run once across the parts");
+    small.stop().await;
 }

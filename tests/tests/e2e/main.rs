@@ -36,6 +36,7 @@ mod once;
 mod operate;
 mod parking;
 mod retention;
+mod search;
 mod secrets;
 mod signatures;
 mod steps;

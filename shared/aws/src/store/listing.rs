@@ -2,8 +2,8 @@
 //! with the filters the index cannot apply.
 
 use async_trait::async_trait;
-use tripline_app::ports::{InboxMessage, Page, StoreError};
-use tripline_core::{Run, RunStatus};
+use tripline_app::ports::{InboxMessage, InboxQuery, Page, RunQuery, StoreError};
+use tripline_core::Run;
 
 use super::*;
 
@@ -116,7 +116,9 @@ pub(super) trait AsyncKeep<T>: Send {
     async fn keep(&mut self, store: &DynamoStore, item: &Item) -> Result<Option<T>, StoreError>;
 }
 
-pub(super) struct KeepRun(pub Option<RunStatus>);
+/// The runs a [`RunQuery`] selects: its status from the item's attribute, the rest
+/// ([`RunQuery::matches`]: trigger, error type, text, parent) from the decoded run.
+pub(super) struct KeepRun(pub RunQuery);
 
 #[async_trait]
 impl AsyncKeep<Run> for KeepRun {
@@ -124,19 +126,19 @@ impl AsyncKeep<Run> for KeepRun {
         if expired(item) {
             return Ok(None);
         }
-        if let Some(want) = self.0
+        if let Some(want) = self.0.status
             && get_s(item, "status") != Some(want.as_str())
         {
             return Ok(None);
         }
-        store.read_run(item).await
+        let run = store.read_run(item).await?;
+        Ok(run.filter(|r| self.0.matches(r)))
     }
 }
 
-pub(super) struct KeepMessage {
-    pub trigger: Option<String>,
-    pub outcome: Option<String>,
-}
+/// The messages an [`InboxQuery`] selects: trigger and outcome from the item's
+/// attributes, the rest ([`InboxQuery::matches`]: text, run) from the decoded message.
+pub(super) struct KeepMessage(pub InboxQuery);
 
 #[async_trait]
 impl AsyncKeep<InboxMessage> for KeepMessage {
@@ -145,18 +147,18 @@ impl AsyncKeep<InboxMessage> for KeepMessage {
         store: &DynamoStore,
         item: &Item,
     ) -> Result<Option<InboxMessage>, StoreError> {
+        let q = &self.0;
         if expired(item)
-            || self
-                .trigger
+            || q.trigger
                 .as_deref()
                 .is_some_and(|t| get_s(item, "trigger") != Some(t))
-            || self
-                .outcome
+            || q.outcome
                 .as_deref()
                 .is_some_and(|o| get_s(item, "outcome") != Some(o))
         {
             return Ok(None);
         }
-        store.read_message(item).await.map(Some)
+        let m = store.read_message(item).await?;
+        Ok(q.matches(&m).then_some(m))
     }
 }

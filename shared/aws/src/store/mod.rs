@@ -396,7 +396,7 @@ impl Store for DynamoStore {
             cursor: q.cursor.clone(),
             limit: q.limit,
         };
-        self.page(listing, KeepRun(q.status)).await
+        self.page(listing, KeepRun(q.clone())).await
     }
 
     async fn message(&self, id: &str) -> Result<Option<InboxMessage>, StoreError> {
@@ -425,11 +425,7 @@ impl Store for DynamoStore {
             cursor: q.cursor.clone(),
             limit: q.limit,
         };
-        let keep = KeepMessage {
-            trigger: q.trigger.clone(),
-            outcome: q.outcome.clone(),
-        };
-        self.page(listing, keep).await
+        self.page(listing, KeepMessage(q.clone())).await
     }
 
     async fn queued_runs(&self, from: Timestamp, to: Timestamp) -> Result<Vec<String>, StoreError> {
@@ -445,7 +441,11 @@ impl Store for DynamoStore {
                 cursor,
                 limit: 1000,
             };
-            let page = self.page(listing, KeepRun(Some(RunStatus::Queued))).await?;
+            let queued = RunQuery {
+                status: Some(RunStatus::Queued),
+                ..RunQuery::default()
+            };
+            let page = self.page(listing, KeepRun(queued)).await?;
             ids.extend(page.items.into_iter().map(|r| r.id));
             cursor = page.next_cursor;
             if cursor.is_none() {

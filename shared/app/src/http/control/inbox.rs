@@ -28,10 +28,11 @@ pub(super) fn message_json(m: &InboxMessage) -> Value {
     v
 }
 
-/// `GET /v1/inbox`'s parameters.
-#[derive(serde::Deserialize)]
+/// `GET /v1/inbox`'s parameters: the filters (also those of the export and of bulk
+/// reprocessing) and the page.
+#[derive(Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct InboxParams {
+pub(crate) struct InboxFilters {
     workflow: Option<String>,
     trigger: Option<String>,
     outcome: Option<OutcomeParam>,
@@ -39,9 +40,31 @@ pub(super) struct InboxParams {
     until: Option<Timestamp>,
     limit: Option<Limit>,
     cursor: Option<String>,
+    text: Option<String>,
+    run: Option<String>,
+    /// Only for `/v1/inbox/export`.
+    pub(super) format: Option<super::export::ExportFormat>,
+}
+
+impl InboxFilters {
+    pub(crate) fn query(self) -> InboxQuery {
+        let p = PageParams::new(self.since, self.until, self.limit, self.cursor);
+        InboxQuery {
+            workflow: self.workflow,
+            trigger: self.trigger,
+            outcome: self.outcome.map(|o| o.0),
+            since: p.since,
+            until: p.until,
+            limit: p.limit,
+            cursor: p.cursor,
+            text: self.text.filter(|t| !t.is_empty()),
+            run: self.run,
+        }
+    }
 }
 
 /// `outcome`: one of the outcomes of inbox messages.
+#[derive(Clone)]
 pub(super) struct OutcomeParam(String);
 
 impl<'de> serde::Deserialize<'de> for OutcomeParam {
@@ -59,19 +82,12 @@ impl<'de> serde::Deserialize<'de> for OutcomeParam {
 
 pub(super) async fn list_inbox(
     State(app): State<Arc<App>>,
-    Params(q): Params<InboxParams>,
+    Params(q): Params<InboxFilters>,
 ) -> Response {
-    let p = PageParams::new(q.since, q.until, q.limit, q.cursor);
-    let query = InboxQuery {
-        workflow: q.workflow,
-        trigger: q.trigger,
-        outcome: q.outcome.map(|o| o.0),
-        since: p.since,
-        until: p.until,
-        limit: p.limit,
-        cursor: p.cursor,
-    };
-    page_response(app.store.messages(&query).await, message_json)
+    if q.format.is_some() {
+        return bad_request("`format` is for /v1/inbox/export");
+    }
+    page_response(app.store.messages(&q.query()).await, message_json)
 }
 
 pub(super) async fn get_message(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
@@ -216,6 +232,7 @@ pub(super) async fn list_ticks(
         until: p.until,
         limit: p.limit,
         cursor: p.cursor,
+        ..InboxQuery::default()
     };
     page_response(app.store.messages(&query).await, tick_json)
 }

@@ -1,6 +1,7 @@
 //! The control API (`/v1/...`): the router, its key check and the helpers its handlers
 //! share; the handlers are by resource (`workflows`, `runs`, `inbox`, `state`, `secrets`).
 
+mod export;
 mod inbox;
 mod keys;
 mod runs;
@@ -60,10 +61,12 @@ pub fn router(app: Arc<App>) -> Router {
             get(get_context).patch(patch_context),
         )
         .route("/v1/runs", get(list_runs))
+        .route("/v1/runs/export", get(export::export_runs))
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/runs/{id}/retry", post(retry_run))
         .route("/v1/inbox", get(list_inbox))
+        .route("/v1/inbox/export", get(export::export_inbox))
         .route("/v1/inbox/{id}", get(get_message).put(edit_message))
         .route("/v1/inbox/{id}/reprocess", post(reprocess_message))
         .route("/v1/secrets", get(list_secrets))

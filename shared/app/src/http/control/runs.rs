@@ -123,19 +123,73 @@ pub(super) async fn retry_run(
     }
 }
 
-/// `GET /v1/runs`'s parameters.
-#[derive(serde::Deserialize)]
+/// `GET /v1/runs`'s parameters: the filters (also those of the export and of bulk jobs)
+/// and the page.
+#[derive(Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RunsParams {
+pub(crate) struct RunFilters {
     workflow: Option<String>,
     status: Option<StatusParam>,
     since: Option<Timestamp>,
     until: Option<Timestamp>,
     limit: Option<Limit>,
     cursor: Option<String>,
+    trigger: Option<String>,
+    error_type: Option<ErrorTypeParam>,
+    text: Option<String>,
+    parent: Option<String>,
+    /// Only for `/v1/runs/export`.
+    pub(super) format: Option<super::export::ExportFormat>,
+}
+
+impl RunFilters {
+    pub(crate) fn query(self) -> RunQuery {
+        let p = PageParams::new(self.since, self.until, self.limit, self.cursor);
+        RunQuery {
+            workflow: self.workflow,
+            status: self.status.map(|s| s.0),
+            since: p.since,
+            until: p.until,
+            limit: p.limit,
+            cursor: p.cursor,
+            trigger: self.trigger,
+            error_type: self.error_type.map(|e| e.0),
+            text: self.text.filter(|t| !t.is_empty()),
+            parent: self.parent,
+        }
+    }
+}
+
+/// `error_type`: one of the run error types.
+#[derive(Clone)]
+pub(super) struct ErrorTypeParam(String);
+
+const ERROR_TYPES: &[&str] = &[
+    "step_failed",
+    "template_error",
+    "template_limit",
+    "fail_step",
+    "rejected",
+    "wait_timed_out",
+    "timed_out",
+    "cancelled",
+];
+
+impl<'de> serde::Deserialize<'de> for ErrorTypeParam {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let e = String::deserialize(d)?;
+        if ERROR_TYPES.contains(&e.as_str()) {
+            return Ok(ErrorTypeParam(e));
+        }
+        Err(serde::de::Error::custom(format!(
+            "unknown error type `{e}`; use {}",
+            ERROR_TYPES.join(", ")
+        )))
+    }
 }
 
 /// `status`: one of the run statuses.
+#[derive(Clone, Copy)]
 pub(super) struct StatusParam(RunStatus);
 
 impl<'de> serde::Deserialize<'de> for StatusParam {
@@ -151,18 +205,12 @@ impl<'de> serde::Deserialize<'de> for StatusParam {
 
 pub(super) async fn list_runs(
     State(app): State<Arc<App>>,
-    Params(q): Params<RunsParams>,
+    Params(q): Params<RunFilters>,
 ) -> Response {
-    let p = PageParams::new(q.since, q.until, q.limit, q.cursor);
-    let query = RunQuery {
-        workflow: q.workflow,
-        status: q.status.map(|s| s.0),
-        since: p.since,
-        until: p.until,
-        limit: p.limit,
-        cursor: p.cursor,
-    };
-    page_response(app.store.runs(&query).await, run_summary)
+    if q.format.is_some() {
+        return super::bad_request("`format` is for /v1/runs/export");
+    }
+    page_response(app.store.runs(&q.query()).await, run_summary)
 }
 
 pub(super) fn run_summary(run: &Run) -> Value {
