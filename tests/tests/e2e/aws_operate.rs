@@ -294,3 +294,48 @@ async fn the_control_function_searches_and_exports_in_parts_that_name_the_next()
     assert_eq!(ids.len(), 45, "each run once across the parts");
     small.stop().await;
 }
+
+#[tokio::test]
+async fn a_bulk_retry_job_is_made_by_the_control_function_and_done_by_the_executor() {
+    let s = shape(&[]).await;
+    let yaml = format!(
+        "id: charge\ntriggers: [{{ type: manual }}]\nsteps:\n  - {{ id: pay, type: http, url: \"{}/pay\", method: POST }}\n",
+        s.stub.url
+    );
+    s.deploy("charge", &yaml).await;
+    s.stub.set_default(Reply::status(400));
+    let mut failed = Vec::new();
+    for n in 0..3 {
+        let id = s.start("charge", &json!({ "n": n })).await;
+        s.pump_until(&id, "failed", LIMIT).await;
+        failed.push(id);
+    }
+    s.stub.set_default(Reply::status(200));
+    let body = json!({"action": "retry", "filter": {"workflow": "charge", "status": "failed"}});
+    let (status, _, job) = s
+        .http(
+            &s.control,
+            "POST",
+            "/v1/jobs",
+            &[("content-type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!((status, job["total"].clone()), (202, json!(3)), "{job}");
+    let path = format!("/v1/jobs/{}", job["id"].as_str().expect("id"));
+    let since = std::time::Instant::now();
+    let job = loop {
+        let (_, _, job) = s.http(&s.control, "GET", &path, &[], b"").await;
+        if job["status"] == "done" {
+            break job;
+        }
+        assert!(since.elapsed() < LIMIT, "the job did not end: {job}");
+        s.pump.once(&s.executor, Duration::from_secs(1)).await;
+    };
+    assert_eq!(job["done"], 3, "{job}");
+    for r in job["results"].as_array().expect("results") {
+        assert_eq!(r["result"], "started", "{r}");
+        s.pump_until(r["run_id"].as_str().expect("run"), "succeeded", LIMIT)
+            .await;
+    }
+}

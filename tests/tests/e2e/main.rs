@@ -28,6 +28,7 @@ mod flows;
 mod fuzz;
 mod hardening;
 mod idempotency;
+mod jobs;
 mod kafka;
 mod kafka_auth;
 mod kafka_broker;

@@ -116,6 +116,9 @@ impl App {
         item: &WorkItem,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(), ExecError> {
+        if let Some(job) = item.job_id() {
+            return Ok(self.job_step(job).await?);
+        }
         self.advance_loop(&item.run_id, deadline, item.start_only, item.if_version)
             .await
     }

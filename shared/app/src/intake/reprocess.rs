@@ -37,6 +37,17 @@ pub(crate) type Matched = Result<(TriggerKind, Value, Option<IdempotencyClaim>),
 
 impl App {
     pub async fn reprocess(&self, original: &InboxMessage) -> Result<Reprocessed, ReprocessError> {
+        self.reprocess_once(original, None).await
+    }
+
+    /// [`App::reprocess`]; with `key`, reprocessing the message again with the same key
+    /// (a bulk job's item delivered twice) starts nothing new, when the trigger's own
+    /// idempotency key does not already decide.
+    pub async fn reprocess_once(
+        &self,
+        original: &InboxMessage,
+        key: Option<&str>,
+    ) -> Result<Reprocessed, ReprocessError> {
         if original.scheduled_at.is_some() {
             return Err(ReprocessError::Refused(format!(
                 "a cron tick is not reprocessed; start the trigger now with POST /v1/workflows/{}/runs?trigger={}",
@@ -68,6 +79,15 @@ impl App {
         let message_id = message.id.clone();
         let outcome = match matched {
             Ok((kind, input, claim)) => {
+                let claim = claim.or_else(|| {
+                    key.map(|k| IdempotencyClaim {
+                        key: format!(
+                            "{}/{}/reprocess:{}:{k}",
+                            rec.id, message.trigger, original.id
+                        ),
+                        expires_at: self.clock.now().plus(crate::admission::IDEMPOTENCY_WINDOW),
+                    })
+                });
                 let trigger = TriggerRef {
                     kind,
                     id: message.trigger.clone(),

@@ -47,6 +47,14 @@ pub(crate) struct InboxFilters {
 }
 
 impl InboxFilters {
+    pub(super) fn has_limit(&self) -> bool {
+        self.limit.is_some()
+    }
+
+    pub(super) fn has_cursor(&self) -> bool {
+        self.cursor.is_some()
+    }
+
     pub(crate) fn query(self) -> InboxQuery {
         let p = PageParams::new(self.since, self.until, self.limit, self.cursor);
         InboxQuery {

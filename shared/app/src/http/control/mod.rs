@@ -3,6 +3,7 @@
 
 mod export;
 mod inbox;
+mod jobs;
 mod keys;
 mod runs;
 mod secrets;
@@ -69,6 +70,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/inbox/export", get(export::export_inbox))
         .route("/v1/inbox/{id}", get(get_message).put(edit_message))
         .route("/v1/inbox/{id}/reprocess", post(reprocess_message))
+        .route("/v1/jobs", post(jobs::create_job))
+        .route("/v1/jobs/{id}", get(jobs::get_job))
         .route("/v1/secrets", get(list_secrets))
         .route("/v1/secrets/{name}", put(put_secret).delete(delete_secret))
         .route("/v1/keys", get(list_keys).post(create_key))

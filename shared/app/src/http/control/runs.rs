@@ -143,6 +143,14 @@ pub(crate) struct RunFilters {
 }
 
 impl RunFilters {
+    pub(super) fn has_limit(&self) -> bool {
+        self.limit.is_some()
+    }
+
+    pub(super) fn has_cursor(&self) -> bool {
+        self.cursor.is_some()
+    }
+
     pub(crate) fn query(self) -> RunQuery {
         let p = PageParams::new(self.since, self.until, self.limit, self.cursor);
         RunQuery {
