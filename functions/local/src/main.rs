@@ -11,6 +11,7 @@ use tripline_app::outbound::OutboundPolicy;
 use tripline_core::validate::{Format, load};
 use tripline_local::{ServeOptions, Server};
 
+mod client;
 mod keys;
 mod secrets;
 
@@ -43,6 +44,70 @@ enum Command {
     /// Make, list and remove scoped control API keys (read, operate, deploy, admin).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// A server's workflows: list, get, enable, disable, deploy DIR, diff DIR.
+    Workflows(Workflows),
+    /// A server's runs: list, get, cancel, retry, watch.
+    Runs(Runs),
+    /// A server's inbox: list, get, reprocess.
+    Inbox(Inbox),
+    /// Retry, cancel or reprocess everything a filter selects, as a job with progress.
+    Bulk(Bulk),
+    /// Every run or inbox message a filter selects, as CSV or NDJSON, to standard output.
+    Export(Export),
+    /// Deploy a folder of definitions to a server: what `diff` shows, applied (removals
+    /// only with --prune). Exit codes: 0 done, 1 server failed, 3 not found, 4 refused.
+    Deploy(DeployTo),
+    /// Show what deploying a folder would change: workflows and triggers added, changed
+    /// (with a diff) or removed. Exit code 0: nothing would change; 5: something would.
+    Diff(DeployTo),
+}
+
+#[derive(clap::Args)]
+struct Workflows {
+    #[command(subcommand)]
+    cmd: client::WorkflowsCommand,
+    #[command(flatten)]
+    at: client::ServerArgs,
+}
+
+#[derive(clap::Args)]
+struct Runs {
+    #[command(subcommand)]
+    cmd: client::RunsCommand,
+    #[command(flatten)]
+    at: client::ServerArgs,
+}
+
+#[derive(clap::Args)]
+struct Inbox {
+    #[command(subcommand)]
+    cmd: client::InboxCommand,
+    #[command(flatten)]
+    at: client::ServerArgs,
+}
+
+#[derive(clap::Args)]
+struct Bulk {
+    #[command(subcommand)]
+    cmd: client::BulkCommand,
+    #[command(flatten)]
+    at: client::ServerArgs,
+}
+
+#[derive(clap::Args)]
+struct Export {
+    #[command(subcommand)]
+    cmd: client::ExportCommand,
+    #[command(flatten)]
+    at: client::ServerArgs,
+}
+
+#[derive(clap::Args)]
+struct DeployTo {
+    #[command(flatten)]
+    args: client::DeployArgs,
+    #[command(flatten)]
+    at: client::ServerArgs,
 }
 
 #[derive(Subcommand)]
@@ -314,6 +379,34 @@ fn main() -> ExitCode {
         Command::Serve(s) => serve(*s),
         Command::Secrets(c) => secrets::run(c),
         Command::Keys(c) => keys::run(c),
+        Command::Workflows(w) => {
+            let c = client::Client::new(&w.at);
+            client::run(async move { client::workflows(&c, w.cmd).await })
+        }
+        Command::Runs(r) => {
+            let c = client::Client::new(&r.at);
+            client::run(async move { client::runs(&c, r.cmd).await })
+        }
+        Command::Inbox(i) => {
+            let c = client::Client::new(&i.at);
+            client::run(async move { client::inbox(&c, i.cmd).await })
+        }
+        Command::Bulk(b) => {
+            let c = client::Client::new(&b.at);
+            client::run(async move { client::bulk(&c, b.cmd).await })
+        }
+        Command::Export(e) => {
+            let c = client::Client::new(&e.at);
+            client::run(async move { client::export(&c, e.cmd).await })
+        }
+        Command::Deploy(d) => {
+            let c = client::Client::new(&d.at);
+            client::run(async move { client::deploy(&c, &d.args, true).await })
+        }
+        Command::Diff(d) => {
+            let c = client::Client::new(&d.at);
+            client::run(async move { client::deploy(&c, &d.args, false).await })
+        }
     }
 }
 

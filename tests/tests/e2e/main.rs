@@ -13,6 +13,7 @@ mod aws_parking;
 mod aws_secrets;
 mod aws_shape;
 mod cli;
+mod client;
 mod concurrency;
 mod conformance_aws;
 mod conformance_embedded;
