@@ -22,7 +22,7 @@ pub const JOB_MAX_ITEMS: usize = 2000;
 const JOB_CHUNK: usize = 50;
 
 /// What a job does to each item.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum JobAction {
     Retry {
@@ -42,7 +42,7 @@ impl JobAction {
 }
 
 /// What happened to one item.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JobItem {
     /// The run or message acted on.
     pub id: String,
@@ -57,7 +57,7 @@ pub struct JobItem {
 }
 
 /// A bulk job's record.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Job {
     pub id: String,
     #[serde(flatten)]
@@ -69,7 +69,9 @@ pub struct Job {
     pub total: usize,
     pub done: usize,
     pub failed: usize,
-    /// The items chosen, in order; `results` has one entry for each done so far.
+    /// The items chosen, in order; `results` has one entry for each done so far. Kept in
+    /// the record, not shown.
+    #[schemars(skip)]
     pub targets: Vec<String>,
     pub results: Vec<JobItem>,
     pub created_at: Timestamp,
@@ -133,30 +135,29 @@ impl App {
         filter: serde_json::Value,
         targets: Vec<String>,
     ) -> Result<Job, JobError> {
-        if targets.is_empty() {
-            return Err(JobError::Refused(
-                "the filter selects nothing; nothing to do (try it on the listing first)".into(),
-            ));
-        }
         let now = self.clock.now();
+        let empty = targets.is_empty();
         let mut job = Job {
             id: self.new_id(),
             action,
             filter,
-            status: "running".into(),
+            // Nothing selected: done as it is made.
+            status: if empty { "done" } else { "running" }.into(),
             total: targets.len(),
             done: 0,
             failed: 0,
             targets,
             results: Vec::new(),
             created_at: now,
-            finished_at: None,
+            finished_at: empty.then_some(now),
             version: 0,
         };
         self.save_job(&mut job).await?;
-        self.queue
-            .send(&WorkItem::job(&job.id), std::time::Duration::ZERO)
-            .await?;
+        if !empty {
+            self.queue
+                .send(&WorkItem::job(&job.id), std::time::Duration::ZERO)
+                .await?;
+        }
         tracing::info!(job = %job.id, total = job.total, "bulk job started");
         Ok(job)
     }

@@ -9,7 +9,9 @@ use crate::run::{Run, RunStatus, StepStatus};
 use crate::time::Timestamp;
 
 /// Where a retry starts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RetryFrom {
     /// Every step runs again.
@@ -21,7 +23,7 @@ pub enum RetryFrom {
 }
 
 /// The run a retry is a retry of, and where it started.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RetryOf {
     pub run_id: String,
     pub from: RetryFrom,

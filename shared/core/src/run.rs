@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::time::Timestamp;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Queued,
@@ -52,7 +52,7 @@ impl RunStatus {
 }
 
 /// Which trigger started a run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TriggerRef {
     pub kind: TriggerKind,
     /// The trigger's id within its workflow (for `workflow`: the parent's workflow).
@@ -60,7 +60,7 @@ pub struct TriggerRef {
 }
 
 /// The kind of trigger that started a run (`trigger.kind` in its record).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerKind {
     Webhook,
@@ -107,7 +107,7 @@ impl std::fmt::Display for TriggerKind {
 }
 
 /// Why a `waiting` run waits (`waiting_reason` in its record).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WaitReason {
     /// A `wait_for_webhook` step: its `resume_url` is called.
@@ -141,7 +141,7 @@ impl WaitReason {
 }
 
 /// Why a run did not succeed (`error_type` in its record; `error` says the rest).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorType {
     /// A step failed and had no retry left (or its failure does not retry).
@@ -183,7 +183,7 @@ impl PartialEq<&str> for ErrorType {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     Succeeded,
@@ -192,7 +192,7 @@ pub enum StepStatus {
 }
 
 /// One attempt of one step.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StepExecution {
     pub step_id: String,
     pub attempt: u32,
@@ -210,7 +210,7 @@ pub struct StepExecution {
 }
 
 /// How a step attempt failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureClass {
     Timeout,
@@ -223,14 +223,14 @@ pub enum FailureClass {
     Template,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StepError {
     pub class: FailureClass,
     pub message: String,
 }
 
 /// Where a run stands in its steps.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Cursor {
     /// Index of the step to run next (or running now).
     pub step: usize,
@@ -254,7 +254,7 @@ pub struct Cursor {
 }
 
 /// Where a `map` or `parallel` step stands: the lanes (items or branches) started so far.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Fan {
     /// A `map` step's items, as `items` gave them when the step started.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -265,7 +265,7 @@ pub struct Fan {
 }
 
 /// One item of a `map` step, or one branch of a `parallel` step.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Lane {
     /// Index of the lane's step to run next (or running now).
     #[serde(default)]
@@ -292,7 +292,7 @@ impl Lane {
 }
 
 /// Where the delivery of a run's callback stands.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CallbackCursor {
     /// The attempt to make next (1 for the first).
     pub attempt: u32,
@@ -301,7 +301,7 @@ pub struct CallbackCursor {
 }
 
 /// One attempt to deliver a run's `on_success` / `on_failure` callback.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CallbackAttempt {
     pub attempt: u32,
     pub url: String,
@@ -316,7 +316,7 @@ pub struct CallbackAttempt {
 
 /// The run that started this one: with a `trigger_workflow` step (`step`), or by ending,
 /// through this workflow's flow trigger (`flow`, the trigger's id).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ParentRef {
     pub run_id: String,
     pub workflow: String,
@@ -326,7 +326,7 @@ pub struct ParentRef {
     pub flow: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Run {
     pub id: String,
     pub workflow: String,

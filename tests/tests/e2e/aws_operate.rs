@@ -339,3 +339,27 @@ async fn a_bulk_retry_job_is_made_by_the_control_function_and_done_by_the_execut
             .await;
     }
 }
+
+#[tokio::test]
+async fn the_control_function_serves_the_same_openapi_document() {
+    let s = shape(&[]).await;
+    let (status, headers, doc) = s
+        .http(&s.control, "GET", "/v1/openapi.json", &[], b"")
+        .await;
+    assert_eq!(status, 200, "{doc}");
+    assert!(headers["content-type"].starts_with("application/json"));
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/jobs"]["post"].is_object());
+    // An error from the function is a problem too, with its media type.
+    let (status, headers, body) = s
+        .http(&s.control, "GET", "/v1/runs?limit=0", &[], b"")
+        .await;
+    assert_eq!(
+        (status, headers["content-type"].as_str()),
+        (400, "application/problem+json")
+    );
+    assert_eq!(
+        (body["code"].as_str(), body["field"].as_str()),
+        (Some("bad_request"), Some("limit"))
+    );
+}

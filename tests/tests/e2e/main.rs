@@ -35,6 +35,7 @@ mod kafka_auth;
 mod kafka_broker;
 mod keys;
 mod once;
+mod openapi;
 mod operate;
 mod parking;
 mod retention;

@@ -47,7 +47,7 @@ pub fn client_of(req: &axum::extract::Request) -> Option<std::net::IpAddr> {
 #[allow(clippy::too_many_arguments)]
 async fn hook(
     State(app): State<Arc<App>>,
-    Path(token): Path<String>,
+    token: Result<Path<String>, axum::extract::rejection::PathRejection>,
     client: Option<axum::Extension<ClientAddr>>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     method: Method,
@@ -55,6 +55,10 @@ async fn hook(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // A token that does not even decode (bad percent-encoding) is no token of ours.
+    let Ok(Path(token)) = token else {
+        return unknown_token(&app);
+    };
     let client = client.map(|c| c.0.0).or(peer.map(|p| p.0.0.ip()));
     let client = client_addr(&app, client, &headers);
     let limits = app.config.rate_limits;

@@ -4,6 +4,7 @@
 mod auth;
 pub mod control;
 pub mod ingress;
+pub mod openapi;
 mod pages;
 pub mod resume;
 
@@ -17,11 +18,60 @@ use serde_json::json;
 use crate::App;
 use crate::ports::StoreError;
 
-/// The whole HTTP surface: webhooks, the routes of parked runs, and the control API.
+/// The whole HTTP surface: webhooks, the routes of parked runs, and the control API; a
+/// path it does not have answers a problem too.
 pub fn router(app: Arc<App>) -> axum::Router {
     ingress::router(app.clone())
         .merge(resume::router(app.clone()))
         .merge(control::router(app))
+        .fallback(|uri: axum::http::Uri| async move {
+            error_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "there is no route `{}`; the routes are in /v1/openapi.json",
+                    uri.path()
+                ),
+            )
+        })
+}
+
+/// Middleware: an error the framework answered itself (a path that does not decode, a
+/// method the route does not take, a body over the limit: plain text) is answered in the
+/// one error shape instead, with its status and headers (`Allow`) kept.
+pub async fn problems_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let answer = next.run(req).await;
+    let status = answer.status();
+    let plain = answer
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|ct| ct.starts_with("text/plain"));
+    if status.as_u16() < 400 || !plain {
+        return answer;
+    }
+    let (parts, body) = answer.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let detail = match String::from_utf8_lossy(&text).trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_lowercase(),
+        t => t.to_string(),
+    };
+    let code = match status.as_u16() {
+        400 => "bad_request",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "body_too_large",
+        415 => "unsupported_content_type",
+        422 => "unprocessable",
+        _ => "error",
+    };
+    let mut r = error_response(status, code, detail);
+    for (k, v) in &parts.headers {
+        if k != axum::http::header::CONTENT_TYPE && k != axum::http::header::CONTENT_LENGTH {
+            r.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    r
 }
 
 impl App {

@@ -32,6 +32,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/review/{token}", get(review))
         .route("/approve/{token}", get(confirm_approve).post(approve))
         .route("/reject/{token}", get(confirm_reject).post(reject))
+        .layer(axum::middleware::from_fn(super::problems_only))
         .with_state(app)
 }
 

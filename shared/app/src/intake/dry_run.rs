@@ -13,7 +13,7 @@ use crate::deploy::{DeployError, parse_definition};
 use crate::ports::{InboxMessage, InboxQuery, Outcome, StoreError, WorkflowRecord};
 
 /// What the new definition would do with one message.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct DryRunItem {
     pub message_id: String,
     pub received_at: tripline_core::Timestamp,
@@ -28,7 +28,7 @@ pub struct DryRunItem {
 }
 
 /// The dry run's answer.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct DryRun {
     pub workflow: String,
     pub checked: usize,

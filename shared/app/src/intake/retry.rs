@@ -13,7 +13,17 @@ use crate::admission::IDEMPOTENCY_WINDOW;
 use crate::ports::{Admitted, IdempotencyClaim, InboxMessage, StoreError};
 
 /// Which revision a retry runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RetryRevision {
     /// The workflow's latest deployed revision (after a fix).

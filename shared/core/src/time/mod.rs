@@ -110,6 +110,12 @@ impl Timestamp {
 
     /// Parses RFC 3339 (`2026-11-22T10:00:00Z`, with or without fractional seconds).
     pub fn parse_rfc3339(s: &str) -> Result<Self, BadTime> {
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s)
+            && t.timestamp_millis() >= 0
+        {
+            // With an offset (`+01:00`) as well as `Z`.
+            return Ok(Self(t.timestamp_millis()));
+        }
         humantime::parse_rfc3339_weak(s)
             .map(Self::from_system_time)
             .map_err(|e| {
@@ -182,6 +188,20 @@ impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for Timestamp {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Timestamp".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "format": "date-time",
+            "pattern": "^(19[7-9][0-9]|[2-9][0-9]{3})-",
+            "description": "An RFC 3339 time from 1970 on, e.g. 2026-12-06T09:00:00Z or 2026-12-06T10:00:00+01:00"
+        })
     }
 }
 

@@ -21,7 +21,7 @@ use tripline_core::Run;
 /// How many records each read of an export takes.
 const EXPORT_PAGE: usize = 500;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum ExportFormat {
     Csv,

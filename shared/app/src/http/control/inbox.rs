@@ -30,7 +30,7 @@ pub(super) fn message_json(m: &InboxMessage) -> Value {
 
 /// `GET /v1/inbox`'s parameters: the filters (also those of the export and of bulk
 /// reprocessing) and the page.
-#[derive(Clone, Default, serde::Deserialize)]
+#[derive(Clone, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct InboxFilters {
     workflow: Option<String>,
@@ -70,6 +70,8 @@ impl InboxFilters {
         }
     }
 }
+
+super::param_schema!(OutcomeParam, "Outcome", {"type": "string", "enum": OUTCOMES});
 
 /// `outcome`: one of the outcomes of inbox messages.
 #[derive(Clone)]
@@ -183,9 +185,9 @@ const OUTCOMES: &[&str] = &[
 ];
 
 /// `GET /v1/workflows/{id}/ticks`'s parameters.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct TicksParams {
+pub(crate) struct TicksParams {
     trigger: Option<String>,
     since: Option<Timestamp>,
     until: Option<Timestamp>,

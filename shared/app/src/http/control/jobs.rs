@@ -18,9 +18,13 @@ use crate::http::{error_response, problem, unavailable};
 use crate::jobs::{Job, JobAction, JobError, Selection};
 
 /// `POST /v1/jobs`'s body.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewJob {
+#[schemars(extend(
+    "if" = {"properties": {"action": {"const": "retry"}}},
+    "else" = {"properties": {"from": {"type": "null"}, "revision": {"type": "null"}}}
+))]
+pub(crate) struct NewJob {
     action: ActionName,
     /// A retry's: `start` or `failed_step`.
     from: Option<tripline_core::retry::RetryFrom>,
@@ -29,13 +33,14 @@ struct NewJob {
     /// The listing's filters: `/v1/runs`'s for retry and cancel, `/v1/inbox`'s for
     /// reprocess.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
     filter: Value,
     /// Only count what the job would touch.
     #[serde(default)]
     dry_run: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, serde::Deserialize)]
+#[derive(Clone, Copy, PartialEq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum ActionName {
     Retry,

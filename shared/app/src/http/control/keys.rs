@@ -193,9 +193,9 @@ pub(super) async fn delete_key(State(app): State<Arc<App>>, Path(name): Path<Str
 }
 
 /// `GET /v1/audit`'s parameters.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct AuditParams {
+pub(crate) struct AuditParams {
     since: Option<Timestamp>,
     until: Option<Timestamp>,
     limit: Option<Limit>,

@@ -78,8 +78,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/keys/{name}", axum::routing::delete(delete_key))
         .route("/v1/audit", get(list_audit))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(crate::http::openapi::serve))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_key))
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+        .layer(middleware::from_fn(crate::http::problems_only))
         .with_state(app)
 }
 
@@ -250,6 +252,33 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Par
             })
     }
 }
+
+/// The types of the control API's parameters and bodies, for the OpenAPI document.
+pub(crate) mod schema {
+    pub(crate) use super::inbox::{InboxFilters, TicksParams};
+    pub(crate) use super::jobs::NewJob;
+    pub(crate) use super::keys::AuditParams;
+    pub(crate) use super::runs::{RetryParams, RunFilters};
+    pub(crate) use super::secrets::RemoveParams;
+    pub(crate) use super::workflows::{DryRunParams, RevisionParams, StartParams};
+}
+
+/// A parameter type's schema, written out: its `Deserialize` is by hand.
+macro_rules! param_schema {
+    ($t:ty, $name:literal, $schema:tt) => {
+        impl schemars::JsonSchema for $t {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!($schema)
+            }
+        }
+    };
+}
+pub(crate) use param_schema;
+
+param_schema!(Limit, "Limit", {"type": "integer", "minimum": 1, "maximum": 500, "description": "how many items a page holds (default 50)"});
 
 /// `limit`: how many items a page holds, 1 to 500 (default 50).
 #[derive(Clone, Copy, Debug)]

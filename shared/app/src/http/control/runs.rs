@@ -72,9 +72,9 @@ pub(super) async fn cancel_run(State(app): State<Arc<App>>, Path(id): Path<Strin
 }
 
 /// `POST /v1/runs/{id}/retry`'s parameters.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RetryParams {
+pub(crate) struct RetryParams {
     #[serde(default)]
     from: RetryFrom,
     #[serde(default)]
@@ -125,7 +125,7 @@ pub(super) async fn retry_run(
 
 /// `GET /v1/runs`'s parameters: the filters (also those of the export and of bulk jobs)
 /// and the page.
-#[derive(Clone, Default, serde::Deserialize)]
+#[derive(Clone, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RunFilters {
     workflow: Option<String>,
@@ -195,6 +195,9 @@ impl<'de> serde::Deserialize<'de> for ErrorTypeParam {
         )))
     }
 }
+
+super::param_schema!(ErrorTypeParam, "ErrorType", {"type": "string", "enum": ERROR_TYPES});
+super::param_schema!(StatusParam, "RunStatusParam", {"type": "string", "enum": ["queued", "running", "waiting", "succeeded", "failed", "cancelled", "timed_out"]});
 
 /// `status`: one of the run statuses.
 #[derive(Clone, Copy)]

@@ -78,10 +78,12 @@ pub(super) async fn put_secret(
     }
 }
 
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RemoveParams {
+pub(crate) struct RemoveParams {
+    /// `true`: remove it even while deployed workflows read it.
     #[serde(default)]
+    #[schemars(with = "Option<bool>")]
     force: Option<String>,
 }
 

@@ -146,11 +146,13 @@ pub(super) async fn list_workflows(State(app): State<Arc<App>>) -> Response {
 }
 
 /// `GET /v1/workflows/{id}`'s parameters.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RevisionParams {
+pub(crate) struct RevisionParams {
     revision: Option<Revision>,
 }
+
+super::param_schema!(Revision, "Revision", {"type": "integer", "minimum": 0, "maximum": 4_294_967_295u64});
 
 /// `revision`: a whole number.
 pub(super) struct Revision(u32);
@@ -264,9 +266,9 @@ fn invalid(problems: &[tripline_core::validate::Problem], then: &str) -> Respons
 }
 
 /// `POST /v1/workflows/{id}/dry-run`'s parameters.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct DryRunParams {
+pub(crate) struct DryRunParams {
     limit: Option<super::Limit>,
 }
 
@@ -325,12 +327,13 @@ pub(super) async fn delete_workflow(
 }
 
 /// `POST /v1/workflows/{id}/runs`'s parameters.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct StartParams {
+pub(crate) struct StartParams {
     /// A cron trigger to run now, or the manual trigger to start (default: the manual one).
     trigger: Option<String>,
     /// A one-time run: when to start it (RFC 3339, or a local time with `timezone`).
+    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"))]
     at: Option<String>,
     /// The IANA zone of a local `at`.
     timezone: Option<String>,
