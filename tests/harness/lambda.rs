@@ -355,6 +355,14 @@ pub fn http_event(
 /// An API Gateway 2.0 answer: status, headers (lowercased) and the body as JSON (or a
 /// string when it is not JSON).
 pub fn http_answer(answer: &Value) -> (u16, HashMap<String, String>, Value) {
+    let (status, headers, bytes) = http_answer_bytes(answer);
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, headers, body)
+}
+
+/// An API Gateway 2.0 answer with its body as the bytes sent.
+pub fn http_answer_bytes(answer: &Value) -> (u16, HashMap<String, String>, Vec<u8>) {
     let status = answer["statusCode"].as_u64().unwrap_or(0) as u16;
     let headers = answer["headers"]
         .as_object()
@@ -372,9 +380,7 @@ pub fn http_answer(answer: &Value) -> (u16, HashMap<String, String>, Value) {
     } else {
         raw.as_bytes().to_vec()
     };
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, headers, body)
+    (status, headers, bytes)
 }
 
 /// The event an SQS event source mapping sends for received messages.
@@ -524,4 +530,57 @@ impl Pump {
         }
         delivered
     }
+}
+
+/// A loopback HTTP server that plays API Gateway (HTTP API, payload 2.0) in front of one
+/// function: each request becomes the event the function is invoked with, and its answer
+/// the response. For clients that speak HTTP (the `tripline` client) to reach a function.
+pub async fn http_front(function: Arc<Function>) -> String {
+    async fn forward(State(f): State<Arc<Function>>, req: axum::extract::Request) -> Response {
+        let method = req.method().to_string();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.to_string());
+        let headers: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let body = axum::body::to_bytes(req.into_body(), 10 << 20)
+            .await
+            .unwrap_or_default();
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let answer = match f.invoke(http_event(&method, &path, &pairs, &body)).await {
+            Ok(a) => a,
+            Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        };
+        let (status, headers, bytes) = http_answer_bytes(&answer);
+        let mut r = (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            bytes,
+        )
+            .into_response();
+        for (k, v) in headers {
+            if let (Ok(k), Ok(v)) = (
+                axum::http::HeaderName::from_bytes(k.as_bytes()),
+                axum::http::HeaderValue::from_str(&v),
+            ) {
+                r.headers_mut().insert(k, v);
+            }
+        }
+        r
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the front");
+    let addr = listener.local_addr().expect("addr");
+    let app = Router::new().fallback(forward).with_state(function);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
 }

@@ -1,6 +1,7 @@
 //! Every end-to-end test of Tripline, linked as one binary (one link of the whole stack
 //! instead of one per file). Each module is one area; the harness is `tripline_tests`.
 
+mod aws_client;
 mod aws_concurrency;
 mod aws_context;
 mod aws_cron;
