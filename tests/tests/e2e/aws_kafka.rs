@@ -472,3 +472,59 @@ async fn a_kafka_trigger_with_its_own_cluster_or_start_is_refused_at_deploy() {
         );
     }
 }
+
+/// Switched off through the control function, a kafka trigger starts nothing from what MSK
+/// delivers: each record is kept `skipped`, to reprocess once it is on again.
+#[tokio::test]
+async fn a_switched_off_kafka_trigger_keeps_what_msk_delivers_skipped() {
+    let s = shape(&[]).await;
+    let consumer = Function::start("msk-consumer", &function_env(&s.settings, &endpoint())).await;
+    let cluster = active_cluster(&s.clients).await;
+    let mut env = function_env(&s.settings, &endpoint());
+    env.push(("TRIPLINE_MSK_CLUSTER_ARN".into(), cluster));
+    env.push(("TRIPLINE_MSK_TOPICS".into(), "orders,refunds".into()));
+    let control = Function::start("control-api", &env).await;
+    let (status, _, body) = s
+        .http(
+            &control,
+            "PUT",
+            "/v1/workflows/stream",
+            &[("content-type", "application/yaml")],
+            WORKFLOW.as_bytes(),
+        )
+        .await;
+    assert!(status == 201 || status == 200, "deploy: {status} {body}");
+    let (status, _, body) = s
+        .http(
+            &control,
+            "POST",
+            "/v1/workflows/stream/triggers/kafka/disable",
+            &[("x-tripline-request", "1")],
+            b"",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let event = msk_event(&[(
+        "orders",
+        0,
+        vec![msk_record("orders", 0, 11, "c-9", br#"{"id": 9}"#)],
+    )]);
+    let answer = consumer.invoke(event).await.expect("the batch succeeds");
+    assert_eq!(
+        (answer["recorded"].clone(), answer["runs_started"].clone()),
+        (json!(1), json!(0)),
+        "{answer}"
+    );
+    let (_, _, inbox) = s
+        .http(&control, "GET", "/v1/inbox?workflow=stream", &[], b"")
+        .await;
+    let m = &inbox["items"][0];
+    assert_eq!(m["outcome"]["kind"], "skipped", "{inbox}");
+    assert!(
+        m["outcome"]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("switched off"),
+        "{m}"
+    );
+}
