@@ -364,7 +364,7 @@ pub fn http_answer(answer: &Value) -> (u16, HashMap<String, String>, Value) {
 /// An API Gateway 2.0 answer with its body as the bytes sent.
 pub fn http_answer_bytes(answer: &Value) -> (u16, HashMap<String, String>, Vec<u8>) {
     let status = answer["statusCode"].as_u64().unwrap_or(0) as u16;
-    let headers = answer["headers"]
+    let mut headers: HashMap<String, String> = answer["headers"]
         .as_object()
         .map(|m| {
             m.iter()
@@ -372,6 +372,11 @@ pub fn http_answer_bytes(answer: &Value) -> (u16, HashMap<String, String>, Vec<u
                 .collect()
         })
         .unwrap_or_default();
+    // Payload 2.0 carries cookies apart from the headers.
+    if let Some(cookies) = answer["cookies"].as_array().filter(|c| !c.is_empty()) {
+        let all: Vec<&str> = cookies.iter().filter_map(Value::as_str).collect();
+        headers.insert("set-cookie".into(), all.join(", "));
+    }
     let raw = answer["body"].as_str().unwrap_or_default();
     let bytes = if answer["isBase64Encoded"].as_bool() == Some(true) {
         base64::engine::general_purpose::STANDARD

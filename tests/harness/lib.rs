@@ -287,6 +287,30 @@ impl TestApp {
         (s, v)
     }
 
+    /// Polls a run, with the control API `key`, until it ends (10 s at most).
+    pub async fn wait_run_with_key(&self, run_id: &str, key: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let resp = self
+                .client
+                .get(self.url(&format!("/v1/runs/{run_id}")))
+                .bearer_auth(key)
+                .send()
+                .await
+                .expect("request");
+            let (_, _, run) = read(resp).await;
+            let status = run["status"].as_str().unwrap_or_default();
+            if matches!(status, "succeeded" | "failed" | "cancelled" | "timed_out") {
+                return run;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "run {run_id} did not end: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Polls a run until its status is `status` (10 s at most).
     pub async fn wait_status(&self, run_id: &str, status: &str) -> Value {
         let start = Instant::now();

@@ -1,5 +1,6 @@
 //! Lambda: API Gateway (HTTP API) → the control API (`/v1/...`: workflows, runs, inbox,
-//! secrets, keys, the audit log), the same axum Router as the local server's.
+//! secrets, keys, the audit log) and the web console's pages, the same axum Routers as
+//! the local server's.
 
 use tripline_aws::http_api::client_addr;
 
@@ -8,6 +9,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     tripline_aws::init_tracing();
     let app = tripline_aws::control_app_from_env().await?;
     let router = tripline_app::http::control::router(app.clone())
+        .merge(tripline_app::http::console::router(app.clone()))
         .layer(axum::middleware::map_request(client_addr));
     lambda_http::run(tripline_aws::http_api::with_metrics(router, app)).await
 }

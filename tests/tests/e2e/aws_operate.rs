@@ -363,3 +363,35 @@ async fn the_control_function_serves_the_same_openapi_document() {
         (Some("bad_request"), Some("limit"))
     );
 }
+
+#[tokio::test]
+async fn the_control_function_serves_the_console_behind_a_session() {
+    let s = shape(&[]).await;
+    let (status, headers, _) = s.http(&s.control, "GET", "/runs", &[], b"").await;
+    assert_eq!(
+        (status, headers.get("location").map(String::as_str)),
+        (303, Some("/login"))
+    );
+    // The stack's functions run without an API key here: any key signs in as `local`.
+    let (status, headers, _) = s
+        .http(
+            &s.control,
+            "POST",
+            "/login",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            b"key=anything-at-all",
+        )
+        .await;
+    assert_eq!(status, 303);
+    let cookie = headers["set-cookie"]
+        .split(';')
+        .next()
+        .expect("cookie")
+        .to_string();
+    let (status, headers, page) = s
+        .http(&s.control, "GET", "/runs", &[("cookie", &cookie)], b"")
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(headers["content-type"].starts_with("text/html"));
+    assert!(page.as_str().expect("html").contains("<h1>Runs</h1>"));
+}

@@ -18,6 +18,7 @@ mod client;
 mod concurrency;
 mod conformance_aws;
 mod conformance_embedded;
+mod console;
 mod context;
 mod control;
 mod crash;

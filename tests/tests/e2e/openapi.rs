@@ -13,8 +13,11 @@ fn served_paths() -> BTreeSet<String> {
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
             let path = entry.path();
+            // The console's pages are HTML for people, not the API.
             if path.is_dir() {
-                dirs.push(path);
+                if !path.ends_with("console") {
+                    dirs.push(path);
+                }
                 continue;
             }
             let text = std::fs::read_to_string(&path).expect("read source");

@@ -2,6 +2,7 @@
 //! control API (`control`). Handlers parse a request, call a use case, and answer.
 
 mod auth;
+pub mod console;
 pub mod control;
 pub mod ingress;
 pub mod openapi;
@@ -23,6 +24,7 @@ use crate::ports::StoreError;
 pub fn router(app: Arc<App>) -> axum::Router {
     ingress::router(app.clone())
         .merge(resume::router(app.clone()))
+        .merge(console::router(app.clone()))
         .merge(control::router(app))
         .fallback(|uri: axum::http::Uri| async move {
             error_response(

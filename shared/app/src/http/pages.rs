@@ -19,6 +19,20 @@ const GONE: &str = r#"{% extends "page.html" %}{% block body %}<p>{{ message }}<
 fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
     ENV.get_or_init(|| {
+        environment(&[
+            ("page.html", PAGE),
+            ("facts.html", FACTS),
+            ("review.html", REVIEW),
+            ("decided.html", DECIDED),
+            ("gone.html", GONE),
+        ])
+    })
+}
+
+/// An environment of `templates`, escaping every value put into a `.html` one (the
+/// console's pages use it too).
+pub(super) fn environment(templates: &[(&'static str, &'static str)]) -> Environment<'static> {
+    {
         let mut env = Environment::new();
         // Templates ending in `.html` are autoescaped; this escapes the five characters
         // that matter in text and quoted attributes, and leaves `/` as it is (URLs stay
@@ -30,19 +44,13 @@ fn env() -> &'static Environment<'static> {
             }
             minijinja::escape_formatter(out, state, value)
         });
-        for (name, source) in [
-            ("page.html", PAGE),
-            ("facts.html", FACTS),
-            ("review.html", REVIEW),
-            ("decided.html", DECIDED),
-            ("gone.html", GONE),
-        ] {
+        for (name, source) in templates {
             if let Err(e) = env.add_template(name, source) {
                 tracing::error!(template = name, error = %e, "a page template does not parse");
             }
         }
         env
-    })
+    }
 }
 
 /// Renders the page `name` with `ctx`; a failure (a bug, not input) is a plain page that

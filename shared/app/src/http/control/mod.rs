@@ -31,6 +31,7 @@ use keys::{create_key, delete_key, list_audit, list_keys, require_key};
 use runs::{cancel_run, get_run, list_runs, retry_run};
 use secrets::{delete_secret, list_secrets, put_secret};
 use state::{get_context, get_state, patch_context, put_state};
+pub(crate) use workflows::summary;
 use workflows::{
     delete_workflow, disable_trigger, disable_workflow, dry_run, enable_trigger, enable_workflow,
     get_workflow, list_workflows, put_workflow, start_run,

@@ -70,7 +70,7 @@ pub(super) fn hooks_of(rec: &WorkflowRecord) -> Vec<Value> {
         .collect()
 }
 
-pub(super) fn summary(rec: &WorkflowRecord) -> Value {
+pub(crate) fn summary(rec: &WorkflowRecord) -> Value {
     let mut triggers = hooks_of(rec);
     for t in &mut triggers {
         let id = t["trigger"].as_str().unwrap_or_default().to_string();

@@ -1,0 +1,188 @@
+//! The web console: server-rendered pages over the same use cases the control API calls
+//! (listings, retry, cancel, switches, bulk jobs); no second copy of any rule. Signed in
+//! with an API key exchanged for a session cookie ([`session`]); a key without the
+//! `operate` scope sees no buttons and may not post.
+
+mod pages;
+pub mod session;
+mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use minijinja::context;
+
+use crate::App;
+use crate::keys::Scope;
+use session::Session;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(pages::overview))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/runs", get(pages::runs))
+        .route("/runs/bulk", post(pages::bulk))
+        .route("/runs/{id}", get(pages::run))
+        .route("/runs/{id}/retry", post(pages::retry))
+        .route("/runs/{id}/cancel", post(pages::cancel))
+        .route("/workflows", get(pages::workflows))
+        .route("/workflows/{id}/{verb}", post(pages::switch_workflow))
+        .route(
+            "/workflows/{id}/triggers/{trigger}/{verb}",
+            post(pages::switch_trigger),
+        )
+        .with_state(app)
+}
+
+/// A page: HTML that is never cached, shown in no frame.
+fn page(html: String) -> Response {
+    let mut r = Html(html).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"),
+    );
+    r
+}
+
+fn see_other(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// The session of a request, or the sign-in page to go to.
+async fn signed_in(app: &App, headers: &HeaderMap) -> Result<Session, Response> {
+    match session::cookie_of(headers) {
+        Some(c) => match app.session(&c).await {
+            Some(s) => Ok(s),
+            None => Err(see_other("/login")),
+        },
+        None => Err(see_other("/login")),
+    }
+}
+
+/// A form post's fields; refused unless it carries the session's form token and the key
+/// may operate.
+async fn form(
+    app: &App,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Session, Vec<(String, String)>), Response> {
+    let s = signed_in(app, headers).await?;
+    let fields: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+    let token = fields
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.as_str());
+    let expected = app.form_token(&s).await;
+    let valid = token.is_some_and(|t| {
+        use subtle::ConstantTimeEq as _;
+        !expected.is_empty() && bool::from(t.as_bytes().ct_eq(expected.as_bytes()))
+    });
+    if !valid {
+        return Err(crate::http::error_response(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the form is not this session's (open the page again)",
+        ));
+    }
+    if s.who.scope < Scope::Operate {
+        return Err(crate::http::error_response(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("the key `{}` is read-only here", s.who.name),
+        ));
+    }
+    Ok((s, fields))
+}
+
+async fn login_page() -> Response {
+    page(views::render("login.html", context! { title => "Sign in" }))
+}
+
+/// `POST /login` with `key`: a session for the key it names (on a server without an API
+/// key, from loopback, any key signs in as `local`).
+async fn login(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let key = form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "key")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let who = app
+        .keys
+        .authenticate(&app.secrets, app.config.api_key.as_deref(), key.trim())
+        .await
+        .ok()
+        .flatten();
+    let who = match (who, app.config.api_key.is_none()) {
+        (Some(w), _) => w,
+        // Without an API key the server answers loopback only: its operator is `local`.
+        (None, true) => crate::keys::Principal {
+            name: "local".into(),
+            scope: Scope::Admin,
+        },
+        (None, false) => {
+            let html = views::render(
+                "login.html",
+                context! { title => "Sign in", error => "That key is not known here." },
+            );
+            let mut r = page(html);
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            return r;
+        }
+    };
+    let Ok(cookie) = app.new_session(&who).await else {
+        return crate::http::error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the session could not be made; try again",
+        );
+    };
+    let secure = app.config.public_url.starts_with("https://");
+    let mut r = see_other("/");
+    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&cookie, secure)) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let s = match signed_in(&app, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let token = form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned());
+    if token.as_deref() != Some(app.form_token(&s).await.as_str()) {
+        return crate::http::error_response(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the form is not this session's",
+        );
+    }
+    let mut r = see_other("/login");
+    if let Ok(v) = HeaderValue::from_str(&session::set_cookie("", false)) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// What every page's layout is given: who is signed in, the form token, what they may do.
+async fn frame(app: &App, s: &Session) -> minijinja::Value {
+    context! {
+        who => context! { name => s.who.name, scope => s.who.scope.as_str() },
+        token => app.form_token(s).await,
+        can_operate => s.who.scope >= Scope::Operate,
+    }
+}

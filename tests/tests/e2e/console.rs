@@ -1,0 +1,231 @@
+//! The web console over HTTP: signing in with a key for a session cookie, the pages a
+//! person reads (runs found by text, a run's timeline, workflows and their switches), the
+//! actions their forms post (retry, switch off), each form bound to its session, and a
+//! read-only key that sees no buttons and may not post.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use tripline_tests::*;
+
+const KEY: &str = "console-test-key-0123456789abcdef";
+
+/// A browser-like client of one session: it keeps the cookie the sign-in set.
+struct Browser<'a> {
+    app: &'a TestApp,
+    http: reqwest::Client,
+    cookie: String,
+}
+
+impl<'a> Browser<'a> {
+    async fn sign_in(app: &'a TestApp, key: &str) -> Browser<'a> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let resp = http
+            .post(app.url("/login"))
+            .form(&[("key", key)])
+            .send()
+            .await
+            .expect("sign in");
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let set = resp.headers()["set-cookie"]
+            .to_str()
+            .expect("cookie")
+            .to_string();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        let cookie = set.split(';').next().expect("pair").to_string();
+        Browser { app, http, cookie }
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let resp = self
+            .http
+            .get(self.app.url(path))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .expect("get");
+        (resp.status(), resp.text().await.expect("text"))
+    }
+
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
+        let resp = self
+            .http
+            .post(self.app.url(path))
+            .header("cookie", &self.cookie)
+            .form(fields)
+            .send()
+            .await
+            .expect("post");
+        let to = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (resp.status(), to)
+    }
+}
+
+/// The form token a page carries.
+fn token_of(html: &str) -> String {
+    html.split("name=token value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a form token in the page")
+        .to_string()
+}
+
+fn flaky(stub: &Stub) -> String {
+    format!(
+        "id: shop\ntriggers:\n  - {{ type: webhook, id: hook }}\nsteps:\n  - {{ id: pay, type: http, url: \"{}/pay\", method: POST }}\n",
+        stub.url
+    )
+}
+
+#[tokio::test]
+async fn a_person_signs_in_finds_a_failed_run_by_text_and_retries_it_from_its_page() {
+    let stub = Stub::start().await;
+    let mut opts = Opts::default();
+    opts.config.api_key = Some(KEY.into());
+    let app = spawn_app(opts).await;
+    let http = reqwest::Client::new();
+    let deploy = http
+        .put(app.url("/v1/workflows/shop"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/yaml")
+        .body(flaky(&stub))
+        .send()
+        .await
+        .expect("deploy");
+    let wf: Value = deploy.json().await.expect("json");
+    let hook = wf["triggers"][0]["url"].as_str().expect("url").to_string();
+    stub.script([Reply::status(400)]);
+    let (_, _, body) = app
+        .post_json(&hook, &json!({"email": "needle@example.com"}))
+        .await;
+    let failed = body["run_id"].as_str().expect("id").to_string();
+    let anon = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = anon.get(app.url("/runs")).send().await.expect("get");
+    assert_eq!(
+        (r.status(), r.headers()["location"].to_str().ok()),
+        (StatusCode::SEE_OTHER, Some("/login"))
+    );
+    let bad = anon
+        .post(app.url("/login"))
+        .form(&[("key", "wrong-key-wrong-key-wrong-key")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+
+    let b = Browser::sign_in(&app, KEY).await;
+    let run_page = loop {
+        let (_, html) = b.get(&format!("/runs/{failed}")).await;
+        if html.contains("class=\"failed\">failed") {
+            break html;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(
+        run_page.contains("<rect class=\"bar failed\""),
+        "a timeline bar for the failed attempt"
+    );
+    let (status, html) = b.get("/runs?text=NEEDLE").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains(&failed) && html.contains("Retry selected"),
+        "{html}"
+    );
+    let (_, hostile) = b.get("/runs?text=%3Cscript%3E").await;
+    assert!(
+        !hostile.contains("<script>") && hostile.contains("&lt;script&gt;"),
+        "the search is escaped back"
+    );
+
+    let (status, _) = b
+        .post(&format!("/runs/{failed}/retry"), &[("token", "forged")])
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a form without this session's token"
+    );
+    let (status, to) = b
+        .post(
+            &format!("/runs/{failed}/retry"),
+            &[("token", &token_of(&run_page)), ("from", "failed_step")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let new_run = to.trim_start_matches("/runs/").to_string();
+    let run = app.wait_run_with_key(&new_run, KEY).await;
+    assert_eq!(
+        (run["status"].as_str(), run["retry_of"]["run_id"].as_str()),
+        (Some("succeeded"), Some(failed.as_str()))
+    );
+
+    // Switch the webhook off from the workflows page: the webhook is refused.
+    let (_, page) = b.get("/workflows").await;
+    let (status, to) = b
+        .post(
+            "/workflows/shop/triggers/hook/disable",
+            &[("token", &token_of(&page))],
+        )
+        .await;
+    assert_eq!((status, to.as_str()), (StatusCode::SEE_OTHER, "/workflows"));
+    let (status, _, _) = app.post_json(&hook, &json!({})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (_, page) = b.get("/workflows").await;
+    assert!(page.contains("Turn on"), "{page}");
+}
+
+#[tokio::test]
+async fn a_read_only_key_sees_no_buttons_and_may_not_post() {
+    let mut opts = Opts::default();
+    opts.config.api_key = Some(KEY.into());
+    let app = spawn_app(opts).await;
+    let http = reqwest::Client::new();
+    let made: Value = http
+        .post(app.url("/v1/keys"))
+        .bearer_auth(KEY)
+        .json(&json!({"name": "viewer", "scope": "read"}))
+        .send()
+        .await
+        .expect("key")
+        .json()
+        .await
+        .expect("json");
+    let read_key = made["key"].as_str().expect("key").to_string();
+    http.put(app.url("/v1/workflows/w")).bearer_auth(KEY).header("content-type", "application/yaml")
+        .body("id: w\ntriggers: [{ type: webhook, id: hook }]\nsteps:\n  - { id: t, type: transform, value: 1 }\n").send().await.expect("deploy");
+    let b = Browser::sign_in(&app, &read_key).await;
+    let (_, runs) = b.get("/runs").await;
+    let (_, workflows) = b.get("/workflows").await;
+    for page in [&runs, &workflows] {
+        assert!(
+            !page.contains("<button type=submit>Turn") && !page.contains("Retry selected"),
+            "{page}"
+        );
+        assert!(page.contains("viewer (read)"), "{page}");
+    }
+    let (_, overview) = b.get("/").await;
+    assert!(
+        overview.contains("Runs per hour") && overview.contains("<svg"),
+        "{overview}"
+    );
+    let (status, _) = b
+        .post(
+            "/workflows/w/triggers/hook/disable",
+            &[("token", &token_of(&runs))],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
