@@ -229,3 +229,58 @@ async fn a_read_only_key_sees_no_buttons_and_may_not_post() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn filtered_messages_are_reprocessed_from_the_inbox_and_an_approval_is_decided_on_its_page() {
+    let app = spawn_app(Opts::default()).await;
+    let picky = "id: picky\ntriggers:\n  - { type: webhook, id: hook, filter: { body: { kind: order } } }\nsteps:\n  - { id: ok, type: approval, summary: \"ship {{ trigger.body.kind }}?\", timeout: 1h }\n";
+    let (_, wf) = app.deploy("picky", picky).await;
+    let hook = wf["triggers"][0]["url"].as_str().expect("url").to_string();
+    for _ in 0..2 {
+        let (status, _, _) = app.post_json(&hook, &json!({"kind": "Order"})).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    app.deploy("picky", &picky.replace("kind: order", "kind: Order"))
+        .await;
+    let b = Browser::sign_in(&app, "any key: this server has none").await;
+    let (_, inbox) = b.get("/inbox?outcome=filtered").await;
+    let ids: Vec<String> = inbox
+        .split("name=message value=\"")
+        .skip(1)
+        .filter_map(|r| r.split('"').next().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 2, "{inbox}");
+    let mut fields: Vec<(&str, &str)> = ids.iter().map(|id| ("message", id.as_str())).collect();
+    let token = token_of(&inbox);
+    fields.push(("token", &token));
+    let (status, to) = b.post("/inbox/bulk", &fields).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let job = loop {
+        let (_, job) = app.get(&to).await;
+        if job["status"] == "done" {
+            break job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(job["done"], 2, "{job}");
+    let run = job["results"][0]["run_id"]
+        .as_str()
+        .expect("run")
+        .to_string();
+    app.wait_status(&run, "waiting").await;
+
+    let (_, approvals) = b.get("/approvals").await;
+    assert!(approvals.contains("ship Order?"), "{approvals}");
+    let approve = approvals
+        .split("<section>")
+        .find(|sec| sec.contains(&format!("/runs/{run}")))
+        .and_then(|sec| sec.split("action=\"/approve/").nth(1))
+        .and_then(|r| r.split('"').next())
+        .expect("the run's approve form");
+    let (status, _) = b
+        .post(&format!("/approve/{approve}"), &[("comment", "ok")])
+        .await;
+    assert!(status.is_success(), "{status}");
+    let decided = app.wait_status(&run, "succeeded").await;
+    assert_eq!(decided["status"], "succeeded");
+}

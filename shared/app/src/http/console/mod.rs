@@ -3,6 +3,7 @@
 //! with an API key exchanged for a session cookie ([`session`]); a key without the
 //! `operate` scope sees no buttons and may not post.
 
+mod inbox;
 mod pages;
 pub mod session;
 mod views;
@@ -32,6 +33,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/runs/{id}/retry", post(pages::retry))
         .route("/runs/{id}/cancel", post(pages::cancel))
         .route("/workflows", get(pages::workflows))
+        .route("/inbox", get(inbox::inbox))
+        .route("/inbox/bulk", post(inbox::reprocess))
+        .route("/approvals", get(inbox::approvals))
         .route("/workflows/{id}/{verb}", post(pages::switch_workflow))
         .route(
             "/workflows/{id}/triggers/{trigger}/{verb}",
