@@ -284,3 +284,130 @@ async fn filtered_messages_are_reprocessed_from_the_inbox_and_an_approval_is_dec
     let decided = app.wait_status(&run, "succeeded").await;
     assert_eq!(decided["status"], "succeeded");
 }
+
+/// The console in headless Chromium (tests/console_browser.py, selenium with Debian's
+/// chromium and chromedriver, which tests/run installs), against the real binary; the
+/// screenshots are kept under target/console-screenshots.
+#[tokio::test]
+async fn the_console_works_in_a_real_browser() {
+    let python = repo_root().join("target/api-venv/bin/python");
+    for need in [
+        python.clone(),
+        "/usr/bin/chromium".into(),
+        "/usr/bin/chromedriver".into(),
+    ] {
+        assert!(
+            need.exists(),
+            "{} is missing: tests/run installs it (Debian's chromium, chromium-driver; selenium in target/api-venv)",
+            need.display()
+        );
+    }
+    let stub = Stub::start().await;
+    stub.script([Reply::status(400)]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let wf = dir.path().join("wf");
+    std::fs::create_dir_all(&wf).expect("mkdir");
+    std::fs::write(wf.join("shop.yaml"), flaky(&stub)).expect("write");
+    let server = ServeProc::start(&wf, &dir.path().join("data"), &["--api-key", KEY]);
+    let http = reqwest::Client::new();
+    let api = |path: &str| format!("{}{path}", server.base);
+    let wf: Value = http
+        .get(api("/v1/workflows/shop"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let hook = api(wf["triggers"][0]["url"].as_str().expect("url"));
+    let started: Value = http
+        .post(&hook)
+        .json(&json!({"email": "browser-needle@example.com"}))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    let failed = started["run_id"].as_str().expect("run").to_string();
+    let since = std::time::Instant::now();
+    loop {
+        let run: Value = http
+            .get(api(&format!("/v1/runs/{failed}")))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if run["status"] == "failed" {
+            break;
+        }
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(10),
+            "{run}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let made: Value = http
+        .post(api("/v1/keys"))
+        .bearer_auth(KEY)
+        .json(&json!({"name": "viewer", "scope": "read"}))
+        .send()
+        .await
+        .expect("key")
+        .json()
+        .await
+        .expect("json");
+    let shots = repo_root().join("target/console-screenshots");
+    std::fs::create_dir_all(&shots).expect("mkdir");
+    let out = tokio::process::Command::new(&python)
+        .arg(repo_root().join("tests/console_browser.py"))
+        .args([
+            "--base",
+            &server.base,
+            "--key",
+            KEY,
+            "--read-key",
+            made["key"].as_str().expect("key"),
+        ])
+        .args([
+            "--search",
+            "browser-needle",
+            "--failed",
+            &failed,
+            "--hook",
+            &hook,
+        ])
+        .arg("--shots")
+        .arg(&shots)
+        .output()
+        .await
+        .expect("run the browser test");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for page in [
+        "overview",
+        "runs",
+        "run-timeline",
+        "run-retried",
+        "workflows",
+        "read-only",
+        "approvals-phone",
+    ] {
+        let png = shots.join(format!("{page}.png"));
+        assert!(
+            std::fs::metadata(&png)
+                .map(|m| m.len() > 1000)
+                .unwrap_or(false),
+            "no screenshot {}",
+            png.display()
+        );
+    }
+}

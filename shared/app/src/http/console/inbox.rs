@@ -82,7 +82,7 @@ pub(super) async fn inbox(
     });
     let ctx = context! {
         title => "Inbox", messages => rows, next => next, outcomes => OUTCOMES,
-        q => context! { workflow => params.get("workflow"), outcome => params.get("outcome"), text => params.get("text") },
+        q => context! { workflow => params.get("workflow").cloned().unwrap_or_default(), outcome => params.get("outcome").cloned().unwrap_or_default(), text => params.get("text").cloned().unwrap_or_default() },
         ..frame(&app, &s).await
     };
     page(views::render("inbox.html", ctx))

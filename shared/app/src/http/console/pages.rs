@@ -149,7 +149,7 @@ pub(super) async fn runs(
     });
     let ctx = context! {
         title => "Runs", runs => rows, next => next, statuses => STATUSES,
-        q => context! { workflow => params.get("workflow"), status => params.get("status"), text => params.get("text") },
+        q => context! { workflow => params.get("workflow").cloned().unwrap_or_default(), status => params.get("status").cloned().unwrap_or_default(), text => params.get("text").cloned().unwrap_or_default() },
         ..frame(&app, &s).await
     };
     page(views::render("runs.html", ctx))
