@@ -62,7 +62,7 @@ def main():
         d.find_element(By.LINK_TEXT, "Runs").click()
         d.find_element(By.NAME, "text").send_keys(a.search)
         d.find_element(By.CSS_SELECTOR, "form[action='/runs'] button").click()
-        wait_for(d, lambda: a.failed in d.page_source, "the failed run among the results")
+        wait_for(d, lambda: "text=" in d.current_url and a.failed in d.page_source, "the failed run among the results")
         rows = d.find_elements(By.CSS_SELECTOR, "tbody tr")
         assert len(rows) == 1, f"the search found {len(rows)} runs"
         shot(d, a.shots, "runs")

@@ -255,8 +255,11 @@ async fn filtered_messages_are_reprocessed_from_the_inbox_and_an_approval_is_dec
     fields.push(("token", &token));
     let (status, to) = b.post("/inbox/bulk", &fields).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(to.starts_with("/jobs/"), "{to}");
+    let (_, progress) = b.get(&to).await;
+    assert!(progress.contains("<progress"), "{progress}");
     let job = loop {
-        let (_, job) = app.get(&to).await;
+        let (_, job) = app.get(&format!("/v1{to}")).await;
         if job["status"] == "done" {
             break job;
         }
@@ -268,6 +271,29 @@ async fn filtered_messages_are_reprocessed_from_the_inbox_and_an_approval_is_dec
         .expect("run")
         .to_string();
     app.wait_status(&run, "waiting").await;
+
+    // A dry run from the workflow's page: the old filter would filter the two again.
+    let (_, wf_page) = b.get("/workflows/picky").await;
+    assert!(
+        wf_page.contains("Revisions") && wf_page.contains("approval"),
+        "{wf_page}"
+    );
+    let resp = b
+        .http
+        .post(app.url("/workflows/picky/dry-run"))
+        .header("cookie", &b.cookie)
+        .form(&[
+            ("token", token_of(&wf_page).as_str()),
+            ("definition", picky),
+        ])
+        .send()
+        .await
+        .expect("dry run");
+    let dry = resp.text().await.expect("page");
+    assert!(
+        dry.contains("would start") && dry.contains("filtered"),
+        "{dry}"
+    );
 
     let (_, approvals) = b.get("/approvals").await;
     assert!(approvals.contains("ship Order?"), "{approvals}");

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tripline_core::RunStatus;
 use tripline_core::run::WaitReason;
 
-use super::{form, frame, page, see_other, signed_in, views};
+use super::{frame, page, see_other, views};
 use crate::App;
 use crate::jobs::JobAction;
 use crate::ports::{InboxQuery, Outcome, RunQuery};
@@ -33,10 +33,7 @@ pub(super) async fn inbox(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let s = match signed_in(&app, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = session!(app, headers);
     let params: BTreeMap<String, String> = form_urlencoded::parse(q.unwrap_or_default().as_bytes())
         .into_owned()
         .filter(|(_, v)| !v.is_empty())
@@ -94,10 +91,7 @@ pub(super) async fn reprocess(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let fields = match form(&app, &headers, &body).await {
-        Ok((_, f)) => f,
-        Err(r) => return r,
-    };
+    let fields = fields!(app, headers, body);
     let targets: Vec<String> = fields
         .iter()
         .filter(|(k, _)| k == "message")
@@ -105,7 +99,7 @@ pub(super) async fn reprocess(
         .collect();
     let filter = serde_json::json!({ "messages": targets });
     match app.start_job(JobAction::Reprocess, filter, targets).await {
-        Ok(job) => see_other(&format!("/v1/jobs/{}", job.id)),
+        Ok(job) => see_other(&format!("/jobs/{}", job.id)),
         Err(e) => crate::http::error_response(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             "job_refused",
@@ -117,10 +111,7 @@ pub(super) async fn reprocess(
 /// `GET /approvals`: the runs waiting for a decision, with their summaries; a key that may
 /// operate sees the approve and reject forms (they post to the run's single-use URLs).
 pub(super) async fn approvals(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let s = match signed_in(&app, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = session!(app, headers);
     let query = RunQuery {
         status: Some(RunStatus::Waiting),
         limit: 200,

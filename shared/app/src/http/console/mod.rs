@@ -3,10 +3,31 @@
 //! with an API key exchanged for a session cookie ([`session`]); a key without the
 //! `operate` scope sees no buttons and may not post.
 
+/// The request's session, or the sign-in page to answer instead.
+macro_rules! session {
+    ($app:expr, $headers:expr) => {
+        match super::signed_in(&$app, &$headers).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        }
+    };
+}
+
+/// A form post's fields, or the refusal to answer instead (see [`form`]).
+macro_rules! fields {
+    ($app:expr, $headers:expr, $body:expr) => {
+        match super::form(&$app, &$headers, &$body).await {
+            Ok((_, f)) => f,
+            Err(r) => return r,
+        }
+    };
+}
+
 mod inbox;
 mod pages;
 pub mod session;
 mod views;
+mod workflow;
 
 use std::sync::Arc;
 
@@ -33,6 +54,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/runs/{id}/retry", post(pages::retry))
         .route("/runs/{id}/cancel", post(pages::cancel))
         .route("/workflows", get(pages::workflows))
+        .route("/workflows/{id}", get(workflow::workflow))
+        .route("/workflows/{id}/dry-run", post(workflow::dry_run))
+        .route("/jobs/{id}", get(workflow::job))
         .route("/inbox", get(inbox::inbox))
         .route("/inbox/bulk", post(inbox::reprocess))
         .route("/approvals", get(inbox::approvals))

@@ -11,7 +11,7 @@ use minijinja::context;
 use serde_json::Value;
 use tripline_core::Run;
 
-use super::{form, frame, page, see_other, signed_in, views};
+use super::{form, frame, page, see_other, views};
 use crate::App;
 use crate::jobs::JobAction;
 use crate::ports::RunQuery;
@@ -26,15 +26,6 @@ const STATUSES: &[&str] = &[
     "cancelled",
     "timed_out",
 ];
-
-macro_rules! session {
-    ($app:expr, $headers:expr) => {
-        match signed_in(&$app, &$headers).await {
-            Ok(s) => s,
-            Err(r) => return r,
-        }
-    };
-}
 
 /// `GET /`: runs per hour by status over the last day (the newest 5,000), the workflows
 /// failing most, waiting runs and the queue.
@@ -99,7 +90,7 @@ pub(super) async fn overview(State(app): State<Arc<App>>, headers: HeaderMap) ->
         .ok()
         .flatten();
     let ctx = context! {
-        title => "Overview", bars => bars, failing => failing, total => runs.len(),
+        title => "Overview", bars => bars, peak => peak as u64, failing => failing, total => runs.len(),
         succeeded => count(&["succeeded"]), failed => count(&["failed", "timed_out"]),
         active => count(&["queued", "running", "waiting"]),
         waiting => waiting.map_or_else(|| "?".to_string(), |n| n.to_string()),
@@ -225,10 +216,7 @@ pub(super) async fn retry(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let fields = match form(&app, &headers, &body).await {
-        Ok((_, f)) => f,
-        Err(r) => return r,
-    };
+    let fields = fields!(app, headers, body);
     let from = if fields
         .iter()
         .any(|(k, v)| k == "from" && v == "failed_step")
@@ -273,10 +261,7 @@ pub(super) async fn cancel(
 
 /// `POST /runs/bulk` with the selected `run`s and `action` (retry, cancel): a bulk job.
 pub(super) async fn bulk(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    let fields = match form(&app, &headers, &body).await {
-        Ok((_, f)) => f,
-        Err(r) => return r,
-    };
+    let fields = fields!(app, headers, body);
     let targets: Vec<String> = fields
         .iter()
         .filter(|(k, _)| k == "run")
@@ -295,7 +280,7 @@ pub(super) async fn bulk(State(app): State<Arc<App>>, headers: HeaderMap, body: 
     };
     let filter = serde_json::json!({ "runs": targets });
     match app.start_job(action, filter, targets).await {
-        Ok(job) => see_other(&format!("/v1/jobs/{}", job.id)),
+        Ok(job) => see_other(&format!("/jobs/{}", job.id)),
         Err(e) => crate::http::error_response(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             "job_refused",
