@@ -437,3 +437,62 @@ async fn the_console_works_in_a_real_browser() {
         );
     }
 }
+
+#[tokio::test]
+async fn secrets_are_set_from_the_console_never_shown_and_every_console_action_is_audited() {
+    let mut opts = Opts::default();
+    opts.config.api_key = Some(KEY.into());
+    let app = spawn_app(opts).await;
+    let b = Browser::sign_in(&app, KEY).await;
+    let (_, page) = b.get("/secrets").await;
+    let value = "s3cret-value-never-shown-again";
+    let (status, to) = b
+        .post(
+            "/secrets",
+            &[
+                ("token", &token_of(&page)),
+                ("name", "crm_token"),
+                ("value", value),
+            ],
+        )
+        .await;
+    assert_eq!((status, to.as_str()), (StatusCode::SEE_OTHER, "/secrets"));
+    let (_, listed) = b.get("/secrets").await;
+    assert!(
+        listed.contains("crm_token") && !listed.contains(value),
+        "{listed}"
+    );
+    let (_, audit) = b.get("/audit").await;
+    assert!(
+        audit.contains("POST /secrets (console)") && audit.contains("main"),
+        "{audit}"
+    );
+    assert!(!audit.contains(value));
+
+    let http = reqwest::Client::new();
+    let made: Value = http
+        .post(app.url("/v1/keys"))
+        .bearer_auth(KEY)
+        .json(&json!({"name": "ops", "scope": "operate"}))
+        .send()
+        .await
+        .expect("key")
+        .json()
+        .await
+        .expect("json");
+    let ops = Browser::sign_in(&app, made["key"].as_str().expect("key")).await;
+    let (_, page) = ops.get("/secrets").await;
+    assert!(
+        !page.contains("Set or rotate"),
+        "an operate key may not set secrets: {page}"
+    );
+    let (status, _) = ops
+        .post(
+            "/secrets",
+            &[("token", &token_of(&page)), ("name", "x"), ("value", "y")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, audit) = ops.get("/audit").await;
+    assert!(audit.contains("needs an admin key"), "{audit}");
+}

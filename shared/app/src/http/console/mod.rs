@@ -23,6 +23,7 @@ macro_rules! fields {
     };
 }
 
+mod admin;
 mod inbox;
 mod pages;
 pub mod session;
@@ -60,6 +61,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/inbox", get(inbox::inbox))
         .route("/inbox/bulk", post(inbox::reprocess))
         .route("/approvals", get(inbox::approvals))
+        .route("/secrets", get(admin::secrets).post(admin::set_secret))
+        .route("/audit", get(admin::audit))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            admin::audited,
+        ))
         .route("/workflows/{id}/{verb}", post(pages::switch_workflow))
         .route(
             "/workflows/{id}/triggers/{trigger}/{verb}",

@@ -12,7 +12,7 @@ table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35rem .
 .succeeded{color:#1a7f37}.failed,.timed_out{color:#cf222e}.cancelled{color:#57606a}.waiting,.running,.queued{color:#9a6700}
 button{font:inherit;padding:.3rem .9rem;cursor:pointer}form.inline{display:inline}label{margin-right:.5rem}input,select{font:inherit;padding:.2rem}
 .bar{fill:#0969da}.bar.failed{fill:#cf222e}.bar.skipped{fill:#8c959f}pre{background:#f6f8fa;padding:.5rem;overflow:auto;max-height:20rem}a:focus,button:focus,input:focus,select:focus{outline:3px solid #0969da}
-</style></head><body><header><strong>Tripline</strong>{% if who %}<nav><a href="/">Overview</a> · <a href="/runs">Runs</a> · <a href="/workflows">Workflows</a> · <a href="/inbox">Inbox</a> · <a href="/approvals">Approvals</a></nav><span>{{ who.name }} ({{ who.scope }})</span><form class=inline method=post action="/logout"><input type=hidden name=token value="{{ token }}"><button type=submit>Sign out</button></form>{% endif %}</header><main><h1>{{ title }}</h1>{% if notice %}<p role=status>{{ notice }}</p>{% endif %}{% block body %}{% endblock %}</main></body></html>"##;
+</style></head><body><header><strong>Tripline</strong>{% if who %}<nav><a href="/">Overview</a> · <a href="/runs">Runs</a> · <a href="/workflows">Workflows</a> · <a href="/inbox">Inbox</a> · <a href="/approvals">Approvals</a> · <a href="/secrets">Secrets</a> · <a href="/audit">Audit log</a></nav><span>{{ who.name }} ({{ who.scope }})</span><form class=inline method=post action="/logout"><input type=hidden name=token value="{{ token }}"><button type=submit>Sign out</button></form>{% endif %}</header><main><h1>{{ title }}</h1>{% if notice %}<p role=status>{{ notice }}</p>{% endif %}{% block body %}{% endblock %}</main></body></html>"##;
 
 const LOGIN: &str = r#"{% extends "layout.html" %}{% block body %}{% if error %}<p role=alert>{{ error }}</p>{% endif %}<form method=post action="/login"><label for=key>API key</label><input id=key name=key type=password autocomplete=off required><button type=submit>Sign in</button></form><p>A read-only key shows everything and changes nothing.</p>{% endblock %}"#;
 
@@ -32,6 +32,10 @@ const JOB: &str = r#"{% extends "layout.html" %}{% block body %}<p><label for=pr
 
 const WORKFLOW: &str = r#"{% extends "layout.html" %}{% block body %}<p><a href="/runs?workflow={{ wf.id }}">Its runs</a> · <a href="/inbox?workflow={{ wf.id }}">Its inbox</a></p><h2>Triggers</h2><ul>{% for t in wf.triggers %}<li>{{ t.type }} <code>{{ t.trigger }}</code>{% if t.url %} <code>{{ t.url }}</code>{% endif %}{% if t.schedule %} <code>{{ t.schedule }}</code> ({{ t.timezone }}){% endif %}{% if t.topics %} topics {{ t.topics | join(", ") }}{% endif %}{% if t.workflow %} after <a href="/workflows/{{ t.workflow }}">{{ t.workflow }}</a>{% endif %} — {% if t.enabled %}on{% else %}<strong>off</strong>{% endif %}</li>{% endfor %}</ul><h2>Steps</h2><ol>{% for st in steps %}<li><code>{{ st.id }}</code> {{ st.type }}</li>{% endfor %}</ol><h2>Revisions</h2><ul>{% for r in revisions %}<li>{{ r.revision }} · {{ r.deployed_at }}</li>{% endfor %}</ul><h2>Definition</h2><pre>{{ definition }}</pre>{% if can_operate %}<h2>Dry run</h2><form method=post action="/workflows/{{ wf.id }}/dry-run"><input type=hidden name=token value="{{ token }}"><label for=def>A changed definition (YAML or JSON)</label><textarea id=def name=definition rows=12 cols=80></textarea><button type=submit>Try it on the last 50 messages</button></form>{% endif %}{% if dry %}<h2>Dry run: {{ dry.would_start }} of {{ dry.checked }} would start ({{ dry.changed }} change)</h2><table><thead><tr><th>Message</th><th>Was</th><th>Now</th><th>Why not</th></tr></thead><tbody>{% for i in dry.items %}<tr><td>{{ i.message_id }}</td><td>{{ i.was }}</td><td>{{ i.now }}</td><td>{{ i.reason }}</td></tr>{% endfor %}</tbody></table>{% endif %}{% if problems %}<h2>The definition has problems</h2><ul>{% for p in problems %}<li>{{ p }}</li>{% endfor %}</ul>{% endif %}{% endblock %}"#;
 
+const SECRETS: &str = r#"{% extends "layout.html" %}{% block body %}<p>Values are write-only: set or rotate one here; no page or answer shows it again.</p><table><thead><tr><th>Name</th><th>Set</th></tr></thead><tbody>{% for s in secrets %}<tr><td><code>{{ s.name }}</code></td><td>{{ s.set_at }}</td></tr>{% else %}<tr><td colspan=2>No secrets.</td></tr>{% endfor %}</tbody></table>{% if can_deploy %}<h2>Set or rotate</h2><form method=post action="/secrets" autocomplete=off><input type=hidden name=token value="{{ token }}"><label>Name <input name=name required pattern="[A-Za-z_][A-Za-z0-9_]*"></label><label>Value <input name=value type=password required></label><button type=submit>Save</button></form>{% endif %}{% endblock %}"#;
+
+const AUDIT: &str = r#"{% extends "layout.html" %}{% block body %}{% if not allowed %}<p>The audit log needs an admin key.</p>{% else %}<table><thead><tr><th>When</th><th>Key</th><th>Action</th><th>Path</th><th>Status</th><th>From</th></tr></thead><tbody>{% for e in entries %}<tr><td>{{ e.at }}</td><td>{{ e.key }}</td><td>{{ e.action }}</td><td>{{ e.path }}</td><td>{{ e.status }}</td><td>{{ e.from }}</td></tr>{% else %}<tr><td colspan=6>Nothing yet.</td></tr>{% endfor %}</tbody></table>{% endif %}{% endblock %}"#;
+
 fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
     ENV.get_or_init(|| {
@@ -46,6 +50,8 @@ fn env() -> &'static Environment<'static> {
             ("approvals.html", APPROVALS),
             ("job.html", JOB),
             ("workflow.html", WORKFLOW),
+            ("secrets.html", SECRETS),
+            ("audit.html", AUDIT),
         ])
     })
 }
