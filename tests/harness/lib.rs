@@ -711,3 +711,20 @@ impl Drop for ServeProc {
         self.kill9();
     }
 }
+
+/// Runs the `tripline` client against the server at `base` (no API key in its
+/// environment): its exit code, stdout and stderr.
+pub async fn cli(base: &str, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(tripline_bin())
+        .args(args)
+        .env("TRIPLINE_SERVER", base)
+        .env_remove("TRIPLINE_API_KEY")
+        .output()
+        .await
+        .expect("run the client");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -8,22 +8,7 @@ use serde_json::{Value, json};
 use tripline_tests::aws::endpoint;
 use tripline_tests::lambda::{Function, function_env, http_front};
 use tripline_tests::shape::shape;
-use tripline_tests::{Reply, tripline_bin};
-
-async fn cli(base: &str, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(tripline_bin())
-        .args(args)
-        .env("TRIPLINE_SERVER", base)
-        .env_remove("TRIPLINE_API_KEY")
-        .output()
-        .await
-        .expect("run the client");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use tripline_tests::{Reply, cli};
 
 #[tokio::test]
 async fn the_client_deploys_lists_retries_and_exports_through_the_control_function() {

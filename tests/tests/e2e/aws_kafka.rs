@@ -12,7 +12,7 @@ use tripline_app::ports::KafkaRecord;
 use tripline_core::Timestamp;
 use tripline_tests::aws::{endpoint, fresh};
 use tripline_tests::lambda::{Function, function_env};
-use tripline_tests::shape::shape;
+use tripline_tests::shape::{Shape, shape};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -96,12 +96,12 @@ async fn active_cluster(clients: &tripline_aws::Clients) -> String {
         .to_string()
 }
 
-#[tokio::test]
-async fn the_msk_consumer_records_every_record_and_starts_each_run_once() {
+/// The shape, an msk-consumer function, and a control function of a stack with an ACTIVE
+/// cluster and both topics (the control API deploys kafka triggers only where the stack's
+/// MSK event source can deliver them), with `stream` deployed through it.
+async fn stream_deployed() -> (Shape, Function, Function) {
     let s = shape(&[]).await;
     let consumer = Function::start("msk-consumer", &function_env(&s.settings, &endpoint())).await;
-    // The control API deploys kafka triggers only where the stack's MSK event source can
-    // deliver them: a control API of a stack with an ACTIVE cluster and both topics.
     let cluster = active_cluster(&s.clients).await;
     let mut env = function_env(&s.settings, &endpoint());
     env.push(("TRIPLINE_MSK_CLUSTER_ARN".into(), cluster));
@@ -117,6 +117,12 @@ async fn the_msk_consumer_records_every_record_and_starts_each_run_once() {
         )
         .await;
     assert!(status == 201 || status == 200, "deploy: {status} {body}");
+    (s, consumer, control)
+}
+
+#[tokio::test]
+async fn the_msk_consumer_records_every_record_and_starts_each_run_once() {
+    let (s, consumer, _control) = stream_deployed().await;
     let event = msk_event(&[
         (
             "orders",
@@ -477,23 +483,7 @@ async fn a_kafka_trigger_with_its_own_cluster_or_start_is_refused_at_deploy() {
 /// delivers: each record is kept `skipped`, to reprocess once it is on again.
 #[tokio::test]
 async fn a_switched_off_kafka_trigger_keeps_what_msk_delivers_skipped() {
-    let s = shape(&[]).await;
-    let consumer = Function::start("msk-consumer", &function_env(&s.settings, &endpoint())).await;
-    let cluster = active_cluster(&s.clients).await;
-    let mut env = function_env(&s.settings, &endpoint());
-    env.push(("TRIPLINE_MSK_CLUSTER_ARN".into(), cluster));
-    env.push(("TRIPLINE_MSK_TOPICS".into(), "orders,refunds".into()));
-    let control = Function::start("control-api", &env).await;
-    let (status, _, body) = s
-        .http(
-            &control,
-            "PUT",
-            "/v1/workflows/stream",
-            &[("content-type", "application/yaml")],
-            WORKFLOW.as_bytes(),
-        )
-        .await;
-    assert!(status == 201 || status == 200, "deploy: {status} {body}");
+    let (s, consumer, control) = stream_deployed().await;
     let (status, _, body) = s
         .http(
             &control,

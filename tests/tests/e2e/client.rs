@@ -7,22 +7,6 @@ use std::path::Path;
 use serde_json::{Value, json};
 use tripline_tests::*;
 
-/// Runs the client against `base`; its exit code, stdout and stderr.
-async fn cli(base: &str, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(tripline_bin())
-        .args(args)
-        .env("TRIPLINE_SERVER", base)
-        .env_remove("TRIPLINE_API_KEY")
-        .output()
-        .await
-        .expect("run the client");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn charge(stub: &Stub, description: &str) -> String {
     format!(
         "id: charge\ndescription: {description}\ntriggers:\n  - {{ type: webhook, id: hook }}\n  - {{ type: manual }}\nsteps:\n  - {{ id: a, type: transform, value: 1 }}\n  - {{ id: pay, type: http, url: \"{}/pay\", method: POST }}\n",

@@ -1,6 +1,5 @@
 //! The console's inbox and approvals pages.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -14,18 +13,9 @@ use tripline_core::run::WaitReason;
 
 use super::{frame, page, see_other, views};
 use crate::App;
+use crate::http::control::OUTCOMES;
 use crate::jobs::JobAction;
 use crate::ports::{InboxQuery, Outcome, RunQuery};
-
-const OUTCOMES: &[&str] = &[
-    "started",
-    "duplicate",
-    "filtered",
-    "rejected",
-    "skipped",
-    "missed",
-    "edited",
-];
 
 /// `GET /inbox?workflow=&outcome=&text=&cursor=`.
 pub(super) async fn inbox(
@@ -34,10 +24,7 @@ pub(super) async fn inbox(
     RawQuery(q): RawQuery,
 ) -> Response {
     let s = session!(app, headers);
-    let params: BTreeMap<String, String> = form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-        .into_owned()
-        .filter(|(_, v)| !v.is_empty())
-        .collect();
+    let params = super::listing_params(q);
     let query = InboxQuery {
         workflow: params.get("workflow").cloned(),
         outcome: params
@@ -69,17 +56,10 @@ pub(super) async fn inbox(
             }
         })
         .collect();
-    let next = next.map(|c| {
-        let mut p = params.clone();
-        p.insert("cursor".into(), c);
-        format!(
-            "/inbox?{}",
-            serde_urlencoded::to_string(&p).unwrap_or_default()
-        )
-    });
+    let (q, next) = super::listing_links("/inbox", &params, &["workflow", "outcome", "text"], next);
     let ctx = context! {
         title => "Inbox", messages => rows, next => next, outcomes => OUTCOMES,
-        q => context! { workflow => params.get("workflow").cloned().unwrap_or_default(), outcome => params.get("outcome").cloned().unwrap_or_default(), text => params.get("text").cloned().unwrap_or_default() },
+        q => q,
         ..frame(&app, &s).await
     };
     page(views::render("inbox.html", ctx))

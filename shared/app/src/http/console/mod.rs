@@ -213,6 +213,37 @@ async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
     r
 }
 
+/// A listing page's query parameters, the empty ones left out.
+fn listing_params(q: Option<String>) -> std::collections::BTreeMap<String, String> {
+    form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .into_owned()
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+}
+
+/// The search form's fields as they were sent (`""` for those that were not), and the link
+/// to the next page: the same parameters with its `cursor`.
+fn listing_links(
+    path: &str,
+    params: &std::collections::BTreeMap<String, String>,
+    fields: &[&str],
+    cursor: Option<String>,
+) -> (minijinja::Value, Option<String>) {
+    let shown: std::collections::BTreeMap<&str, String> = fields
+        .iter()
+        .map(|f| (*f, params.get(*f).cloned().unwrap_or_default()))
+        .collect();
+    let next = cursor.map(|c| {
+        let mut p = params.clone();
+        p.insert("cursor".into(), c);
+        format!(
+            "{path}?{}",
+            serde_urlencoded::to_string(&p).unwrap_or_default()
+        )
+    });
+    (minijinja::Value::from_serialize(&shown), next)
+}
+
 /// What every page's layout is given: who is signed in, the form token, what they may do.
 async fn frame(app: &App, s: &Session) -> minijinja::Value {
     context! {

@@ -107,10 +107,7 @@ pub(super) async fn runs(
     RawQuery(q): RawQuery,
 ) -> Response {
     let s = session!(app, headers);
-    let params: BTreeMap<String, String> = form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-        .into_owned()
-        .filter(|(_, v)| !v.is_empty())
-        .collect();
+    let params = super::listing_params(q);
     let query = RunQuery {
         workflow: params.get("workflow").cloned(),
         status: params
@@ -130,17 +127,10 @@ pub(super) async fn runs(
         .iter()
         .map(|r| context! { id => r.id, workflow => r.workflow, trigger => r.trigger.id, status => r.status.as_str(), inserted_at => r.inserted_at.to_string(), error => r.error })
         .collect();
-    let next = next.map(|c| {
-        let mut p = params.clone();
-        p.insert("cursor".into(), c);
-        format!(
-            "/runs?{}",
-            serde_urlencoded::to_string(&p).unwrap_or_default()
-        )
-    });
+    let (q, next) = super::listing_links("/runs", &params, &["workflow", "status", "text"], next);
     let ctx = context! {
         title => "Runs", runs => rows, next => next, statuses => STATUSES,
-        q => context! { workflow => params.get("workflow").cloned().unwrap_or_default(), status => params.get("status").cloned().unwrap_or_default(), text => params.get("text").cloned().unwrap_or_default() },
+        q => q,
         ..frame(&app, &s).await
     };
     page(views::render("runs.html", ctx))

@@ -174,7 +174,8 @@ pub(super) async fn edit_message(
     (StatusCode::CREATED, Json(answer)).into_response()
 }
 
-const OUTCOMES: &[&str] = &[
+/// The outcomes of inbox messages (the console's filter lists them too).
+pub(crate) const OUTCOMES: &[&str] = &[
     "started",
     "duplicate",
     "filtered",

@@ -26,6 +26,7 @@ use crate::App;
 use crate::http::{error_response, unavailable};
 use crate::ports::{Page, StoreError};
 
+pub(crate) use inbox::OUTCOMES;
 use inbox::{edit_message, get_message, list_inbox, list_ticks, reprocess_message};
 use keys::{create_key, delete_key, list_audit, list_keys, require_key};
 use runs::{cancel_run, get_run, list_runs, retry_run};
