@@ -1,8 +1,12 @@
 """Drives the web console in Debian's headless Chromium (selenium, chromedriver), as a
 person would: sign in, find a failed run by a value in its input, open its timeline,
-retry it and see the new run succeed live, turn a trigger off and see its webhook
-refused, and sign in with a read-only key that sees no buttons. Saves a screenshot of each
-page under --shots. Run by tests/tests/e2e/console.rs, which prepares the server.
+retry it and see the new run succeed live, copy a webhook's URL, reprocess the messages
+a filter dropped (the filter was fixed before), approve a waiting approval, turn a trigger
+off and see its webhook refused, and sign in with a read-only key that sees no buttons.
+On every page it measures what a keyboard and a screen reader need (every control
+reachable with Tab, labelled, text contrast at least 4.5:1) and prints the worst.
+Saves a screenshot of each page under --shots. Run by tests/tests/e2e/console.rs, which
+prepares the server.
 
 Exit 0 when every step holds; otherwise the failing step and why.
 """
@@ -16,10 +20,41 @@ import urllib.request
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+AUDIT = """
+const problems = [];
+const shown = (el) => !el.hidden && el.getClientRects().length > 0;
+for (const el of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+  if (!(el.labels && el.labels.length) && !el.getAttribute('aria-label')) problems.push('unlabelled ' + el.outerHTML.slice(0, 90));
+}
+const controls = [...document.querySelectorAll('a[href], button, input:not([type=hidden]), select, textarea, summary')].filter(shown);
+for (const el of controls) {
+  const name = (el.textContent || '').trim() || el.getAttribute('aria-label') || (el.labels && el.labels.length);
+  if (!name) problems.push('no name: ' + el.outerHTML.slice(0, 90));
+}
+for (const svg of document.querySelectorAll('svg')) if (!svg.getAttribute('aria-label')) problems.push('a drawing without a label');
+const rgb = (s) => s.match(/[\\d.]+/g).map(Number);
+const lum = ([r, g, b]) => { const f = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4); }; return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+const back = (el) => { for (; el; el = el.parentElement) { const v = rgb(getComputedStyle(el).backgroundColor); if (v.length < 4 || v[3] > 0) return v.slice(0, 3); } return [255, 255, 255]; };
+let worst = 21;
+for (const el of document.querySelectorAll('body *')) {
+  if (el.closest('svg') || !shown(el)) continue;
+  if (![...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+  const a = lum(rgb(getComputedStyle(el).color).slice(0, 3)), b = lum(back(el));
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  if (ratio < worst) worst = ratio;
+  if (ratio < 4.5) problems.push('contrast ' + ratio.toFixed(2) + ' for ' + JSON.stringify(el.textContent.trim().slice(0, 40)));
+}
+window.__controls = controls;
+return [problems, worst, controls.length];
+"""
 
 
-def browser(width=1280, height=900):
+def browser(width=1280, height=900, phone=False):
     opts = webdriver.ChromeOptions()
+    if phone:  # a desktop window cannot be narrower than 500 px; a phone's screen can
+        opts.add_experimental_option("mobileEmulation", {"deviceMetrics": {"width": width, "height": height, "pixelRatio": 2}})
     opts.binary_location = "/usr/bin/chromium"
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
               f"--window-size={width},{height}", "--no-proxy-server"):
@@ -46,8 +81,29 @@ def wait_for(d, ok, what, limit=20.0):
     raise AssertionError(f"never saw {what}; the page was:\n{d.page_source[:3000]}")
 
 
+WORST = {}
+
+
 def shot(d, shots, name):
+    """Saves the page and audits it: labels, names, contrast, and every control reached
+    by pressing Tab."""
     d.save_screenshot(f"{shots}/{name}.png")
+    problems, worst, count = d.execute_script(AUDIT)
+    d.execute_script("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
+    reached = set()
+    body = d.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.TAB)
+    for _ in range(2 * count + 5):
+        i = d.execute_script("return window.__controls.indexOf(document.activeElement)")
+        if i >= 0:
+            reached.add(i)
+        if len(reached) == count:
+            break
+        d.switch_to.active_element.send_keys(Keys.TAB)
+    if len(reached) < count:
+        problems.append(f"{count - len(reached)} of {count} controls not reached with Tab")
+    assert not problems, f"/{name}: " + "; ".join(problems)
+    WORST[name] = (round(worst, 2), count)
 
 
 def main():
@@ -77,7 +133,47 @@ def main():
         shot(d, a.shots, "run-retried")
 
         d.find_element(By.LINK_TEXT, "Workflows").click()
-        d.find_element(By.XPATH, "//form[contains(@action, '/triggers/hook/disable')]/button").click()
+        copy = d.find_element(By.CSS_SELECTOR, "button[aria-controls='url-shop-hook']")
+        copy.click()
+        wait_for(d, lambda: copy.text != "Copy", "the copy button answer")
+        selected = d.execute_script("return window.getSelection().toString()")
+        assert selected == a.hook, f"the copy button selected {selected!r}, not {a.hook!r}"
+        d.find_element(By.LINK_TEXT, "shop").click()
+        wait_for(d, lambda: "Workflow shop" in d.title, "the workflow's page")
+        assert d.find_elements(By.CSS_SELECTOR, "svg[aria-label='the steps in order'] rect"), "no drawing of the steps"
+        shot(d, a.shots, "workflow")
+
+        # The filter was fixed before the browser came: reprocess what it dropped.
+        d.find_element(By.LINK_TEXT, "Inbox").click()
+        d.find_element(By.NAME, "workflow").send_keys("picky")
+        for o in d.find_elements(By.CSS_SELECTOR, "select[name=outcome] option"):
+            if o.text == "filtered":
+                o.click()
+        d.find_element(By.CSS_SELECTOR, "form[action='/inbox'] button").click()
+        wait_for(d, lambda: "outcome=filtered" in d.current_url, "the filtered messages")
+        boxes = d.find_elements(By.CSS_SELECTOR, "input[name=message]")
+        assert len(boxes) == 2, f"{len(boxes)} filtered messages listed, not 2"
+        for b in boxes:
+            b.click()
+        shot(d, a.shots, "inbox")
+        d.find_element(By.XPATH, "//button[text()='Reprocess selected']").click()
+        wait_for(d, lambda: "2 of 2 messages done" in d.page_source, "the bulk job finish")
+        shot(d, a.shots, "job")
+
+        d.find_element(By.LINK_TEXT, "Approvals").click()
+        wait_for(d, lambda: len(d.find_elements(By.TAG_NAME, "section")) == 2, "two approvals waiting")
+        shot(d, a.shots, "approvals")
+        first = d.find_element(By.TAG_NAME, "section")
+        waiting_run = first.find_element(By.CSS_SELECTOR, "h2 a").get_attribute("href").rsplit("/", 1)[-1]
+        first.find_element(By.NAME, "comment").send_keys("looks right")
+        first.find_element(By.XPATH, ".//button[text()='Approve']").click()
+        d.get(f"{a.base}/runs/{waiting_run}")
+        wait_for(d, lambda: "class=\"succeeded\">succeeded" in d.page_source, "the approved run succeed")
+        d.get(f"{a.base}/approvals")
+        wait_for(d, lambda: len(d.find_elements(By.TAG_NAME, "section")) == 1, "one approval left")
+
+        d.find_element(By.LINK_TEXT, "Workflows").click()
+        d.find_element(By.XPATH, "//form[contains(@action, '/shop/triggers/hook/disable')]/button").click()
         wait_for(d, lambda: "Turn on" in d.page_source, "the trigger switched off")
         shot(d, a.shots, "workflows")
         try:
@@ -92,18 +188,26 @@ def main():
         for page in ("runs", "workflows", f"runs/{new_run}"):
             d.get(f"{a.base}/{page}")
             buttons = [b.text for b in d.find_elements(By.TAG_NAME, "button")]
-            acting = [b for b in buttons if b not in ("Search", "Sign out")]
+            acting = [b for b in buttons if b not in ("Search", "Sign out", "Copy", "")]
             assert not acting, f"a read-only key sees {acting} on /{page}"
         shot(d, a.shots, "read-only")
     finally:
         d.quit()
-    phone = browser(390, 844)
+    phone = browser(390, 844, phone=True)
     try:
         sign_in(phone, a.base, a.key)
         phone.get(f"{a.base}/approvals")
         shot(phone, a.shots, "approvals-phone")
+        width, wide = phone.execute_script(
+            "return [document.documentElement.scrollWidth, [...document.querySelectorAll('body *')]"
+            ".filter(e => e.getBoundingClientRect().right > innerWidth).map(e => e.tagName + ' ' + e.outerHTML.slice(0, 60))]")
+        inner = phone.execute_script("return innerWidth")
+        assert inner == 390, f"the phone's screen is {inner} px wide, not 390"
+        assert width <= 390, f"the approvals page is {width} px wide at a phone's 390: {wide[:5]}"
     finally:
         phone.quit()
+    for page, (worst, count) in sorted(WORST.items()):
+        print(f"  {page}: {count} controls, all reached with Tab and named; worst text contrast {worst}:1")
     print("the console did everything asked")
 
 

@@ -644,3 +644,15 @@ pub(crate) fn cursor_marker(workflow: &str, trigger: &CronTrigger) -> String {
     let short: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
     format!("cron/{workflow}/{}/{short}", trigger.id)
 }
+
+/// A unified diff of two definitions as indented JSON, with two lines of context: what
+/// `tripline diff` prints and the console shows between revisions.
+pub fn definition_diff(old: &Value, new: &Value, old_name: &str, new_name: &str) -> String {
+    let a = serde_json::to_string_pretty(old).unwrap_or_default() + "\n";
+    let b = serde_json::to_string_pretty(new).unwrap_or_default() + "\n";
+    similar::TextDiff::from_lines(&a, &b)
+        .unified_diff()
+        .context_radius(2)
+        .header(old_name, new_name)
+        .to_string()
+}

@@ -230,10 +230,14 @@ async fn a_read_only_key_sees_no_buttons_and_may_not_post() {
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
+/// A workflow whose filter drops `Order` (it wants `order`) and whose step waits for an
+/// approval.
+const PICKY: &str = "id: picky\ntriggers:\n  - { type: webhook, id: hook, filter: { body: { kind: order } } }\nsteps:\n  - { id: ok, type: approval, summary: \"ship {{ trigger.body.kind }}?\", timeout: 1h }\n";
+
 #[tokio::test]
 async fn filtered_messages_are_reprocessed_from_the_inbox_and_an_approval_is_decided_on_its_page() {
     let app = spawn_app(Opts::default()).await;
-    let picky = "id: picky\ntriggers:\n  - { type: webhook, id: hook, filter: { body: { kind: order } } }\nsteps:\n  - { id: ok, type: approval, summary: \"ship {{ trigger.body.kind }}?\", timeout: 1h }\n";
+    let picky = PICKY;
     let (_, wf) = app.deploy("picky", picky).await;
     let hook = wf["triggers"][0]["url"].as_str().expect("url").to_string();
     for _ in 0..2 {
@@ -334,9 +338,39 @@ async fn the_console_works_in_a_real_browser() {
     let wf = dir.path().join("wf");
     std::fs::create_dir_all(&wf).expect("mkdir");
     std::fs::write(wf.join("shop.yaml"), flaky(&stub)).expect("write");
+    std::fs::write(wf.join("picky.yaml"), PICKY).expect("write");
     let server = ServeProc::start(&wf, &dir.path().join("data"), &["--api-key", KEY]);
     let http = reqwest::Client::new();
     let api = |path: &str| format!("{}{path}", server.base);
+    // Two orders the filter drops (it wants `order`, they say `Order`), then the fix.
+    let picky: Value = http
+        .get(api("/v1/workflows/picky"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let picky_hook = api(picky["triggers"][0]["url"].as_str().expect("url"));
+    for _ in 0..2 {
+        let r = http
+            .post(&picky_hook)
+            .json(&json!({"kind": "Order"}))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
+    let fixed = http
+        .put(api("/v1/workflows/picky"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/yaml")
+        .body(PICKY.replace("kind: order", "kind: Order"))
+        .send()
+        .await
+        .expect("deploy");
+    assert!(fixed.status().is_success());
     let wf: Value = http
         .get(api("/v1/workflows/shop"))
         .bearer_auth(KEY)
@@ -418,12 +452,18 @@ async fn the_console_works_in_a_real_browser() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // What the audit measured on each page (shown with --no-capture).
+    println!("{}", String::from_utf8_lossy(&out.stdout));
     for page in [
         "overview",
         "runs",
         "run-timeline",
         "run-retried",
         "workflows",
+        "workflow",
+        "inbox",
+        "job",
+        "approvals",
         "read-only",
         "approvals-phone",
     ] {
@@ -495,4 +535,144 @@ async fn secrets_are_set_from_the_console_never_shown_and_every_console_action_i
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (_, audit) = ops.get("/audit").await;
     assert!(audit.contains("needs an admin key"), "{audit}");
+}
+
+#[tokio::test]
+async fn a_workflows_page_says_its_schedule_draws_its_steps_and_chains_edits_its_store_and_diffs_revisions()
+ {
+    let app = spawn_app(Opts::default()).await;
+    let nightly = "id: nightly\ntriggers:\n  - { type: cron, id: tick, schedule: \"0 9 * * MON-FRI\", timezone: Europe/Berlin }\n  - { type: webhook, id: hook }\nsteps:\n  - { id: shape, type: transform, value: 1 }\n  - { id: report, type: trigger_workflow, workflow: report }\n";
+    app.deploy("report", "id: report\ntriggers: [{ type: manual, id: go }]\nsteps:\n  - { id: t, type: transform, value: 1 }\n").await;
+    app.deploy("audit", "id: audit\ntriggers: [{ type: flow, id: after, workflow: nightly }]\nsteps:\n  - { id: t, type: transform, value: 1 }\n").await;
+    app.deploy("nightly", nightly).await;
+    let b = Browser::sign_in(&app, "any key: this server has none").await;
+    let (status, page) = b.get("/workflows/nightly").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("at 09:00 on Monday to Friday; next 20"),
+        "the schedule in words and its next fires: {page}"
+    );
+    assert!(
+        page.contains("/hooks/") && page.contains("aria-controls=\"url-nightly-hook\""),
+        "a copy button for the webhook's URL"
+    );
+    assert!(
+        page.contains("shape · transform") && page.contains("report · trigger_workflow"),
+        "the steps drawn in order"
+    );
+    let chain = page
+        .split("aria-label=\"the workflows linked to this one\"")
+        .nth(1)
+        .and_then(|r| r.split("</svg>").next())
+        .expect("a chain drawing");
+    assert!(
+        chain.contains(">audit<") && chain.contains(">report<") && chain.contains("box current"),
+        "{chain}"
+    );
+    let (_, overview) = b.get("/").await;
+    assert!(
+        overview.contains("Next cron fires") && overview.contains("/workflows/nightly"),
+        "{overview}"
+    );
+
+    // The context store: set a key, refuse a bad one, delete it.
+    let token = token_of(&page);
+    let (status, to) = b
+        .post(
+            "/workflows/nightly/context",
+            &[("token", &token), ("key", "cursor"), ("value", "42")],
+        )
+        .await;
+    assert_eq!(
+        (status, to.as_str()),
+        (StatusCode::SEE_OTHER, "/workflows/nightly#context")
+    );
+    let (_, store) = app.get("/v1/workflows/nightly/context").await;
+    assert_eq!(store["context"], json!({"cursor": "42"}));
+    let (status, _) = b
+        .post(
+            "/workflows/nightly/context",
+            &[("token", &token), ("key", "bad\u{7}key"), ("value", "1")],
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "the API's own rule for keys"
+    );
+    let (_, page) = b.get("/workflows/nightly").await;
+    assert!(
+        page.contains("<code>cursor</code></td><td><code>42</code>"),
+        "{page}"
+    );
+    b.post(
+        "/workflows/nightly/context",
+        &[("token", &token), ("key", "cursor"), ("delete", "1")],
+    )
+    .await;
+    let (_, store) = app.get("/v1/workflows/nightly/context").await;
+    assert_eq!(store["context"], json!({}));
+
+    // A second revision, and what changed in it.
+    app.deploy("nightly", &nightly.replace("value: 1", "value: 2"))
+        .await;
+    let (_, diff) = b.get("/workflows/nightly?diff=2").await;
+    assert!(
+        diff.contains("<span class=\"del\">-") && diff.contains("<span class=\"add\">+"),
+        "{diff}"
+    );
+    let shown: Vec<&str> = diff
+        .split("<span class=\"add\">")
+        .skip(1)
+        .filter_map(|r| r.split("</span>").next())
+        .collect();
+    assert!(shown.iter().any(|l| l.contains('2')), "{shown:?}");
+}
+
+#[tokio::test]
+async fn a_sign_in_posted_from_another_site_is_refused_and_the_script_is_served() {
+    let app = spawn_app(Opts::default()).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let r = http
+            .post(app.url("/login"))
+            .header(name, value)
+            .form(&[("key", "k")])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+    }
+    let r = http
+        .post(app.url("/login"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("key", "k")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let js = http.get(app.url("/console.js")).send().await.expect("get");
+    assert_eq!(js.status(), StatusCode::OK);
+    assert!(
+        js.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/javascript")
+    );
+    assert!(js.text().await.expect("text").contains("data-live"));
+    let page = http.get(app.url("/login")).send().await.expect("get");
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
 }

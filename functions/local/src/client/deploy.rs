@@ -284,13 +284,7 @@ fn triggers_of(definition: &Value) -> BTreeMap<String, Value> {
 
 /// A unified diff of the two definitions as indented JSON.
 fn text_diff(server: &Value, local: &Value, file: &std::path::Path) -> String {
-    let a = serde_json::to_string_pretty(server).unwrap_or_default() + "\n";
-    let b = serde_json::to_string_pretty(local).unwrap_or_default() + "\n";
-    similar::TextDiff::from_lines(&a, &b)
-        .unified_diff()
-        .context_radius(2)
-        .header("server", &file.display().to_string())
-        .to_string()
+    tripline_app::deploy::definition_diff(server, local, "server", &file.display().to_string())
 }
 
 fn join(items: &[&String]) -> String {

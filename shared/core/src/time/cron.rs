@@ -40,7 +40,7 @@ const MACROS: &[(&str, &str)] = &[
 ];
 
 /// The five or six fields an expression stands for (macros expanded).
-fn fields(expression: &str) -> Result<Vec<String>, String> {
+pub(super) fn fields(expression: &str) -> Result<Vec<String>, String> {
     let e = expression.trim();
     let expanded = if e.starts_with('@') {
         MACROS

@@ -3,6 +3,7 @@
 pub mod calendar;
 pub mod cron;
 pub mod tz_rules;
+pub mod words;
 
 use std::fmt;
 use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};

@@ -24,8 +24,10 @@ macro_rules! fields {
 }
 
 mod admin;
+mod drawing;
 mod inbox;
 mod pages;
+mod schedules;
 pub mod session;
 mod views;
 mod workflow;
@@ -48,6 +50,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(pages::overview))
         .route("/login", get(login_page).post(login))
+        .route("/console.js", get(script))
         .route("/logout", post(logout))
         .route("/runs", get(pages::runs))
         .route("/runs/bulk", post(pages::bulk))
@@ -57,6 +60,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/workflows", get(pages::workflows))
         .route("/workflows/{id}", get(workflow::workflow))
         .route("/workflows/{id}/dry-run", post(workflow::dry_run))
+        .route("/workflows/{id}/context", post(workflow::set_context))
         .route("/jobs/{id}", get(workflow::job))
         .route("/inbox", get(inbox::inbox))
         .route("/inbox/bulk", post(inbox::reprocess))
@@ -83,9 +87,22 @@ fn page(html: String) -> Response {
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert(
         "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"),
+        HeaderValue::from_static("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"),
     );
     r
+}
+
+/// `GET /console.js`: the pages' one script (copy buttons, live updates), from the binary.
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        include_str!("static/console.js"),
+    )
+        .into_response()
 }
 
 fn see_other(to: &str) -> Response {
@@ -147,8 +164,16 @@ async fn login_page() -> Response {
 }
 
 /// `POST /login` with `key`: a session for the key it names (on a server without an API
-/// key, from loopback, any key signs in as `local`).
-async fn login(State(app): State<Arc<App>>, body: Bytes) -> Response {
+/// key, from loopback, any key signs in as `local`). A sign-in posted from another site is
+/// refused: it would sign the person in as someone else (login CSRF).
+async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    if from_elsewhere(&headers) {
+        return crate::http::error_response(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "sign in from the console's own page (/login)",
+        );
+    }
     let key = form_urlencoded::parse(&body)
         .find(|(k, _)| k == "key")
         .map(|(_, v)| v.into_owned())
@@ -189,6 +214,21 @@ async fn login(State(app): State<Arc<App>>, body: Bytes) -> Response {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+/// Whether a form was posted by another site's page: the browser says so
+/// (`Sec-Fetch-Site`), or its `Origin` is not this host. Clients that send neither (curl)
+/// are not browsers carrying someone's cookies.
+fn from_elsewhere(headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (text("origin"), text("host")) {
+        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
+        (Some(_), None) => true,
+        _ => false,
+    }
 }
 
 async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {

@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use minijinja::context;
 use serde_json::Value;
-use tripline_core::Run;
+use tripline_core::{Run, Timestamp};
 
 use super::{form, frame, page, see_other, views};
 use crate::App;
@@ -95,6 +95,7 @@ pub(super) async fn overview(State(app): State<Arc<App>>, headers: HeaderMap) ->
         active => count(&["queued", "running", "waiting"]),
         waiting => waiting.map_or_else(|| "?".to_string(), |n| n.to_string()),
         queue => backlog.map(|b| b.ready), oldest => backlog.map(|b| b.oldest_age.as_secs()),
+        fires => super::schedules::next_fires(&app, now, 5),
         ..frame(&app, &s).await
     };
     page(views::render("overview.html", ctx))
@@ -108,12 +109,23 @@ pub(super) async fn runs(
 ) -> Response {
     let s = session!(app, headers);
     let params = super::listing_params(q);
+    let mut problem = None;
+    let mut time = |name: &str| {
+        let v = params.get(name)?;
+        Timestamp::parse_in_zone(v, None)
+            .map_err(|e| problem = Some(format!("{name}: {e}")))
+            .ok()
+    };
+    let (since, until) = (time("since"), time("until"));
     let query = RunQuery {
         workflow: params.get("workflow").cloned(),
+        trigger: params.get("trigger").cloned(),
         status: params
             .get("status")
             .and_then(|s| tripline_core::RunStatus::parse(s)),
         text: params.get("text").cloned(),
+        since,
+        until,
         cursor: params.get("cursor").cloned(),
         limit: 50,
         ..RunQuery::default()
@@ -127,10 +139,11 @@ pub(super) async fn runs(
         .iter()
         .map(|r| context! { id => r.id, workflow => r.workflow, trigger => r.trigger.id, status => r.status.as_str(), inserted_at => r.inserted_at.to_string(), error => r.error })
         .collect();
-    let (q, next) = super::listing_links("/runs", &params, &["workflow", "status", "text"], next);
+    let fields = ["workflow", "trigger", "status", "text", "since", "until"];
+    let (q, next) = super::listing_links("/runs", &params, &fields, next);
     let ctx = context! {
         title => "Runs", runs => rows, next => next, statuses => STATUSES,
-        q => q,
+        q => q, problem => problem,
         ..frame(&app, &s).await
     };
     page(views::render("runs.html", ctx))
@@ -283,12 +296,26 @@ pub(super) async fn bulk(State(app): State<Arc<App>>, headers: HeaderMap, body: 
 pub(super) async fn workflows(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let s = session!(app, headers);
     app.refresh_workflows(false).await;
-    let items: Vec<Value> = app
-        .deployments
-        .all()
-        .iter()
-        .map(|r| crate::http::control::summary(r))
-        .collect();
+    let now = app.clock.now();
+    let mut items: Vec<Value> = Vec::new();
+    for rec in app.deployments.all() {
+        let mut w = super::schedules::described(&app, &rec, now);
+        let last = RunQuery {
+            workflow: Some(rec.id.clone()),
+            limit: 1,
+            ..RunQuery::default()
+        };
+        if let Some(r) = app
+            .store
+            .runs(&last)
+            .await
+            .ok()
+            .and_then(|p| p.items.into_iter().next())
+        {
+            w["last_run"] = serde_json::json!({"id": r.id, "status": r.status.as_str(), "at": r.inserted_at.to_string()});
+        }
+        items.push(w);
+    }
     let ctx = context! { title => "Workflows", workflows => minijinja::Value::from_serialize(&items), ..frame(&app, &s).await };
     page(views::render("workflows.html", ctx))
 }

@@ -31,6 +31,7 @@ use inbox::{edit_message, get_message, list_inbox, list_ticks, reprocess_message
 use keys::{create_key, delete_key, list_audit, list_keys, require_key};
 use runs::{cancel_run, get_run, list_runs, retry_run};
 use secrets::{delete_secret, list_secrets, put_secret};
+pub(crate) use state::patch_context_of;
 use state::{get_context, get_state, patch_context, put_state};
 pub(crate) use workflows::summary;
 use workflows::{

@@ -106,27 +106,41 @@ pub(super) async fn patch_context(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    match app.store.workflow(&id, None).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return not_found("workflow", &id),
-        Err(e) => return unavailable(&e),
-    }
     let bad = |msg: String| error_response(StatusCode::BAD_REQUEST, "invalid_context", msg);
     let changes: serde_json::Map<String, Value> = match serde_json::from_slice(&body) {
         Ok(Value::Object(m)) => m,
         Ok(_) => return bad("the body must be a JSON object of keys to strings (null deletes a key), e.g. {\"cursor\": \"42\", \"old\": null}".into()),
         Err(e) => return bad(format!("the body must be JSON: {e}")),
     };
+    match patch_context_of(&app, &id, changes).await {
+        Ok(c) => Json(json!({"workflow": id, "context": c})).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Applies `changes` to workflow `id`'s context store, each key and value checked (the
+/// API's and the console's one rule); the store as it is after, or the refusal to answer.
+pub(crate) async fn patch_context_of(
+    app: &App,
+    id: &str,
+    changes: serde_json::Map<String, Value>,
+) -> Result<std::collections::BTreeMap<String, String>, Response> {
+    match app.store.workflow(id, None).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(not_found("workflow", id)),
+        Err(e) => return Err(unavailable(&e)),
+    }
+    let bad = |msg: String| error_response(StatusCode::BAD_REQUEST, "invalid_context", msg);
     let mut patch = std::collections::BTreeMap::new();
     for (k, v) in changes {
         if let Err(why) = tripline_core::validate::valid_context_key(&k) {
-            return bad(why.into());
+            return Err(bad(why.into()));
         }
         let v = match v {
             Value::Null => None,
             Value::String(s) if s.len() <= tripline_core::engine::CONTEXT_VALUE_LIMIT => Some(s),
             Value::String(s) => {
-                return error_response(
+                return Err(error_response(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "context_value_too_large",
                     format!(
@@ -134,22 +148,19 @@ pub(super) async fn patch_context(
                         s.len(),
                         tripline_core::engine::CONTEXT_VALUE_LIMIT
                     ),
-                );
+                ));
             }
             other => {
-                return bad(format!(
+                return Err(bad(format!(
                     "the value of `{k}` is {other}, not a string: the context store keeps strings (write \"{}\" for a number, null to delete)",
                     other.to_string().replace('"', "\\\"")
-                ));
+                )));
             }
         };
         patch.insert(k, v);
     }
-    if let Err(e) = app.store.patch_context(&id, &patch).await {
-        return unavailable(&e);
+    if let Err(e) = app.store.patch_context(id, &patch).await {
+        return Err(unavailable(&e));
     }
-    match app.store.context(&id).await {
-        Ok(c) => Json(json!({"workflow": id, "context": c})).into_response(),
-        Err(e) => unavailable(&e),
-    }
+    app.store.context(id).await.map_err(|e| unavailable(&e))
 }
