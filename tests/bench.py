@@ -1,4 +1,11 @@
-"""Drives the benchmark that tests/bench starts: see the README's Performance section."""
+"""Drives the benchmark that tests/bench starts: see the README's Performance section.
+
+Bodies are realistic: the 208-byte JSON of the n8n comparison and a ~2 KB GitHub-style
+push event (tests/data). Beside Tripline, a bare axum server that parses the same JSON and
+answers (the axum-reference example) is measured in the same run, so the ratio to what
+these cores can do at all is visible whatever the noise. With SEED_RUNS (default
+1,000,000; 0 skips it) a store seeded with that many messages and runs is measured
+against an empty one: ingest, the listings, the console's pages."""
 
 import json
 import os
@@ -10,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 
 SECONDS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
@@ -18,6 +26,10 @@ SECONDS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "tripline")
+AXUM = os.path.join(ROOT, "target", "release", "examples", "axum-reference")
+SEEDER = os.path.join(ROOT, "target", "release", "examples", "seed-store")
+SEED_RUNS = int(os.environ.get("SEED_RUNS", "1000000"))
+BODIES = {"208 B": "body-208.json", "2 KB": "body-2k.json"}
 
 WORKFLOWS = {
     "ingest.yaml": """
@@ -29,7 +41,7 @@ triggers:
 steps:
   - id: shape
     type: transform
-    value: { id: "{{ trigger.body.id }}", ok: true }
+    value: { body: "{{ trigger.body }}", seen: true }
 """,
     "three.yaml": """
 id: three
@@ -61,11 +73,15 @@ steps:
 """,
 }
 
-LUA = """
-wrk.method = "POST"
-wrk.body = '{"id": 21, "customer": "c-42", "items": [{"sku": "a", "qty": 1}]}'
-wrk.headers["Content-Type"] = "application/json"
-"""
+def lua_for(tmp, name):
+    """A wrk script that POSTs the body in tests/data/NAME."""
+    with open(os.path.join(ROOT, "tests", "data", name)) as f:
+        body = f.read().strip()
+    path = os.path.join(tmp, name + ".lua")
+    with open(path, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
+        f.write(f"wrk.body = [==[{body}]==]\n")
+    return path
 
 
 def free_port():
@@ -84,8 +100,12 @@ def rss_kb(pid):
     return 0
 
 
-def start_server(wf_dir, data_dir, port):
-    env = dict(os.environ, RUST_LOG="warn")
+def start_server(wf_dir, data_dir, port, log=None):
+    # The default log level unless one is asked for: what an operator gets.
+    env = dict(os.environ)
+    env.pop("RUST_LOG", None)
+    if log:
+        env["RUST_LOG"] = log
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         # One token from one client at full speed: the per-token rate limit (default
@@ -142,8 +162,26 @@ def wrk(url, conns, seconds, lua, pid):
     }
 
 
+def drained(base, limit=120):
+    """Waits until the executor has no queued or running runs left, so one load's backlog
+    does not run during the next one's measurement."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit:
+        busy = [get_json(f"{base}/v1/runs?status={s}&limit=1")["items"] for s in ("queued", "running")]
+        if not any(busy):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"the executor's backlog did not drain within {limit} s")
+
+
 def repeated(url, conns, lua, pid):
-    runs = sorted((wrk(url, conns, SECONDS, lua, pid) for _ in range(REPEAT)), key=lambda r: r["rps"])
+    base = url.split("/hooks/", 1)[0]
+    runs = []
+    for _ in range(REPEAT):
+        if "/hooks/x" not in url:
+            drained(base)
+        runs.append(wrk(url, conns, SECONDS, lua, pid))
+    runs.sort(key=lambda r: r["rps"])
     median = dict(runs[len(runs) // 2])
     median["range"] = f"{runs[0]['rps']:.0f}–{runs[-1]['rps']:.0f}"
     median["peak_rss_kb"] = max(r["peak_rss_kb"] for r in runs)
@@ -184,6 +222,120 @@ def pipeline(base, lua, pid):
     return done, elapsed
 
 
+def start_axum(port):
+    proc = subprocess.Popen([AXUM, f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.perf_counter()
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.perf_counter() - t0 > 10:
+                raise SystemExit("the axum reference did not start")
+            time.sleep(0.02)
+
+
+def timed_gets(base, paths, cookie=None, n=30):
+    """The median time of N GETs of each path on one kept-alive connection, in ms; for a
+    path given as a callable, it is called first to give the path (a deep cursor)."""
+    import http.client
+    conn = http.client.HTTPConnection(base.split("//", 1)[1], timeout=30)
+    headers = {"cookie": cookie} if cookie else {}
+    out = {}
+    for name, path in paths:
+        if callable(path):
+            path = path()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            times.append((time.perf_counter() - t0) * 1000)
+            if resp.status != 200:
+                raise SystemExit(f"GET {path} answered {resp.status}")
+        out[name] = sorted(times)[len(times) // 2]
+    conn.close()
+    return out
+
+
+def deep(base, path, pages):
+    """The path of page PAGES+1 of a listing, following its cursors."""
+    def find():
+        url, cursor = path, None
+        for _ in range(pages):
+            page = get_json(base + url + (f"&cursor={cursor}" if cursor else ""))
+            cursor = page["next_cursor"]
+            if not cursor:
+                raise SystemExit(f"{path} has fewer than {pages} pages")
+        return url + f"&cursor={cursor}"
+    return find
+
+
+def console_cookie(base):
+    req = urllib.request.Request(f"{base}/login", data=b"key=bench", method="POST")
+    opener = urllib.request.build_opener(NoRedirect())
+    try:
+        opener.open(req)
+    except urllib.error.HTTPError as e:
+        return e.headers["set-cookie"].split(";")[0]
+    raise SystemExit("signing in to the console did not answer 303")
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+LISTINGS = [
+    ("/v1/runs?workflow=ingest, first page", "/v1/runs?workflow=ingest&limit=50"),
+    ("/v1/runs?workflow=ingest&status=succeeded", "/v1/runs?workflow=ingest&status=succeeded&limit=50"),
+    ("/v1/runs?workflow=ingest, page 21", "DEEP:/v1/runs?workflow=ingest&limit=50"),
+    ("/v1/runs?workflow=ingest&text=bench-user", "/v1/runs?workflow=ingest&text=bench-user&limit=50"),
+    ("/v1/runs?status=failed (every workflow)", "/v1/runs?status=failed&limit=50"),
+    ("/v1/inbox?workflow=ingest&outcome=started", "/v1/inbox?workflow=ingest&outcome=started&limit=50"),
+    ("/v1/inbox?workflow=ingest, page 21", "DEEP:/v1/inbox?workflow=ingest&limit=50"),
+]
+PAGES = [
+    ("console: overview", "/"),
+    ("console: runs", "/runs"),
+    ("console: runs of a workflow, failed", "/runs?workflow=ingest&status=failed"),
+    ("console: inbox of a workflow", "/inbox?workflow=ingest"),
+    ("console: a workflow's page", "/workflows/ingest"),
+]
+
+
+def store_profile(wf_dir, data_dir, lua):
+    """Ingest at c=64 into the store in DATA_DIR, then the listings and pages over what it
+    holds; answers (ingest result, {measure: median ms})."""
+    port = free_port()
+    proc, _ = start_server(wf_dir, data_dir, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        ingest = wrk(f"{base}/hooks/bench-ingest-token-000000001", 64, SECONDS, lua, proc.pid)
+        paths = [(n, deep(base, p[5:], 20) if p.startswith("DEEP:") else p) for n, p in LISTINGS]
+        times = timed_gets(base, paths)
+        times.update(timed_gets(base, PAGES, cookie=console_cookie(base), n=10))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return ingest, times
+
+
+def growth(tmp, wf_dir, lua):
+    """The same traffic into an empty store and into one seeded with SEED_RUNS."""
+    empty = os.path.join(tmp, "empty")
+    seeded = os.path.join(tmp, "seeded")
+    t0 = time.perf_counter()
+    subprocess.run([SEEDER, seeded, str(SEED_RUNS)], check=True, stderr=subprocess.DEVNULL)
+    seed_secs = time.perf_counter() - t0
+    size = sum(os.path.getsize(os.path.join(seeded, f)) for f in os.listdir(seeded))
+    a = store_profile(wf_dir, empty, lua)
+    b = store_profile(wf_dir, seeded, lua)
+    shutil.rmtree(seeded, ignore_errors=True)
+    return a, b, seed_secs, size
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="tripline-bench-")
     wf_dir, data_dir = os.path.join(tmp, "workflows"), os.path.join(tmp, "data")
@@ -191,9 +343,15 @@ def main():
     for name, text in WORKFLOWS.items():
         with open(os.path.join(wf_dir, name), "w") as f:
             f.write(text)
-    lua = os.path.join(tmp, "post.lua")
-    with open(lua, "w") as f:
-        f.write(LUA)
+    luas = {k: lua_for(tmp, v) for k, v in BODIES.items()}
+    lua = luas["208 B"]
+    ref_port = free_port()
+    ref = start_axum(ref_port)
+    try:
+        reference = {k: repeated(f"http://127.0.0.1:{ref_port}/hooks/x", 64, luas[k], ref.pid) for k in BODIES}
+    finally:
+        ref.terminate()
+        ref.wait(timeout=30)
     port = free_port()
     proc, ready_ms = start_server(wf_dir, data_dir, port)
     try:
@@ -202,27 +360,40 @@ def main():
         base = f"http://127.0.0.1:{port}"
         rows = []
         peak = idle
+        hook = f"{base}/hooks/bench-ingest-token-000000001"
         for c in (1, 8, 64):
-            r = repeated(f"{base}/hooks/bench-ingest-token-000000001", c, lua, proc.pid)
-            peak = max(peak, r["peak_rss_kb"])
-            rows.append((f"async webhook ingest, c={c}", r))
+            r = repeated(hook, c, lua, proc.pid)
+            rows.append((f"async webhook ingest, 208 B, c={c}", r, reference["208 B"] if c == 64 else None))
+        r = repeated(hook, 64, luas["2 KB"], proc.pid)
+        rows.append(("async webhook ingest, 2 KB, c=64", r, reference["2 KB"]))
         r = repeated(f"{base}/hooks/bench-sync-token-0000000001", 1, lua, proc.pid)
-        peak = max(peak, r["peak_rss_kb"])
-        rows.append(("sync reply, one transform, c=1", r))
+        rows.append(("sync reply, one transform, 208 B, c=1", r, None))
+        peak = max([peak] + [row[1]["peak_rss_kb"] for row in rows])
         three_done, three_secs = pipeline(base, lua, proc.pid)
         with urllib.request.urlopen(f"{base}/v1/runs?workflow=ingest&status=queued&limit=1") as resp:
             backlog = len(json.load(resp)["items"])
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    # What a log line per run costs: the same sync load with every run logged.
+    port = free_port()
+    proc, _ = start_server(wf_dir, os.path.join(tmp, "logged"), port, log="debug")
+    try:
+        r = repeated(f"http://127.0.0.1:{port}/hooks/bench-sync-token-0000000001", 1, lua, proc.pid)
+        rows.append(("sync reply, as above, every run logged (RUST_LOG=debug)", r, None))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
     size = os.path.getsize(BIN)
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     print(f"\nTripline benchmark: {cpu} cores, {SECONDS}s per load run, each run {REPEAT}x (median shown), wrk on the same machine (loopback)")
-    print("store: SQLite WAL, synchronous=FULL: every 2xx is on disk (group commit)\n")
-    print("| measure | requests/s | range | p50 ms | p99 ms | non-2xx | socket errors |")
-    print("|---|---:|---:|---:|---:|---:|---|")
-    for name, r in rows:
-        print(f"| {name} | {r['rps']:.0f} | {r['range']} | {r['p50']:.3f} | {r['p99']:.3f} | {r['non2xx']} | {r['errors'] or '-'} |")
+    print("store: SQLite WAL, synchronous=FULL: every 2xx is on disk (group commit); default log level (info)\n")
+    print("| measure | requests/s | range | p50 ms | p99 ms | non-2xx | bare axum, same body: requests/s, p99 ms | Tripline / axum |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|")
+    for name, r, ax in rows:
+        ref_cell = f"{ax['rps']:.0f}, {ax['p99']:.2f}" if ax else ""
+        ratio = f"{r['rps'] / ax['rps']:.2f}" if ax else ""
+        print(f"| {name} | {r['rps']:.0f} | {r['range']} | {r['p50']:.3f} | {r['p99']:.3f} | {r['non2xx']} | {ref_cell} | {ratio} |")
     print()
     print("| measure | value |")
     print("|---|---:|")
@@ -232,6 +403,17 @@ def main():
     print(f"| runs still queued after the load (executor backlog) | {'yes' if backlog else 'none'} |")
     print(f"| three-step runs accepted at c=64 and finished, end to end | {three_done / three_secs:.0f} runs/s ({three_done} in {three_secs:.1f} s) |")
     print(f"| release binary size | {size / 1024 / 1024:.1f} MiB |")
+    if SEED_RUNS:
+        (ia, ta), (ib, tb), seed_secs, seeded_size = growth(tmp, wf_dir, lua)
+        print(f"\nA store that has lived: {SEED_RUNS:,} messages and runs over 30 days (ten workflows; "
+              f"seeded in {seed_secs:.0f} s, {seeded_size / 2**20:.0f} MiB) against an empty store; "
+              f"each then takes {SECONDS} s of ingest at c=64 first (medians of 30 GETs, 10 for pages)\n")
+        print(f"| measure | empty store | {SEED_RUNS:,} stored | change |")
+        print("|---|---:|---:|---:|")
+        print(f"| async ingest, 208 B, c=64: requests/s | {ia['rps']:.0f} | {ib['rps']:.0f} | {(ib['rps'] / ia['rps'] - 1) * 100:+.0f}% |")
+        print(f"| async ingest, 208 B, c=64: p99 ms | {ia['p99']:.2f} | {ib['p99']:.2f} | {(ib['p99'] / ia['p99'] - 1) * 100:+.0f}% |")
+        for name in ta:
+            print(f"| {name}: ms | {ta[name]:.2f} | {tb[name]:.2f} | {(tb[name] / ta[name] - 1) * 100:+.0f}% |")
     shutil.rmtree(tmp, ignore_errors=True)
 
 

