@@ -36,7 +36,7 @@ pub const RUNS: TableSpec = TableSpec {
     hash: "id",
     range: None,
     indexes: &[
-        ("by_workflow", "workflow", "ckey"),
+        ("by_workflow", "wkey", "ckey"),
         ("by_time", "shard", "ckey"),
     ],
     numbers: &[],
@@ -47,7 +47,7 @@ pub const INBOX: TableSpec = TableSpec {
     hash: "id",
     range: None,
     indexes: &[
-        ("by_workflow", "workflow", "rkey"),
+        ("by_workflow", "wkey", "rkey"),
         ("by_time", "shard", "rkey"),
     ],
     numbers: &[],

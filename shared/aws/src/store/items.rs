@@ -79,6 +79,7 @@ impl DynamoStore {
             ("at".into(), n(run.inserted_at.millis())),
             ("ckey".into(), s(time_key(run.inserted_at, &run.id))),
             ("shard".into(), s(shard(&run.id))),
+            ("wkey".into(), s(workflow_key(&run.workflow, &run.id))),
         ]);
         if run.status.is_terminal()
             && let Some(keep) = run.retain.map(|d| d.std()).or(self.settings.retention)
@@ -127,6 +128,7 @@ impl DynamoStore {
             ("outcome".into(), s(m.outcome.kind())),
             ("rkey".into(), s(time_key(m.received_at, &m.id))),
             ("shard".into(), s(shard(&m.id))),
+            ("wkey".into(), s(workflow_key(&m.workflow, &m.id))),
             ("meta".into(), s(meta)),
         ]);
         if let Some(keep) = m.retain.map(|d| d.std()).or(self.settings.retention) {

@@ -1,4 +1,4 @@
-//! Listings: pages of runs and messages newest first, over the time index's shards,
+//! Listings: pages of runs and messages newest first, over an index's shards,
 //! with the filters the index cannot apply.
 
 use async_trait::async_trait;
@@ -17,8 +17,10 @@ impl DynamoStore {
         limit: usize,
     ) -> Result<(Vec<(String, String)>, bool), StoreError> {
         let parts: Vec<(&str, &str, String)> = match l.workflow {
-            Some(w) => vec![("by_workflow", "workflow", w.to_string())],
-            None => (0..TIME_SHARDS)
+            Some(w) => (0..SHARDS)
+                .map(|i| ("by_workflow", "wkey", format!("{w}#{i}")))
+                .collect(),
+            None => (0..SHARDS)
                 .map(|i| ("by_time", "shard", i.to_string()))
                 .collect(),
         };

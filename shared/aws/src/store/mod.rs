@@ -26,9 +26,12 @@ use crate::settings::Settings;
 
 type Item = HashMap<String, AttributeValue>;
 
-/// How many partitions the time indexes of runs and messages spread their writes over; a
-/// listing queries them all and merges.
-pub const TIME_SHARDS: u64 = 4;
+/// How many partitions each index of runs and messages spreads its writes over (`by_time`
+/// all records, `by_workflow` each workflow's); a listing queries them all and merges. An
+/// index partition takes 1,000 writes a second, and DynamoDB cannot split one whose sort
+/// key only grows (ours begin with the time): 16 carry 16,000 new runs a second, and as
+/// many of one workflow (infra/capacity.md).
+pub const SHARDS: u64 = 16;
 
 /// Run records longer than this are stored deflated (when that is smaller).
 const DEFLATE_OVER: usize = 512;
@@ -107,7 +110,13 @@ fn shard(id: &str) -> String {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x100000001b3);
     }
-    (h % TIME_SHARDS).to_string()
+    (h % SHARDS).to_string()
+}
+
+/// The `by_workflow` partition of a record: its workflow and its id's shard, so that one
+/// busy workflow's records spread over [`SHARDS`] partitions (see infra/capacity.md).
+fn workflow_key(workflow: &str, id: &str) -> String {
+    format!("{workflow}#{}", shard(id))
 }
 
 /// Which index and partitions a listing reads.
@@ -687,6 +696,34 @@ mod tests {
         assert_eq!(shard("01JX"), shard("01JX"));
         let spread: std::collections::BTreeSet<String> =
             (0..100).map(|i| shard(&format!("run{i}"))).collect();
-        assert_eq!(spread.len() as u64, TIME_SHARDS);
+        assert_eq!(spread.len() as u64, SHARDS);
+    }
+
+    /// One busy workflow at 10,000 runs a second: ids as a monotonic ULID generator makes
+    /// them within one millisecond (the random part counts up by one) spread over every
+    /// `by_workflow` partition evenly enough that none takes more than 7% of the runs, 700
+    /// writes a second of a partition's 1,000 (infra/capacity.md).
+    #[test]
+    fn one_busy_workflow_spreads_over_every_partition() {
+        const CROCKFORD: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+        let ulid = |n: u128| -> String {
+            (0..26)
+                .rev()
+                .map(|i| CROCKFORD[((n >> (5 * i)) & 31) as usize] as char)
+                .collect()
+        };
+        let start = (1_796_000_000_000u128 << 80) | 0x1234_5678_9abc_def0_1234;
+        let mut per_key = std::collections::HashMap::new();
+        for n in 0..100_000u128 {
+            *per_key
+                .entry(workflow_key("orders", &ulid(start + n)))
+                .or_insert(0u32) += 1;
+        }
+        assert_eq!(per_key.len() as u64, SHARDS);
+        let busiest = per_key.values().max().copied().unwrap_or(0);
+        assert!(
+            busiest <= 7_000,
+            "the busiest partition took {busiest} of 100,000 runs"
+        );
     }
 }
