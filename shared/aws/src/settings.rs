@@ -251,14 +251,29 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// From the environment, as in Lambda (`AWS_REGION`, the function's role; an
-    /// `AWS_ENDPOINT_URL` points every client at another server, e.g. moto).
+    /// From the environment, as Lambda sets it: `AWS_REGION`, and the execution role's
+    /// credentials in `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`;
+    /// an `AWS_ENDPOINT_URL` points every client at another server (moto in tests).
+    ///
+    /// Not the SDK's default chain (profile files, web identity through STS, instance and
+    /// container metadata): a function has none of them, and their code was a part of
+    /// every binary's size, which decides how fast a cold start maps it.
     pub async fn from_env(counter: Option<CallCounter>) -> Self {
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http_client())
-            .load()
-            .await;
-        Self::from_config(&shared, counter)
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let region = var("AWS_REGION")
+            .or_else(|| var("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".into());
+        let mut shared = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new(region))
+            .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+                aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+            ))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .http_client(http_client());
+        if let Some(url) = var("AWS_ENDPOINT_URL") {
+            shared = shared.endpoint_url(url);
+        }
+        Self::from_config(&shared.build(), counter)
     }
 
     pub fn from_config(shared: &aws_config::SdkConfig, counter: Option<CallCounter>) -> Self {
