@@ -430,6 +430,58 @@ async fn map_cost(rig: &Rig, results: &[(&str, &str, PerRun)]) {
     );
 }
 
+/// A sync webhook whose one `http` step calls the loopback stub: the reply's time through
+/// the ingress (the run recorded, queued, executed by the executor's handler fed by the
+/// bench's event source loop, the reply found by polling the run) against the stub's own
+/// time when called directly. Against moto on loopback: its latencies, not AWS's.
+async fn sync_http_overhead(rig: &Rig, stub: &Stub) {
+    const N: usize = 50;
+    let client = reqwest::Client::new();
+    let mut direct = Vec::new();
+    let mut through = Vec::new();
+    for n in 0..N {
+        let body = json!({"n": n, "order": format!("order-{n}")});
+        let t0 = std::time::Instant::now();
+        let resp = client
+            .post(format!("{}/s", stub.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("the stub answers");
+        resp.bytes().await.expect("the stub's body");
+        direct.push(t0.elapsed());
+        let t0 = std::time::Instant::now();
+        run_once(rig, "bench-synchttp-token-00001", true, n).await;
+        through.push(t0.elapsed());
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let pct = |v: &[Duration], p: f64| {
+        let mut v = v.to_vec();
+        v.sort();
+        v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+    };
+    println!(
+        "\n## Sync webhook, one http step: the ingress's time over the step's own ({N} runs, against moto)\n"
+    );
+    println!("| | p50 ms | p99 ms |");
+    println!("|---|---:|---:|");
+    for (name, v) in [
+        ("the stub called directly", &direct),
+        ("through the ingress", &through),
+    ] {
+        println!(
+            "| {name} | {:.1} | {:.1} |",
+            ms(pct(v, 0.5)),
+            ms(pct(v, 0.99))
+        );
+    }
+    println!(
+        "| Tripline's time over the step's | {:.1} | {:.1} |",
+        ms(pct(&through, 0.5)) - ms(pct(&direct, 0.5)),
+        ms(pct(&through, 0.99)) - ms(pct(&direct, 0.99))
+    );
+}
+
 async fn start_up(name: &str, settings: &Settings, event: Value) -> (Duration, Duration) {
     let env = function_env(settings, &endpoint());
     let f = Function::start(name, &env).await;
@@ -624,6 +676,7 @@ async fn main() {
     );
 
     map_cost(&rig, &results).await;
+    sync_http_overhead(&rig, &stub).await;
 
     // Secrets: what a step that renders one adds.
     let plain = &results[0].2;

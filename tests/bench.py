@@ -73,6 +73,21 @@ steps:
 """,
 }
 
+# A sync workflow whose one step calls a downstream: the bare axum server, on loopback.
+SYNC_HTTP = """
+id: synchttp
+triggers:
+  - type: webhook
+    token: bench-synchttp-token-00000001
+    response: sync
+steps:
+  - id: call
+    type: http
+    method: POST
+    url: http://127.0.0.1:{port}/hooks/downstream
+    body: "{{{{ trigger.body }}}}"
+"""
+
 def lua_for(tmp, name):
     """A wrk script that POSTs the body in tests/data/NAME."""
     with open(os.path.join(ROOT, "tests", "data", name)) as f:
@@ -110,8 +125,9 @@ def start_server(wf_dir, data_dir, port, log=None):
     proc = subprocess.Popen(
         # One token from one client at full speed: the per-token rate limit (default
         # 5,000/s) is lifted to measure what the server can take.
+        # --allow-private-network: the sync http step's downstream is on loopback.
         [BIN, "serve", "--workflows", wf_dir, "--data", data_dir, "--listen", f"127.0.0.1:{port}",
-         "--rate-limit", "0"],
+         "--rate-limit", "0", "--allow-private-network"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     url = f"http://127.0.0.1:{port}/healthz"
     while True:
@@ -174,11 +190,13 @@ def drained(base, limit=120):
     raise SystemExit(f"the executor's backlog did not drain within {limit} s")
 
 
-def repeated(url, conns, lua, pid):
+def repeated(url, conns, lua, pid, tripline=True):
+    """The load run REPEAT times (after Tripline's executor has drained, when it is
+    Tripline), the median by rate with the range."""
     base = url.split("/hooks/", 1)[0]
     runs = []
     for _ in range(REPEAT):
-        if "/hooks/x" not in url:
+        if tripline:
             drained(base)
         runs.append(wrk(url, conns, SECONDS, lua, pid))
     runs.sort(key=lambda r: r["rps"])
@@ -347,13 +365,18 @@ def main():
     lua = luas["208 B"]
     ref_port = free_port()
     ref = start_axum(ref_port)
+    with open(os.path.join(wf_dir, "synchttp.yaml"), "w") as f:
+        f.write(SYNC_HTTP.format(port=ref_port))
     try:
-        reference = {k: repeated(f"http://127.0.0.1:{ref_port}/hooks/x", 64, luas[k], ref.pid) for k in BODIES}
-    finally:
+        reference = {k: repeated(f"http://127.0.0.1:{ref_port}/hooks/x", 64, luas[k], ref.pid, tripline=False)
+                     for k in BODIES}
+        # The downstream's own time, as a client on this machine sees it.
+        downstream = repeated(f"http://127.0.0.1:{ref_port}/hooks/downstream", 1, lua, ref.pid, tripline=False)
+        port = free_port()
+        proc, ready_ms = start_server(wf_dir, data_dir, port)
+    except BaseException:
         ref.terminate()
-        ref.wait(timeout=30)
-    port = free_port()
-    proc, ready_ms = start_server(wf_dir, data_dir, port)
+        raise
     try:
         time.sleep(1.0)
         idle = rss_kb(proc.pid)
@@ -368,6 +391,9 @@ def main():
         rows.append(("async webhook ingest, 2 KB, c=64", r, reference["2 KB"]))
         r = repeated(f"{base}/hooks/bench-sync-token-0000000001", 1, lua, proc.pid)
         rows.append(("sync reply, one transform, 208 B, c=1", r, None))
+        synchttp = repeated(f"{base}/hooks/bench-synchttp-token-00000001", 1, lua, proc.pid)
+        rows.append(("sync reply, one http step to the bare axum server, 208 B, c=1", synchttp, None))
+        rows.append(("the same axum server called directly, c=1 (the step's own time)", downstream, None))
         peak = max([peak] + [row[1]["peak_rss_kb"] for row in rows])
         three_done, three_secs = pipeline(base, lua, proc.pid)
         with urllib.request.urlopen(f"{base}/v1/runs?workflow=ingest&status=queued&limit=1") as resp:
@@ -375,6 +401,8 @@ def main():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        ref.terminate()
+        ref.wait(timeout=30)
     # What a log line per run costs: the same sync load with every run logged.
     port = free_port()
     proc, _ = start_server(wf_dir, os.path.join(tmp, "logged"), port, log="debug")
@@ -403,6 +431,8 @@ def main():
     print(f"| runs still queued after the load (executor backlog) | {'yes' if backlog else 'none'} |")
     print(f"| three-step runs accepted at c=64 and finished, end to end | {three_done / three_secs:.0f} runs/s ({three_done} in {three_secs:.1f} s) |")
     print(f"| release binary size | {size / 1024 / 1024:.1f} MiB |")
+    print(f"| sync reply with one http step: Tripline's time over the step's own, p50 / p99 | "
+          f"{synchttp['p50'] - downstream['p50']:.3f} ms / {synchttp['p99'] - downstream['p99']:.3f} ms |")
     if SEED_RUNS:
         (ia, ta), (ib, tb), seed_secs, seeded_size = growth(tmp, wf_dir, lua)
         print(f"\nA store that has lived: {SEED_RUNS:,} messages and runs over 30 days (ten workflows; "
