@@ -193,17 +193,7 @@ async fn a_read_only_key_sees_no_buttons_and_may_not_post() {
     opts.config.api_key = Some(KEY.into());
     let app = spawn_app(opts).await;
     let http = reqwest::Client::new();
-    let made: Value = http
-        .post(app.url("/v1/keys"))
-        .bearer_auth(KEY)
-        .json(&json!({"name": "viewer", "scope": "read"}))
-        .send()
-        .await
-        .expect("key")
-        .json()
-        .await
-        .expect("json");
-    let read_key = made["key"].as_str().expect("key").to_string();
+    let read_key = scoped_key(&app.url("/v1/keys"), "viewer", "read").await;
     http.put(app.url("/v1/workflows/w")).bearer_auth(KEY).header("content-type", "application/yaml")
         .body("id: w\ntriggers: [{ type: webhook, id: hook }]\nsteps:\n  - { id: t, type: transform, value: 1 }\n").send().await.expect("deploy");
     let b = Browser::sign_in(&app, &read_key).await;
@@ -411,16 +401,7 @@ async fn the_console_works_in_a_real_browser() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let made: Value = http
-        .post(api("/v1/keys"))
-        .bearer_auth(KEY)
-        .json(&json!({"name": "viewer", "scope": "read"}))
-        .send()
-        .await
-        .expect("key")
-        .json()
-        .await
-        .expect("json");
+    let read_key = scoped_key(&api("/v1/keys"), "viewer", "read").await;
     let shots = repo_root().join("target/console-screenshots");
     std::fs::create_dir_all(&shots).expect("mkdir");
     let out = tokio::process::Command::new(&python)
@@ -431,7 +412,7 @@ async fn the_console_works_in_a_real_browser() {
             "--key",
             KEY,
             "--read-key",
-            made["key"].as_str().expect("key"),
+            &read_key,
         ])
         .args([
             "--search",
@@ -509,18 +490,8 @@ async fn secrets_are_set_from_the_console_never_shown_and_every_console_action_i
     );
     assert!(!audit.contains(value));
 
-    let http = reqwest::Client::new();
-    let made: Value = http
-        .post(app.url("/v1/keys"))
-        .bearer_auth(KEY)
-        .json(&json!({"name": "ops", "scope": "operate"}))
-        .send()
-        .await
-        .expect("key")
-        .json()
-        .await
-        .expect("json");
-    let ops = Browser::sign_in(&app, made["key"].as_str().expect("key")).await;
+    let ops_key = scoped_key(&app.url("/v1/keys"), "ops", "operate").await;
+    let ops = Browser::sign_in(&app, &ops_key).await;
     let (_, page) = ops.get("/secrets").await;
     assert!(
         !page.contains("Set or rotate"),
@@ -675,4 +646,20 @@ async fn a_sign_in_posted_from_another_site_is_refused_and_the_script_is_served(
         csp.contains("script-src 'self'") && !csp.contains("unsafe-eval"),
         "{csp}"
     );
+}
+
+/// A scoped key made through the API (`keys_url` is the server's `/v1/keys`) with the
+/// main key.
+async fn scoped_key(keys_url: &str, name: &str, scope: &str) -> String {
+    let made: Value = reqwest::Client::new()
+        .post(keys_url)
+        .bearer_auth(KEY)
+        .json(&json!({"name": name, "scope": scope}))
+        .send()
+        .await
+        .expect("key")
+        .json()
+        .await
+        .expect("json");
+    made["key"].as_str().expect("key").to_string()
 }

@@ -12,7 +12,7 @@ use minijinja::context;
 use super::{frame, page, see_other, views};
 use crate::App;
 use crate::keys::Scope;
-use crate::ports::{AuditEntry, AuditQuery};
+use crate::ports::AuditQuery;
 
 /// `GET /secrets`: names and when each was set; a `deploy` key may set or rotate one.
 pub(super) async fn secrets(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
@@ -108,23 +108,12 @@ pub(super) async fn audited(
         Some(c) if req.method() != Method::GET => app.session(&c).await,
         _ => None,
     };
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let route = route.map_or_else(|| path.clone(), |r| r.as_str().to_string());
-    let from = crate::http::ingress::client_of(&req).map(|ip| ip.to_string());
+    let acted = crate::http::control::Acted::of(&req, route.as_ref());
     let response = next.run(req).await;
     if let Some(s) = who {
-        let entry = AuditEntry {
-            id: app.new_id(),
-            at: app.clock.now(),
-            key: s.who.name,
-            action: format!("{method} {route} (console)"),
-            path,
-            status: response.status().as_u16(),
-            from,
-        };
-        if let Err(e) = app.store.record_audit(&entry).await {
-            tracing::error!(error = %e, entry = ?entry, "the audit log could not be written");
-        }
+        acted
+            .record(&app, s.who.name, " (console)", response.status())
+            .await;
     }
     response
 }

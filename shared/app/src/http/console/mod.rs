@@ -131,14 +131,28 @@ async fn form(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<(Session, Vec<(String, String)>), Response> {
+    let (s, fields) = this_sessions_form(app, headers, body).await?;
+    if s.who.scope < Scope::Operate {
+        return Err(crate::http::error_response(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("the key `{}` is read-only here", s.who.name),
+        ));
+    }
+    Ok((s, fields))
+}
+
+/// A form posted in a signed-in session with that session's token (compared in constant
+/// time), whatever the key's scope: signing out is the one form a read key posts.
+async fn this_sessions_form(
+    app: &App,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Session, Vec<(String, String)>), Response> {
     let s = signed_in(app, headers).await?;
     let fields: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-    let token = fields
-        .iter()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.as_str());
     let expected = app.form_token(&s).await;
-    let valid = token.is_some_and(|t| {
+    let valid = field(&fields, "token").is_some_and(|t| {
         use subtle::ConstantTimeEq as _;
         !expected.is_empty() && bool::from(t.as_bytes().ct_eq(expected.as_bytes()))
     });
@@ -149,14 +163,15 @@ async fn form(
             "the form is not this session's (open the page again)",
         ));
     }
-    if s.who.scope < Scope::Operate {
-        return Err(crate::http::error_response(
-            StatusCode::FORBIDDEN,
-            "insufficient_scope",
-            format!("the key `{}` is read-only here", s.who.name),
-        ));
-    }
     Ok((s, fields))
+}
+
+/// A posted form's field.
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 async fn login_page() -> Response {
@@ -232,19 +247,8 @@ fn from_elsewhere(headers: &HeaderMap) -> bool {
 }
 
 async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    let s = match signed_in(&app, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let token = form_urlencoded::parse(&body)
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned());
-    if token.as_deref() != Some(app.form_token(&s).await.as_str()) {
-        return crate::http::error_response(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "the form is not this session's",
-        );
+    if let Err(r) = this_sessions_form(&app, &headers, &body).await {
+        return r;
     }
     let mut r = see_other("/login");
     if let Ok(v) = HeaderValue::from_str(&session::set_cookie("", false)) {

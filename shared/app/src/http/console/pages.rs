@@ -270,11 +270,7 @@ pub(super) async fn bulk(State(app): State<Arc<App>>, headers: HeaderMap, body: 
         .filter(|(k, _)| k == "run")
         .map(|(_, v)| v.clone())
         .collect();
-    let action = match fields
-        .iter()
-        .find(|(k, _)| k == "action")
-        .map(|(_, v)| v.as_str())
-    {
+    let action = match super::field(&fields, "action") {
         Some("cancel") => JobAction::Cancel,
         _ => JobAction::Retry {
             from: Default::default(),

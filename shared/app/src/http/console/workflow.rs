@@ -36,11 +36,9 @@ pub(super) async fn dry_run(
     body: Bytes,
 ) -> Response {
     let fields = fields!(app, headers, body);
-    let text = fields
-        .iter()
-        .find(|(k, _)| k == "definition")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
+    let text = super::field(&fields, "definition")
+        .unwrap_or_default()
+        .to_string();
     let format = if text.trim_start().starts_with('{') {
         Format::Json
     } else {
@@ -172,12 +170,7 @@ pub(super) async fn set_context(
     body: Bytes,
 ) -> Response {
     let fields = fields!(app, headers, body);
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let field = |name: &str| super::field(&fields, name).map(str::to_string);
     let key = field("key").unwrap_or_default();
     let value = match field("delete") {
         Some(_) => serde_json::Value::Null,

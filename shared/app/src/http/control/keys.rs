@@ -89,12 +89,10 @@ pub(super) async fn require_key(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let route = route.map_or_else(|| req.uri().path().to_string(), |r| r.as_str().to_string());
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let from = crate::http::ingress::client_of(&req).map(|ip| ip.to_string());
-    let need = required(&method, &route);
-    let changes = !matches!(method, Method::GET | Method::HEAD);
+    let acted = Acted::of(&req, route.as_ref());
+    let (method, route) = (&acted.method, &acted.route);
+    let need = required(method, route);
+    let changes = !matches!(*method, Method::GET | Method::HEAD);
     let response = if who.scope < need {
         error_response(
             StatusCode::FORBIDDEN,
@@ -111,20 +109,48 @@ pub(super) async fn require_key(
         next.run(req).await
     };
     if changes || response.status() == StatusCode::FORBIDDEN {
+        acted.record(&app, who.name, "", response.status()).await;
+    }
+    response
+}
+
+/// What the audit log keeps of a request, read before it is handled: the API's gate and
+/// the console's both append their entries through it.
+pub(crate) struct Acted {
+    method: Method,
+    /// The matched route, e.g. `/v1/workflows/{id}` (the path when none matched).
+    route: String,
+    path: String,
+    from: Option<String>,
+}
+
+impl Acted {
+    pub(crate) fn of(req: &Request, route: Option<&MatchedPath>) -> Self {
+        let path = req.uri().path().to_string();
+        Self {
+            method: req.method().clone(),
+            route: route.map_or_else(|| path.clone(), |r| r.as_str().to_string()),
+            path,
+            from: crate::http::ingress::client_of(req).map(|ip| ip.to_string()),
+        }
+    }
+
+    /// Appends the entry: `key` acted, answered `status`; `marker` tells where (the
+    /// console's posts say ` (console)`). A failed write is logged, not the caller's.
+    pub(crate) async fn record(self, app: &App, key: String, marker: &str, status: StatusCode) {
         let entry = AuditEntry {
             id: app.new_id(),
             at: app.clock.now(),
-            key: who.name,
-            action: format!("{method} {route}"),
-            path,
-            status: response.status().as_u16(),
-            from,
+            key,
+            action: format!("{} {}{marker}", self.method, self.route),
+            path: self.path,
+            status: status.as_u16(),
+            from: self.from,
         };
         if let Err(e) = app.store.record_audit(&entry).await {
             tracing::error!(error = %e, entry = ?entry, "the audit log could not be written");
         }
     }
-    response
 }
 
 pub(super) async fn list_keys(State(app): State<Arc<App>>) -> Response {

@@ -28,6 +28,7 @@ use crate::ports::{Page, StoreError};
 
 pub(crate) use inbox::OUTCOMES;
 use inbox::{edit_message, get_message, list_inbox, list_ticks, reprocess_message};
+pub(crate) use keys::Acted;
 use keys::{create_key, delete_key, list_audit, list_keys, require_key};
 use runs::{cancel_run, get_run, list_runs, retry_run};
 use secrets::{delete_secret, list_secrets, put_secret};
