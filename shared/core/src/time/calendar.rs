@@ -10,14 +10,14 @@ use super::BadTime;
 use super::tz_rules::ZONES;
 
 /// A zone's rule: standard offset, and the daylight-saving offset with its two changes.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Rule {
     /// Seconds east of UTC.
     std: i32,
     dst: Option<Dst>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Dst {
     offset: i32,
     start: Change,
@@ -25,14 +25,14 @@ struct Dst {
 }
 
 /// When daylight saving starts or ends: a day of the year and a local time.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Change {
     day: Day,
     /// Seconds after local midnight (may be negative or past 24 h).
     at: i32,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Day {
     /// `Jn`: 1 to 365, February 29 never counted.
     Julian(u32),
@@ -199,6 +199,90 @@ impl Rule {
             utc >= start || utc < end
         };
         if in_dst { dst.offset } else { self.std }
+    }
+}
+
+/// An IANA zone as a chrono [`TimeZone`], by its current rule: what cron schedules fire in
+/// and local times are read in. Instants before the zone last changed its rule are read
+/// with today's rule (schedules look ahead, so that is what they need).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Zone(Rule);
+
+/// The offset of a [`Zone`] at an instant (it keeps its zone, as chrono requires).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ZoneOffset {
+    zone: Zone,
+    seconds: i32,
+}
+
+impl Zone {
+    pub const UTC: Zone = Zone(Rule { std: 0, dst: None });
+
+    /// The zone named `name` (`UTC` or an IANA name); the error says how to write one.
+    pub fn named(name: &str) -> Result<Self, String> {
+        rule_of(name).map(Zone)
+    }
+
+    fn at(self, seconds: i32) -> ZoneOffset {
+        ZoneOffset {
+            zone: self,
+            seconds,
+        }
+    }
+}
+
+impl chrono::Offset for ZoneOffset {
+    fn fix(&self) -> chrono::FixedOffset {
+        chrono::FixedOffset::east_opt(self.seconds)
+            .unwrap_or(chrono::FixedOffset::east_opt(0).expect("UTC"))
+    }
+}
+
+impl TimeZone for Zone {
+    type Offset = ZoneOffset;
+
+    fn from_offset(offset: &ZoneOffset) -> Self {
+        offset.zone
+    }
+
+    fn offset_from_local_date(&self, local: &NaiveDate) -> chrono::MappedLocalTime<ZoneOffset> {
+        match local.and_hms_opt(0, 0, 0) {
+            Some(midnight) => self.offset_from_local_datetime(&midnight),
+            None => chrono::MappedLocalTime::None,
+        }
+    }
+
+    /// The offsets under which `local` is a real instant: none in a spring-forward gap,
+    /// two (the earlier instant first) in a fall-back repeat.
+    fn offset_from_local_datetime(
+        &self,
+        local: &NaiveDateTime,
+    ) -> chrono::MappedLocalTime<ZoneOffset> {
+        let wall = local.and_utc().timestamp();
+        let mut fits: Vec<i32> = [Some(self.0.std), self.0.dst.map(|d| d.offset)]
+            .into_iter()
+            .flatten()
+            .filter(|&o| self.0.offset_at(wall - i64::from(o)) == o)
+            .collect();
+        // A larger offset is an earlier instant for the same wall time.
+        fits.sort_by(|a, b| b.cmp(a));
+        fits.dedup();
+        match fits[..] {
+            [] => chrono::MappedLocalTime::None,
+            [o] => chrono::MappedLocalTime::Single(self.at(o)),
+            [a, b, ..] => chrono::MappedLocalTime::Ambiguous(self.at(a), self.at(b)),
+        }
+    }
+
+    fn offset_from_utc_date(&self, utc: &NaiveDate) -> ZoneOffset {
+        let t = utc
+            .and_hms_opt(0, 0, 0)
+            .map_or(0, |t| t.and_utc().timestamp());
+        self.at(self.0.offset_at(t))
+    }
+
+    fn offset_from_utc_datetime(&self, utc: &NaiveDateTime) -> ZoneOffset {
+        self.at(self.0.offset_at(utc.and_utc().timestamp()))
     }
 }
 

@@ -1,9 +1,11 @@
 //! Cron schedules: parsing and next fire times in an IANA time zone.
 //!
 //! Expressions are evaluated by `croner` (POSIX/Vixie semantics plus `L`, `W`, `#`, names
-//! such as `MON` and `JAN`, and `@hourly`/`@daily`/`@weekly`/`@monthly`/`@yearly`) over
-//! the IANA database of `chrono-tz`: neither is written here. Five fields fire on the
-//! minute; six put seconds first.
+//! such as `MON` and `JAN`, and `@hourly`/`@daily`/`@weekly`/`@monthly`/`@yearly`) in the
+//! zone's current rule from the IANA database ([`Zone`]: the rules are a few kilobytes,
+//! where the whole database's history, which schedules looking ahead never need, was
+//! 1.2 MB of every binary that evaluated one). Five fields fire on the minute; six put
+//! seconds first.
 //!
 //! Daylight saving time, in the zone of the schedule:
 //! - a fixed time that does not exist on a spring-forward day (02:30 when clocks jump from
@@ -13,18 +15,16 @@
 //! - interval expressions (`*/15 * * * *`) fire at every matching wall-clock time that
 //!   exists, so none fall in a gap and the repeated hour fires in both passes.
 
-use std::str::FromStr;
-
 use chrono::{TimeZone, Utc};
-use chrono_tz::Tz;
 
+use crate::time::calendar::Zone;
 use crate::time::{BadTime, Timestamp};
 
 /// A parsed schedule in its time zone.
 #[derive(Clone, Debug)]
 pub struct CronSchedule {
     cron: croner::Cron,
-    tz: Tz,
+    tz: Zone,
     seconds: bool,
 }
 
@@ -86,8 +86,8 @@ impl CronSchedule {
             )
         })?;
         let tz = match timezone {
-            None => Tz::UTC,
-            Some(name) => Tz::from_str(name).map_err(|_| {
+            None => Zone::UTC,
+            Some(name) => Zone::named(name).map_err(|_| {
                 format!(
                     "`{name}` is not an IANA time zone; write it like Europe/Paris, America/New_York or UTC"
                 )
@@ -95,8 +95,7 @@ impl CronSchedule {
         };
         // An expression that can never fire (`0 0 30 2 *`) is refused here, not found out
         // at run time. Whether a date matches does not depend on the zone, so this looks in
-        // UTC: validation then needs the zone's name only, not its transitions (the control
-        // API's Lambda binary stays without the time-zone database's tables).
+        // UTC.
         let never = |from: Option<chrono::DateTime<Utc>>| {
             from.is_none_or(|f| cron.find_next_occurrence(&f, false).is_err())
         };
@@ -474,7 +473,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{form}: {e}"));
         CronSchedule {
             cron,
-            tz: Tz::from_str(tz).unwrap(),
+            tz: Zone::named(tz).unwrap(),
             seconds: false,
         }
     }
@@ -531,6 +530,60 @@ mod tests {
                 theirs.fire_times(from, to, 400),
                 "{} -> {}", expr, form
             );
+        }
+    }
+
+    /// The zones' current rules fire every schedule when the whole tz database does, over
+    /// 2026 and 2027, across clock changes in both directions and both hemispheres.
+    #[test]
+    fn schedules_fire_as_with_the_whole_tz_database() {
+        let zones = [
+            "America/New_York",
+            "America/Los_Angeles",
+            "America/Sao_Paulo",
+            "America/Santiago",
+            "America/St_Johns",
+            "Europe/Berlin",
+            "Europe/London",
+            "Europe/Dublin",
+            "Australia/Sydney",
+            "Australia/Lord_Howe",
+            "Pacific/Auckland",
+            "Pacific/Chatham",
+            "Asia/Kolkata",
+            "Asia/Tehran",
+            "Africa/Cairo",
+            "UTC",
+        ];
+        let exprs = [
+            "30 2 * * *",
+            "0 1 * * SUN",
+            "0 * * * *",
+            "0 0 1 * *",
+            "15 3 * * *",
+        ];
+        let (from, to) = (at("2026-01-01T00:00:00Z"), at("2028-01-01T00:00:00Z"));
+        for zone in zones {
+            let tz: chrono_tz::Tz = zone.parse().expect("a zone");
+            for expr in exprs {
+                let ours = CronSchedule::parse(expr, Some(zone)).expect("parse");
+                let mut want = Vec::new();
+                let mut t = chrono::Utc
+                    .timestamp_millis_opt(from.millis())
+                    .unwrap()
+                    .with_timezone(&tz);
+                while want.len() < 20_000 {
+                    let Ok(next) = ours.cron.find_next_occurrence(&t, false) else {
+                        break;
+                    };
+                    if next.timestamp_millis() > to.millis() {
+                        break;
+                    }
+                    want.push(Timestamp::from_millis(next.timestamp_millis()));
+                    t = next;
+                }
+                assert_eq!(ours.fire_times(from, to, 20_000), want, "{expr} in {zone}");
+            }
         }
     }
 

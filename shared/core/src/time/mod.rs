@@ -94,7 +94,7 @@ impl Timestamp {
                 ))
             })?;
         let zone_name = zone.unwrap_or("UTC");
-        let tz: chrono_tz::Tz = zone_name.parse().map_err(|_| {
+        let tz = calendar::Zone::named(zone_name).map_err(|_| {
             BadTime(format!(
                 "`{zone_name}` is not an IANA time zone (e.g. Europe/Paris)"
             ))
