@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use tripline_app::App;
 use tripline_app::ports::Store;
-use tripline_aws::{CallCounter, Clients, Settings};
+use tripline_aws::{CallCounter, Clients, Settings, WRITE_UNITS};
 use tripline_tests::Stub;
 use tripline_tests::aws::{endpoint, fresh};
 use tripline_tests::lambda::{
@@ -30,6 +30,7 @@ const PRICE_S3_PUT: f64 = 5.0;
 const PRICE_S3_GET: f64 = 0.40;
 const PRICE_LAMBDA_REQUEST: f64 = 0.20;
 const PRICE_HTTP_API_REQUEST: f64 = 1.00;
+const PRICE_SCHEDULER_INVOCATION: f64 = 1.00;
 
 const RUNS: usize = 20;
 
@@ -78,6 +79,10 @@ fn workflows(stub: &Stub) -> Vec<(&'static str, String)> {
         (
             "cron",
             "id: cron\ntriggers:\n  - {type: cron, id: minute, schedule: \"* * * * *\"}\nsteps:\n  - {id: count, type: transform, value: {n: \"{{ (state.n if state else 0) + 1 }}\"}}\nstate: {n: \"{{ output.n }}\"}\n".to_string(),
+        ),
+        (
+            "kafka",
+            "id: kafka\ntriggers:\n  - {type: kafka, topics: [orders]}\nsteps:\n  - {id: t, type: transform, value: {n: \"{{ trigger.body.n }}\", at: \"{{ trigger.offset }}\"}}\n".to_string(),
         ),
         (
             "secret",
@@ -318,6 +323,8 @@ async fn run_once(rig: &Rig, token: &str, sync: bool, n: usize) {
             panic!("the tick starts a run: {outcome:?}");
         };
         run_ids[0].clone()
+    } else if token == "kafka" {
+        kafka_record(rig, n, &body).await
     } else {
         let (status, answer) = rig.post(token, &body).await;
         assert_eq!(status, 202, "{answer}");
@@ -362,6 +369,34 @@ async fn run_once(rig: &Rig, token: &str, sync: bool, n: usize) {
     }
 }
 
+/// The msk-consumer function's work for one record at offset `n` (what the MSK event
+/// source invokes it with); the id of the run it started (read back by the bench, not
+/// counted).
+async fn kafka_record(rig: &Rig, n: usize, body: &Value) -> String {
+    use base64::Engine as _;
+    let value = base64::engine::general_purpose::STANDARD.encode(body.to_string());
+    let event = json!({
+        "eventSource": "aws:kafka",
+        "eventSourceArn": "arn:aws:kafka:us-east-1:123456789012:cluster/bench/abcd1234-0123-4567-89ab-cdef01234567-1",
+        "records": {"orders-0": [{
+            "topic": "orders", "partition": 0, "offset": n,
+            "timestamp": 1_800_000_000_000i64 + n as i64, "timestampType": "CREATE_TIME",
+            "value": value, "headers": [],
+        }]},
+    });
+    let report = tripline_aws::lambda::msk_event(&rig.ingress, event)
+        .await
+        .expect("the batch is recorded");
+    assert_eq!(report["runs_started"], 1, "{report}");
+    let query = tripline_app::ports::RunQuery {
+        workflow: Some("kafka".into()),
+        limit: 1,
+        ..Default::default()
+    };
+    let page = rig.observer.runs(&query).await.expect("runs");
+    page.items[0].id.clone()
+}
+
 fn sum(calls: &BTreeMap<String, f64>, ops: &[&str]) -> f64 {
     ops.iter()
         .map(|o| calls.get(*o).copied().unwrap_or(0.0))
@@ -381,6 +416,61 @@ const DDB_READS: &[&str] = &[
     "DynamoDB.Query",
     "DynamoDB.Scan",
 ];
+
+/// Each kind of run's list price per million: DynamoDB write units as the counter tallied
+/// them from the requests (items by the started KB, a keys-only entry per index for each
+/// item created), a read unit per read request (items under 4 KB), SQS, S3, a Lambda
+/// request per function invocation, and what starts the run (an HTTP API request per
+/// webhook call, a Scheduler invocation per cron tick). Twice: with every message
+/// received and deleted on its own (as counted here, one run at a time), and with the
+/// event source mapping's batches of 10 that a steady load gets (receives, deletes and
+/// executor invocations shared by 10 messages).
+fn cost_table(results: &[(&str, &str, PerRun)]) {
+    println!(
+        "\n## Cost per million runs, by kind (list prices, us-east-1, on-demand, before Lambda duration)\n"
+    );
+    println!(
+        "| run | DynamoDB WRU | read requests | SQS requests | Lambda requests | HTTP API / Scheduler | $ per million, messages one by one | $ per million, batches of 10 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (label, name, r) in results {
+        let wru = r.calls.get(WRITE_UNITS).copied().unwrap_or(0.0);
+        let reads = sum(&r.calls, DDB_READS);
+        let sqs_own: f64 = r
+            .calls
+            .iter()
+            .filter(|(k, _)| k.starts_with("SQS."))
+            .map(|(_, v)| v)
+            .sum::<f64>()
+            + 0.0;
+        let esm: f64 = r.esm.values().sum::<f64>() + 0.0;
+        let executor = r.esm.get("SQS.DeleteMessage").copied().unwrap_or(0.0);
+        let (entry, starts, start_price) = match *name {
+            "cron" => (1.0, 1.0, PRICE_SCHEDULER_INVOCATION),
+            // MSK bills by the broker hour, not per record; the event source batches
+            // records (here one per invocation).
+            "kafka" => (1.0, 0.0, 0.0),
+            // The webhook call, and the partner's call of the resume URL.
+            "parked" => (2.0, 2.0, PRICE_HTTP_API_REQUEST),
+            _ => (1.0, 1.0, PRICE_HTTP_API_REQUEST),
+        };
+        let s3 = sum(&r.calls, &["S3.PutObject"]) * PRICE_S3_PUT
+            + sum(&r.calls, &["S3.GetObject"]) * PRICE_S3_GET;
+        let fixed = wru * PRICE_WRU + reads * PRICE_RRU + s3 + starts * start_price;
+        let cost = |batch: f64| {
+            fixed
+                + (sqs_own + esm / batch) * PRICE_SQS_REQUEST
+                + (entry + executor / batch) * PRICE_LAMBDA_REQUEST
+        };
+        println!(
+            "| {label} | {wru:.2} | {reads:.2} | {:.2} | {:.2} | {starts:.0} | ${:.2} | ${:.2} |",
+            sqs_own + esm,
+            entry + executor,
+            cost(1.0),
+            cost(10.0)
+        );
+    }
+}
 
 /// A `map` step's items run in the executor's invocation (requests out together), with
 /// the run written once when it ends (and once a second while lanes run, which these
@@ -553,6 +643,12 @@ async fn main() {
             false,
         ),
         (
+            "Kafka record (the msk-consumer function's batch of one), one transform",
+            "kafka",
+            "kafka",
+            false,
+        ),
+        (
             "sync webhook, one transform",
             "sync",
             "bench-sync-token-0000000001",
@@ -569,6 +665,7 @@ async fn main() {
         let all: Vec<String> = r
             .calls
             .iter()
+            .filter(|(k, _)| k.as_str() != WRITE_UNITS)
             .map(|(k, v)| format!("{k} {v:.2}"))
             .chain(r.esm.iter().map(|(k, v)| format!("ESM {k} {v:.2}")))
             .collect();
@@ -665,6 +762,10 @@ async fn main() {
     println!(
         "- SQS: {sqs_requests:.2} requests (send by the ingress; receive and delete by the event source mapping, counted here per message — Lambda batches them up to 10 under load) × ${PRICE_SQS_REQUEST}/M = ${sqs:.3}"
     );
+    println!(
+        "- the write units the counter tallied from the requests themselves: {:.2} per run",
+        three.calls.get(WRITE_UNITS).copied().unwrap_or(0.0)
+    );
     println!("- S3: ${s3:.3}");
     println!(
         "- storage side (DynamoDB + SQS + S3): **${:.2} per million runs**",
@@ -675,6 +776,7 @@ async fn main() {
         ddb + sqs + s3 + lambda + api
     );
 
+    cost_table(&results);
     map_cost(&rig, &results).await;
     sync_http_overhead(&rig, &stub).await;
 

@@ -22,7 +22,7 @@ pub mod settings;
 pub mod store;
 
 pub use queue::SqsQueue;
-pub use settings::{CallCounter, Clients, CronSettings, Settings};
+pub use settings::{CallCounter, Clients, CronSettings, Settings, WRITE_UNITS};
 pub use store::DynamoStore;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

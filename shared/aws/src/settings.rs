@@ -372,7 +372,7 @@ impl Intercept for CallCounter {
     // Before each transmission: a retried request counts again, as AWS bills it.
     fn read_before_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
@@ -382,7 +382,121 @@ impl Intercept for CallCounter {
             *counts
                 .entry(format!("{}.{}", m.service(), m.name()))
                 .or_default() += 1;
+            let units = match context.request().body().bytes() {
+                Some(body) if m.service() == "DynamoDB" => write_units(m.name(), body),
+                _ => 0,
+            };
+            if units > 0 {
+                *counts.entry(WRITE_UNITS.into()).or_default() += units;
+            }
         }
         Ok(())
+    }
+}
+
+/// The [`CallCounter`]'s tally of DynamoDB write units (not a request).
+pub const WRITE_UNITS: &str = "units:DynamoDB.WRU";
+
+/// The write units DynamoDB bills a request, estimated from its body: each item put is
+/// billed per started KB of its attribute names and values; an item created (written on
+/// condition that it does not exist yet, or in a batch) with index keys adds one keys-only
+/// entry per index (`shard`: the `by_time` index, `wkey`: `by_workflow`). An update or a
+/// delete counts one unit (its item's size is not in the request). Reads count nothing.
+fn write_units(operation: &str, body: &[u8]) -> u64 {
+    let Ok(req) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return 0;
+    };
+    let put = |p: &serde_json::Value, created: bool| -> u64 {
+        let Some(item) = p["Item"].as_object() else {
+            return 0;
+        };
+        let size: usize = item.iter().map(|(k, v)| k.len() + value_size(v)).sum();
+        let entries = u64::from(item.contains_key("shard")) + u64::from(item.contains_key("wkey"));
+        size.div_ceil(1024).max(1) as u64 + if created { entries } else { 0 }
+    };
+    let absent = |p: &serde_json::Value| {
+        p["ConditionExpression"]
+            .as_str()
+            .is_some_and(|c| c.contains("attribute_not_exists"))
+    };
+    match operation {
+        "PutItem" => put(&req, absent(&req)),
+        "UpdateItem" | "DeleteItem" => 1,
+        "TransactWriteItems" => req["TransactItems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| match t.get("Put") {
+                Some(p) => put(p, absent(p)),
+                None => u64::from(t.get("ConditionCheck").is_none()),
+            })
+            .sum(),
+        "BatchWriteItem" => req["RequestItems"]
+            .as_object()
+            .into_iter()
+            .flat_map(|tables| tables.values())
+            .filter_map(serde_json::Value::as_array)
+            .flatten()
+            .map(|w| match w.get("PutRequest") {
+                Some(p) => put(p, true),
+                None => 1,
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// An attribute value's billed size (DynamoDB's rules, numbers approximated by digits).
+fn value_size(v: &serde_json::Value) -> usize {
+    let Some((kind, v)) = v.as_object().and_then(|o| o.iter().next()) else {
+        return 0;
+    };
+    match (kind.as_str(), v) {
+        ("S", serde_json::Value::String(s)) => s.len(),
+        ("N", serde_json::Value::String(n)) => n.len().div_ceil(2) + 1,
+        // Binary travels base64-encoded: its bytes are three quarters of the text.
+        ("B", serde_json::Value::String(b)) => b.trim_end_matches('=').len() * 3 / 4,
+        ("M", serde_json::Value::Object(m)) => {
+            3 + m
+                .iter()
+                .map(|(k, v)| 1 + k.len() + value_size(v))
+                .sum::<usize>()
+        }
+        ("L", serde_json::Value::Array(l)) => {
+            3 + l.iter().map(|v| 1 + value_size(v)).sum::<usize>()
+        }
+        ("SS" | "NS" | "BS", serde_json::Value::Array(l)) => {
+            l.iter().map(|v| v.as_str().map_or(0, str::len)).sum()
+        }
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn units(op: &str, body: serde_json::Value) -> u64 {
+        write_units(op, body.to_string().as_bytes())
+    }
+
+    #[test]
+    fn a_created_item_pays_per_started_kb_and_one_entry_per_index() {
+        let item = json!({"id": {"S": "r1"}, "shard": {"S": "3"}, "wkey": {"S": "w#3"},
+            "doc": {"S": "x".repeat(1100)}});
+        let create = json!({"Item": item, "ConditionExpression": "attribute_not_exists(id)"});
+        assert_eq!(units("PutItem", create), 2 + 2);
+        let replace = json!({"Item": item, "ConditionExpression": "v = :v"});
+        assert_eq!(units("PutItem", replace), 2);
+        let small = json!({"Item": {"id": {"S": "m"}, "body": {"B": "aGVsbG8="}}});
+        assert_eq!(units("PutItem", small), 1);
+        let tx = json!({"TransactItems": [
+            {"Put": {"Item": {"id": {"S": "a"}, "shard": {"S": "1"}},
+                     "ConditionExpression": "attribute_not_exists(id)"}},
+            {"ConditionCheck": {"Key": {"id": {"S": "b"}}}},
+            {"Update": {"Key": {"id": {"S": "c"}}}}]});
+        assert_eq!(units("TransactWriteItems", tx), 2 + 1);
+        assert_eq!(units("GetItem", json!({"Key": {"id": {"S": "a"}}})), 0);
     }
 }
