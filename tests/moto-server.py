@@ -1,5 +1,5 @@
 """moto's server, as `moto_server` runs it, with three corrections to its MSK (kafka) API
-that the tests of the deploy-time MSK check need. tests/with-aws runs this file with the
+that the tests of the deploy-time MSK check need, and one to DynamoDB. tests/with-aws runs this file with the
 venv's Python; the arguments are moto_server's.
 
 - moto writes a cluster's creationTime without a UTC offset ("2026-11-23T21:42:45.123456"),
@@ -10,10 +10,18 @@ venv's Python; the arguments are moto_server's.
   ACTIVE cluster. Without the tag, clusters stay CREATING as in moto.
 - moto answers a DescribeCluster(V2) of an unknown ARN with a 500 (a KeyError); AWS answers
   NotFoundException, as here.
+- DynamoDB applies the writes to one item one at a time (an update is atomic, a condition is
+  checked against the item as it is); moto's server handles requests on threads and reads,
+  changes and stores an item without a lock, so two concurrent updates of one item could
+  lose one (seen as a flaky conformance test: 16 concurrent context patches, 15 kept). Here
+  every DynamoDB write holds one lock, as if each item's writes were serialized.
 """
+
+import threading
 
 from datetime import datetime, timezone
 
+from moto.dynamodb.models import DynamoDBBackend
 from moto.kafka import models
 from moto.kafka.exceptions import NotFoundException
 from moto.server import main
@@ -56,6 +64,20 @@ models.KafkaBackend.create_cluster = _created_in_tagged_state(models.KafkaBacken
 models.KafkaBackend.create_cluster_v2 = _created_in_tagged_state(
     models.KafkaBackend.create_cluster_v2
 )
+
+_writes = threading.RLock()
+
+
+def _serialized(write):
+    def wrapper(*args, **kwargs):
+        with _writes:
+            return write(*args, **kwargs)
+
+    return wrapper
+
+
+for _name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+    setattr(DynamoDBBackend, _name, _serialized(getattr(DynamoDBBackend, _name)))
 
 if __name__ == "__main__":
     main()
