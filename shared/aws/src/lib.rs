@@ -19,6 +19,7 @@ pub mod queue;
 pub mod schedules;
 pub mod secrets;
 pub mod settings;
+mod signed;
 pub mod store;
 
 pub use queue::SqsQueue;
@@ -254,7 +255,11 @@ pub fn build_control_app(clients: &Clients, settings: Settings, config: Config) 
     if let Some(max) = with.retention {
         app.deployments.set_retention_max(max);
     }
-    let app = app.with_kafka_source(Arc::new(msk::MskSource::new(clients.kafka(), msk)));
+    let app = app.with_kafka_source(Arc::new(msk::MskSource::new(
+        clients.sdk_config(),
+        clients.counter(),
+        msk,
+    )));
     Arc::new(match cron {
         Some(cron) => app.with_schedules(Arc::new(schedules::EventBridgeSchedules::new(
             clients.scheduler(),

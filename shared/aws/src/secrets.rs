@@ -4,19 +4,15 @@
 //! functions cache each value (see `tripline_app::secrets`), so a run costs no read per
 //! step. Values over 4 KB use the advanced tier (up to 8 KB).
 //!
-//! The five SSM operations used here are called through SSM's JSON protocol, signed with
-//! SigV4 by `aws-sigv4` (already linked by the SDK clients), rather than through
-//! `aws-sdk-ssm`: that crate's code for some 150 operations added about 1 MiB to each
-//! function that reads secrets.
+//! The five SSM operations used here are called through SSM's JSON protocol, signed by
+//! hand (`signed.rs`), rather than through `aws-sdk-ssm`: that crate's code for some 150
+//! operations added about 1 MiB to each function that reads secrets.
 
-use std::time::SystemTime;
-
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use serde_json::{Value, json};
 use tripline_app::ports::{SecretInfo, SecretStore, StoreError};
 use tripline_core::Timestamp;
 
+use crate::signed::Signed;
 use crate::{AwsError, CallCounter};
 
 /// The largest standard parameter.
@@ -32,34 +28,18 @@ struct SsmError {
 
 #[derive(Clone, Debug)]
 pub struct SsmSecrets {
-    http: reqwest::Client,
+    signed: Signed,
     endpoint: String,
-    region: String,
-    credentials: Option<SharedCredentialsProvider>,
-    counter: Option<CallCounter>,
     /// `/tripline/{stack}/secrets`, without a trailing `/`.
     prefix: String,
 }
 
 impl SsmSecrets {
     pub fn new(config: &aws_config::SdkConfig, counter: Option<CallCounter>, prefix: &str) -> Self {
-        let region = config
-            .region()
-            .map_or_else(|| "us-east-1".to_string(), |r| r.to_string());
-        let endpoint = config
-            .endpoint_url()
-            .map(|e| e.trim_end_matches('/').to_string())
-            .unwrap_or_else(|| format!("https://ssm.{region}.amazonaws.com"));
+        let signed = Signed::new(config, counter);
         Self {
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(10))
-                .no_proxy()
-                .build()
-                .unwrap_or_default(),
-            endpoint,
-            region,
-            credentials: config.credentials_provider(),
-            counter,
+            endpoint: signed.endpoint("ssm"),
+            signed,
             prefix: prefix.trim_end_matches('/').to_string(),
         }
     }
@@ -77,52 +57,6 @@ impl SsmSecrets {
 
     fn path(&self, name: &str) -> String {
         format!("{}/{name}", self.prefix)
-    }
-
-    /// The SigV4 headers for a POST of `body` with `headers` to `url`.
-    async fn sign(
-        &self,
-        url: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Result<Vec<(String, String)>, (String, crate::BoxError)> {
-        let Some(provider) = &self.credentials else {
-            return Err((
-                "no AWS credentials".into(),
-                "no credentials provider".into(),
-            ));
-        };
-        let creds = provider.provide_credentials().await.map_err(|e| {
-            (
-                format!("no AWS credentials: {e}"),
-                Box::new(e) as crate::BoxError,
-            )
-        })?;
-        let identity = creds.into();
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("ssm")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| (e.to_string(), Box::new(e) as crate::BoxError))?
-            .into();
-        let signable = SignableRequest::new(
-            "POST",
-            url,
-            headers.iter().copied(),
-            SignableBody::Bytes(body),
-        )
-        .map_err(|e| (e.to_string(), Box::new(e) as crate::BoxError))?;
-        let instructions = sign(signable, &params)
-            .map_err(|e| (e.to_string(), Box::new(e) as crate::BoxError))?
-            .into_parts()
-            .0;
-        Ok(instructions
-            .headers()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect())
     }
 
     /// One SSM operation: `Err(Ok(e))` when SSM answered with an error, `Err(Err(e))`
@@ -147,28 +81,23 @@ impl SsmSecrets {
             ("content-type", "application/x-amz-json-1.1"),
             ("x-amz-target", target.as_str()),
         ];
-        let signature = match self.sign(&url, &headers, &bytes).await {
-            Ok(s) => s,
+        let sent = self
+            .signed
+            .send(
+                "ssm",
+                &format!("SSM.{operation}"),
+                reqwest::Method::POST,
+                &url,
+                &headers,
+                bytes,
+            )
+            .await;
+        let (status, answer) = match sent {
+            Ok((status, body)) => (
+                status,
+                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+            ),
             Err((said, cause)) => return Err(failed(said, cause)),
-        };
-        let mut request = self.http.post(&url).body(bytes);
-        for (k, v) in headers.iter().copied() {
-            request = request.header(k, v);
-        }
-        for (k, v) in &signature {
-            request = request.header(k.as_str(), v.as_str());
-        }
-        if let Some(c) = &self.counter {
-            c.count(&format!("SSM.{operation}"));
-        }
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => return Err(failed(e.to_string(), Box::new(e))),
-        };
-        let status = response.status();
-        let answer: Value = match response.bytes().await {
-            Ok(b) => serde_json::from_slice(&b).unwrap_or(Value::Null),
-            Err(e) => return Err(failed(e.to_string(), Box::new(e))),
         };
         if status.is_success() {
             return Ok(answer);

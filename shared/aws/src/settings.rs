@@ -296,13 +296,9 @@ impl Clients {
         }
     }
 
-    /// An MSK client on the same configuration (only the control API checks clusters).
-    pub fn kafka(&self) -> aws_sdk_kafka::Client {
-        let mut b = aws_sdk_kafka::config::Builder::from(&self.shared);
-        if let Some(c) = self.counter.clone() {
-            b = b.interceptor(c);
-        }
-        aws_sdk_kafka::Client::from_conf(b.build())
+    /// The bench's call counter, when it counts (for requests made outside the SDK).
+    pub fn counter(&self) -> Option<CallCounter> {
+        self.counter.clone()
     }
 
     /// An EventBridge Scheduler client on the same configuration. Built on demand: only the

@@ -74,8 +74,7 @@ fn as_record(topic: &str, partition: i32, offset: i64) -> KafkaRecord {
 
 /// An MSK cluster on the test server that is ACTIVE (tests/moto-server.py honours the tag).
 async fn active_cluster(clients: &tripline_aws::Clients) -> String {
-    clients
-        .kafka()
+    aws_sdk_kafka::Client::new(clients.sdk_config())
         .create_cluster()
         .cluster_name(format!("c{}", tripline_tests::aws::unique_prefix()).replace('-', ""))
         .kafka_version("3.6.0")
@@ -296,8 +295,7 @@ async fn a_kafka_trigger_deploys_only_where_the_msk_event_source_can_deliver_it(
     use aws_sdk_kafka::types::BrokerNodeGroupInfo;
     let (clients, settings) = fresh(None).await;
     let create = |state: Option<&'static str>| {
-        let mut req = clients
-            .kafka()
+        let mut req = aws_sdk_kafka::Client::new(clients.sdk_config())
             .create_cluster()
             .cluster_name(format!("c{}", tripline_tests::aws::unique_prefix()).replace('-', ""))
             .kafka_version("3.6.0")
