@@ -13,8 +13,9 @@ venv's Python; the arguments are moto_server's.
 - DynamoDB applies the writes to one item one at a time (an update is atomic, a condition is
   checked against the item as it is); moto's server handles requests on threads and reads,
   changes and stores an item without a lock, so two concurrent updates of one item could
-  lose one (seen as a flaky conformance test: 16 concurrent context patches, 15 kept). Here
-  every DynamoDB write holds one lock, as if each item's writes were serialized.
+  lose one (the likely cause of a conformance test of 16 concurrent context patches that
+  failed once under load). Here every DynamoDB write holds one lock, as if each item's
+  writes were serialized.
 """
 
 import threading
