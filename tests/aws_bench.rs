@@ -397,6 +397,16 @@ async fn kafka_record(rig: &Rig, n: usize, body: &Value) -> String {
     page.items[0].id.clone()
 }
 
+/// The calls of one service (`"SQS."`), summed (an empty sum is -0.0, hence the + 0.0).
+fn prefixed(calls: &BTreeMap<String, f64>, prefix: &str) -> f64 {
+    calls
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum::<f64>()
+        + 0.0
+}
+
 fn sum(calls: &BTreeMap<String, f64>, ops: &[&str]) -> f64 {
     ops.iter()
         .map(|o| calls.get(*o).copied().unwrap_or(0.0))
@@ -436,13 +446,7 @@ fn cost_table(results: &[(&str, &str, PerRun)]) {
     for (label, name, r) in results {
         let wru = r.calls.get(WRITE_UNITS).copied().unwrap_or(0.0);
         let reads = sum(&r.calls, DDB_READS);
-        let sqs_own: f64 = r
-            .calls
-            .iter()
-            .filter(|(k, _)| k.starts_with("SQS."))
-            .map(|(_, v)| v)
-            .sum::<f64>()
-            + 0.0;
+        let sqs_own = prefixed(&r.calls, "SQS.");
         let esm: f64 = r.esm.values().sum::<f64>() + 0.0;
         let executor = r.esm.get("SQS.DeleteMessage").copied().unwrap_or(0.0);
         let (entry, starts, start_price) = match *name {
@@ -669,21 +673,9 @@ async fn main() {
             .map(|(k, v)| format!("{k} {v:.2}"))
             .chain(r.esm.iter().map(|(k, v)| format!("ESM {k} {v:.2}")))
             .collect();
-        let sqs: f64 = r
-            .calls
-            .iter()
-            .filter(|(k, _)| k.starts_with("SQS."))
-            .map(|(_, v)| v)
-            .sum::<f64>()
-            + 0.0; // an empty sum is -0.0
+        let sqs = prefixed(&r.calls, "SQS.");
         let esm: f64 = r.esm.values().sum::<f64>() + 0.0;
-        let s3: f64 = r
-            .calls
-            .iter()
-            .filter(|(k, _)| k.starts_with("S3."))
-            .map(|(_, v)| v)
-            .sum::<f64>()
-            + 0.0;
+        let s3 = prefixed(&r.calls, "S3.");
         println!(
             "| {label} | {:.2} | {:.2} | {sqs:.2} | {esm:.2} | {s3:.2} | {} |",
             sum(&r.calls, DDB_WRITES),
@@ -736,13 +728,7 @@ async fn main() {
     let reads = sum(&three.calls, &["DynamoDB.GetItem"]) * (run_size.div_ceil(4096)) as f64;
     let total_wru = admission + finish;
     let ddb = total_wru * PRICE_WRU + reads * PRICE_RRU;
-    let sqs_requests = three
-        .calls
-        .iter()
-        .filter(|(k, _)| k.starts_with("SQS."))
-        .map(|(_, v)| v)
-        .sum::<f64>()
-        + three.esm.values().sum::<f64>();
+    let sqs_requests = prefixed(&three.calls, "SQS.") + three.esm.values().sum::<f64>();
     let sqs = sqs_requests * PRICE_SQS_REQUEST;
     let s3 = sum(&three.calls, &["S3.PutObject"]) * PRICE_S3_PUT
         + sum(&three.calls, &["S3.GetObject"]) * PRICE_S3_GET;
@@ -787,14 +773,7 @@ async fn main() {
         .find(|(_, name, _)| *name == "secret")
         .expect("the secret scenario")
         .2;
-    let ssm = |r: &PerRun| {
-        r.calls
-            .iter()
-            .filter(|(k, _)| k.starts_with("SSM."))
-            .map(|(_, v)| v)
-            .sum::<f64>()
-            + 0.0
-    };
+    let ssm = |r: &PerRun| prefixed(&r.calls, "SSM.");
     let all = |r: &PerRun| r.calls.values().sum::<f64>() + r.esm.values().sum::<f64>();
     println!("\n## A step that renders a secret (SSM Parameter Store SecureString)\n");
     println!(

@@ -51,7 +51,6 @@ impl Signed {
     /// Sends `method url` with `headers` and `body`, signed for `service` (its signing
     /// name); counted as `{counted}` when the bench counts. The status and body of the
     /// answer, whatever the status.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn send(
         &self,
         service: &str,
