@@ -229,6 +229,9 @@ impl EmbeddedStore {
         };
         let writer = open_conn(&path, false).map_err(db_err)?;
         writer.execute_batch(SCHEMA).map_err(db_err)?;
+        writer
+            .execute_batch(&store::partial_indexes())
+            .map_err(db_err)?;
         // Data folders made before work items had `start_only`.
         if writer
             .prepare("SELECT start_only FROM queue LIMIT 0")
