@@ -7,7 +7,6 @@
 //! the one commit (WAL, `synchronous=FULL`: the commit is on disk when it returns). Reads use
 //! a small pool of other connections.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -16,7 +15,6 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Notify, oneshot};
 use tripline_app::ports::*;
-use tripline_core::Timestamp;
 
 mod queue;
 mod secrets;
@@ -440,10 +438,6 @@ fn sql(e: rusqlite::Error) -> StoreError {
     unavailable(e)
 }
 
-/// Leases held by this process (see `queue`): not stored, because one process owns the
-/// database; after a restart every item is receivable again at once.
-pub(crate) type Leases = Mutex<HashMap<i64, Timestamp>>;
-
 #[cfg(test)]
 mod writer_tests {
     use super::*;
@@ -453,7 +447,7 @@ mod writer_tests {
         let dir = tempfile::tempdir().expect("tmp");
         let store = EmbeddedStore::open(dir.path()).expect("store");
         FAIL_NEXT_SAVEPOINT.store(true, std::sync::atomic::Ordering::SeqCst);
-        let at = Timestamp::from_millis(5);
+        let at = tripline_core::Timestamp::from_millis(5);
         assert!(store.set_marker("m", at).await.is_err());
         assert_eq!(
             store.marker("m").await.expect("read"),
