@@ -164,6 +164,9 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, rusqlite::Error
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Room for every statement the writer runs (rusqlite keeps 16 by default): a statement
+    // pushed out is parsed again at its next use.
+    conn.set_prepared_statement_cache_capacity(64);
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Every commit is on disk before it is acknowledged.
@@ -385,13 +388,14 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
                 continue;
             }
             let (ok, finish) = job(Some(&conn));
-            let end = if ok {
-                "RELEASE job"
+            let ended = if ok {
+                exec_cached(&conn, "RELEASE job")
             } else {
-                "ROLLBACK TO job; RELEASE job"
+                exec_cached(&conn, "ROLLBACK TO job")
+                    .and_then(|_| exec_cached(&conn, "RELEASE job"))
             };
-            match conn.execute_batch(end) {
-                Ok(()) => finishers.push(finish),
+            match ended {
+                Ok(_) => finishers.push(finish),
                 Err(e) => {
                     // The job's outcome is unknown inside this transaction: roll all of
                     // it back, so what callers are told matches the disk.
@@ -427,7 +431,7 @@ fn savepoint(conn: &Connection) -> rusqlite::Result<()> {
             Some("injected".into()),
         ));
     }
-    conn.execute_batch("SAVEPOINT job")
+    exec_cached(conn, "SAVEPOINT job").map(|_| ())
 }
 
 fn exec_cached(conn: &Connection, statement: &str) -> rusqlite::Result<usize> {
@@ -441,6 +445,41 @@ fn sql(e: rusqlite::Error) -> StoreError {
 #[cfg(test)]
 mod writer_tests {
     use super::*;
+
+    /// A job that fails after writing is rolled back to its savepoint; the jobs grouped
+    /// with it commit (many at once, so that they share transactions).
+    #[tokio::test]
+    async fn a_write_that_fails_midway_leaves_nothing_and_its_group_commits() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = EmbeddedStore::open(dir.path()).expect("store");
+        let writes: Vec<_> = (0..40)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .write(move |conn| {
+                            conn.execute(
+                                "INSERT INTO markers (name, at) VALUES (?1, ?2)",
+                                rusqlite::params![format!("m{i}"), i],
+                            )
+                            .map_err(sql)?;
+                            if i % 2 == 1 {
+                                return Err(StoreError::Conflict);
+                            }
+                            Ok(())
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for (i, w) in writes.into_iter().enumerate() {
+            let r = w.await.expect("task");
+            assert_eq!(r.is_ok(), i % 2 == 0, "write {i}: {r:?}");
+            let at = tripline_core::Timestamp::from_millis(i as i64);
+            let found = store.marker(&format!("m{i}")).await.expect("read");
+            assert_eq!(found, (i % 2 == 0).then_some(at), "marker {i}");
+        }
+    }
 
     #[tokio::test]
     async fn a_write_whose_savepoint_fails_writes_nothing_and_says_so() {
