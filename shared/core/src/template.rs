@@ -164,6 +164,90 @@ fn to_json(v: minijinja::Value) -> Result<Value, TemplateError> {
         .map_err(|e| TemplateError(format!("the value cannot be JSON: {e}")))
 }
 
+/// What templates are rendered against: JSON, or the template engine's own values (a
+/// request's context, with its secrets' markers). A JSON context lets plain paths be read
+/// directly ([`path_value`]).
+pub trait Context: serde::Serialize {
+    fn as_json(&self) -> Option<&Value> {
+        None
+    }
+}
+
+impl Context for Value {
+    fn as_json(&self) -> Option<&Value> {
+        Some(self)
+    }
+}
+
+impl Context for minijinja::Value {}
+
+/// The most compiled expressions kept; past it the cache starts again (a workflow has a
+/// few dozen; the bound keeps generated expressions from growing it without end).
+const CACHED_EXPRESSIONS: usize = 4096;
+
+type Compiled = std::sync::Arc<minijinja::Expression<'static, 'static>>;
+
+/// [`compile_expression`], remembered: an expression is compiled once per process, not at
+/// every evaluation (perf: compiling was most of a one-step transform's template time).
+fn compiled_expression(expr: &str) -> Result<Compiled, TemplateError> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static CACHE: OnceLock<Mutex<HashMap<String, Compiled>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(expr).cloned()) {
+        return Ok(hit);
+    }
+    let compiled = std::sync::Arc::new(compile_expression(expr)?);
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= CACHED_EXPRESSIONS {
+            c.clear();
+        }
+        c.insert(expr.to_string(), compiled.clone());
+    }
+    Ok(compiled)
+}
+
+/// The value of an expression that is a plain path (`trigger.body`, `steps.a.id`) found
+/// in a JSON context, read directly: what the template engine gives, without converting
+/// the whole context into its values and the result back. `None` (the engine decides, and
+/// explains) for anything else: another expression, a path that is not there, a value
+/// over [`MAX_RENDERED`]. The engine's maps are sorted by key, so the copy is too.
+fn path_value(expr: &str, ctx: &Value) -> Option<Value> {
+    let mut at = ctx;
+    for name in expr.split('.') {
+        let mut chars = name.chars();
+        let plain = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !plain {
+            return None;
+        }
+        at = at.as_object()?.get(name)?;
+    }
+    let mut sized = Capped(Vec::new());
+    serde_json::to_writer(&mut sized, at).ok()?;
+    Some(sorted(at))
+}
+
+/// A copy of `v` whose objects have their keys in order.
+fn sorted(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
 /// Compiles an expression. One that still holds a template delimiter after its outer
 /// `{{ }}` is refused here: minijinja 2.24's expression lexer panics on `}}` (found by the
 /// generated tests), and a panic would take down a process built with `panic = abort`.
@@ -186,7 +270,7 @@ fn compile_expression(
 /// Evaluates an expression to a JSON value.
 pub fn eval<C: serde::Serialize + ?Sized>(expr: &str, ctx: &C) -> Result<Value, TemplateError> {
     let expr = whole_expression(expr).unwrap_or(expr);
-    let compiled = compile_expression(expr)?;
+    let compiled = compiled_expression(expr)?;
     let value = compiled.eval(ctx).map_err(|e| explained(e, expr, ctx))?;
     if value.is_undefined() {
         return Err(explain::undefined(expr, ctx));
@@ -210,7 +294,7 @@ fn explained<C: serde::Serialize + ?Sized>(
 /// Evaluates a condition: true when the expression's value is truthy.
 pub fn eval_condition(expr: &str, ctx: &Value) -> Result<bool, TemplateError> {
     let expr = whole_expression(expr).unwrap_or(expr);
-    let compiled = compile_expression(expr)?;
+    let compiled = compiled_expression(expr)?;
     let v = compiled.eval(ctx).map_err(|e| explained(e, expr, ctx))?;
     Ok(v.is_true())
 }
@@ -235,13 +319,13 @@ pub fn render_string<C: serde::Serialize + ?Sized>(
 }
 
 /// Renders a value template (see the module docs).
-pub fn render_value<C: serde::Serialize + ?Sized>(
-    tpl: &Value,
-    ctx: &C,
-) -> Result<Value, TemplateError> {
+pub fn render_value<C: Context + ?Sized>(tpl: &Value, ctx: &C) -> Result<Value, TemplateError> {
     Ok(match tpl {
         Value::String(s) => match whole_expression(s) {
-            Some(expr) => eval(expr, ctx)?,
+            Some(expr) => match ctx.as_json().and_then(|json| path_value(expr, json)) {
+                Some(v) => v,
+                None => eval(expr, ctx)?,
+            },
             None if is_templated(s) => Value::String(render_string(s, ctx)?),
             None => tpl.clone(),
         },
@@ -320,6 +404,86 @@ fn walk(v: &Value, path: String, out: &mut Vec<(String, Result<BTreeSet<String>,
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// Any JSON, with keys often from a small alphabet so that generated paths find them.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("JSON numbers are finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "\\PC{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec(("[a-c]|[A-Za-z_][A-Za-z0-9_]{0,4}|\\PC{0,4}", inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// A plain path read directly gives exactly what the template engine gives (the
+        /// same JSON text: values, numbers and the order of keys), and where it gives
+        /// nothing the engine is asked.
+        #[test]
+        fn a_plain_path_reads_what_the_template_engine_gives(
+            body in json_value(),
+            path in prop::collection::vec("[a-c]|[a-z_][a-z0-9_]{0,2}|0|a-b", 0..4),
+        ) {
+            let ctx = json!({"trigger": {"body": body}, "run": {"id": "r1"}});
+            let expr = ["trigger", "body"].iter().map(|s| s.to_string()).chain(path).collect::<Vec<_>>().join(".");
+            let direct = path_value(&expr, &ctx);
+            if let Some(direct) = direct {
+                let engine = eval(&expr, &ctx);
+                prop_assert!(engine.is_ok(), "{expr}: read directly, refused by the engine: {engine:?}");
+                prop_assert_eq!(
+                    serde_json::to_string(&direct).unwrap_or_default(),
+                    serde_json::to_string(&engine.unwrap_or_default()).unwrap_or_default(),
+                    "{}", expr
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_plain_paths_present_and_in_bounds_are_read_directly() {
+        let big = "x".repeat(MAX_RENDERED + 1);
+        let ctx = json!({"trigger": {"body": {"b": 1, "a": {"d": [ {"z": 1, "y": 2} ], "c": null}, "big": big}}});
+        let got = path_value("trigger.body", &ctx).map(|v| v.to_string());
+        assert_eq!(
+            got, None,
+            "over the bound: the engine refuses it, with its message"
+        );
+        assert_eq!(
+            path_value("trigger.body.a", &ctx).map(|v| v.to_string()),
+            Some(r#"{"c":null,"d":[{"y":2,"z":1}]}"#.to_string()),
+            "keys in order, as the engine gives them"
+        );
+        for not_direct in [
+            "trigger.body.missing",
+            "trigger.body.b * 2",
+            "trigger.body['a']",
+            "trigger.body.a.d.0",
+            "",
+            "trigger..body",
+        ] {
+            assert_eq!(path_value(not_direct, &ctx), None, "{not_direct}");
+        }
+        let err = render_value(&json!("{{ trigger.body.missing }}"), &ctx).expect_err("undefined");
+        assert!(err.0.contains("missing"), "the engine explains: {}", err.0);
     }
 }
 
