@@ -145,6 +145,22 @@ impl std::io::Write for Capped {
     }
 }
 
+/// A writer that only counts, and refuses to count past [`MAX_RENDERED`].
+struct Measured(usize);
+
+impl std::io::Write for Measured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        if self.0 > MAX_RENDERED {
+            return Err(std::io::Error::other("over the limit"));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn too_large() -> TemplateError {
     TemplateError(format!(
         "{LIMIT}the template produced more than {MAX_RENDERED} bytes"
@@ -225,8 +241,7 @@ fn path_value(expr: &str, ctx: &Value) -> Option<Value> {
         }
         at = at.as_object()?.get(name)?;
     }
-    let mut sized = Capped(Vec::new());
-    serde_json::to_writer(&mut sized, at).ok()?;
+    serde_json::to_writer(Measured(0), at).ok()?;
     Some(sorted(at))
 }
 
