@@ -486,7 +486,7 @@ impl Run {
         out
     }
 
-    /// What templates see.
+    /// What templates see. [`TemplateView`] builds it only when the engine needs it.
     pub fn template_context(&self) -> Value {
         json!({
             "trigger": self.trigger_input,
@@ -539,5 +539,127 @@ impl Run {
             "started_at": self.started_at,
             "finished_at": self.finished_at,
         })
+    }
+}
+
+/// What templates see of a run ([`Run::template_context`]), built only when the template
+/// engine needs it: a plain path into the trigger, a step's output or the context is read
+/// from the run itself (a transform of `{{ trigger.body }}` copied the whole context first).
+pub struct TemplateView<'a>(pub &'a Run);
+
+impl Serialize for TemplateView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.template_context().serialize(s)
+    }
+}
+
+impl crate::template::Context for TemplateView<'_> {
+    fn find(&self, path: &str) -> Option<&Value> {
+        use crate::template::{follow, plain_name};
+        let mut names = path.split('.');
+        let (root, first) = (names.next()?, names.next());
+        let start = match root {
+            "trigger" => return follow(&self.0.trigger_input, first.into_iter().chain(names)),
+            // As in `step_outputs`: the last success of a step outside a lane.
+            "steps" => self
+                .0
+                .step_executions
+                .iter()
+                .rev()
+                .find(|e| Some(e.step_id.as_str()) == first && e.status == StepStatus::Succeeded)?
+                .output
+                .as_ref()?,
+            "context" => self.0.context.get(first?)?,
+            _ => return None,
+        };
+        plain_name(first?).then(|| follow(start, names))?
+    }
+}
+
+#[cfg(test)]
+mod template_view_tests {
+    use super::*;
+    use crate::template::{Context, eval, render_value};
+    use serde_json::json;
+
+    fn execution(step: &str, status: StepStatus, output: Option<Value>) -> StepExecution {
+        StepExecution {
+            step_id: step.into(),
+            attempt: 1,
+            status,
+            request: None,
+            output,
+            error: None,
+            started_at: Timestamp(0),
+            finished_at: Timestamp(0),
+            duration_ms: 0,
+        }
+    }
+
+    fn run() -> Run {
+        let manual = TriggerRef {
+            kind: TriggerKind::Manual,
+            id: "manual".into(),
+        };
+        let input = json!({"body": {"b": 1, "a": {"z": [1, {"y": 2.5, "x": null}]}}});
+        let mut run = Run::new("r1".into(), "w", 1, manual, input, Timestamp(0));
+        use StepStatus::*;
+        run.step_executions = vec![
+            execution("a", Succeeded, Some(json!({"id": 1}))),
+            execution("a", Succeeded, Some(json!({"k": "v", "id": 2}))),
+            execution("a", Failed, Some(json!({"id": 3}))),
+            execution("b", Succeeded, None),
+            execution("c[0]", Succeeded, Some(json!({"lane": true}))),
+            execution("d", Failed, Some(json!({"x": 1}))),
+        ];
+        run.context.insert("tenant".into(), json!({"name": "acme"}));
+        run.state = Some(json!({"n": 1}));
+        run
+    }
+
+    /// A template renders against the view exactly as the template engine renders it
+    /// against the whole context: the same JSON text, or the same error.
+    #[test]
+    fn a_run_is_seen_by_templates_as_its_whole_context() {
+        let run = run();
+        let whole = run.template_context();
+        let view = TemplateView(&run);
+        for direct in [
+            "trigger.body.a",
+            "steps.a.id",
+            "steps.a",
+            "context.tenant.name",
+        ] {
+            assert!(view.find(direct).is_some(), "{direct} is read directly");
+        }
+        let paths = [
+            "trigger",
+            "trigger.body",
+            "trigger.body.a.z",
+            "steps.a",
+            "steps.a.id",
+            "steps.a.k",
+            "steps.b",
+            "context.tenant",
+            "context.tenant.name",
+            "state.n",
+            "run.id",
+            "steps",
+            "context",
+            "trigger.body.b * 2",
+            "steps.d",
+            "steps.d.x",
+            "steps.c",
+            "trigger.none",
+            "context.other",
+            "steps.a.id.deeper",
+            "steps.a-b",
+        ];
+        for expr in paths {
+            let tpl = json!(format!("{{{{ {expr} }}}}"));
+            let seen = render_value(&tpl, &view).map(|v| v.to_string());
+            let engine = eval(expr, &whole).map(|v| v.to_string());
+            assert_eq!(seen, engine, "{expr}");
+        }
     }
 }

@@ -180,22 +180,47 @@ fn to_json(v: minijinja::Value) -> Result<Value, TemplateError> {
         .map_err(|e| TemplateError(format!("the value cannot be JSON: {e}")))
 }
 
-/// What templates are rendered against: JSON, or the template engine's own values (a
-/// request's context, with its secrets' markers). A JSON context lets plain paths be read
-/// directly ([`path_value`]).
+/// What templates are rendered against: JSON, a run ([`crate::run::TemplateView`]), or
+/// the template engine's own values (a request's context, with its secrets' markers).
 pub trait Context: serde::Serialize {
-    fn as_json(&self) -> Option<&Value> {
+    /// The value at a plain path (names joined by dots), when this context can find it
+    /// without the template engine; `None`: the engine decides, and explains.
+    fn find(&self, path: &str) -> Option<&Value> {
+        let _ = path;
         None
     }
 }
 
 impl Context for Value {
-    fn as_json(&self) -> Option<&Value> {
-        Some(self)
+    fn find(&self, path: &str) -> Option<&Value> {
+        follow(self, path.split('.'))
     }
 }
 
 impl Context for minijinja::Value {}
+
+/// True for a name a plain path may hold: a template identifier (`body`, `_x`, `a1`).
+pub fn plain_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The value at `names` under `at`, through objects only, each name plain.
+pub fn follow<'a, 'n>(
+    mut at: &'a Value,
+    names: impl Iterator<Item = &'n str>,
+) -> Option<&'a Value> {
+    for name in names {
+        if !plain_name(name) {
+            return None;
+        }
+        at = at.as_object()?.get(name)?;
+    }
+    Some(at)
+}
 
 /// The most compiled expressions kept; past it the cache starts again (a workflow has a
 /// few dozen; the bound keeps generated expressions from growing it without end).
@@ -228,19 +253,8 @@ fn compiled_expression(expr: &str) -> Result<Compiled, TemplateError> {
 /// the whole context into its values and the result back. `None` (the engine decides, and
 /// explains) for anything else: another expression, a path that is not there, a value
 /// over [`MAX_RENDERED`]. The engine's maps are sorted by key, so the copy is too.
-fn path_value(expr: &str, ctx: &Value) -> Option<Value> {
-    let mut at = ctx;
-    for name in expr.split('.') {
-        let mut chars = name.chars();
-        let plain = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !plain {
-            return None;
-        }
-        at = at.as_object()?.get(name)?;
-    }
+fn path_value<C: Context + ?Sized>(expr: &str, ctx: &C) -> Option<Value> {
+    let at = ctx.find(expr)?;
     serde_json::to_writer(Measured(0), at).ok()?;
     Some(sorted(at))
 }
@@ -337,7 +351,7 @@ pub fn render_string<C: serde::Serialize + ?Sized>(
 pub fn render_value<C: Context + ?Sized>(tpl: &Value, ctx: &C) -> Result<Value, TemplateError> {
     Ok(match tpl {
         Value::String(s) => match whole_expression(s) {
-            Some(expr) => match ctx.as_json().and_then(|json| path_value(expr, json)) {
+            Some(expr) => match path_value(expr, ctx) {
                 Some(v) => v,
                 None => eval(expr, ctx)?,
             },

@@ -18,7 +18,7 @@ pub(in crate::engine) fn transform(
     now: Timestamp,
     effects: &mut Vec<Effect>,
 ) -> Then {
-    match template::render_value(value, &run.template_context()) {
+    match template::render_value(value, &crate::run::TemplateView(run)) {
         Ok(output) => {
             let done = Attempt::now(run, &step.id, now);
             record::succeed_step(wf, run, done, output, now, effects);
