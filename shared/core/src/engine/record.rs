@@ -215,7 +215,7 @@ pub(super) fn finish_succeeded(
     effects: &mut Vec<Effect>,
 ) {
     let output = match &wf.output {
-        Some(tpl) => template::render_value(tpl, &run.template_context()),
+        Some(tpl) => template::render_value(tpl, &crate::run::TemplateView(run)),
         None => Ok(last_output(run)),
     };
     let out = match output {

@@ -27,7 +27,7 @@ pub(in crate::engine) fn issue(
         Action::Http(h) => h,
         Action::TriggerWorkflow(t) => {
             let input = match &t.input {
-                Some(tpl) => template::render_value(tpl, &run.template_context()),
+                Some(tpl) => template::render_value(tpl, &crate::run::TemplateView(run)),
                 None => Ok(Value::Null),
             };
             match input {
