@@ -248,8 +248,8 @@ fn compiled_expression(expr: &str) -> Result<Compiled, TemplateError> {
     Ok(compiled)
 }
 
-/// The value of an expression that is a plain path (`trigger.body`, `steps.a.id`) found
-/// in a JSON context, read directly: what the template engine gives, without converting
+/// The value of an expression that is a plain path (`trigger.body`, `steps.a.id`) that the
+/// context can find ([`Context::find`]: JSON, a run's view), read directly: what the template engine gives, without converting
 /// the whole context into its values and the result back. `None` (the engine decides, and
 /// explains) for anything else: another expression, a path that is not there, a value
 /// over [`MAX_RENDERED`]. The engine's maps are sorted by key, so the copy is too.

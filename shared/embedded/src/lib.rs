@@ -16,6 +16,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Notify, oneshot};
 use tripline_app::ports::*;
 
+mod listing;
 mod queue;
 mod secrets;
 mod store;
@@ -231,7 +232,7 @@ impl EmbeddedStore {
         let writer = open_conn(&path, false).map_err(db_err)?;
         writer.execute_batch(SCHEMA).map_err(db_err)?;
         writer
-            .execute_batch(&store::partial_indexes())
+            .execute_batch(&listing::partial_indexes())
             .map_err(db_err)?;
         // Data folders made before work items had `start_only`.
         if writer
