@@ -397,19 +397,23 @@ pub const WRITE_UNITS: &str = "units:DynamoDB.WRU";
 /// billed per started KB of its attribute names and values; an item created (written on
 /// condition that it does not exist yet, or in a batch) with index keys adds one keys-only
 /// entry per index (`shard`: the `by_time` index, `wkey`: `by_workflow`). An update or a
-/// delete counts one unit (its item's size is not in the request). Reads count nothing.
+/// delete counts one unit (its item's size is not in the request). In a transaction every
+/// action is billed twice (DynamoDB prepares and commits it), a condition check included,
+/// and a put is counted as created: Tripline's transactions put only records they create
+/// (an admission's message and runs, a claim, a workflow revision). Reads count nothing.
 fn write_units(operation: &str, body: &[u8]) -> u64 {
     let Ok(req) = serde_json::from_slice::<serde_json::Value>(body) else {
         return 0;
     };
-    let put = |p: &serde_json::Value, created: bool| -> u64 {
+    let put_in = |p: &serde_json::Value, created: bool, times: u64| -> u64 {
         let Some(item) = p["Item"].as_object() else {
             return 0;
         };
         let size: usize = item.iter().map(|(k, v)| k.len() + value_size(v)).sum();
         let entries = u64::from(item.contains_key("shard")) + u64::from(item.contains_key("wkey"));
-        size.div_ceil(1024).max(1) as u64 + if created { entries } else { 0 }
+        times * size.div_ceil(1024).max(1) as u64 + if created { entries } else { 0 }
     };
+    let put = |p: &serde_json::Value, created: bool| put_in(p, created, 1);
     let absent = |p: &serde_json::Value| {
         p["ConditionExpression"]
             .as_str()
@@ -423,8 +427,8 @@ fn write_units(operation: &str, body: &[u8]) -> u64 {
             .into_iter()
             .flatten()
             .map(|t| match t.get("Put") {
-                Some(p) => put(p, absent(p)),
-                None => u64::from(t.get("ConditionCheck").is_none()),
+                Some(p) => put_in(p, true, 2),
+                None => 2,
             })
             .sum(),
         "BatchWriteItem" => req["RequestItems"]
@@ -492,7 +496,11 @@ mod tests {
                      "ConditionExpression": "attribute_not_exists(id)"}},
             {"ConditionCheck": {"Key": {"id": {"S": "b"}}}},
             {"Update": {"Key": {"id": {"S": "c"}}}}]});
-        assert_eq!(units("TransactWriteItems", tx), 2 + 1);
+        // Twice per action; the put created its item (one index entry).
+        assert_eq!(units("TransactWriteItems", tx), (2 + 1) + 2 + 2);
+        let unconditional = json!({"TransactItems": [
+            {"Put": {"Item": {"id": {"S": "m"}, "shard": {"S": "1"}, "wkey": {"S": "w#1"}}}}]});
+        assert_eq!(units("TransactWriteItems", unconditional), 2 + 2);
         assert_eq!(units("GetItem", json!({"Key": {"id": {"S": "a"}}})), 0);
     }
 }
