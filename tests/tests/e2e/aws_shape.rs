@@ -78,8 +78,10 @@ async fn an_async_webhook_run_goes_through_sqs_to_succeeded() {
         .post_hook("aws-orders-token-000000000001", &json!({"order": "A-1"}))
         .await;
     assert_eq!(status, 202, "{body}");
-    assert!(headers.contains_key("x-tripline-message-id"));
     let run_id = body["run_id"].as_str().expect("run id").to_string();
+    // The run takes its message's id: the message is listed through the run's index
+    // entries and writes none of its own.
+    assert_eq!(headers["x-tripline-message-id"], run_id.as_str());
     assert_eq!(s.run(&run_id).await["status"], "queued");
 
     let delivered = s.pump.drain(&s.executor, Duration::from_secs(30)).await;
@@ -97,8 +99,11 @@ async fn an_async_webhook_run_goes_through_sqs_to_succeeded() {
         .http(&s.control, "GET", "/v1/runs?workflow=orders", &[], b"")
         .await;
     assert_eq!(runs["items"][0]["run_id"], run_id.as_str(), "{runs}");
-    let (_, _, inbox) = s.http(&s.control, "GET", "/v1/inbox", &[], b"").await;
-    assert_eq!(inbox["items"][0]["outcome"]["kind"], "started", "{inbox}");
+    for path in ["/v1/inbox", "/v1/inbox?workflow=orders"] {
+        let (_, _, inbox) = s.http(&s.control, "GET", path, &[], b"").await;
+        assert_eq!(inbox["items"][0]["outcome"]["kind"], "started", "{inbox}");
+        assert_eq!(inbox["items"][0]["id"], run_id.as_str(), "{path}: {inbox}");
+    }
 }
 
 #[tokio::test]

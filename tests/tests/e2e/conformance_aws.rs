@@ -380,3 +380,118 @@ async fn without_a_claim_a_run_is_written_only_after_its_message_and_a_failed_ru
         other => panic!("the message must not point at a run that does not exist: {other:?}"),
     }
 }
+
+/// A message whose run took its id, time and workflow writes no index entries of its own:
+/// it is listed through its run's, exactly once, in time order with every other message,
+/// by workflow and across workflows, page by page and within a time range.
+#[tokio::test]
+async fn a_message_that_shares_its_runs_id_is_listed_through_the_runs_index_entries() {
+    use tripline_app::ports::{InboxQuery, Outcome};
+    use tripline_core::Timestamp;
+    use tripline_core::run::{TriggerKind, TriggerRef};
+    let (clients, settings) = fresh(None).await;
+    let store = DynamoStore::new(&clients, settings.clone());
+    let run_at = |id: &str, at: Timestamp| {
+        let trigger = TriggerRef {
+            kind: TriggerKind::Webhook,
+            id: "hook".into(),
+        };
+        tripline_core::Run::new(id.into(), "wf", 1, trigger, serde_json::json!({}), at)
+    };
+    let started = |id: &str, at: i64, run: Option<tripline_core::Run>| {
+        let mut m = message(id, b"{}".to_vec());
+        m.received_at = Timestamp(T0.millis() + at);
+        if let Some(r) = &run {
+            m.outcome = Outcome::Started {
+                run_ids: vec![r.id.clone()],
+            };
+        }
+        (m, run.into_iter().collect::<Vec<_>>())
+    };
+    let at = |ms: i64| Timestamp(T0.millis() + ms);
+    let admissions = [
+        // Shares its run's id and time: listed through the run.
+        started("m1", 10, Some(run_at("m1", at(10)))),
+        // Starts nothing.
+        started("m2", 20, None),
+        // Its run has an id of its own (records from before runs took their message's id).
+        started("m3", 30, Some(run_at("r3", at(30)))),
+        // Same id, another time: the message keeps entries of its own.
+        started("m4", 40, Some(run_at("m4", at(41)))),
+        started("m5", 50, Some(run_at("m5", at(50)))),
+    ];
+    for (message, runs) in admissions {
+        store
+            .admit(Admission {
+                message,
+                runs,
+                idempotency: None,
+            })
+            .await
+            .expect("admit");
+    }
+    for (id, own_entries) in [
+        ("m1", false),
+        ("m2", true),
+        ("m3", true),
+        ("m4", true),
+        ("m5", false),
+    ] {
+        let item = item_of(&clients, &settings.inbox_table, id).await;
+        for key in ["rkey", "wkey", "shard"] {
+            assert_eq!(item.contains_key(key), own_entries, "{id}: {key}");
+        }
+    }
+    let list = |q: InboxQuery| {
+        let store = store.clone();
+        async move {
+            let mut ids = Vec::new();
+            let mut q = q;
+            loop {
+                let page = store.messages(&q).await.expect("list");
+                ids.extend(page.items.into_iter().map(|m| m.id));
+                match page.next_cursor {
+                    Some(c) => q.cursor = Some(c),
+                    None => return ids,
+                }
+            }
+        }
+    };
+    let every = ["m5", "m4", "m3", "m2", "m1"];
+    for limit in [1, 2, 50] {
+        let all = InboxQuery {
+            limit,
+            ..Default::default()
+        };
+        assert_eq!(
+            list(all.clone()).await,
+            every,
+            "every workflow, pages of {limit}"
+        );
+        let of_wf = InboxQuery {
+            workflow: Some("wf".into()),
+            ..all
+        };
+        assert_eq!(list(of_wf).await, every, "workflow `wf`, pages of {limit}");
+    }
+    let range = InboxQuery {
+        since: Some(at(10)),
+        until: Some(at(30)),
+        limit: 50,
+        ..Default::default()
+    };
+    assert_eq!(list(range).await, ["m3", "m2", "m1"]);
+    let started_only = InboxQuery {
+        outcome: Some("started".into()),
+        workflow: Some("wf".into()),
+        limit: 50,
+        ..Default::default()
+    };
+    assert_eq!(list(started_only).await, ["m5", "m4", "m3", "m1"]);
+    let other = InboxQuery {
+        workflow: Some("other".into()),
+        limit: 50,
+        ..Default::default()
+    };
+    assert!(list(other).await.is_empty());
+}

@@ -41,7 +41,6 @@ impl App {
             )));
         };
         let now = self.clock.now();
-        let run_id = self.new_id();
         let message = InboxMessage::new(self.new_id(), now, &rec.id, "workflow", "POST")
             .at_path(format!("/v1/runs/{}/steps/{step}", parent.id))
             .with_json(&input);
@@ -50,7 +49,8 @@ impl App {
             id: parent.workflow.clone(),
         };
         let input = json!({ "body": input, "parent": {"run_id": parent.id, "workflow": parent.workflow, "step": step} });
-        let mut child = self.new_run(run_id.clone(), &rec, trigger, input, &message.id);
+        let mut child = self.run_of_message(&message, &rec, trigger, input);
+        let run_id = child.id.clone();
         child.parent = Some(ParentRef {
             run_id: parent.id.clone(),
             workflow: parent.workflow.clone(),

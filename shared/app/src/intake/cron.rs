@@ -309,7 +309,7 @@ impl App {
             &input,
             None,
         );
-        let mut run = self.new_run(id.clone(), rec, trigger_ref, input, &id);
+        let mut run = self.run_of_message(&message, rec, trigger_ref, input);
         run.scheduled_at = Some(scheduled);
         let keyed = match keyed {
             Ok(k) => k,

@@ -127,7 +127,7 @@ impl App {
             kind: TriggerKind::Flow,
             id: f.id.clone(),
         };
-        let mut child = self.new_run(id.clone(), rec, trigger, input, &id);
+        let mut child = self.run_of_message(&message, rec, trigger, input);
         child.parent = Some(ParentRef {
             run_id: run.id.clone(),
             workflow: run.workflow.clone(),

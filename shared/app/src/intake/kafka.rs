@@ -350,7 +350,7 @@ impl App {
                 kind: TriggerKind::Kafka,
                 id: trigger.id.clone(),
             };
-            let mut run = self.new_run(id.clone(), &rec, trigger_ref, input, &id);
+            let mut run = self.run_of_message(&message, &rec, trigger_ref, input);
             let key_link = self.order_by_key(&rec.id, trigger, r, &mut run).await?;
             let started = self
                 .record_kafka(message, Ok((run, idempotency)), report)

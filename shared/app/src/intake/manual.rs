@@ -55,13 +55,16 @@ impl App {
                     kind: TriggerKind::Manual,
                     id: trigger.id().to_string(),
                 };
-                self.new_run(
-                    self.new_id(),
+                // The run takes its message's id and time (see `App::run_of_message`).
+                let mut run = self.new_run(
+                    message_id.clone(),
                     rec,
                     trigger_ref,
                     json!({ "body": input }),
                     &message_id,
-                )
+                );
+                run.inserted_at = now;
+                run
             }
         };
         run.message_id = Some(message_id.clone());

@@ -56,7 +56,7 @@ impl App {
                 kind: TriggerKind::Once,
                 id: o.id.clone(),
             };
-            let mut run = self.new_run(id.clone(), rec, trigger, json!({ "body": body }), &id);
+            let mut run = self.run_of_message(&message, rec, trigger, json!({ "body": body }));
             run.not_before = Some(at);
             self.admit_runs(message, vec![run], None).await?;
         }

@@ -92,7 +92,7 @@ impl App {
                     kind,
                     id: message.trigger.clone(),
                 };
-                let run = self.new_run(self.new_id(), &rec, trigger, input, &message.id);
+                let run = self.run_of_message(&message, &rec, trigger, input);
                 let run_id = run.id.clone();
                 match self.admit_runs(message, vec![run], claim).await? {
                     Admitted::New { .. } => Outcome::Started {

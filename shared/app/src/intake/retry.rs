@@ -91,16 +91,18 @@ impl App {
             return Err(RetryError::Refused(why));
         }
         let now = self.clock.now();
+        // The run and its message share an id and a time (see `App::run_of_message`).
+        let id_shared = self.new_id();
         let mut run = retry_run(
             &original,
             &rec.definition,
             rec.revision,
             req.from,
-            self.new_id(),
+            id_shared.clone(),
             now,
         )
         .map_err(RetryError::Refused)?;
-        let message = InboxMessage::new(self.new_id(), now, &rec.id, "retry", "POST")
+        let message = InboxMessage::new(id_shared, now, &rec.id, "retry", "POST")
             .at_path(format!("/v1/runs/{id}/retry"))
             .with_json(&json!({"retry_of": id, "from": req.from, "revision": rec.revision}));
         run.message_id = Some(message.id.clone());

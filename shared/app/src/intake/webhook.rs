@@ -143,7 +143,7 @@ impl App {
             kind: TriggerKind::Webhook,
             id: trigger.id.clone(),
         };
-        let run = self.new_run(self.new_id(), &hook.record, trigger_ref, input, &message.id);
+        let run = self.run_of_message(&message, &hook.record, trigger_ref, input);
         self.start_webhook_run(hook, message, run, idempotency)
             .await
     }

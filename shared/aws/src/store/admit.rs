@@ -14,13 +14,26 @@ use super::*;
 
 const ABSENT: &str = "attribute_not_exists(id)";
 
+/// Whether `message` is listed through a run written with it (the run took the message's
+/// id, time and workflow: `App::run_of_message`), rather than through index entries of its own.
+pub(super) fn listed_by_run(message: &InboxMessage, runs: &[Item]) -> bool {
+    let key = time_key(message.received_at, &message.id);
+    runs.iter().any(|r| {
+        get_s(r, "id") == Some(message.id.as_str())
+            && get_s(r, "ckey") == Some(key.as_str())
+            && get_s(r, "workflow") == Some(message.workflow.as_str())
+    })
+}
+
 impl DynamoStore {
     pub(super) async fn admit_in_order(
         &self,
         message: &InboxMessage,
         runs: Vec<Item>,
     ) -> Result<Option<Admitted>, StoreError> {
-        let item = self.message_item(message).await?;
+        let item = self
+            .message_item(message, listed_by_run(message, &runs))
+            .await?;
         if !self.put_absent(&self.settings.inbox_table, item).await? {
             return Ok(Some(self.already_admitted(&message.id).await?));
         }
@@ -110,7 +123,8 @@ impl DynamoStore {
         m.outcome = Outcome::Rejected {
             reason: "its run could not be recorded (the store failed); the sender was answered 503 and may retry".into(),
         };
-        let Ok(item) = self.message_item(&m).await else {
+        // Indexed now: the run it would have been listed through does not exist.
+        let Ok(item) = self.message_item(&m, false).await else {
             return;
         };
         let put = self

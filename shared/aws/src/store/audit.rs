@@ -34,6 +34,7 @@ impl DynamoStore {
             table: &self.settings.runs_table,
             workflow: Some(PARTITION),
             sort_key: "ckey",
+            through: None,
             since: q.since,
             until: q.until,
             cursor: q.cursor.clone(),

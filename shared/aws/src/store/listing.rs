@@ -8,48 +8,57 @@ use tripline_core::Run;
 use super::*;
 
 impl DynamoStore {
-    /// Up to `limit` (sort key, id) pairs below `below`, newest first, merged over the
-    /// partitions of the listing; and whether any partition may hold more.
+    /// Up to `limit` entries below `below`, newest first, merged over the partitions of
+    /// the listing (and of its `through` table); and whether any partition may hold more.
     pub(super) async fn keys_below(
         &self,
         l: &Listing<'_>,
         below: &str,
         limit: usize,
-    ) -> Result<(Vec<(String, String)>, bool), StoreError> {
-        let parts: Vec<(&str, &str, String)> = match l.workflow {
-            Some(w) => (0..SHARDS)
-                .map(|i| ("by_workflow", "wkey", format!("{w}#{i}")))
-                .collect(),
-            None => (0..SHARDS)
-                .map(|i| ("by_time", "shard", i.to_string()))
-                .collect(),
-        };
-        let queries = parts.into_iter().map(|(index, pk, value)| {
-            self.db
-                .query()
-                .table_name(l.table)
-                .index_name(index)
-                .key_condition_expression("#pk = :pk AND #sk < :below")
-                .expression_attribute_names("#pk", pk)
-                .expression_attribute_names("#sk", l.sort_key)
-                .expression_attribute_values(":pk", s(value))
-                .expression_attribute_values(":below", s(below))
-                .scan_index_forward(false)
-                .limit(i32::try_from(limit).unwrap_or(i32::MAX))
-                .send()
-        });
+    ) -> Result<(Vec<Entry>, bool), StoreError> {
+        let tables =
+            std::iter::once(((l.table, l.sort_key), false)).chain(l.through.map(|t| (t, true)));
+        let parts: Vec<_> = tables
+            .flat_map(|(table, through)| {
+                (0..SHARDS).map(move |i| match l.workflow {
+                    Some(w) => (table, through, "by_workflow", "wkey", format!("{w}#{i}")),
+                    None => (table, through, "by_time", "shard", i.to_string()),
+                })
+            })
+            .collect();
+        let queries = parts
+            .iter()
+            .map(|((table, sort_key), _, index, pk, value)| {
+                self.db
+                    .query()
+                    .table_name(*table)
+                    .index_name(*index)
+                    .key_condition_expression("#pk = :pk AND #sk < :below")
+                    .expression_attribute_names("#pk", *pk)
+                    .expression_attribute_names("#sk", *sort_key)
+                    .expression_attribute_values(":pk", s(value))
+                    .expression_attribute_values(":below", s(below))
+                    .scan_index_forward(false)
+                    .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+                    .send()
+            });
         let mut keys = Vec::new();
         let mut more = false;
-        for out in futures::future::join_all(queries).await {
+        let answers = futures::future::join_all(queries).await;
+        for (out, ((_, sort_key), through, ..)) in answers.into_iter().zip(&parts) {
             let out = out.map_err(|e| failed("Query", e))?;
             more |= out.last_evaluated_key.is_some();
             for item in out.items.unwrap_or_default() {
-                if let (Some(k), Some(id)) = (get_s(&item, l.sort_key), get_s(&item, "id")) {
-                    keys.push((k.to_string(), id.to_string()));
+                if let (Some(k), Some(id)) = (get_s(&item, sort_key), get_s(&item, "id")) {
+                    keys.push(Entry {
+                        key: k.to_string(),
+                        id: id.to_string(),
+                        through: *through,
+                    });
                 }
             }
         }
-        keys.sort_by(|a, b| b.0.cmp(&a.0));
+        keys.sort_by(|a, b| b.key.cmp(&a.key));
         if keys.len() > limit {
             keys.truncate(limit);
             more = true;
@@ -79,28 +88,37 @@ impl DynamoStore {
         loop {
             let want = (limit - items.len()).max(10);
             let (keys, more) = self.keys_below(&l, &below, want).await?;
-            let in_range: Vec<(String, String)> = keys
+            let in_range: Vec<Entry> = keys
                 .into_iter()
-                .take_while(|(k, _)| floor.as_ref().is_none_or(|f| k >= f))
+                .take_while(|e| floor.as_ref().is_none_or(|f| &e.key >= f))
                 .collect();
             let exhausted = in_range.len() < want || !more;
-            let ids: Vec<String> = in_range.iter().map(|(_, id)| id.clone()).collect();
+            // An id can come from both tables (a message with entries of its own whose run
+            // took its id); BatchGetItem refuses a key twice.
+            let mut ids: Vec<String> = in_range.iter().map(|e| e.id.clone()).collect();
+            ids.sort_unstable();
+            ids.dedup();
             let by_id = self.batch_get(l.table, &ids).await?;
-            for (k, id) in &in_range {
-                if let Some(item) = by_id.get(id)
-                    && let Some(v) = keep.keep(self, item).await?
-                {
+            for e in &in_range {
+                let Some(item) = by_id.get(&e.id) else {
+                    continue;
+                };
+                // An item with index keys of its own is listed by them, never twice.
+                if e.through && item.contains_key(l.sort_key) {
+                    continue;
+                }
+                if let Some(v) = keep.keep(self, item).await? {
                     items.push(v);
                     if items.len() == limit {
                         return Ok(Page {
                             items,
-                            next_cursor: Some(k.clone()),
+                            next_cursor: Some(e.key.clone()),
                         });
                     }
                 }
             }
             match in_range.last() {
-                Some((k, _)) if !exhausted => below = k.clone(),
+                Some(e) if !exhausted => below = e.key.clone(),
                 _ => {
                     return Ok(Page {
                         items,
@@ -110,6 +128,14 @@ impl DynamoStore {
             }
         }
     }
+}
+
+/// An index entry of a listing: its sort key (time and id), its item's id, and whether it
+/// is the `through` table's.
+pub(super) struct Entry {
+    key: String,
+    id: String,
+    through: bool,
 }
 
 /// Decides whether a listed item belongs to the page (filters that the index cannot).

@@ -125,6 +125,10 @@ struct Listing<'a> {
     /// `Some(workflow)`: the `by_workflow` index; `None`: every shard of `by_time`.
     workflow: Option<&'a str>,
     sort_key: &'a str,
+    /// Another table's indexes (table, sort key) whose entries also list items of `table`
+    /// by id: messages listed through the run that took their id (`message_item`'s
+    /// `by_run`). Such an entry counts only for an item without index keys of its own.
+    through: Option<(&'a str, &'a str)>,
     since: Option<Timestamp>,
     until: Option<Timestamp>,
     cursor: Option<String>,
@@ -322,9 +326,10 @@ impl Store for DynamoStore {
                 .await?
                 .unwrap_or(Admitted::New { to_enqueue }));
         };
+        let by_run = admit::listed_by_run(&message, &run_items);
         let mut writes = vec![(
             self.settings.inbox_table.clone(),
-            self.message_item(&message).await?,
+            self.message_item(&message, by_run).await?,
         )];
         for item in run_items {
             writes.push((self.settings.runs_table.clone(), item));
@@ -400,6 +405,7 @@ impl Store for DynamoStore {
             table: &self.settings.runs_table,
             workflow: q.workflow.as_deref(),
             sort_key: "ckey",
+            through: None,
             since: q.since,
             until: q.until,
             cursor: q.cursor.clone(),
@@ -429,6 +435,7 @@ impl Store for DynamoStore {
             table: &self.settings.inbox_table,
             workflow: q.workflow.as_deref(),
             sort_key: "rkey",
+            through: Some((&self.settings.runs_table, "ckey")),
             since: q.since,
             until: q.until,
             cursor: q.cursor.clone(),
@@ -445,6 +452,7 @@ impl Store for DynamoStore {
                 table: &self.settings.runs_table,
                 workflow: None,
                 sort_key: "ckey",
+                through: None,
                 since: Some(from),
                 until: Some(to.minus(std::time::Duration::from_millis(1))),
                 cursor,
@@ -656,7 +664,8 @@ impl DynamoStore {
         message.outcome = Outcome::Duplicate {
             run_id: run_id.clone(),
         };
-        let item = self.message_item(&message).await?;
+        // Its run was not written (the key is another's): the message has its own entries.
+        let item = self.message_item(&message, false).await?;
         // A duplicate never replaces a message recorded under its id (a cron tick's id is
         // its first record's).
         let put = self
