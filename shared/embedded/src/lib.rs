@@ -2,11 +2,10 @@
 //! one database file, so that accepting a message, recording its run and enqueueing it is a
 //! single transaction: a crash loses nothing acknowledged.
 //!
-//! One writer thread commits in groups: every write waiting when a transaction starts joins
-//! it, each in its own savepoint, and all are answered after the one commit (WAL,
-//! `synchronous=FULL`: the commit is on disk when it returns). A write made while nothing
-//! else is being written commits the same way on the caller's thread, without the hand-off.
-//! Reads use a small pool of other connections.
+//! One writer thread owns the write connection and commits in groups: every write waiting
+//! when a transaction starts joins it, each in its own savepoint, and all are answered after
+//! the one commit (WAL, `synchronous=FULL`: the commit is on disk when it returns). Reads use
+//! a small pool of other connections.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -143,11 +142,6 @@ pub(crate) static FAIL_NEXT_SAVEPOINT: std::sync::atomic::AtomicBool =
 
 struct Shared {
     writer: Mutex<mpsc::Sender<Job>>,
-    /// The write connection: the writer thread's, or the caller's when nothing else is
-    /// being written (see [`EmbeddedStore::write`]).
-    conn: Arc<Mutex<Connection>>,
-    /// Write jobs sent to the writer thread and not yet answered.
-    pending: Arc<std::sync::atomic::AtomicUsize>,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     /// Told after a commit that made queue items receivable.
@@ -263,12 +257,9 @@ impl EmbeddedStore {
             readers.push(open_conn(&path, true).map_err(db_err)?);
         }
         let (tx, rx) = mpsc::channel::<Job>();
-        let conn = Arc::new(Mutex::new(writer));
-        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (thread_conn, thread_pending) = (conn.clone(), pending.clone());
         std::thread::Builder::new()
             .name("tripline-writer".into())
-            .spawn(move || write_loop(&thread_conn, &thread_pending, rx))
+            .spawn(move || write_loop(writer, rx))
             .map_err(|source| OpenError::Folder {
                 path: dir.to_path_buf(),
                 source,
@@ -276,8 +267,6 @@ impl EmbeddedStore {
         Ok(Self {
             shared: Arc::new(Shared {
                 writer: Mutex::new(tx),
-                conn,
-                pending,
                 readers: Mutex::new(readers),
                 path,
                 queue_ready: Notify::new(),
@@ -310,14 +299,6 @@ impl EmbeddedStore {
             });
             (ok, finish)
         });
-        let Some(job) = self.write_here(job) else {
-            return rx
-                .await
-                .map_err(|_| StoreError::Unavailable("the write was not answered".into()))?;
-        };
-        self.shared
-            .pending
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.shared
             .writer
             .lock()
@@ -326,26 +307,6 @@ impl EmbeddedStore {
             .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))?
-    }
-
-    /// When nothing else is being written (one request at a time), commits `job` on this
-    /// thread, saving the two thread wake-ups of a hand-off to the writer thread and back
-    /// (about a tenth of a sync reply's time); otherwise gives it back, for the writer
-    /// thread, which groups the jobs waiting under one commit.
-    fn write_here(&self, job: Job) -> Option<Job> {
-        if self
-            .shared
-            .pending
-            .load(std::sync::atomic::Ordering::SeqCst)
-            != 0
-        {
-            return Some(job);
-        }
-        let Ok(conn) = self.shared.conn.try_lock() else {
-            return Some(job);
-        };
-        run_group(&conn, vec![job]);
-        None
     }
 
     /// Runs `f` on a pooled read connection.
@@ -398,11 +359,7 @@ impl EmbeddedStore {
 /// request does not wait long behind a group.
 const MAX_GROUP: usize = 128;
 
-fn write_loop(
-    conn: &Mutex<Connection>,
-    pending: &std::sync::atomic::AtomicUsize,
-    rx: mpsc::Receiver<Job>,
-) {
+fn write_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_GROUP {
@@ -411,69 +368,59 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        let jobs = batch.len();
-        match conn.lock() {
-            Ok(conn) => run_group(&conn, batch),
-            Err(poisoned) => run_group(&poisoned.into_inner(), batch),
-        }
-        pending.fetch_sub(jobs, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-/// Runs `batch` in one transaction, each job in its own savepoint, and answers every job
-/// after the commit.
-fn run_group(conn: &Connection, batch: Vec<Job>) {
-    let mut finishers = Vec::with_capacity(batch.len());
-    let begun = exec_cached(conn, "BEGIN IMMEDIATE");
-    if let Err(e) = begun {
-        // Nothing runs outside a transaction: each job is told, and writes nothing.
-        for job in batch {
-            let (_, finish) = job(None);
-            finish(Err(e.to_string()));
-        }
-        return;
-    }
-    for job in batch {
-        let sp = savepoint(conn);
-        if let Err(e) = sp {
-            // Without its savepoint a job's writes could not be undone on failure: it
-            // does not run, and the others commit without it.
-            tracing::error!(error = %e, "a write's savepoint failed; the write is refused");
-            let (_, finish) = job(None);
-            finish(Err(e.to_string()));
+        let mut finishers = Vec::with_capacity(batch.len());
+        let begun = exec_cached(&conn, "BEGIN IMMEDIATE");
+        if let Err(e) = begun {
+            // Nothing runs outside a transaction: each job is told, and writes nothing.
+            for job in batch {
+                let (_, finish) = job(None);
+                finish(Err(e.to_string()));
+            }
             continue;
         }
-        let (ok, finish) = job(Some(conn));
-        let ended = if ok {
-            exec_cached(conn, "RELEASE job")
-        } else {
-            exec_cached(conn, "ROLLBACK TO job").and_then(|_| exec_cached(conn, "RELEASE job"))
-        };
-        match ended {
-            Ok(_) => finishers.push(finish),
-            Err(e) => {
-                // The job's outcome is unknown inside this transaction: roll all of it
-                // back, so what callers are told matches the disk.
-                tracing::error!(error = %e, "ending a savepoint failed; the group is rolled back");
-                let _ = conn.execute_batch("ROLLBACK");
+        for job in batch {
+            let sp = savepoint(&conn);
+            if let Err(e) = sp {
+                // Without its savepoint a job's writes could not be undone on failure:
+                // it does not run, and the others commit without it.
+                tracing::error!(error = %e, "a write's savepoint failed; the write is refused");
+                let (_, finish) = job(None);
                 finish(Err(e.to_string()));
-                for f in finishers.drain(..) {
-                    f(Err(format!("rolled back: {e}")));
+                continue;
+            }
+            let (ok, finish) = job(Some(&conn));
+            let ended = if ok {
+                exec_cached(&conn, "RELEASE job")
+            } else {
+                exec_cached(&conn, "ROLLBACK TO job")
+                    .and_then(|_| exec_cached(&conn, "RELEASE job"))
+            };
+            match ended {
+                Ok(_) => finishers.push(finish),
+                Err(e) => {
+                    // The job's outcome is unknown inside this transaction: roll all of
+                    // it back, so what callers are told matches the disk.
+                    tracing::error!(error = %e, "ending a savepoint failed; the group is rolled back");
+                    let _ = conn.execute_batch("ROLLBACK");
+                    finish(Err(e.to_string()));
+                    for f in finishers.drain(..) {
+                        f(Err(format!("rolled back: {e}")));
+                    }
+                    break;
                 }
-                break;
             }
         }
-    }
-    if conn.is_autocommit() {
-        // Rolled back above: nothing to commit.
-        return;
-    }
-    let committed = exec_cached(conn, "COMMIT").map_err(|e| {
-        let _ = conn.execute_batch("ROLLBACK");
-        e.to_string()
-    });
-    for f in finishers {
-        f(committed.clone().map(|_| ()));
+        if conn.is_autocommit() {
+            // Rolled back above: nothing to commit.
+            continue;
+        }
+        let committed = exec_cached(&conn, "COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            e.to_string()
+        });
+        for f in finishers {
+            f(committed.clone().map(|_| ()));
+        }
     }
 }
 
@@ -501,24 +448,17 @@ mod writer_tests {
     use super::*;
 
     /// A job that fails after writing is rolled back to its savepoint; the jobs grouped
-    /// with it commit. The connection is held while the 40 writes are sent, so that they
-    /// all wait for the writer thread and share its transactions.
+    /// with it commit (many at once, so that they share transactions).
     #[tokio::test]
-    // Held on purpose: the writes must queue for the writer thread (another OS thread).
-    #[allow(clippy::await_holding_lock)]
     async fn a_write_that_fails_midway_leaves_nothing_and_its_group_commits() {
         let dir = tempfile::tempdir().expect("tmp");
         let store = EmbeddedStore::open(dir.path()).expect("store");
-        let threads = Arc::new(Mutex::new(Vec::new()));
-        let held = store.shared.conn.lock().expect("connection");
         let writes: Vec<_> = (0..40)
             .map(|i| {
-                let (store, threads) = (store.clone(), threads.clone());
+                let store = store.clone();
                 tokio::spawn(async move {
                     store
                         .write(move |conn| {
-                            let name = std::thread::current().name().map(str::to_string);
-                            threads.lock().expect("names").push(name);
                             conn.execute(
                                 "INSERT INTO markers (name, at) VALUES (?1, ?2)",
                                 rusqlite::params![format!("m{i}"), i],
@@ -533,15 +473,6 @@ mod writer_tests {
                 })
             })
             .collect();
-        while store
-            .shared
-            .pending
-            .load(std::sync::atomic::Ordering::SeqCst)
-            < 40
-        {
-            tokio::task::yield_now().await;
-        }
-        drop(held);
         for (i, w) in writes.into_iter().enumerate() {
             let r = w.await.expect("task");
             assert_eq!(r.is_ok(), i % 2 == 0, "write {i}: {r:?}");
@@ -549,36 +480,6 @@ mod writer_tests {
             let found = store.marker(&format!("m{i}")).await.expect("read");
             assert_eq!(found, (i % 2 == 0).then_some(at), "marker {i}");
         }
-        let names = threads.lock().expect("names").clone();
-        assert_eq!(names.len(), 40);
-        assert!(
-            names
-                .iter()
-                .all(|n| n.as_deref() == Some("tripline-writer")),
-            "{names:?}"
-        );
-    }
-
-    /// With nothing else being written, a write is committed on the caller's thread (no
-    /// hand-off to the writer thread and back), durably: a new store on the folder reads it.
-    #[tokio::test]
-    async fn a_write_with_nothing_else_pending_commits_on_the_callers_thread() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let store = EmbeddedStore::open(dir.path()).expect("store");
-        let ran_on = store
-            .write(|conn| {
-                conn.execute("INSERT INTO markers (name, at) VALUES ('here', 7)", [])
-                    .map_err(sql)?;
-                Ok(std::thread::current().name().map(str::to_string))
-            })
-            .await
-            .expect("write");
-        assert_ne!(ran_on.as_deref(), Some("tripline-writer"));
-        let at = tripline_core::Timestamp::from_millis(7);
-        assert_eq!(store.marker("here").await.expect("read"), Some(at));
-        drop(store);
-        let again = EmbeddedStore::open(dir.path()).expect("reopened");
-        assert_eq!(again.marker("here").await.expect("read"), Some(at));
     }
 
     #[tokio::test]
