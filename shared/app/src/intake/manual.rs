@@ -48,6 +48,10 @@ impl App {
     ) -> Result<(String, String), ManualRefused> {
         let now = self.clock.now();
         let message_id = self.new_id();
+        let mut message = InboxMessage::new(message_id.clone(), now, &rec.id, trigger.id(), "POST")
+            .at_path(format!("/v1/workflows/{}/runs", rec.id));
+        message.content_type = Some("application/json".into());
+        message.body = body.to_vec();
         let mut run = match trigger {
             Trigger::Cron(c) => self.run_now(rec, c, input),
             _ => {
@@ -55,24 +59,11 @@ impl App {
                     kind: TriggerKind::Manual,
                     id: trigger.id().to_string(),
                 };
-                // The run takes its message's id and time (see `App::run_of_message`).
-                let mut run = self.new_run(
-                    message_id.clone(),
-                    rec,
-                    trigger_ref,
-                    json!({ "body": input }),
-                    &message_id,
-                );
-                run.inserted_at = now;
-                run
+                self.run_of_message(&message, rec, trigger_ref, json!({ "body": input }))
             }
         };
         run.message_id = Some(message_id.clone());
         run.not_before = not_before;
-        let mut message = InboxMessage::new(message_id.clone(), now, &rec.id, trigger.id(), "POST")
-            .at_path(format!("/v1/workflows/{}/runs", rec.id));
-        message.content_type = Some("application/json".into());
-        message.body = body.to_vec();
         // A cron trigger's gate is for its ticks; "run now" is asked for on purpose.
         let gate = match trigger {
             Trigger::Manual(m) => m.gate(),
