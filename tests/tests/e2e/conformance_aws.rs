@@ -342,11 +342,12 @@ async fn with_retention_ended_runs_and_messages_expire_and_read_as_gone_once_pas
 #[tokio::test]
 async fn without_a_claim_a_run_is_written_only_after_its_message_and_a_failed_run_write_says_so() {
     let (clients, mut settings) = fresh(None).await;
+    let working = DynamoStore::new(&clients, settings.clone());
     // The runs table is missing: the run's write fails after the message's landed.
     settings.runs_table = format!("{}-gone", settings.runs_table);
     let store = DynamoStore::new(&clients, settings.clone());
     let run = tripline_core::Run::new(
-        "r-half".into(),
+        "m-half".into(),
         "wf",
         1,
         tripline_core::run::TriggerRef {
@@ -358,15 +359,14 @@ async fn without_a_claim_a_run_is_written_only_after_its_message_and_a_failed_ru
     );
     let mut m = message("m-half", b"{}".to_vec());
     m.outcome = tripline_app::ports::Outcome::Started {
-        run_ids: vec!["r-half".into()],
+        run_ids: vec!["m-half".into()],
     };
-    let admitted = store
-        .admit(Admission {
-            message: m,
-            runs: vec![run],
-            idempotency: None,
-        })
-        .await;
+    let admission = Admission {
+        message: m,
+        runs: vec![run],
+        idempotency: None,
+    };
+    let admitted = store.admit(admission.clone()).await;
     assert!(admitted.is_err(), "the caller is told (503): {admitted:?}");
     let recorded = store
         .message("m-half")
@@ -378,6 +378,34 @@ async fn without_a_claim_a_run_is_written_only_after_its_message_and_a_failed_ru
             assert!(reason.contains("could not be recorded"), "{reason}")
         }
         other => panic!("the message must not point at a run that does not exist: {other:?}"),
+    }
+    // Delivered again with the same id (a Kafka record's or a cron tick's is derived), with
+    // the store working: the run the first delivery could not write starts now, rather
+    // than the message being taken for a duplicate of nothing.
+    let again = working.admit(admission.clone()).await.expect("admit again");
+    assert!(
+        matches!(again, tripline_app::ports::Admitted::New { .. }),
+        "{again:?}"
+    );
+    assert!(working.run("m-half").await.expect("read").is_some());
+    let recorded = working
+        .message("m-half")
+        .await
+        .expect("read")
+        .expect("message");
+    assert!(
+        matches!(
+            recorded.outcome,
+            tripline_app::ports::Outcome::Started { .. }
+        ),
+        "{:?}",
+        recorded.outcome
+    );
+    // And a third delivery is the duplicate of that run.
+    let third = working.admit(admission).await.expect("admit a third time");
+    match third {
+        tripline_app::ports::Admitted::Duplicate { run_id } => assert_eq!(run_id, "m-half"),
+        other => panic!("{other:?}"),
     }
 }
 

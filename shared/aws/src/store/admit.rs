@@ -6,7 +6,9 @@
 //! cost what the batch did (write units are per item); the second round trip adds a few
 //! milliseconds. Derived ids (Kafka records, cron ticks) make the conditions matter: a
 //! concurrent redelivery finds the first admission and is a duplicate, never an
-//! overwrite of a run that has moved on.
+//! overwrite of a run that has moved on. The one message a redelivery does replace is one
+//! whose run could not be written (marked `unstarted`): with a derived id, the retry is the
+//! only delivery that can start that run.
 
 use tripline_app::ports::{Admitted, InboxMessage, Outcome, StoreError};
 
@@ -34,7 +36,8 @@ impl DynamoStore {
         let item = self
             .message_item(message, listed_by_run(message, &runs))
             .await?;
-        if !self.put_absent(&self.settings.inbox_table, item).await? {
+        let inbox = &self.settings.inbox_table;
+        if !self.put_absent(inbox, item.clone()).await? && !self.retake(inbox, item).await? {
             return Ok(Some(self.already_admitted(&message.id).await?));
         }
         let ids: Vec<String> = runs
@@ -75,6 +78,26 @@ impl DynamoStore {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(conditional_failed) => Ok(false),
             Err(e) => Err(failed("PutItem (admit)", e)),
+        }
+    }
+
+    /// Replaces a message recorded under the same id whose run could not be written
+    /// ([`Self::mark_unstarted`]): a derived id's redelivery (a Kafka record, a cron tick)
+    /// then starts the run the first delivery could not, instead of finding a duplicate
+    /// of nothing. False when the message there is any other.
+    async fn retake(&self, table: &str, item: Item) -> Result<bool, StoreError> {
+        let result = self
+            .db
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression("attribute_exists(unstarted)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(conditional_failed) => Ok(false),
+            Err(e) => Err(failed("PutItem (admit again)", e)),
         }
     }
 
@@ -124,9 +147,11 @@ impl DynamoStore {
             reason: "its run could not be recorded (the store failed); the sender was answered 503 and may retry".into(),
         };
         // Indexed now: the run it would have been listed through does not exist.
-        let Ok(item) = self.message_item(&m, false).await else {
+        let Ok(mut item) = self.message_item(&m, false).await else {
             return;
         };
+        // A redelivery of the same id may take its place ([`Self::retake`]).
+        item.insert("unstarted".into(), AttributeValue::Bool(true));
         let put = self
             .db
             .put_item()
