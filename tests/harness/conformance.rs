@@ -76,6 +76,7 @@ fn admission(run_id: &str, msg_id: &str, at: Timestamp, key: Option<&str>) -> Ad
         idempotency: key.map(|k| IdempotencyClaim {
             key: k.into(),
             expires_at: at.plus(Duration::from_secs(60)),
+            held_by_message: false,
         }),
     }
 }

@@ -260,6 +260,7 @@ impl App {
         Ok(Some(IdempotencyClaim {
             key: format!("{workflow}/{trigger}/{key}"),
             expires_at: self.clock.now().plus(IDEMPOTENCY_WINDOW),
+            held_by_message: false,
         }))
     }
 
@@ -279,6 +280,7 @@ impl App {
         Some(IdempotencyClaim {
             key: format!("{workflow}/{trigger}/{key}"),
             expires_at: self.clock.now().plus(IDEMPOTENCY_WINDOW),
+            held_by_message: false,
         })
     }
 }
@@ -294,5 +296,6 @@ pub fn claim(
     IdempotencyClaim {
         key: format!("{workflow}/{trigger}/{key}"),
         expires_at: now.plus(window),
+        held_by_message: false,
     }
 }

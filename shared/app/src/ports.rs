@@ -188,6 +188,12 @@ pub struct IdempotencyClaim {
     /// Scoped by the caller, e.g. `{workflow}/{trigger}/{key}`.
     pub key: String,
     pub expires_at: Timestamp,
+    /// The key is the message's own: no message with another id takes it (a cron tick's
+    /// key and id both come from its trigger and scheduled time). A store may then let the
+    /// message's record hold the key for as long as it keeps that record, and leave the
+    /// claim unwritten when the record outlives it (it still admits the message only where
+    /// none has its id). Keys that many messages share (`idempotency_key`s) are `false`.
+    pub held_by_message: bool,
 }
 
 /// Everything an accepted message writes, in one durable step.

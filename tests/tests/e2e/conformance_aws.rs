@@ -120,6 +120,7 @@ async fn an_idempotency_claim_carries_a_ttl_in_seconds_and_the_table_expires_it(
             idempotency: Some(IdempotencyClaim {
                 key: "wf/hook/abc".into(),
                 expires_at,
+                held_by_message: false,
             }),
         })
         .await
@@ -522,4 +523,65 @@ async fn a_message_that_shares_its_runs_id_is_listed_through_the_runs_index_entr
         ..Default::default()
     };
     assert!(list(other).await.is_empty());
+}
+
+/// A claim its message's own record holds (a cron tick's: the key and the id both come
+/// from the trigger and the time) is not written while that record outlives it, and the
+/// tick is still admitted once; with a retention shorter than the claim's window it is.
+#[tokio::test]
+async fn a_claim_held_by_its_message_is_written_only_when_the_message_expires_first() {
+    use tripline_app::ports::{Admitted, Outcome};
+    let day = Duration::from_secs(86_400);
+    for (retention, written) in [(None, false), (Some(30 * day), false), (Some(day), true)] {
+        let (clients, mut settings) = fresh(None).await;
+        settings.retention = retention;
+        let store = DynamoStore::new(&clients, settings.clone());
+        let run = tripline_core::Run::new(
+            "tick-1".into(),
+            "wf",
+            1,
+            tripline_core::run::TriggerRef {
+                kind: tripline_core::run::TriggerKind::Cron,
+                id: "nightly".into(),
+            },
+            serde_json::json!({}),
+            T0,
+        );
+        let mut m = message("tick-1", b"{}".to_vec());
+        m.outcome = Outcome::Started {
+            run_ids: vec!["tick-1".into()],
+        };
+        let admission = Admission {
+            message: m,
+            runs: vec![run],
+            idempotency: Some(IdempotencyClaim {
+                key: "wf/nightly/cron:0".into(),
+                expires_at: T0.plus(8 * day),
+                held_by_message: true,
+            }),
+        };
+        let first = store.admit(admission.clone()).await.expect("admit");
+        assert!(
+            matches!(first, Admitted::New { .. }),
+            "{retention:?}: {first:?}"
+        );
+        match store.admit(admission).await.expect("admit again") {
+            Admitted::Duplicate { run_id } => assert_eq!(run_id, "tick-1", "{retention:?}"),
+            other => panic!("{retention:?}: a redelivered tick starts nothing: {other:?}"),
+        }
+        let claim = clients
+            .dynamodb
+            .get_item()
+            .table_name(&settings.idempotency_table)
+            .key(
+                "key",
+                aws_sdk_dynamodb::types::AttributeValue::S("wf/nightly/cron:0".into()),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get")
+            .item;
+        assert_eq!(claim.is_some(), written, "retention {retention:?}");
+    }
 }

@@ -60,6 +60,7 @@ impl App {
         let claim = IdempotencyClaim {
             key: format!("{}/trigger_workflow/{}/{step}", rec.id, parent.id),
             expires_at: now.plus(CHILD_CLAIM_WINDOW),
+            held_by_message: false,
         };
         let admitted = self.admit_runs(message, vec![child], Some(claim)).await?;
         let run_id = match admitted {

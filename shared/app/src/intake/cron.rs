@@ -328,6 +328,7 @@ impl App {
         let claim = keyed.unwrap_or_else(|| IdempotencyClaim {
             key: format!("{workflow}/{trigger}/cron:{}", scheduled.millis()),
             expires_at: scheduled.plus(TICK_CLAIM_WINDOW),
+            held_by_message: true,
         });
         match self.admit_runs(message, vec![run], Some(claim)).await? {
             Admitted::New { .. } => {

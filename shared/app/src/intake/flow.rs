@@ -146,6 +146,7 @@ impl App {
                 index.map_or(String::new(), |i| i.to_string())
             ),
             expires_at: ended.plus(FLOW_CLAIM_WINDOW),
+            held_by_message: false,
         });
         Ok(
             match self.admit_runs(message, vec![child], Some(claim)).await? {

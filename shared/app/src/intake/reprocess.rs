@@ -86,6 +86,7 @@ impl App {
                             rec.id, message.trigger, original.id
                         ),
                         expires_at: self.clock.now().plus(crate::admission::IDEMPOTENCY_WINDOW),
+                        held_by_message: false,
                     })
                 });
                 let trigger = TriggerRef {

@@ -109,6 +109,7 @@ impl App {
         let claim = req.key.as_ref().map(|key| IdempotencyClaim {
             key: format!("{}/retry/{id}/{key}", rec.id),
             expires_at: now.plus(IDEMPOTENCY_WINDOW),
+            held_by_message: false,
         });
         let run_id = run.id.clone();
         Ok(match self.admit_runs(message, vec![run], claim).await? {

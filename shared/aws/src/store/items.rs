@@ -122,6 +122,25 @@ impl DynamoStore {
     /// The item of a message. `by_run`: a run written with it has its id, time and
     /// workflow, so the message is listed through that run's index entries and has none of
     /// its own (no index keys: two write units fewer); see [`Listing::through`].
+    /// When `m`'s record expires (`None`: kept until deleted).
+    fn message_expires(&self, m: &InboxMessage) -> Option<Timestamp> {
+        let keep = m.retain.map(|d| d.std()).or(self.settings.retention)?;
+        Some(m.received_at.plus(keep))
+    }
+
+    /// Whether `m`'s own record keeps `claim`'s key taken for as long as the claim would
+    /// (see [`IdempotencyClaim::held_by_message`]).
+    pub(super) fn held_by_message(
+        &self,
+        claim: &tripline_app::ports::IdempotencyClaim,
+        m: &InboxMessage,
+    ) -> bool {
+        claim.held_by_message
+            && self
+                .message_expires(m)
+                .is_none_or(|expires| expires >= claim.expires_at)
+    }
+
     pub(super) async fn message_item(
         &self,
         m: &InboxMessage,
@@ -140,11 +159,8 @@ impl DynamoStore {
             item.insert("shard".into(), s(shard(&m.id)));
             item.insert("wkey".into(), s(workflow_key(&m.workflow, &m.id)));
         }
-        if let Some(keep) = m.retain.map(|d| d.std()).or(self.settings.retention) {
-            item.insert(
-                "expires".into(),
-                n(m.received_at.plus(keep).millis() / 1000),
-            );
+        if let Some(expires) = self.message_expires(m) {
+            item.insert("expires".into(), n(expires.millis() / 1000));
         }
         if m.body.len() > self.settings.item_budget {
             let key = format!("inbox/{}", m.id);

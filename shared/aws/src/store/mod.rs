@@ -320,6 +320,10 @@ impl Store for DynamoStore {
         for run in &runs {
             run_items.push(self.run_item(run).await?);
         }
+        // A claim the message's own item holds for longer is not written: the message is
+        // admitted only where none has its id (a cron tick's claim, while retention is
+        // longer than its window: 4 write units of its transaction saved).
+        let idempotency = idempotency.filter(|c| !self.held_by_message(c, &message));
         let (Some(claim), Some(first)) = (&idempotency, runs.first()) else {
             return Ok(self
                 .admit_in_order(&message, run_items)
