@@ -300,6 +300,24 @@ impl EmbeddedStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
+        self.write_at(f, true).await
+    }
+
+    /// Runs `f` in the next group transaction on the writer thread, never on the caller's:
+    /// for a long write (retention's deletions), which on the caller's thread would hold
+    /// up every request on that async worker.
+    async fn write_long<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.write_at(f, false).await
+    }
+
+    async fn write_at<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+        here_ok: bool,
+    ) -> Result<R, StoreError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = match conn {
@@ -319,7 +337,12 @@ impl EmbeddedStore {
             });
             (ok, finish)
         });
-        if let Some(job) = self.write_here(job) {
+        let job = if here_ok {
+            self.write_here(job)
+        } else {
+            Some(job)
+        };
+        if let Some(job) = job {
             self.to_writer(job)?;
         }
         rx.await
@@ -629,6 +652,20 @@ mod writer_tests {
         drop(store);
         let again = EmbeddedStore::open(dir.path()).expect("reopened");
         assert_eq!(again.marker("here").await.expect("read"), Some(at));
+    }
+
+    /// A long write (retention's deletions, 500 records a batch) goes to the writer thread
+    /// even when nothing else is being written: on the caller's thread it would hold up
+    /// every request on that async worker.
+    #[tokio::test]
+    async fn a_long_write_runs_on_the_writer_thread_even_alone() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = EmbeddedStore::open(dir.path()).expect("store");
+        let ran_on = store
+            .write_long(|_| Ok(std::thread::current().name().map(str::to_string)))
+            .await
+            .expect("write");
+        assert_eq!(ran_on.as_deref(), Some("tripline-writer"));
     }
 
     /// Writes on the caller's thread leave the checkpoints to the writer thread (SQLite's

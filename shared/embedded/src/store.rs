@@ -535,7 +535,7 @@ impl Store for EmbeddedStore {
         limit: usize,
     ) -> Result<usize, StoreError> {
         let workflow = workflow.to_string();
-        self.write(move |conn| crate::upkeep::purge(conn, &workflow, before, limit))
+        self.write_long(move |conn| crate::upkeep::purge(conn, &workflow, before, limit))
             .await
     }
 }
