@@ -351,14 +351,13 @@ impl EmbeddedStore {
 
     /// Hands `job` to the writer thread.
     fn to_writer(&self, job: Job) -> Result<(), StoreError> {
-        self.shared.pending.fetch_add(1, SeqCst);
-        let sent = self
+        let writer = self
             .shared
             .writer
             .lock()
-            .map_err(|_| StoreError::Unavailable("the writer is gone".into()))?
-            .send(job);
-        sent.map_err(|_| {
+            .map_err(|_| StoreError::Unavailable("the writer is gone".into()))?;
+        self.shared.pending.fetch_add(1, SeqCst);
+        writer.send(job).map_err(|_| {
             self.shared.pending.fetch_sub(1, SeqCst);
             StoreError::Unavailable("the writer thread stopped".into())
         })
