@@ -51,6 +51,15 @@ fn message(id: &str, body: Vec<u8>) -> tripline_app::ports::InboxMessage {
     }
 }
 
+/// A queued run of workflow `wf` at `T0`, with an empty input.
+fn run(id: &str, kind: tripline_core::run::TriggerKind, trigger: &str) -> tripline_core::Run {
+    let trigger = tripline_core::run::TriggerRef {
+        kind,
+        id: trigger.into(),
+    };
+    tripline_core::Run::new(id.into(), "wf", 1, trigger, serde_json::json!({}), T0)
+}
+
 #[tokio::test]
 async fn bodies_over_the_item_budget_live_in_s3_and_small_ones_do_not() {
     let (clients, mut settings) = fresh(None).await;
@@ -102,17 +111,7 @@ async fn an_idempotency_claim_carries_a_ttl_in_seconds_and_the_table_expires_it(
     let (clients, settings) = fresh(None).await;
     let store = DynamoStore::new(&clients, settings.clone());
     let expires_at = T0.plus(Duration::from_secs(86_400));
-    let run = tripline_core::Run::new(
-        "r1".into(),
-        "wf",
-        1,
-        tripline_core::run::TriggerRef {
-            kind: tripline_core::run::TriggerKind::Webhook,
-            id: "hook".into(),
-        },
-        serde_json::json!({}),
-        T0,
-    );
+    let run = run("r1", tripline_core::run::TriggerKind::Webhook, "hook");
     store
         .admit(Admission {
             message: message("m1", vec![]),
@@ -347,17 +346,7 @@ async fn without_a_claim_a_run_is_written_only_after_its_message_and_a_failed_ru
     // The runs table is missing: the run's write fails after the message's landed.
     settings.runs_table = format!("{}-gone", settings.runs_table);
     let store = DynamoStore::new(&clients, settings.clone());
-    let run = tripline_core::Run::new(
-        "m-half".into(),
-        "wf",
-        1,
-        tripline_core::run::TriggerRef {
-            kind: tripline_core::run::TriggerKind::Webhook,
-            id: "hook".into(),
-        },
-        serde_json::json!({}),
-        T0,
-    );
+    let run = run("m-half", tripline_core::run::TriggerKind::Webhook, "hook");
     let mut m = message("m-half", b"{}".to_vec());
     m.outcome = tripline_app::ports::Outcome::Started {
         run_ids: vec!["m-half".into()],
@@ -536,17 +525,7 @@ async fn a_claim_held_by_its_message_is_written_only_when_the_message_expires_fi
         let (clients, mut settings) = fresh(None).await;
         settings.retention = retention;
         let store = DynamoStore::new(&clients, settings.clone());
-        let run = tripline_core::Run::new(
-            "tick-1".into(),
-            "wf",
-            1,
-            tripline_core::run::TriggerRef {
-                kind: tripline_core::run::TriggerKind::Cron,
-                id: "nightly".into(),
-            },
-            serde_json::json!({}),
-            T0,
-        );
+        let run = run("tick-1", tripline_core::run::TriggerKind::Cron, "nightly");
         let mut m = message("tick-1", b"{}".to_vec());
         m.outcome = Outcome::Started {
             run_ids: vec!["tick-1".into()],

@@ -16,6 +16,9 @@ use super::*;
 
 const ABSENT: &str = "attribute_not_exists(id)";
 
+/// The attribute of a message whose run could not be written.
+const UNSTARTED: &str = "unstarted";
+
 /// Whether `message` is listed through a run written with it (the run took the message's
 /// id, time and workflow: `App::run_of_message`), rather than through index entries of its own.
 pub(super) fn listed_by_run(message: &InboxMessage, runs: &[Item]) -> bool {
@@ -33,12 +36,24 @@ impl DynamoStore {
         message: &InboxMessage,
         runs: Vec<Item>,
     ) -> Result<Option<Admitted>, StoreError> {
-        let item = self
-            .message_item(message, listed_by_run(message, &runs))
-            .await?;
+        let by_run = listed_by_run(message, &runs);
         let inbox = &self.settings.inbox_table;
-        if !self.put_absent(inbox, item.clone()).await? && !self.retake(inbox, item).await? {
-            return Ok(Some(self.already_admitted(&message.id).await?));
+        let item = self.message_item(message, by_run).await?;
+        if !self.put_if(inbox, item, ABSENT).await? {
+            // Another message has the id. Only one whose run could not be written
+            // ([`Self::mark_unstarted`]) is replaced: a derived id's redelivery (a Kafka
+            // record, a cron tick) then starts the run the first delivery could not,
+            // instead of being taken for a duplicate of nothing.
+            let existing = self.inbox_item(&message.id).await?;
+            if !existing.as_ref().is_some_and(|i| i.contains_key(UNSTARTED)) {
+                return Ok(Some(self.duplicate_of(existing).await?));
+            }
+            let item = self.message_item(message, by_run).await?;
+            let retake = format!("attribute_exists({UNSTARTED})");
+            if !self.put_if(inbox, item, &retake).await? {
+                let existing = self.inbox_item(&message.id).await?;
+                return Ok(Some(self.duplicate_of(existing).await?));
+            }
         }
         let ids: Vec<String> = runs
             .iter()
@@ -48,7 +63,7 @@ impl DynamoStore {
             0 => Ok(true),
             1 => {
                 let run = runs.into_iter().next().unwrap_or_default();
-                self.put_absent(&self.settings.runs_table, run).await
+                self.put_if(&self.settings.runs_table, run, ABSENT).await
             }
             _ => self.put_runs_at_once(runs).await,
         };
@@ -64,40 +79,20 @@ impl DynamoStore {
         }
     }
 
-    /// `PutItem` where no item has the id; false when one has.
-    async fn put_absent(&self, table: &str, item: Item) -> Result<bool, StoreError> {
+    /// `PutItem` on `condition`; false when the condition failed.
+    async fn put_if(&self, table: &str, item: Item, condition: &str) -> Result<bool, StoreError> {
         let result = self
             .db
             .put_item()
             .table_name(table)
             .set_item(Some(item))
-            .condition_expression(ABSENT)
+            .condition_expression(condition)
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(conditional_failed) => Ok(false),
             Err(e) => Err(failed("PutItem (admit)", e)),
-        }
-    }
-
-    /// Replaces a message recorded under the same id whose run could not be written
-    /// ([`Self::mark_unstarted`]): a derived id's redelivery (a Kafka record, a cron tick)
-    /// then starts the run the first delivery could not, instead of finding a duplicate
-    /// of nothing. False when the message there is any other.
-    async fn retake(&self, table: &str, item: Item) -> Result<bool, StoreError> {
-        let result = self
-            .db
-            .put_item()
-            .table_name(table)
-            .set_item(Some(item))
-            .condition_expression("attribute_exists(unstarted)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(conditional_failed) => Ok(false),
-            Err(e) => Err(failed("PutItem (admit again)", e)),
         }
     }
 
@@ -123,9 +118,14 @@ impl DynamoStore {
         }
     }
 
-    /// The message was admitted before (a redelivery): the run it started.
-    async fn already_admitted(&self, id: &str) -> Result<Admitted, StoreError> {
-        let run_id = match self.message(id).await? {
+    /// The message was admitted before (a redelivery; `existing` is its item): the run it
+    /// started.
+    async fn duplicate_of(&self, existing: Option<Item>) -> Result<Admitted, StoreError> {
+        let message = match existing {
+            Some(item) => Some(self.read_message(&item).await?),
+            None => None,
+        };
+        let run_id = match message {
             Some(InboxMessage {
                 outcome: Outcome::Started { run_ids },
                 ..
@@ -150,8 +150,8 @@ impl DynamoStore {
         let Ok(mut item) = self.message_item(&m, false).await else {
             return;
         };
-        // A redelivery of the same id may take its place ([`Self::retake`]).
-        item.insert("unstarted".into(), AttributeValue::Bool(true));
+        // A redelivery of the same id may take its place (see `admit_in_order`).
+        item.insert(UNSTARTED.into(), AttributeValue::Bool(true));
         let put = self
             .db
             .put_item()

@@ -119,9 +119,6 @@ impl DynamoStore {
         Ok(Some(run))
     }
 
-    /// The item of a message. `by_run`: a run written with it has its id, time and
-    /// workflow, so the message is listed through that run's index entries and has none of
-    /// its own (no index keys: two write units fewer); see [`Listing::through`].
     /// When `m`'s record expires (`None`: kept until deleted).
     fn message_expires(&self, m: &InboxMessage) -> Option<Timestamp> {
         let keep = m.retain.map(|d| d.std()).or(self.settings.retention)?;
@@ -141,6 +138,9 @@ impl DynamoStore {
                 .is_none_or(|expires| expires >= claim.expires_at)
     }
 
+    /// The item of a message. `by_run`: a run written with it has its id, time and
+    /// workflow, so the message is listed through that run's index entries and has none of
+    /// its own (no index keys: two write units fewer); see [`Listing::through`].
     pub(super) async fn message_item(
         &self,
         m: &InboxMessage,
@@ -233,6 +233,21 @@ impl DynamoStore {
             }
         }
         Ok(found)
+    }
+
+    /// A message's item as stored, read consistently; `None` when there is none or it has
+    /// expired.
+    pub(super) async fn inbox_item(&self, id: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .db
+            .get_item()
+            .table_name(&self.settings.inbox_table)
+            .key("id", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| failed("GetItem (inbox)", e))?;
+        Ok(out.item.filter(|item| !expired(item)))
     }
 
     /// One of the runs table's singleton items (`#marker/…`, `#link/…`, `#state/…`,

@@ -419,18 +419,9 @@ impl Store for DynamoStore {
     }
 
     async fn message(&self, id: &str) -> Result<Option<InboxMessage>, StoreError> {
-        let out = self
-            .db
-            .get_item()
-            .table_name(&self.settings.inbox_table)
-            .key("id", s(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| failed("GetItem (inbox)", e))?;
-        match out.item {
-            Some(item) if !expired(&item) => self.read_message(&item).await.map(Some),
-            _ => Ok(None),
+        match self.inbox_item(id).await? {
+            Some(item) => self.read_message(&item).await.map(Some),
+            None => Ok(None),
         }
     }
 
