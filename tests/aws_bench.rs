@@ -252,6 +252,8 @@ struct PerRun {
     esm: BTreeMap<String, f64>,
     /// SSM reads by the first run (cold caches).
     first_ssm: u64,
+    /// The size of the newest run's item as stored, ended (B).
+    run_item: usize,
 }
 
 fn per_run(counts: BTreeMap<String, u64>, n: usize) -> BTreeMap<String, f64> {
@@ -277,11 +279,27 @@ async fn scenario(rig: &Rig, name: &str, token: &str, sync: bool) -> PerRun {
     for i in 1..=RUNS {
         run_once(rig, token, sync, i).await;
     }
-    let r = PerRun {
+    let mut r = PerRun {
         calls: per_run(rig.functions.snapshot(), RUNS),
         esm: per_run(rig.esm.snapshot(), RUNS),
         first_ssm,
+        run_item: 0,
     };
+    // An `UpdateItem` is billed on the whole item, which its request does not show (the
+    // counter takes it for one unit): the newest run's item as stored, at its largest
+    // (ended), bills each update of the run.
+    let newest = tripline_app::ports::RunQuery {
+        workflow: Some(name.into()),
+        limit: 1,
+        ..Default::default()
+    };
+    let page = rig.observer.runs(&newest).await.expect("runs");
+    if let Some(run) = page.items.first() {
+        r.run_item = item_size(&rig.item(&rig.settings.runs_table, &run.id).await);
+        let updates = r.calls.get("DynamoDB.UpdateItem").copied().unwrap_or(0.0);
+        let more = r.run_item.div_ceil(1024).max(1) as f64 - 1.0;
+        *r.calls.entry(WRITE_UNITS.into()).or_default() += updates * more;
+    }
     eprintln!("{name}: {r:?}");
     r
 }
@@ -440,9 +458,9 @@ fn cost_table(results: &[(&str, &str, PerRun)]) {
         "\n## Cost per million runs, by kind (list prices, us-east-1, on-demand, before Lambda duration)\n"
     );
     println!(
-        "| run | DynamoDB WRU | read requests | SQS requests | Lambda requests | HTTP API / Scheduler | $ per million, messages one by one | $ per million, batches of 10 |"
+        "| run | ended run's item, B | DynamoDB WRU | read requests | SQS requests | Lambda requests | HTTP API / Scheduler | $ per million, messages one by one | $ per million, batches of 10 |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (label, name, r) in results {
         let wru = r.calls.get(WRITE_UNITS).copied().unwrap_or(0.0);
         let reads = sum(&r.calls, DDB_READS);
@@ -467,7 +485,8 @@ fn cost_table(results: &[(&str, &str, PerRun)]) {
                 + (entry + executor / batch) * PRICE_LAMBDA_REQUEST
         };
         println!(
-            "| {label} | {wru:.2} | {reads:.2} | {:.2} | {:.2} | {starts:.0} | ${:.2} | ${:.2} |",
+            "| {label} | {} | {wru:.2} | {reads:.2} | {:.2} | {:.2} | {starts:.0} | ${:.2} | ${:.2} |",
+            r.run_item,
             sqs_own + esm,
             entry + executor,
             cost(1.0),
@@ -709,12 +728,14 @@ async fn main() {
     }
     let run = rig.observer.run(&run_id).await.expect("run").expect("run");
     let run_item = rig.item(&rig.settings.runs_table, &run.id).await;
+    // Empty when the message is inside its run's item (`joined.rs`: one item for both).
     let msg_item = rig
         .item(
             &rig.settings.inbox_table,
             run.message_id.as_deref().unwrap_or_default(),
         )
         .await;
+    let joined = msg_item.is_empty() && run_item.contains_key("mz");
     let queued_size = item_size(&queued_item);
     let (run_size, msg_size) = (item_size(&run_item), item_size(&msg_item));
     let wru = |bytes: usize| bytes.div_ceil(1024) as f64;
@@ -727,7 +748,7 @@ async fn main() {
             .count()
     };
     let index_entries = (entries(&msg_item) + entries(&queued_item)) as f64;
-    let admission = wru(msg_size) + wru(queued_size) + index_entries;
+    let admission = if joined { 0.0 } else { wru(msg_size) } + wru(queued_size) + index_entries;
     let finish = wru(run_size);
     let three = &results[1].2;
     // The reads counted for the run (the executor's consistent read of the queued run, and
@@ -743,16 +764,28 @@ async fn main() {
     let lambda = 2.0 * PRICE_LAMBDA_REQUEST;
     let api = PRICE_HTTP_API_REQUEST;
     println!("\n## Cost of a million three-step async runs (list prices, us-east-1, on-demand)\n");
-    println!(
-        "- items as stored: inbox message {msg_size} B, run when queued {queued_size} B, finished run {run_size} B (run records over 512 B are deflated)"
-    );
-    println!(
-        "- DynamoDB: admission {admission:.0} WRU (message {} + run {} + {index_entries:.0} index entries) + finish {finish:.0} WRU = {total_wru:.0} WRU × ${PRICE_WRU}/M = ${:.3}; reads {reads:.0} RRU × ${PRICE_RRU}/M = ${:.3}",
-        wru(msg_size),
-        wru(queued_size),
-        total_wru * PRICE_WRU,
-        reads * PRICE_RRU
-    );
+    if joined {
+        println!(
+            "- items as stored: one item for the message and its run (the message deflated against the run's input), {queued_size} B when queued, {run_size} B finished (run records over 512 B are deflated)"
+        );
+        println!(
+            "- DynamoDB: admission {admission:.0} WRU (message and run {} + {index_entries:.0} index entries) + finish {finish:.0} WRU = {total_wru:.0} WRU × ${PRICE_WRU}/M = ${:.3}; reads {reads:.0} RRU × ${PRICE_RRU}/M = ${:.3}",
+            wru(queued_size),
+            total_wru * PRICE_WRU,
+            reads * PRICE_RRU
+        );
+    } else {
+        println!(
+            "- items as stored: inbox message {msg_size} B, run when queued {queued_size} B, finished run {run_size} B (run records over 512 B are deflated)"
+        );
+        println!(
+            "- DynamoDB: admission {admission:.0} WRU (message {} + run {} + {index_entries:.0} index entries) + finish {finish:.0} WRU = {total_wru:.0} WRU × ${PRICE_WRU}/M = ${:.3}; reads {reads:.0} RRU × ${PRICE_RRU}/M = ${:.3}",
+            wru(msg_size),
+            wru(queued_size),
+            total_wru * PRICE_WRU,
+            reads * PRICE_RRU
+        );
+    }
     println!(
         "- SQS: {sqs_requests:.2} requests (send by the ingress; receive and delete by the event source mapping, counted here per message — Lambda batches them up to 10 under load) × ${PRICE_SQS_REQUEST}/M = ${sqs:.3}"
     );

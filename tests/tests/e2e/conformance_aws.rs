@@ -236,6 +236,14 @@ async fn item_of(
     table: &str,
     id: &str,
 ) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    maybe_item_of(clients, table, id).await.expect("item")
+}
+
+async fn maybe_item_of(
+    clients: &tripline_aws::Clients,
+    table: &str,
+    id: &str,
+) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
     let out = clients
         .dynamodb
         .get_item()
@@ -243,7 +251,7 @@ async fn item_of(
         .key("id", aws_sdk_dynamodb::types::AttributeValue::S(id.into()))
         .send()
         .await;
-    out.expect("get").item.expect("item")
+    out.expect("get").item
 }
 
 fn expires(
@@ -339,6 +347,59 @@ async fn with_retention_ended_runs_and_messages_expire_and_read_as_gone_once_pas
     assert_eq!(ids, ["m-exp"]);
 }
 
+/// A message and the run that took its id are one item, written at once: a failed write
+/// records nothing (the caller is answered 503), and a redelivery of the same id (a Kafka
+/// record's or a cron tick's is derived) writes both; a third is its duplicate.
+#[tokio::test]
+async fn a_message_and_its_run_are_written_as_one_item_or_not_at_all() {
+    let (clients, mut settings) = fresh(None).await;
+    let working = DynamoStore::new(&clients, settings.clone());
+    settings.runs_table = format!("{}-gone", settings.runs_table);
+    let store = DynamoStore::new(&clients, settings.clone());
+    let admission = started_by("m-one", "m-one", b"{}".to_vec());
+    let admitted = store.admit(admission.clone()).await;
+    assert!(admitted.is_err(), "the caller is told (503): {admitted:?}");
+    assert!(working.message("m-one").await.expect("read").is_none());
+    let again = working.admit(admission.clone()).await.expect("admit again");
+    assert!(
+        matches!(again, tripline_app::ports::Admitted::New { .. }),
+        "{again:?}"
+    );
+    let item = item_of(&clients, &working.settings().runs_table, "m-one").await;
+    assert!(item.contains_key("mz"), "the message is in its run's item");
+    assert!(
+        maybe_item_of(&clients, &working.settings().inbox_table, "m-one")
+            .await
+            .is_none(),
+        "and has no item of its own"
+    );
+    let recorded = working
+        .message("m-one")
+        .await
+        .expect("read")
+        .expect("message");
+    assert_eq!(recorded, admission.message);
+    // The run's progress leaves the message as it was.
+    let mut run = working.run("m-one").await.expect("read").expect("run");
+    run.status = tripline_core::RunStatus::Succeeded;
+    run.finished_at = Some(T0);
+    let saved = working.save_run(&run).await.expect("save");
+    assert_eq!(working.run("m-one").await.expect("read"), Some(saved));
+    let recorded = working
+        .message("m-one")
+        .await
+        .expect("read")
+        .expect("message");
+    assert_eq!(recorded, admission.message);
+    let third = working.admit(admission).await.expect("admit a third time");
+    match third {
+        tripline_app::ports::Admitted::Duplicate { run_id } => assert_eq!(run_id, "m-one"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A message whose run has another id is written first, then the run: a failed run write
+/// marks the message, and a redelivery of its id replaces it and starts the run.
 #[tokio::test]
 async fn without_a_claim_a_run_is_written_only_after_its_message_and_a_failed_run_write_says_so() {
     let (clients, mut settings) = fresh(None).await;
@@ -346,19 +407,10 @@ async fn without_a_claim_a_run_is_written_only_after_its_message_and_a_failed_ru
     // The runs table is missing: the run's write fails after the message's landed.
     settings.runs_table = format!("{}-gone", settings.runs_table);
     let store = DynamoStore::new(&clients, settings.clone());
-    let run = run("m-half", tripline_core::run::TriggerKind::Webhook, "hook");
-    let mut m = message("m-half", b"{}".to_vec());
-    m.outcome = tripline_app::ports::Outcome::Started {
-        run_ids: vec!["m-half".into()],
-    };
-    let admission = Admission {
-        message: m,
-        runs: vec![run],
-        idempotency: None,
-    };
+    let admission = started_by("m-half", "r-half", b"{}".to_vec());
     let admitted = store.admit(admission.clone()).await;
     assert!(admitted.is_err(), "the caller is told (503): {admitted:?}");
-    let recorded = store
+    let recorded = working
         .message("m-half")
         .await
         .expect("read")
@@ -369,15 +421,15 @@ async fn without_a_claim_a_run_is_written_only_after_its_message_and_a_failed_ru
         }
         other => panic!("the message must not point at a run that does not exist: {other:?}"),
     }
-    // Delivered again with the same id (a Kafka record's or a cron tick's is derived), with
-    // the store working: the run the first delivery could not write starts now, rather
-    // than the message being taken for a duplicate of nothing.
+    // Delivered again with the same id, with the store working: the run the first
+    // delivery could not write starts now, rather than the message being taken for a
+    // duplicate of nothing.
     let again = working.admit(admission.clone()).await.expect("admit again");
     assert!(
         matches!(again, tripline_app::ports::Admitted::New { .. }),
         "{again:?}"
     );
-    assert!(working.run("m-half").await.expect("read").is_some());
+    assert!(working.run("r-half").await.expect("read").is_some());
     let recorded = working
         .message("m-half")
         .await
@@ -394,8 +446,25 @@ async fn without_a_claim_a_run_is_written_only_after_its_message_and_a_failed_ru
     // And a third delivery is the duplicate of that run.
     let third = working.admit(admission).await.expect("admit a third time");
     match third {
-        tripline_app::ports::Admitted::Duplicate { run_id } => assert_eq!(run_id, "m-half"),
+        tripline_app::ports::Admitted::Duplicate { run_id } => assert_eq!(run_id, "r-half"),
         other => panic!("{other:?}"),
+    }
+}
+
+/// The admission of message `id` starting one run `run_id` at the message's time.
+fn started_by(id: &str, run_id: &str, body: Vec<u8>) -> Admission {
+    let mut m = message(id, body);
+    m.outcome = tripline_app::ports::Outcome::Started {
+        run_ids: vec![run_id.into()],
+    };
+    Admission {
+        message: m,
+        runs: vec![run(
+            run_id,
+            tripline_core::run::TriggerKind::Webhook,
+            "hook",
+        )],
+        idempotency: None,
     }
 }
 
@@ -448,17 +517,40 @@ async fn a_message_that_shares_its_runs_id_is_listed_through_the_runs_index_entr
             .await
             .expect("admit");
     }
-    for (id, own_entries) in [
-        ("m1", false),
-        ("m2", true),
-        ("m3", true),
-        ("m4", true),
-        ("m5", false),
-    ] {
+    // Shares its run's id and time, but the two do not fit one item (a body over a small
+    // budget): the message has an item of its own, without entries, listed through the run.
+    let tight = DynamoStore::new(
+        &clients,
+        tripline_aws::Settings {
+            item_budget: 300,
+            ..settings.clone()
+        },
+    );
+    let (mut m6, runs) = started("m6", 60, Some(run_at("m6", at(60))));
+    m6.body = (0..400u32).map(|i| (i * 37 % 251) as u8).collect();
+    tight
+        .admit(Admission {
+            message: m6,
+            runs,
+            idempotency: None,
+        })
+        .await
+        .expect("admit");
+    for (id, own_entries) in [("m2", true), ("m3", true), ("m4", true), ("m6", false)] {
         let item = item_of(&clients, &settings.inbox_table, id).await;
         for key in ["rkey", "wkey", "shard"] {
             assert_eq!(item.contains_key(key), own_entries, "{id}: {key}");
         }
+    }
+    // One item for a message and its run: none in the inbox table.
+    for id in ["m1", "m5"] {
+        let inbox = maybe_item_of(&clients, &settings.inbox_table, id).await;
+        assert!(inbox.is_none(), "{id}");
+        assert!(
+            item_of(&clients, &settings.runs_table, id)
+                .await
+                .contains_key("mz")
+        );
     }
     let list = |q: InboxQuery| {
         let store = store.clone();
@@ -475,7 +567,7 @@ async fn a_message_that_shares_its_runs_id_is_listed_through_the_runs_index_entr
             }
         }
     };
-    let every = ["m5", "m4", "m3", "m2", "m1"];
+    let every = ["m6", "m5", "m4", "m3", "m2", "m1"];
     for limit in [1, 2, 50] {
         let all = InboxQuery {
             limit,
@@ -505,7 +597,7 @@ async fn a_message_that_shares_its_runs_id_is_listed_through_the_runs_index_entr
         limit: 50,
         ..Default::default()
     };
-    assert_eq!(list(started_only).await, ["m5", "m4", "m3", "m1"]);
+    assert_eq!(list(started_only).await, ["m6", "m5", "m4", "m3", "m1"]);
     let other = InboxQuery {
         workflow: Some("other".into()),
         limit: 50,
@@ -562,5 +654,16 @@ async fn a_claim_held_by_its_message_is_written_only_when_the_message_expires_fi
             .expect("get")
             .item;
         assert_eq!(claim.is_some(), written, "retention {retention:?}");
+        // With the claim's transaction or without, the tick's message is in its run's item.
+        let item = item_of(&clients, &settings.runs_table, "tick-1").await;
+        assert!(item.contains_key("mz"), "{retention:?}: {item:?}");
+        let inbox = maybe_item_of(&clients, &settings.inbox_table, "tick-1").await;
+        assert!(inbox.is_none(), "{retention:?}");
+        let m = store
+            .message("tick-1")
+            .await
+            .expect("read")
+            .expect("message");
+        assert_eq!(m.outcome.kind(), "started");
     }
 }

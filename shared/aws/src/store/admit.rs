@@ -1,4 +1,9 @@
-//! Admission without an idempotency claim: the message, then its run, each written only
+//! Admission. A message and the one run that took its id are one item (`joined.rs`),
+//! written only where nothing has their id. With an idempotency claim, the claim and the
+//! records are one transaction (`admit_claimed`).
+//!
+//! Otherwise (a message starting several runs, or one whose run has an id of its own, or
+//! that does not fit one item with it): the message, then its runs, each written only
 //! where nothing is yet. The order is the guarantee: a run is never written before its
 //! message is durable, so a failure between the two (a throttled write, a timeout) leaves
 //! no run to execute; the caller gets 503 and its retry starts the one run. A
@@ -10,7 +15,7 @@
 //! whose run could not be written (marked `unstarted`): with a derived id, the retry is the
 //! only delivery that can start that run.
 
-use tripline_app::ports::{Admitted, InboxMessage, Outcome, StoreError};
+use tripline_app::ports::{Admitted, IdempotencyClaim, InboxMessage, Outcome, StoreError};
 
 use super::*;
 
@@ -77,6 +82,68 @@ impl DynamoStore {
                 Err(e)
             }
         }
+    }
+
+    /// A message and its run in one item (`joined.rs`), written only where no run has
+    /// their id: a redelivery finds it and is a duplicate of it. It is one write, so a
+    /// failure leaves nothing to mark: the sender is answered 503, and its retry (or a
+    /// derived id's redelivery) writes it.
+    pub(super) async fn admit_joined(
+        &self,
+        message: &InboxMessage,
+        item: Item,
+    ) -> Result<Option<Admitted>, StoreError> {
+        if self.put_if(&self.settings.runs_table, item, ABSENT).await? {
+            return Ok(None);
+        }
+        Ok(Some(Admitted::Duplicate {
+            run_id: message.id.clone(),
+        }))
+    }
+
+    /// Admission with an idempotency claim: the claim and `writes` (the message and its
+    /// runs, or their one joined item) in one transaction, so the first run for the key
+    /// wins atomically; `first` is the run the claim names.
+    pub(super) async fn admit_claimed(
+        &self,
+        claim: &IdempotencyClaim,
+        first: &str,
+        message: InboxMessage,
+        writes: Vec<(String, Item)>,
+    ) -> Result<Option<Admitted>, StoreError> {
+        let now = message.received_at.millis();
+        let claim_item = Item::from([
+            ("key".into(), s(&claim.key)),
+            ("run_id".into(), s(first)),
+            ("expires_at".into(), n(claim.expires_at.millis())),
+            // DynamoDB's TTL deletes the claim (in seconds) some time after it expired;
+            // `expires_at` is what decides.
+            ("ttl".into(), n(claim.expires_at.millis() / 1000 + 1)),
+        ]);
+        let mut tx = self.db.transact_write_items().transact_items(put(
+            &self.settings.idempotency_table,
+            claim_item,
+            Some((
+                "attribute_not_exists(run_id) OR expires_at <= :now",
+                Item::from([(":now".into(), n(now))]),
+            )),
+        )?);
+        for (table, item) in writes {
+            tx = tx.transact_items(put(&table, item, None)?);
+        }
+        let result = match tx.send().await {
+            Ok(_) => return Ok(None),
+            Err(e) => e,
+        };
+        if !result
+            .as_service_error()
+            .is_some_and(transaction_condition_failed)
+        {
+            return Err(failed("TransactWriteItems (admit)", result));
+        }
+        // The key is taken: record the message as a duplicate of the run that holds it.
+        let run_id = self.record_duplicate(&claim.key, message).await?;
+        Ok(Some(Admitted::Duplicate { run_id }))
     }
 
     /// `PutItem` on `condition`; false when the condition failed.

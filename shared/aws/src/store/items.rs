@@ -120,7 +120,7 @@ impl DynamoStore {
     }
 
     /// When `m`'s record expires (`None`: kept until deleted).
-    fn message_expires(&self, m: &InboxMessage) -> Option<Timestamp> {
+    pub(super) fn message_expires(&self, m: &InboxMessage) -> Option<Timestamp> {
         let keep = m.retain.map(|d| d.std()).or(self.settings.retention)?;
         Some(m.received_at.plus(keep))
     }
@@ -172,7 +172,11 @@ impl DynamoStore {
         Ok(item)
     }
 
+    /// The message of an inbox item, or of a run's item that holds its message.
     pub(super) async fn read_message(&self, item: &Item) -> Result<InboxMessage, StoreError> {
+        if Self::is_joined(item) {
+            return self.joined_message(item).await;
+        }
         let meta = get_s(item, "meta").ok_or_else(|| corrupt("inbox message", "no meta"))?;
         let mut m: InboxMessage =
             serde_json::from_str(meta).map_err(|e| corrupt("inbox message", e))?;

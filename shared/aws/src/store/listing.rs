@@ -1,6 +1,8 @@
 //! Listings: pages of runs and messages newest first, over an index's shards,
 //! with the filters the index cannot apply.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use tripline_app::ports::{InboxMessage, InboxQuery, Page, RunQuery, StoreError};
 use tripline_core::Run;
@@ -93,20 +95,15 @@ impl DynamoStore {
                 .take_while(|e| floor.as_ref().is_none_or(|f| &e.key >= f))
                 .collect();
             let exhausted = in_range.len() < want || !more;
-            // An id can come from both tables (a message with entries of its own whose run
-            // took its id); BatchGetItem refuses a key twice.
-            let mut ids: Vec<String> = in_range.iter().map(|e| e.id.clone()).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            let by_id = self.batch_get(l.table, &ids).await?;
+            let (own, joined) = self.listed_items(&l, &in_range).await?;
             for e in &in_range {
-                let Some(item) = by_id.get(&e.id) else {
-                    continue;
+                let item = match (e.through, joined.get(&e.id), own.get(&e.id)) {
+                    (true, Some(item), _) => item,
+                    // An item with index keys of its own is listed by them, never twice.
+                    (true, None, Some(item)) if !item.contains_key(l.sort_key) => item,
+                    (false, _, Some(item)) => item,
+                    _ => continue,
                 };
-                // An item with index keys of its own is listed by them, never twice.
-                if e.through && item.contains_key(l.sort_key) {
-                    continue;
-                }
                 if let Some(v) = keep.keep(self, item).await? {
                     items.push(v);
                     if items.len() == limit {
@@ -127,6 +124,43 @@ impl DynamoStore {
                 }
             }
         }
+    }
+}
+
+impl DynamoStore {
+    /// The items a page's entries name: the listing table's, and the `through` table's
+    /// that hold the listed record themselves (a run's item with its message inside,
+    /// `joined.rs`), by id.
+    async fn listed_items(
+        &self,
+        l: &Listing<'_>,
+        entries: &[Entry],
+    ) -> Result<(HashMap<String, Item>, HashMap<String, Item>), StoreError> {
+        let ids = |through: Option<bool>| {
+            let mut ids: Vec<String> = entries
+                .iter()
+                .filter(|e| through.is_none_or(|t| e.through == t))
+                .map(|e| e.id.clone())
+                .collect();
+            // An id can come from both tables (a message with entries of its own whose run
+            // took its id); BatchGetItem refuses a key twice.
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let Some((through, _)) = l.through else {
+            return Ok((self.batch_get(l.table, &ids(None)).await?, HashMap::new()));
+        };
+        let mut joined = self.batch_get(through, &ids(Some(true))).await?;
+        joined.retain(|_, item| Self::is_joined(item));
+        let mut rest: Vec<String> = ids(Some(true))
+            .into_iter()
+            .filter(|id| !joined.contains_key(id))
+            .chain(ids(Some(false)))
+            .collect();
+        rest.sort_unstable();
+        rest.dedup();
+        Ok((self.batch_get(l.table, &rest).await?, joined))
     }
 }
 

@@ -1,12 +1,14 @@
 //! The [`Store`] on DynamoDB, with S3 for what does not fit in an item. The key design and
 //! the reason for every key and index are in `infra/dynamodb.md`.
 //!
-//! Where things are: the `Store` methods (here), item encoding and S3 offload
-//! (`items.rs`), listings by time over the sharded index (`listing.rs`).
+//! Where things are: the `Store` methods (here), admission (`admit.rs`), one item for a
+//! message and its run (`joined.rs`), item encoding and S3 offload (`items.rs`), listings
+//! by time over the sharded index (`listing.rs`).
 
 mod admit;
 mod audit;
 mod items;
+mod joined;
 mod listing;
 
 use listing::{KeepMessage, KeepRun};
@@ -324,55 +326,35 @@ impl Store for DynamoStore {
         // admitted only where none has its id (a cron tick's claim, while retention is
         // longer than its window: 4 write units of its transaction saved).
         let idempotency = idempotency.filter(|c| !self.held_by_message(c, &message));
+        // One item for the message and its run, where they fit one (`joined.rs`).
+        let joined = match (runs.as_slice(), run_items.as_slice()) {
+            ([run], [item]) => self.joined_item(run, item, &message),
+            _ => None,
+        };
         let (Some(claim), Some(first)) = (&idempotency, runs.first()) else {
-            return Ok(self
-                .admit_in_order(&message, run_items)
-                .await?
-                .unwrap_or(Admitted::New { to_enqueue }));
+            let admitted = match joined {
+                Some(item) => self.admit_joined(&message, item).await?,
+                None => self.admit_in_order(&message, run_items).await?,
+            };
+            return Ok(admitted.unwrap_or(Admitted::New { to_enqueue }));
         };
-        let by_run = admit::listed_by_run(&message, &run_items);
-        let mut writes = vec![(
-            self.settings.inbox_table.clone(),
-            self.message_item(&message, by_run).await?,
-        )];
-        for item in run_items {
-            writes.push((self.settings.runs_table.clone(), item));
-        }
-        // The claim, the message and the runs in one transaction: the first run for the key
-        // wins, atomically.
-        let now = message.received_at.millis();
-        let claim_item = Item::from([
-            ("key".into(), s(&claim.key)),
-            ("run_id".into(), s(&first.id)),
-            ("expires_at".into(), n(claim.expires_at.millis())),
-            // DynamoDB's TTL deletes the claim (in seconds) some time after it expired;
-            // `expires_at` is what decides.
-            ("ttl".into(), n(claim.expires_at.millis() / 1000 + 1)),
-        ]);
-        let mut tx = self.db.transact_write_items().transact_items(put(
-            &self.settings.idempotency_table,
-            claim_item,
-            Some((
-                "attribute_not_exists(run_id) OR expires_at <= :now",
-                Item::from([(":now".into(), n(now))]),
-            )),
-        )?);
-        for (table, item) in writes {
-            tx = tx.transact_items(put(&table, item, None)?);
-        }
-        let result = match tx.send().await {
-            Ok(_) => return Ok(Admitted::New { to_enqueue }),
-            Err(e) => e,
+        let runs_table = &self.settings.runs_table;
+        let writes = match joined {
+            Some(item) => vec![(runs_table.clone(), item)],
+            None => {
+                let by_run = admit::listed_by_run(&message, &run_items);
+                let inbox = self.settings.inbox_table.clone();
+                let message_item = self.message_item(&message, by_run).await?;
+                std::iter::once((inbox, message_item))
+                    .chain(run_items.into_iter().map(|i| (runs_table.clone(), i)))
+                    .collect()
+            }
         };
-        if !result
-            .as_service_error()
-            .is_some_and(transaction_condition_failed)
-        {
-            return Err(failed("TransactWriteItems (admit)", result));
+        let first = first.id.clone();
+        match self.admit_claimed(claim, &first, message, writes).await? {
+            Some(duplicate) => Ok(duplicate),
+            None => Ok(Admitted::New { to_enqueue }),
         }
-        // The key is taken: record the message as a duplicate of the run that holds it.
-        let run_id = self.record_duplicate(&claim.key, message).await?;
-        Ok(Admitted::Duplicate { run_id })
     }
 
     async fn run(&self, id: &str) -> Result<Option<Run>, StoreError> {
@@ -386,22 +368,8 @@ impl Store for DynamoStore {
         let mut next = run.clone();
         next.version = run.version + 1;
         let item = self.run_item(&next).await?;
-        let result = self
-            .db
-            .put_item()
-            .table_name(&self.settings.runs_table)
-            .set_item(Some(item))
-            .condition_expression("v = :expected")
-            .expression_attribute_values(":expected", n(run.version))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(next),
-            Err(e) if e.as_service_error().is_some_and(conditional_failed) => {
-                Err(StoreError::Conflict)
-            }
-            Err(e) => Err(failed("PutItem (run)", e)),
-        }
+        self.update_run(item, run.version).await?;
+        Ok(next)
     }
 
     async fn runs(&self, q: &RunQuery) -> Result<Page<Run>, StoreError> {
@@ -418,7 +386,17 @@ impl Store for DynamoStore {
         self.page(listing, KeepRun(q.clone())).await
     }
 
+    /// A message is in the item of the run it started (`joined.rs`), or in the inbox
+    /// table (one that started none, or several, or was recorded before they were joined).
     async fn message(&self, id: &str) -> Result<Option<InboxMessage>, StoreError> {
+        if let Some(item) = self.runs_item(id.to_string(), "message").await?
+            && Self::is_joined(&item)
+        {
+            if expired(&item) {
+                return Ok(None);
+            }
+            return self.joined_message(&item).await.map(Some);
+        }
         match self.inbox_item(id).await? {
             Some(item) => self.read_message(&item).await.map(Some),
             None => Ok(None),
@@ -655,6 +633,11 @@ impl DynamoStore {
                 "the idempotency key was taken and then released; retry".into(),
             ));
         };
+        if run_id == message.id {
+            // The run holding the key took this message's id: this is that message
+            // delivered again (a cron tick's id is derived), recorded with its run.
+            return Ok(run_id);
+        }
         let mut message = message;
         message.outcome = Outcome::Duplicate {
             run_id: run_id.clone(),
