@@ -398,6 +398,66 @@ async fn a_message_and_its_run_are_written_as_one_item_or_not_at_all() {
     }
 }
 
+/// A joined message stays in its run's item while the run's record grows up to the item
+/// budget: a message too large to fit DynamoDB's item limit beside a full budget keeps an
+/// item of its own, and the run still saves a record as large as the budget.
+#[tokio::test]
+async fn a_message_joins_its_run_only_where_a_full_record_still_fits_beside_it() {
+    let (clients, mut settings) = fresh(None).await;
+    settings.item_budget = 350 * 1024;
+    let store = DynamoStore::new(&clients, settings.clone());
+    let noise = |n: usize, mut seed: u32| -> String {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                // 64 letters at random: deflate keeps about 6 bits of each 8.
+                char::from(LETTERS[(seed % 64) as usize])
+            })
+            .collect()
+    };
+    const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    // About 90 KB deflated: over what fits beside a 350 KiB record (46 KiB).
+    let admission = started_by("m-big", "m-big", noise(120_000, 7).into_bytes());
+    store.admit(admission).await.expect("admit");
+    assert!(
+        maybe_item_of(&clients, &settings.inbox_table, "m-big")
+            .await
+            .is_some(),
+        "a 90 KB message beside a 350 KiB budget has an item of its own"
+    );
+    // About 330 KB deflated: under the budget, so in the item.
+    let mut run = store.run("m-big").await.expect("read").expect("run");
+    run.context
+        .insert("out".into(), serde_json::json!(noise(440_000, 11)));
+    let saved = store
+        .save_run(&run)
+        .await
+        .expect("a record as large as the budget");
+    assert_eq!(store.run("m-big").await.expect("read"), Some(saved));
+    assert_eq!(
+        store
+            .message("m-big")
+            .await
+            .expect("read")
+            .expect("message")
+            .body
+            .len(),
+        120_000
+    );
+    // A small message beside the same budget is joined.
+    store
+        .admit(started_by("m-small", "m-small", b"{}".to_vec()))
+        .await
+        .expect("admit");
+    assert!(
+        maybe_item_of(&clients, &settings.inbox_table, "m-small")
+            .await
+            .is_none()
+    );
+}
+
 /// A message whose run has another id is written first, then the run: a failed run write
 /// marks the message, and a redelivery of its id replaces it and starts the run.
 #[tokio::test]

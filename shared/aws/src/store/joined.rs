@@ -25,6 +25,19 @@ const MZ: &str = "mz";
 /// The checksum of the dictionary `mz` was deflated with.
 const MZK: &str = "mzk";
 
+/// DynamoDB's largest item (names and values).
+const ITEM_LIMIT: usize = 400 * 1024;
+
+/// Room for a run item's attributes besides its record (keys, status, times).
+const ITEM_ATTRIBUTES: usize = 4 * 1024;
+
+/// The largest message joined to its run. A joined message stays in the item while the
+/// run's record grows up to the item budget, so message and budget must fit DynamoDB's
+/// limit together; a larger message keeps an inbox item of its own.
+fn joined_message_max(item_budget: usize) -> usize {
+    (64 * 1024).min(ITEM_LIMIT.saturating_sub(item_budget + ITEM_ATTRIBUTES))
+}
+
 /// The largest message inflated back from a joined item (a joined item is under the item
 /// budget, so anything larger is corrupt or hostile).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -105,18 +118,23 @@ impl DynamoStore {
         if !by_run || run_item.contains_key("blob") {
             return None;
         }
+        // Deflate rarely shrinks a message eightfold: a larger one is not tried.
+        if m.body.len() > 8 * joined_message_max(self.settings.item_budget) {
+            return None;
+        }
         let mut data = serde_json::to_vec(m).ok()?;
         data.push(0);
         data.extend_from_slice(&m.body);
         let dict = serde_json::to_vec(&run.trigger_input).ok()?;
+        let mz = deflate_after(&dict, &data);
+        if mz.len() > joined_message_max(self.settings.item_budget) {
+            return None;
+        }
         let mut item = run_item.clone();
         item.insert("trigger".into(), s(&m.trigger));
         item.insert("outcome".into(), s(m.outcome.kind()));
         item.insert(MZK.into(), n(checksum(&dict)));
-        item.insert(
-            MZ.into(),
-            AttributeValue::B(Blob::new(deflate_after(&dict, &data))),
-        );
+        item.insert(MZ.into(), AttributeValue::B(Blob::new(mz)));
         // An ended run's item is kept as long as the longer of the two records.
         if let (Some(run_ends), Some(message_ends)) =
             (get_n(&item, "expires"), self.message_expires(m))
