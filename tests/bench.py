@@ -253,30 +253,6 @@ def start_axum(port):
             time.sleep(0.02)
 
 
-def timed_gets(base, paths, cookie=None, n=30):
-    """The median time of N GETs of each path on one kept-alive connection, in ms; for a
-    path given as a callable, it is called first to give the path (a deep cursor)."""
-    import http.client
-    conn = http.client.HTTPConnection(base.split("//", 1)[1], timeout=30)
-    headers = {"cookie": cookie} if cookie else {}
-    out = {}
-    for name, path in paths:
-        if callable(path):
-            path = path()
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            conn.request("GET", path, headers=headers)
-            resp = conn.getresponse()
-            resp.read()
-            times.append((time.perf_counter() - t0) * 1000)
-            if resp.status != 200:
-                raise SystemExit(f"GET {path} answered {resp.status}")
-        out[name] = sorted(times)[len(times) // 2]
-    conn.close()
-    return out
-
-
 def deep(base, path, pages):
     """The path of page PAGES+1 of a listing, following its cursors."""
     def find():
@@ -323,9 +299,9 @@ PAGES = [
 ]
 
 
-def store_profile(wf_dir, data_dir, lua):
-    """Ingest at c=64 into the store in DATA_DIR, then the listings and pages over what it
-    holds; answers (ingest result, {measure: median ms})."""
+def loaded(wf_dir, data_dir, lua):
+    """Starts a server on the store in DATA_DIR and ingests into it at c=64 until its runs
+    have run; answers (process, base URL, ingest result). The server is left running."""
     port = free_port()
     proc, _ = start_server(wf_dir, data_dir, port)
     base = f"http://127.0.0.1:{port}"
@@ -334,34 +310,85 @@ def store_profile(wf_dir, data_dir, lua):
         # The listings are timed once the executor has finished the ingested runs, not
         # while it shares the cores with them.
         drained(base)
-        paths = [(n, deep(base, p[5:], 20) if p.startswith("DEEP:") else p) for n, p in LISTINGS]
-        times = timed_gets(base, paths)
-        times.update(timed_gets(base, PAGES, cookie=console_cookie(base), n=10))
-    finally:
+    except BaseException:
         proc.terminate()
-        proc.wait(timeout=30)
-    return ingest, times
+        raise
+    return proc, base, ingest
+
+
+def interleaved_gets(bases, paths, cookies=None, n=30):
+    """For each measure, N rounds of one GET to each server in turn (one kept-alive
+    connection each), so that the machine's noise falls on every store alike; answers
+    {store: {measure: median ms}}. PATHS: [(measure, {store: path or callable})]."""
+    import http.client
+    conns = {k: http.client.HTTPConnection(b.split("//", 1)[1], timeout=30) for k, b in bases.items()}
+    out = {k: {} for k in bases}
+    try:
+        for name, by_store in paths:
+            resolved = {k: (p() if callable(p) else p) for k, p in by_store.items()}
+            times = {k: [] for k in bases}
+            for _ in range(n):
+                for k, conn in conns.items():
+                    headers = {"cookie": cookies[k]} if cookies else {}
+                    t0 = time.perf_counter()
+                    conn.request("GET", resolved[k], headers=headers)
+                    resp = conn.getresponse()
+                    resp.read()
+                    times[k].append((time.perf_counter() - t0) * 1000)
+                    if resp.status != 200:
+                        raise SystemExit(f"GET {resolved[k]} answered {resp.status}")
+            for k in bases:
+                out[k][name] = sorted(times[k])[n // 2]
+    finally:
+        for conn in conns.values():
+            conn.close()
+    return out
+
+
+def listing_times(bases):
+    """The listings and console pages of every store, measured interleaved."""
+    paths = [(n, {k: deep(b, p[5:], 20) if p.startswith("DEEP:") else p for k, b in bases.items()})
+             for n, p in LISTINGS]
+    times = interleaved_gets(bases, paths)
+    cookies = {k: console_cookie(b) for k, b in bases.items()}
+    pages = [(n, {k: p for k in bases}) for n, p in PAGES]
+    for k, t in interleaved_gets(bases, pages, cookies, n=10).items():
+        times[k].update(t)
+    return times
 
 
 def growth(tmp, wf_dir, lua):
     """The same traffic into an empty store, into one seeded with a hundredth of SEED_RUNS
     and into one seeded with SEED_RUNS. An empty store answers a filter for failed runs
     with an empty page, the seeded ones with a full page; the small one is the baseline
-    that reads as many rows as the large one."""
-    out = {"empty": store_profile(wf_dir, os.path.join(tmp, "empty"), lua)}
+    that reads as many rows as the large one. Each store's ingest runs alone (the servers
+    loaded before it idle); the listings are measured once all three have been loaded,
+    request by request in turn across the three servers."""
+    servers = {}
     seeding = {}
-    for name, count in (("small", SEED_RUNS // 100), ("large", SEED_RUNS)):
-        seeded = os.path.join(tmp, name)
-        t0 = time.perf_counter()
-        subprocess.run([SEEDER, seeded, str(count)], check=True, stderr=subprocess.DEVNULL)
-        seeding[name] = (time.perf_counter() - t0,
-                         sum(os.path.getsize(os.path.join(seeded, f)) for f in os.listdir(seeded)))
-        # The seeding's 1.6 GB sit dirty in the page cache: flushed now (not counted in the
-        # seeding's time), or the server's first checkpoint (an fsync of the database file)
-        # pays for writing them back, a 660 ms stall that measures the seeding, not the store.
-        os.sync()
-        out[name] = store_profile(wf_dir, seeded, lua)
-        shutil.rmtree(seeded, ignore_errors=True)
+    stores = [("empty", 0), ("small", SEED_RUNS // 100), ("large", SEED_RUNS)]
+    try:
+        for name, count in stores:
+            seeded = os.path.join(tmp, name)
+            if count:
+                t0 = time.perf_counter()
+                subprocess.run([SEEDER, seeded, str(count)], check=True, stderr=subprocess.DEVNULL)
+                seeding[name] = (time.perf_counter() - t0,
+                                 sum(os.path.getsize(os.path.join(seeded, f)) for f in os.listdir(seeded)))
+                # The seeding's 1.6 GB sit dirty in the page cache: flushed now (not counted
+                # in the seeding's time), or the server's first checkpoint (an fsync of the
+                # database file) pays for writing them back, a 660 ms stall that measures the
+                # seeding, not the store.
+                os.sync()
+            servers[name] = loaded(wf_dir, seeded, lua)
+        times = listing_times({name: base for name, (_, base, _) in servers.items()})
+    finally:
+        for proc, _, _ in servers.values():
+            proc.terminate()
+            proc.wait(timeout=30)
+        for name, _ in stores:
+            shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+    out = {name: (ingest, times[name]) for name, (_, _, ingest) in servers.items()}
     # What the heading reports: the large store's seeding.
     return out, *seeding["large"]
 
@@ -377,7 +404,7 @@ def print_growth(tmp, wf_dir, lua):
     print(f"\nA store that has lived: {SEED_RUNS:,} messages and runs over 30 days (ten workflows; "
           f"seeded in {seed_secs:.0f} s, {seeded_size / 2**20:.0f} MiB) against an empty store and "
           f"one with {small}; each then takes {SECONDS} s of ingest at c=64 first (medians of 30 "
-          f"GETs, 10 for pages). The empty store has no failed runs, so its filters for them "
+          f"GETs, 10 for pages, taken in turn from the three servers). The empty store has no failed runs, so its filters for them "
           f"answer empty pages; the {small} store answers the same full pages as the large one\n")
     print(f"| measure | empty store | {small} stored | {SEED_RUNS:,} stored | change from empty | change from {small} |")
     print("|---|---:|---:|---:|---:|---:|")
