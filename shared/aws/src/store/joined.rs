@@ -9,8 +9,9 @@
 //! webhook's input repeats the message's headers, method, path and body, so the message
 //! (`mz`) is deflated with that input as a preset dictionary and keeps only what the
 //! input does not already say. The dictionary is the input serialized again on reading
-//! (a run's input never changes); `mzk` holds its checksum, so a mismatch is an error,
-//! never a wrong message.
+//! (a run's input never changes), its last 32 KiB (deflate's window: no reference reaches
+//! further back); `mzk` holds its checksum, so a mismatch is an error, never a wrong
+//! message.
 
 use aws_sdk_dynamodb::primitives::Blob;
 use miniz_oxide::deflate::core::{
@@ -45,6 +46,11 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// What an update of a run may change; the rest of its item (keys, time, workflow, and a
 /// joined message) stays as admitted.
 const RUN_BODIES: [&str; 3] = ["doc", "z", "blob"];
+
+/// The part of a dictionary deflate can refer back to: its last 32 KiB.
+fn window(dict: &[u8]) -> &[u8] {
+    &dict[dict.len().saturating_sub(32 * 1024)..]
+}
 
 /// Raw deflate of `dict` then `data`, flushed to a byte boundary between the two; the
 /// first part's output is left out, so the result decodes only after it
@@ -125,15 +131,16 @@ impl DynamoStore {
         let mut data = serde_json::to_vec(m).ok()?;
         data.push(0);
         data.extend_from_slice(&m.body);
-        let dict = serde_json::to_vec(&run.trigger_input).ok()?;
-        let mz = deflate_after(&dict, &data);
+        let input = serde_json::to_vec(&run.trigger_input).ok()?;
+        let dict = window(&input);
+        let mz = deflate_after(dict, &data);
         if mz.len() > joined_message_max(self.settings.item_budget) {
             return None;
         }
         let mut item = run_item.clone();
         item.insert("trigger".into(), s(&m.trigger));
         item.insert("outcome".into(), s(m.outcome.kind()));
-        item.insert(MZK.into(), n(checksum(&dict)));
+        item.insert(MZK.into(), n(checksum(dict)));
         item.insert(MZ.into(), AttributeValue::B(Blob::new(mz)));
         // An ended run's item is kept as long as the longer of the two records.
         if let (Some(run_ends), Some(message_ends)) =
@@ -160,13 +167,14 @@ impl DynamoStore {
             .read_run(item)
             .await?
             .ok_or_else(|| bad("no run record beside it".into()))?;
-        let dict = serde_json::to_vec(&run.trigger_input).map_err(|e| bad(e.to_string()))?;
-        if get_n(item, MZK) != Some(i64::from(checksum(&dict))) {
+        let input = serde_json::to_vec(&run.trigger_input).map_err(|e| bad(e.to_string()))?;
+        let dict = window(&input);
+        if get_n(item, MZK) != Some(i64::from(checksum(dict))) {
             return Err(bad(
                 "its run's input is not the one it was stored against".into()
             ));
         }
-        let data = inflate_after(&dict, z.as_ref(), MAX_MESSAGE_BYTES)
+        let data = inflate_after(dict, z.as_ref(), MAX_MESSAGE_BYTES)
             .map_err(|e| bad(format!("deflated message: {e}")))?;
         let split = data
             .iter()
@@ -253,6 +261,13 @@ mod tests {
         let tail = deflate_after(&dict, &data);
         assert_eq!(inflate_after(&dict, &tail, data.len()).unwrap(), data);
         assert!(inflate_after(&dict, &tail, data.len() - 1).is_err());
+        // Only the window is kept as a dictionary, and what repeats it costs almost nothing.
+        let kept = window(&dict);
+        assert_eq!(kept.len(), 32 * 1024);
+        let repeat = &dict[dict.len() - 4000..];
+        let tail = deflate_after(kept, repeat);
+        assert!(tail.len() < 40, "{} bytes for a repeat", tail.len());
+        assert_eq!(inflate_after(kept, &tail, repeat.len()).unwrap(), repeat);
     }
 
     #[test]
