@@ -81,7 +81,9 @@ impl App {
                     break;
                 };
                 let app = self.clone();
-                tokio::spawn(async move {
+                // Boxed: a run's state machine is large, and the task would otherwise hold
+                // it inline and copy it in and out of its cell.
+                tokio::spawn(Box::pin(async move {
                     if let Err(e) = app.handle_delivery(&d).await {
                         tracing::error!(run_id = %d.item.run_id, error = %e, "work item failed; it will be delivered again");
                         if let Err(e) = app.queue.release(&d, RETRY_FAILED_ITEM).await {
@@ -89,7 +91,7 @@ impl App {
                         }
                     }
                     drop(permit);
-                });
+                }));
             }
         }
         let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
