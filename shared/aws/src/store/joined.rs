@@ -180,8 +180,10 @@ impl DynamoStore {
             .iter()
             .position(|b| *b == 0)
             .ok_or_else(|| bad("no end to its metadata".into()))?;
-        let mut m: InboxMessage =
-            serde_json::from_slice(&data[..split]).map_err(|e| bad(e.to_string()))?;
+        // As text, like the inbox's `meta`: one instance of the message's decoder in the
+        // binaries, not a second one for bytes.
+        let meta = std::str::from_utf8(&data[..split]).map_err(|e| bad(e.to_string()))?;
+        let mut m: InboxMessage = serde_json::from_str(meta).map_err(|e| bad(e.to_string()))?;
         m.body = data[split + 1..].to_vec();
         Ok(m)
     }
