@@ -352,10 +352,7 @@ async fn with_retention_ended_runs_and_messages_expire_and_read_as_gone_once_pas
 /// record's or a cron tick's is derived) writes both; a third is its duplicate.
 #[tokio::test]
 async fn a_message_and_its_run_are_written_as_one_item_or_not_at_all() {
-    let (clients, mut settings) = fresh(None).await;
-    let working = DynamoStore::new(&clients, settings.clone());
-    settings.runs_table = format!("{}-gone", settings.runs_table);
-    let store = DynamoStore::new(&clients, settings.clone());
+    let (clients, working, store) = without_runs_table().await;
     let admission = started_by("m-one", "m-one", b"{}".to_vec());
     let admitted = store.admit(admission.clone()).await;
     assert!(admitted.is_err(), "the caller is told (503): {admitted:?}");
@@ -462,11 +459,8 @@ async fn a_message_joins_its_run_only_where_a_full_record_still_fits_beside_it()
 /// marks the message, and a redelivery of its id replaces it and starts the run.
 #[tokio::test]
 async fn without_a_claim_a_run_is_written_only_after_its_message_and_a_failed_run_write_says_so() {
-    let (clients, mut settings) = fresh(None).await;
-    let working = DynamoStore::new(&clients, settings.clone());
     // The runs table is missing: the run's write fails after the message's landed.
-    settings.runs_table = format!("{}-gone", settings.runs_table);
-    let store = DynamoStore::new(&clients, settings.clone());
+    let (_, working, store) = without_runs_table().await;
     let admission = started_by("m-half", "r-half", b"{}".to_vec());
     let admitted = store.admit(admission.clone()).await;
     assert!(admitted.is_err(), "the caller is told (503): {admitted:?}");
@@ -509,6 +503,16 @@ async fn without_a_claim_a_run_is_written_only_after_its_message_and_a_failed_ru
         tripline_app::ports::Admitted::Duplicate { run_id } => assert_eq!(run_id, "r-half"),
         other => panic!("{other:?}"),
     }
+}
+
+/// A working store, and one on the same tables whose runs table is missing (its writes
+/// there fail).
+async fn without_runs_table() -> (tripline_aws::Clients, DynamoStore, DynamoStore) {
+    let (clients, mut settings) = fresh(None).await;
+    let working = DynamoStore::new(&clients, settings.clone());
+    settings.runs_table = format!("{}-gone", settings.runs_table);
+    let broken = DynamoStore::new(&clients, settings);
+    (clients, working, broken)
 }
 
 /// The admission of message `id` starting one run `run_id` at the message's time.

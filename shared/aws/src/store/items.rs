@@ -254,8 +254,9 @@ impl DynamoStore {
         Ok(out.item.filter(|item| !expired(item)))
     }
 
-    /// One of the runs table's singleton items (`#marker/…`, `#link/…`, `#state/…`,
-    /// `#slots/…`, `#context/…`), read consistently.
+    /// An item of the runs table, read consistently: a run (with its message, when
+    /// joined) or a singleton (`#marker/…`, `#link/…`, `#state/…`, `#slots/…`,
+    /// `#context/…`).
     pub(super) async fn runs_item(
         &self,
         id: String,

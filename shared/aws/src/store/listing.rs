@@ -125,9 +125,7 @@ impl DynamoStore {
             }
         }
     }
-}
 
-impl DynamoStore {
     /// The items a page's entries name: the listing table's, and the `through` table's
     /// that hold the listed record themselves (a run's item with its message inside,
     /// `joined.rs`), by id.
