@@ -388,6 +388,52 @@ pub async fn listings_page_newest_first_and_filter(p: Ports) {
 /// Searches: runs by trigger, error type, text in their input and the run that started
 /// them; messages by text in their body and the run that made them; across pages (a
 /// search that must read past non-matching records to fill one).
+/// The overview's briefs are the listing's runs since a time, newest first, up to the
+/// limit, each with its workflow, current status and admission time.
+pub async fn recent_runs_are_the_listing_in_brief(p: Ports) {
+    for i in 0..7u64 {
+        let at = T0.plus(Duration::from_secs(i));
+        let mut a = admission(&format!("r{i}"), &format!("m{i}"), at, None);
+        if i % 2 == 1 {
+            a.runs[0].workflow = "other".into();
+            a.message.workflow = "other".into();
+        }
+        admit(&p, a).await;
+    }
+    let mut failed = p.store.run("r5").await.expect("read").expect("run");
+    failed.status = RunStatus::Failed;
+    p.store.save_run(&failed).await.expect("save");
+    let brief = |id: u64, workflow: &str, status| RunBrief {
+        workflow: workflow.into(),
+        status,
+        inserted_at: T0.plus(Duration::from_secs(id)),
+    };
+    let since = T0.plus(Duration::from_secs(2));
+    assert_eq!(
+        p.store.recent_runs(since, 3).await.expect("briefs"),
+        vec![
+            brief(6, "wf", RunStatus::Queued),
+            brief(5, "other", RunStatus::Failed),
+            brief(4, "wf", RunStatus::Queued),
+        ]
+    );
+    let all = p.store.recent_runs(since, 100).await.expect("briefs");
+    let listed = p
+        .store
+        .runs(&RunQuery {
+            since: Some(since),
+            limit: 100,
+            ..RunQuery::default()
+        })
+        .await
+        .expect("runs");
+    assert_eq!(all.len(), 5, "r2 to r6: the runs admitted since the time");
+    assert_eq!(
+        all,
+        listed.items.iter().map(RunBrief::of).collect::<Vec<_>>()
+    );
+}
+
 pub async fn searches_filter_by_trigger_error_text_and_parent(p: Ports) {
     for i in 0..30u64 {
         let at = T0.plus(Duration::from_secs(i));
@@ -725,6 +771,7 @@ macro_rules! conformance_suite {
                 a_released_item_comes_back_after_the_given_delay,
                 a_delayed_item_waits_for_its_time,
                 listings_page_newest_first_and_filter,
+                recent_runs_are_the_listing_in_brief,
                 searches_filter_by_trigger_error_text_and_parent,
                 an_inbox_message_keeps_its_raw_bytes,
                 revisions_are_consecutive_and_conditional,

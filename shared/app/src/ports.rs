@@ -367,6 +367,33 @@ pub trait Store: Send + Sync + 'static {
             .version)
     }
 
+    /// What the console's overview charts of the newest `limit` runs admitted since
+    /// `since`, newest first: each run's workflow, status and admission time. The default
+    /// reads the listing's pages; a store that can answer without decoding every record
+    /// (embedded: three columns of the row) does so.
+    async fn recent_runs(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RunBrief>, StoreError> {
+        let mut q = RunQuery {
+            since: Some(since),
+            limit: limit.min(500),
+            ..RunQuery::default()
+        };
+        let mut briefs = Vec::new();
+        while briefs.len() < limit {
+            let page = self.runs(&q).await?;
+            briefs.extend(page.items.iter().map(RunBrief::of));
+            q.cursor = page.next_cursor;
+            if q.cursor.is_none() {
+                break;
+            }
+        }
+        briefs.truncate(limit);
+        Ok(briefs)
+    }
+
     /// How many runs have `status` now; `None` where counting would cost a scan (DynamoDB).
     async fn count_runs(
         &self,
@@ -386,6 +413,24 @@ pub trait Store: Send + Sync + 'static {
         before: Timestamp,
         limit: usize,
     ) -> Result<usize, StoreError>;
+}
+
+/// A run as the console's overview counts it ([`Store::recent_runs`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunBrief {
+    pub workflow: String,
+    pub status: tripline_core::RunStatus,
+    pub inserted_at: Timestamp,
+}
+
+impl RunBrief {
+    pub fn of(run: &Run) -> Self {
+        Self {
+            workflow: run.workflow.clone(),
+            status: run.status,
+            inserted_at: run.inserted_at,
+        }
+    }
 }
 
 /// A concurrency limit's accounting: the runs holding a slot and those waiting for one, in

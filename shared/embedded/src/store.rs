@@ -514,6 +514,44 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn recent_runs(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RunBrief>, StoreError> {
+        // The listing's own conditions and order, reading three columns of each row
+        // instead of decoding its record.
+        let listing = run_listing(&RunQuery {
+            since: Some(since),
+            ..RunQuery::default()
+        });
+        self.read(move |conn| {
+            let page = listing.page(
+                conn,
+                "SELECT id, workflow, status, inserted_at FROM runs",
+                (limit, None),
+                |r| {
+                    let status: String = r.get(2).map_err(sql)?;
+                    let status = RunStatus::parse(&status).ok_or_else(|| {
+                        StoreError::Unavailable(
+                            format!("a stored run has an unknown status {status:?}").into(),
+                        )
+                    })?;
+                    let brief = RunBrief {
+                        workflow: r.get(1).map_err(sql)?,
+                        status,
+                        inserted_at: Timestamp(r.get(3).map_err(sql)?),
+                    };
+                    Ok((r.get::<_, String>(0).map_err(sql)?, brief))
+                },
+                |(id, _)| id.clone(),
+                None::<fn(&(String, RunBrief)) -> bool>,
+            )?;
+            Ok(page.items.into_iter().map(|(_, b)| b).collect())
+        })
+        .await
+    }
+
     async fn count_runs(&self, status: RunStatus) -> Result<Option<u64>, StoreError> {
         let status = status.as_str();
         self.read(move |conn| {

@@ -14,7 +14,7 @@ use tripline_core::{Run, Timestamp};
 use super::{form, frame, page, see_other, views};
 use crate::App;
 use crate::jobs::JobAction;
-use crate::ports::RunQuery;
+use crate::ports::{RunBrief, RunQuery};
 use crate::switches::Switch;
 
 const STATUSES: &[&str] = &[
@@ -27,27 +27,21 @@ const STATUSES: &[&str] = &[
     "timed_out",
 ];
 
-/// `GET /`: runs per hour by status over the last day (the newest 5,000), the workflows
+/// `GET /`: runs per hour by status over the last day (the newest 5,000, read as
+/// [`crate::ports::Store::recent_runs`] briefs, not whole records), the workflows
 /// failing most, waiting runs and the queue.
 pub(super) async fn overview(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let s = session!(app, headers);
     let now = app.clock.now();
     let since = now.minus(std::time::Duration::from_secs(86_400));
-    let mut q = RunQuery {
-        since: Some(since),
-        limit: 500,
-        ..RunQuery::default()
+    let runs = app
+        .store
+        .recent_runs(since, 5_000)
+        .await
+        .unwrap_or_default();
+    let hour = |r: &RunBrief| {
+        ((r.inserted_at.millis() - since.millis()) / 3_600_000).clamp(0, 23) as usize
     };
-    let mut runs: Vec<Run> = Vec::new();
-    while let Ok(p) = app.store.runs(&q).await {
-        runs.extend(p.items);
-        q.cursor = p.next_cursor;
-        if q.cursor.is_none() || runs.len() >= 5_000 {
-            break;
-        }
-    }
-    let hour =
-        |r: &Run| ((r.inserted_at.millis() - since.millis()) / 3_600_000).clamp(0, 23) as usize;
     let mut by_hour = [[0usize; 2]; 24];
     let mut failing: BTreeMap<String, usize> = BTreeMap::new();
     for r in &runs {
