@@ -122,6 +122,31 @@ pub async fn a_message_admitted_again_is_a_duplicate_and_overwrites_nothing(p: P
     assert_eq!((run.status, run.version), (RunStatus::Succeeded, 1));
 }
 
+/// A run reads back as it was admitted, its first read and every later one alike (the
+/// embedded store keeps a just-admitted run in memory for its first read), and a run
+/// saved before it was ever read reads back as saved, never as admitted.
+pub async fn a_run_reads_back_as_admitted_until_it_is_saved(p: Ports) {
+    let mut a = admission("r1", "m1", T0, None);
+    a.runs[0].trigger_input = json!({"n": 1.25, "big": 12345678901234567_u64, "s": "é\u{1F600}", "deep": [[{"x": null}]]});
+    let admitted = a.runs[0].clone();
+    admit(&p, a).await;
+    let first = p.store.run("r1").await.expect("read").expect("run");
+    let again = p.store.run("r1").await.expect("read").expect("run");
+    assert_eq!(first, again, "the first read is the stored run");
+    assert_eq!(
+        (first.trigger_input.clone(), first.version),
+        (admitted.trigger_input.clone(), 0)
+    );
+
+    admit(&p, admission("r2", "m2", T0, None)).await;
+    let mut running = run("r2", "wf", T0);
+    running.status = RunStatus::Running;
+    let saved = p.store.save_run(&running).await.expect("save, unread");
+    let read = p.store.run("r2").await.expect("read").expect("run");
+    assert_eq!((read.status, read.version), (RunStatus::Running, 1));
+    assert_eq!(read, saved);
+}
+
 pub async fn a_run_write_is_conditional_on_its_version(p: Ports) {
     admit(&p, admission("r1", "m1", T0, None)).await;
     let loaded = p.store.run("r1").await.expect("read").expect("run");
@@ -763,6 +788,7 @@ macro_rules! conformance_suite {
         mod conformance {
             use super::*;
             $crate::conformance_suite!(@each $make;
+                a_run_reads_back_as_admitted_until_it_is_saved,
                 a_run_write_is_conditional_on_its_version,
                 a_message_admitted_again_is_a_duplicate_and_overwrites_nothing,
                 an_idempotency_key_maps_to_its_first_run_until_it_expires,

@@ -19,6 +19,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Notify, oneshot};
 use tripline_app::ports::*;
 
+mod fresh;
 mod listing;
 mod queue;
 mod secrets;
@@ -156,6 +157,8 @@ struct Shared {
     path: PathBuf,
     /// Told after a commit that made queue items receivable.
     pub(crate) queue_ready: Notify,
+    /// Runs just admitted, for their first read (`fresh.rs`).
+    pub(crate) fresh: fresh::Fresh,
     _lock: File,
 }
 
@@ -290,6 +293,7 @@ impl EmbeddedStore {
                 readers: Mutex::new(readers),
                 path,
                 queue_ready: Notify::new(),
+                fresh: fresh::Fresh::default(),
                 _lock: lock,
             }),
         })

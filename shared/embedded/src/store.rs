@@ -241,7 +241,7 @@ impl Store for EmbeddedStore {
                         if !exists {
                             insert_message(conn, &message)?;
                         }
-                        return Ok(Admitted::Duplicate { run_id });
+                        return Ok((Admitted::Duplicate { run_id }, Vec::new()));
                     }
                     if let Some(first) = runs.first() {
                         conn.prepare_cached("INSERT OR REPLACE INTO idempotency (key, run_id, expires_at) VALUES (?1, ?2, ?3)")
@@ -261,7 +261,7 @@ impl Store for EmbeddedStore {
                         Outcome::Duplicate { run_id } => run_id,
                         _ => String::new(),
                     };
-                    return Ok(Admitted::Duplicate { run_id });
+                    return Ok((Admitted::Duplicate { run_id }, Vec::new()));
                 }
                 insert_message(conn, &message)?;
                 for (run, json) in runs.iter().zip(runs_json) {
@@ -276,16 +276,22 @@ impl Store for EmbeddedStore {
                             .map_err(sql)?;
                     }
                 }
-                Ok(Admitted::New { to_enqueue: Vec::new() })
+                let queued = runs.into_iter().filter(|r| r.status == tripline_core::RunStatus::Queued);
+                Ok((Admitted::New { to_enqueue: Vec::new() }, queued.collect()))
             })
             .await;
-        if enqueued && matches!(result, Ok(Admitted::New { .. })) {
+        let (admitted, queued) = result?;
+        if enqueued && matches!(admitted, Admitted::New { .. }) {
+            store.shared.fresh.put(queued);
             store.notify_queue();
         }
-        result
+        Ok(admitted)
     }
 
     async fn run(&self, id: &str) -> Result<Option<Run>, StoreError> {
+        if let Some(run) = self.shared.fresh.take(id) {
+            return Ok(Some(run));
+        }
         self.read_now(|conn| {
             let row: Option<(String, i64)> = conn
                 .prepare_cached("SELECT record, version FROM runs WHERE id = ?1")
@@ -296,6 +302,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn save_run(&self, run: &Run) -> Result<Run, StoreError> {
+        self.shared.fresh.forget(&run.id);
         let mut next = run.clone();
         next.version = run.version + 1;
         let json = run_json(&next)?;
