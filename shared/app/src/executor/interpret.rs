@@ -163,13 +163,12 @@ impl App {
     pub(crate) async fn interpret(
         &self,
         wf: &Workflow,
-        run: Run,
+        mut run: Run,
         stored: Run,
         effects: Vec<Effect>,
         mode: Mode,
         world: Option<&dyn World>,
     ) -> Result<Interpreted, ExecError> {
-        let mut run = run;
         let mut pass = Pass {
             wf,
             stored,
@@ -261,7 +260,7 @@ impl App {
             Effect::StartFlows => {
                 // Likewise: the runs the end starts are admitted (with ids of their own
                 // that a second admission recognizes) before the end is written.
-                self.start_flows(run).await?;
+                Box::pin(self.start_flows(run)).await?;
                 Ok(Next::Go)
             }
             Effect::Finish { status } => self.finish(pass, run, status).await,

@@ -213,10 +213,12 @@ impl App {
         }
         let (run, effects) = engine::apply(&wf, run, event, self.clock.now());
         let mode = Mode::Executor { deadline };
-        match self
-            .interpret(&wf, run, stored, effects, mode, Some(&Performer))
-            .await?
-        {
+        // Boxed: awaited inline, its state machine (about 12 KB, much of it runs held by
+        // value) was stored twice over in this one's, which the executor's task copies
+        // into its cell: 26 KB without the box, 5 KB with it (measured 2026-12-07).
+        let interpreted =
+            Box::pin(self.interpret(&wf, run, stored, effects, mode, Some(&Performer)));
+        match interpreted.await? {
             Interpreted::Done { .. } => Ok(()),
             Interpreted::Lost(progress) => Err(ExecError::Lost(progress)),
         }
@@ -228,7 +230,7 @@ impl App {
     /// or looks again (a wake lost in a crash). A cron run gets its `state` input here.
     async fn may_start(&self, wf: &Workflow, run: &mut Run) -> Result<bool, ExecError> {
         if run.trigger.kind == TriggerKind::Cron || run.after.is_some() {
-            match self.prepare_start(run.clone()).await? {
+            match Box::pin(self.prepare_start(run.clone())).await? {
                 Some(prepared) => *run = prepared,
                 None => {
                     self.queue
@@ -238,7 +240,7 @@ impl App {
                 }
             }
         }
-        if wf.concurrency.is_some() && self.take_slot(wf, run).await? == Slot::Wait {
+        if wf.concurrency.is_some() && Box::pin(self.take_slot(wf, run)).await? == Slot::Wait {
             self.queue
                 .send(&WorkItem::start(run.id.clone()), QUEUED_LOOK_AGAIN)
                 .await?;
