@@ -4,11 +4,15 @@
 //!
 //! Exact because this process is the store's only writer (`tripline.lock`) and every write
 //! to a run row passes here: an admission adds its queued runs (version 0, as inserted)
-//! after the commit; `save_run` forgets the run before it writes, so a run read from here
-//! is never older than the row; the first read takes it out. Nothing else changes a run
-//! that has never been saved (`purge` deletes only ended runs, which were saved). Bounded:
-//! when runs are admitted faster than they are read (the executor stopped), the newest
-//! are simply read from the database.
+//! inside its write, *before* the commit makes them readable or deliverable, and forgets
+//! them if the commit fails; `save_run` (conditional on a committed version) forgets the
+//! run before it writes. So a run is always kept before anything can save it, and a kept
+//! run is never older than its row (kept after the commit instead, an executor that
+//! delivered and saved the run first would have had it replaced by the stale admission).
+//! The first read takes it out. Nothing else changes a run that has never been saved
+//! (`purge` deletes only ended runs, which were saved). Bounded: when runs are admitted
+//! faster than they are read (the executor stopped), the newest are simply read from the
+//! database.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -216,10 +216,13 @@ impl Store for EmbeddedStore {
         for r in &admission.runs {
             runs_json.push(run_json(r)?);
         }
-        let enqueued = admission
+        let queued: Vec<String> = admission
             .runs
             .iter()
-            .any(|r| r.status == tripline_core::RunStatus::Queued);
+            .filter(|r| r.status == tripline_core::RunStatus::Queued)
+            .map(|r| r.id.clone())
+            .collect();
+        let shared = self.shared.clone();
         let result = self
             .write(move |conn| {
                 let Admission { mut message, runs, idempotency } = admission;
@@ -241,7 +244,7 @@ impl Store for EmbeddedStore {
                         if !exists {
                             insert_message(conn, &message)?;
                         }
-                        return Ok((Admitted::Duplicate { run_id }, Vec::new()));
+                        return Ok(Admitted::Duplicate { run_id });
                     }
                     if let Some(first) = runs.first() {
                         conn.prepare_cached("INSERT OR REPLACE INTO idempotency (key, run_id, expires_at) VALUES (?1, ?2, ?3)")
@@ -261,7 +264,7 @@ impl Store for EmbeddedStore {
                         Outcome::Duplicate { run_id } => run_id,
                         _ => String::new(),
                     };
-                    return Ok((Admitted::Duplicate { run_id }, Vec::new()));
+                    return Ok(Admitted::Duplicate { run_id });
                 }
                 insert_message(conn, &message)?;
                 for (run, json) in runs.iter().zip(runs_json) {
@@ -276,16 +279,19 @@ impl Store for EmbeddedStore {
                             .map_err(sql)?;
                     }
                 }
-                let queued = runs.into_iter().filter(|r| r.status == tripline_core::RunStatus::Queued);
-                Ok((Admitted::New { to_enqueue: Vec::new() }, queued.collect()))
+                // Kept for their first read before the commit makes them readable or
+                // deliverable, so that nothing can save them before they are kept
+                // (fresh.rs); forgotten below if the commit fails.
+                shared.fresh.put(runs.into_iter().filter(|r| r.status == tripline_core::RunStatus::Queued).collect());
+                Ok(Admitted::New { to_enqueue: Vec::new() })
             })
             .await;
-        let (admitted, queued) = result?;
-        if enqueued && matches!(admitted, Admitted::New { .. }) {
-            store.shared.fresh.put(queued);
-            store.notify_queue();
+        match &result {
+            Ok(Admitted::New { .. }) if !queued.is_empty() => store.notify_queue(),
+            Err(_) => queued.iter().for_each(|id| store.shared.fresh.forget(id)),
+            Ok(_) => {}
         }
-        Ok(admitted)
+        result
     }
 
     async fn run(&self, id: &str) -> Result<Option<Run>, StoreError> {
