@@ -223,6 +223,7 @@ impl Store for EmbeddedStore {
             .map(|r| r.id.clone())
             .collect();
         let shared = self.shared.clone();
+        let lengths: Vec<usize> = runs_json.iter().map(String::len).collect();
         let result = self
             .write(move |conn| {
                 let Admission { mut message, runs, idempotency } = admission;
@@ -282,7 +283,8 @@ impl Store for EmbeddedStore {
                 // Kept for their first read before the commit makes them readable or
                 // deliverable, so that nothing can save them before they are kept
                 // (fresh.rs); forgotten below if the commit fails.
-                shared.fresh.put(runs.into_iter().filter(|r| r.status == tripline_core::RunStatus::Queued).collect());
+                let queued = runs.into_iter().zip(lengths).filter(|(r, _)| r.status == tripline_core::RunStatus::Queued);
+                shared.fresh.put(queued);
                 Ok(Admitted::New { to_enqueue: Vec::new() })
             })
             .await;
