@@ -171,6 +171,9 @@ def main():
         waiting_run = first.find_element(By.CSS_SELECTOR, "h2 a").get_attribute("href").rsplit("/", 1)[-1]
         first.find_element(By.NAME, "comment").send_keys("looks right")
         first.find_element(By.XPATH, ".//button[text()='Approve']").click()
+        # The decision's own answer first: a navigation started while the form's POST is
+        # still out can be overtaken by the POST's page (seen once, under a loaded suite).
+        wait_for(d, lambda: "Thank you" in d.title, "the decision's answer")
         d.get(f"{a.base}/runs/{waiting_run}")
         wait_for(d, lambda: "class=\"succeeded\">succeeded" in d.page_source, "the approved run succeed")
         d.get(f"{a.base}/approvals")
