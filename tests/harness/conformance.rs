@@ -308,7 +308,9 @@ pub async fn a_delayed_item_waits_for_its_time(p: Ports) {
     );
 }
 
-pub async fn listings_page_newest_first_and_filter(p: Ports) {
+/// Runs r0 to r6 (messages m0 to m6), a second apart from T0; the odd ones of workflow
+/// `other`, the others of `wf`.
+async fn admit_seven(p: &Ports) {
     for i in 0..7u64 {
         let at = T0.plus(Duration::from_secs(i));
         let mut a = admission(&format!("r{i}"), &format!("m{i}"), at, None);
@@ -316,8 +318,12 @@ pub async fn listings_page_newest_first_and_filter(p: Ports) {
             a.runs[0].workflow = "other".into();
             a.message.workflow = "other".into();
         }
-        admit(&p, a).await;
+        admit(p, a).await;
     }
+}
+
+pub async fn listings_page_newest_first_and_filter(p: Ports) {
+    admit_seven(&p).await;
     let q = RunQuery {
         limit: 3,
         ..RunQuery::default()
@@ -416,15 +422,7 @@ pub async fn listings_page_newest_first_and_filter(p: Ports) {
 /// The overview's briefs are the listing's runs since a time, newest first, up to the
 /// limit, each with its workflow, current status and admission time.
 pub async fn recent_runs_are_the_listing_in_brief(p: Ports) {
-    for i in 0..7u64 {
-        let at = T0.plus(Duration::from_secs(i));
-        let mut a = admission(&format!("r{i}"), &format!("m{i}"), at, None);
-        if i % 2 == 1 {
-            a.runs[0].workflow = "other".into();
-            a.message.workflow = "other".into();
-        }
-        admit(&p, a).await;
-    }
+    admit_seven(&p).await;
     let mut failed = p.store.run("r5").await.expect("read").expect("run");
     failed.status = RunStatus::Failed;
     p.store.save_run(&failed).await.expect("save");

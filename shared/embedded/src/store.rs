@@ -116,6 +116,28 @@ fn insert_message(conn: &Connection, m: &InboxMessage) -> Result<(), StoreError>
     Ok(())
 }
 
+/// An admission's runs (with their records), and a work item for each queued one.
+fn insert_runs(
+    conn: &Connection,
+    runs: &[Run],
+    records: &[String],
+    now: i64,
+) -> Result<(), StoreError> {
+    for (run, json) in runs.iter().zip(records) {
+        conn.prepare_cached(
+            "INSERT INTO runs (id, workflow, status, version, inserted_at, record) VALUES (?1, ?2, ?3, 0, ?4, ?5)",
+        )
+        .and_then(|mut s| s.execute(params![run.id, run.workflow, run.status.as_str(), run.inserted_at.millis(), json]))
+        .map_err(sql)?;
+        if run.status == tripline_core::RunStatus::Queued {
+            conn.prepare_cached("INSERT INTO queue (run_id, visible_at) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![run.id, now]))
+                .map_err(sql)?;
+        }
+    }
+    Ok(())
+}
+
 fn run_json(run: &Run) -> Result<String, StoreError> {
     serde_json::to_string(run).map_err(|e| corrupt("run", e))
 }
@@ -211,7 +233,6 @@ impl Store for EmbeddedStore {
     }
 
     async fn admit(&self, admission: Admission) -> Result<Admitted, StoreError> {
-        let store = self.clone();
         let mut runs_json = Vec::with_capacity(admission.runs.len());
         for r in &admission.runs {
             runs_json.push(run_json(r)?);
@@ -223,7 +244,6 @@ impl Store for EmbeddedStore {
             .map(|r| r.id.clone())
             .collect();
         let shared = self.shared.clone();
-        let lengths: Vec<usize> = runs_json.iter().map(String::len).collect();
         let result = self
             .write(move |conn| {
                 let Admission { mut message, runs, idempotency } = admission;
@@ -268,29 +288,19 @@ impl Store for EmbeddedStore {
                     return Ok(Admitted::Duplicate { run_id });
                 }
                 insert_message(conn, &message)?;
-                for (run, json) in runs.iter().zip(runs_json) {
-                    conn.prepare_cached(
-                        "INSERT INTO runs (id, workflow, status, version, inserted_at, record) VALUES (?1, ?2, ?3, 0, ?4, ?5)",
-                    )
-                    .and_then(|mut s| s.execute(params![run.id, run.workflow, run.status.as_str(), run.inserted_at.millis(), json]))
-                    .map_err(sql)?;
-                    if run.status == tripline_core::RunStatus::Queued {
-                        conn.prepare_cached("INSERT INTO queue (run_id, visible_at) VALUES (?1, ?2)")
-                            .and_then(|mut s| s.execute(params![run.id, now]))
-                            .map_err(sql)?;
-                    }
-                }
+                insert_runs(conn, &runs, &runs_json, now)?;
                 // Kept for their first read before the commit makes them readable or
                 // deliverable, so that nothing can save them before they are kept
                 // (fresh.rs); forgotten below if the commit fails.
+                let lengths = runs_json.iter().map(String::len);
                 let queued = runs.into_iter().zip(lengths).filter(|(r, _)| r.status == tripline_core::RunStatus::Queued);
                 shared.fresh.put(queued);
                 Ok(Admitted::New { to_enqueue: Vec::new() })
             })
             .await;
         match &result {
-            Ok(Admitted::New { .. }) if !queued.is_empty() => store.notify_queue(),
-            Err(_) => queued.iter().for_each(|id| store.shared.fresh.forget(id)),
+            Ok(Admitted::New { .. }) if !queued.is_empty() => self.notify_queue(),
+            Err(_) => queued.iter().for_each(|id| self.shared.fresh.forget(id)),
             Ok(_) => {}
         }
         result
