@@ -18,11 +18,19 @@ pub struct Ports {
     /// Lets time pass for the queue: the embedded queue moves the manual clock (and wakes
     /// its receivers); SQS keeps its own time, so its adapter really waits.
     pub advance: Box<dyn Fn(Duration) -> futures::future::BoxFuture<'static, ()> + Send + Sync>,
+    /// Brings the listings up to date with what was written: nothing for a store whose
+    /// listings read its own writes; DynamoDB's are written from the runs table's stream.
+    pub index: Box<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>,
 }
 
 impl Ports {
     async fn pass(&self, d: Duration) {
         (self.advance)(d).await;
+    }
+
+    /// See [`Ports::index`]: a check calls it after writing and before listing.
+    async fn listed(&self) {
+        (self.index)().await;
     }
 }
 
@@ -320,6 +328,7 @@ async fn admit_seven(p: &Ports) {
         }
         admit(p, a).await;
     }
+    p.listed().await;
 }
 
 pub async fn listings_page_newest_first_and_filter(p: Ports) {
@@ -476,6 +485,7 @@ pub async fn searches_filter_by_trigger_error_text_and_parent(p: Ports) {
         }
         admit(&p, a).await;
     }
+    p.listed().await;
     let ids = |page: &Page<Run>| page.items.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
     let search = |q: RunQuery| {
         let store = p.store.clone();
@@ -674,6 +684,7 @@ pub async fn large_payloads_round_trip(p: Ports) {
         (saved.version, RunStatus::Running)
     );
     assert_eq!(again.trigger_input, running.trigger_input);
+    p.listed().await;
     let listed = p
         .store
         .runs(&RunQuery {
@@ -694,6 +705,7 @@ pub async fn runs_still_queued_are_found_by_admission_time(p: Ports) {
     let mut started = p.store.run("q1").await.expect("read").expect("run");
     started.status = RunStatus::Running;
     p.store.save_run(&started).await.expect("save");
+    p.listed().await;
     let found = p
         .store
         .queued_runs(T0, T0.plus(Duration::from_secs(2)))

@@ -25,6 +25,7 @@ pub mod conformance;
 pub mod lambda;
 pub mod seed;
 pub mod shape;
+pub mod stream;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

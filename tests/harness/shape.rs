@@ -10,6 +10,7 @@ use tripline_aws::Settings;
 use crate::Stub;
 use crate::aws::{endpoint, fresh};
 use crate::lambda::{Function, Pump, function_env, http_answer, http_event};
+use crate::stream::RunsStream;
 
 /// The base of the resume and approval URLs the functions hand out.
 pub const PUBLIC_URL: &str = "https://hooks.example.test";
@@ -22,6 +23,8 @@ pub struct Shape {
     pub control: Function,
     pub resume: Function,
     pub pump: Pump,
+    /// The runs table's stream, which the executor indexes (see [`Shape::index`]).
+    pub stream: RunsStream,
     pub stub: Stub,
 }
 
@@ -44,6 +47,7 @@ pub async fn shape(ingress_env: &[(&str, &str)]) -> Shape {
         Function::start("resume-approval", &env),
     );
     let pump = Pump::new(clients.sqs.clone(), &settings.queue_url).await;
+    let stream = RunsStream::new(&clients, &settings).await;
     Shape {
         clients,
         settings,
@@ -52,11 +56,19 @@ pub async fn shape(ingress_env: &[(&str, &str)]) -> Shape {
         control,
         resume,
         pump,
+        stream,
         stub,
     }
 }
 
 impl Shape {
+    /// Hands the runs table's new items to the executor, which writes the listings' index
+    /// (on AWS the stream's event source mapping does this within seconds): a listing
+    /// names a run only after this.
+    pub async fn index(&self) -> usize {
+        self.stream.index_through(&self.executor).await
+    }
+
     pub async fn http(
         &self,
         f: &Function,

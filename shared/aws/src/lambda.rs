@@ -1,5 +1,5 @@
-//! The step executor's Lambda events: SQS batches (with partial batch failure reporting)
-//! and the sweeper's schedule.
+//! The step executor's Lambda events: SQS batches (with partial batch failure reporting),
+//! the sweeper's schedule, and the runs table's stream (the listings' index).
 
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use tracing::Instrument;
 use tripline_app::App;
 
 use crate::queue::decode;
+use crate::store::index::Indexed;
 
 /// How long a run may stay `queued` before the sweeper enqueues it again, unless
 /// `TRIPLINE_SWEEP_AFTER` says otherwise.
@@ -77,14 +78,48 @@ pub async fn sqs_batch(
     response
 }
 
-/// The step executor's handler: an SQS batch, or the sweeper's scheduled event
+/// Handles a batch of the runs table's stream: writes the index pages that list the
+/// items it created (`store/index.rs`). An error fails the batch, which the event source
+/// mapping delivers again (pages are written idempotently).
+pub async fn stream_batch(
+    store: &crate::DynamoStore,
+    event: &Value,
+) -> Result<Value, crate::BoxError> {
+    let records = event
+        .get("Records")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let indexed: Vec<Indexed> = records
+        .iter()
+        .filter(|r| r.get("eventName").and_then(Value::as_str) == Some("INSERT"))
+        .filter_map(|r| Indexed::of_image(r.get("dynamodb")?.get("NewImage")?))
+        .collect();
+    let pages = store.index(&indexed).await?;
+    tracing::debug!(
+        records = records.len(),
+        indexed = indexed.len(),
+        pages,
+        "stream batch indexed"
+    );
+    Ok(json!({ "indexed": indexed.len(), "pages": pages }))
+}
+
+/// The step executor's handler: an SQS batch, a batch of the runs table's stream (the
+/// listings' index, written through `store`), or the sweeper's scheduled event
 /// (EventBridge `Scheduled Event`, or `{"sweep": true}`).
 pub async fn executor_event(
     app: &App,
+    store: &crate::DynamoStore,
     settings: &ExecutorSettings,
     event: Value,
     deadline: tokio::time::Instant,
 ) -> Result<Value, crate::BoxError> {
+    let source = event
+        .pointer("/Records/0/eventSource")
+        .and_then(Value::as_str);
+    if source == Some("aws:dynamodb") {
+        return stream_batch(store, &event).await;
+    }
     if event.get("Records").is_some() {
         let batch: SqsEvent = serde_json::from_value(event)
             .map_err(|e| format!("the SQS event could not be read: {e}"))?;
@@ -96,7 +131,7 @@ pub async fn executor_event(
         let swept = app.sweep(settings.sweep_after).await?;
         return Ok(json!({ "swept": swept }));
     }
-    Err("the step executor takes SQS batches and the sweeper's scheduled event; this event is neither".into())
+    Err("the step executor takes SQS batches, the runs table's stream and the sweeper's scheduled event; this event is none of them".into())
 }
 
 /// The time an invocation must end by, from the runtime's deadline (ms since the epoch).

@@ -204,14 +204,16 @@ pub async fn app_with_secrets_from_env() -> Result<Arc<App>, BoxError> {
 /// [`app_from_env`] for the function that parks runs (the step executor): timers over 15
 /// minutes become EventBridge Scheduler schedules when the template's timer settings are
 /// set (`TRIPLINE_SCHEDULE_GROUP`, `TRIPLINE_QUEUE_ARN`, `TRIPLINE_SCHEDULER_ROLE_ARN`).
-pub async fn executor_app_from_env() -> Result<Arc<App>, BoxError> {
+/// Also the store itself, which writes the listings' index from the runs table's stream.
+pub async fn executor_app_from_env() -> Result<(Arc<App>, DynamoStore), BoxError> {
     let settings = Settings::from_env()?;
     let config = config_from_env()?;
     let clients = Clients::from_env(None).await;
     let timers = settings.timers.clone().map(|t| {
         Arc::new(queue::SchedulerTimers::new(clients.scheduler(), t)) as Arc<dyn queue::LongTimers>
     });
-    Ok(build_app_with(&clients, settings, config, timers))
+    let store = DynamoStore::new(&clients, settings.clone());
+    Ok((build_app_with(&clients, settings, config, timers), store))
 }
 
 /// [`app_from_env`] for the control API: a deploy keeps cron triggers' EventBridge

@@ -5,7 +5,8 @@
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -22,6 +23,8 @@ pub struct TableSpec {
     pub indexes: &'static [(&'static str, &'static str, &'static str)],
     pub numbers: &'static [&'static str],
     pub ttl: Option<&'static str>,
+    /// The table's stream, with new images (the runs table's feeds the listings' index).
+    pub stream: bool,
 }
 
 pub const WORKFLOWS: TableSpec = TableSpec {
@@ -30,17 +33,18 @@ pub const WORKFLOWS: TableSpec = TableSpec {
     indexes: &[],
     numbers: &["rev"],
     ttl: None,
+    stream: false,
 };
 
+/// No index: the runs table's listings read the index table's pages, which the step
+/// executor writes from this table's stream (`store/index.rs`, infra/dynamodb.md).
 pub const RUNS: TableSpec = TableSpec {
     hash: "id",
     range: None,
-    indexes: &[
-        ("by_workflow", "wkey", "ckey"),
-        ("by_time", "shard", "ckey"),
-    ],
+    indexes: &[],
     numbers: &[],
     ttl: Some("expires"),
+    stream: true,
 };
 
 pub const INBOX: TableSpec = TableSpec {
@@ -52,6 +56,7 @@ pub const INBOX: TableSpec = TableSpec {
     ],
     numbers: &[],
     ttl: Some("expires"),
+    stream: false,
 };
 
 pub const IDEMPOTENCY: TableSpec = TableSpec {
@@ -60,6 +65,17 @@ pub const IDEMPOTENCY: TableSpec = TableSpec {
     indexes: &[],
     numbers: &[],
     ttl: Some("ttl"),
+    stream: false,
+};
+
+/// The listings' index: pages (`p` a listing's partition, `k` its bucket and first entry).
+pub const INDEX: TableSpec = TableSpec {
+    hash: "p",
+    range: Some("k"),
+    indexes: &[],
+    numbers: &[],
+    ttl: Some("expires"),
+    stream: false,
 };
 
 fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, BoxError> {
@@ -114,6 +130,14 @@ async fn create_table(clients: &Clients, name: &str, spec: &TableSpec) -> Result
                 .build()?,
         );
     }
+    if spec.stream {
+        req = req.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewImage)
+                .build()?,
+        );
+    }
     req.send().await?;
     if let Some(ttl) = spec.ttl {
         clients
@@ -152,6 +176,7 @@ pub async fn provision(clients: &Clients, settings: &Settings) -> Result<Setting
     create_table(clients, &settings.runs_table, &RUNS).await?;
     create_table(clients, &settings.inbox_table, &INBOX).await?;
     create_table(clients, &settings.idempotency_table, &IDEMPOTENCY).await?;
+    create_table(clients, &settings.index_table, &INDEX).await?;
     clients
         .s3
         .create_bucket()

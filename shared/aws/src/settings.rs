@@ -17,6 +17,9 @@ pub struct Settings {
     pub runs_table: String,
     pub inbox_table: String,
     pub idempotency_table: String,
+    /// The listings' index of the runs table: pages of entries that the step executor
+    /// writes from the runs table's stream (`store/index.rs`).
+    pub index_table: String,
     pub queue_url: String,
     pub bucket: String,
     /// Run records and message bodies larger than this many bytes go to S3 (DynamoDB items
@@ -87,6 +90,7 @@ impl Settings {
             runs_table: var("TRIPLINE_RUNS_TABLE")?,
             inbox_table: var("TRIPLINE_INBOX_TABLE")?,
             idempotency_table: var("TRIPLINE_IDEMPOTENCY_TABLE")?,
+            index_table: var("TRIPLINE_INDEX_TABLE")?,
             queue_url: var("TRIPLINE_QUEUE_URL")?,
             bucket: var("TRIPLINE_BUCKET")?,
             item_budget: std::env::var("TRIPLINE_ITEM_BUDGET")
@@ -157,6 +161,7 @@ impl Settings {
             runs_table: format!("{prefix}-runs"),
             inbox_table: format!("{prefix}-inbox"),
             idempotency_table: format!("{prefix}-idempotency"),
+            index_table: format!("{prefix}-index"),
             queue_url: String::new(),
             bucket: format!("{prefix}-payloads").to_lowercase(),
             item_budget: ITEM_BUDGET,
@@ -191,6 +196,7 @@ impl Settings {
             ("TRIPLINE_RUNS_TABLE", self.runs_table.clone()),
             ("TRIPLINE_INBOX_TABLE", self.inbox_table.clone()),
             ("TRIPLINE_IDEMPOTENCY_TABLE", self.idempotency_table.clone()),
+            ("TRIPLINE_INDEX_TABLE", self.index_table.clone()),
             ("TRIPLINE_QUEUE_URL", self.queue_url.clone()),
             ("TRIPLINE_BUCKET", self.bucket.clone()),
             ("TRIPLINE_ITEM_BUDGET", self.item_budget.to_string()),

@@ -44,6 +44,7 @@ async fn the_client_deploys_lists_retries_and_exports_through_the_control_functi
     for id in &failed {
         s.pump_until(id, "failed", Duration::from_secs(30)).await;
     }
+    s.index().await;
     let (code, out, _) = cli(
         &base,
         &[

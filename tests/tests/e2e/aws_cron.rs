@@ -221,6 +221,7 @@ fn scheduler_event(scheduled: &str) -> Value {
 }
 
 async fn ticks(s: &Shape) -> Vec<Value> {
+    s.index().await;
     let (status, _, body) = s
         .http(&s.control, "GET", "/v1/workflows/ticked/ticks", &[], b"")
         .await;

@@ -63,6 +63,7 @@ steps: [{ id: a, type: transform, value: "{{ trigger.body.order_id }}" }]
     let (status, _, c) = run("k-2", json!({"x": 1})).await;
     assert_eq!(status, 422, "{c}");
     s.pump.drain(&s.executor, Duration::from_secs(30)).await;
+    s.index().await;
     let (_, _, runs) = s
         .http(&s.control, "GET", "/v1/runs?workflow=keyed", &[], b"")
         .await;

@@ -90,6 +90,7 @@ async fn the_key_comes_from_parameter_store_and_scoped_keys_and_the_audit_log_wo
     .await;
     assert_eq!(status, 403, "{body}");
 
+    s.index().await;
     let (status, log) = call(&s, &control, Some(MAIN), "GET", "/v1/audit", &Value::Null).await;
     assert_eq!(status, 200, "{log}");
     let first = &log["items"][0];

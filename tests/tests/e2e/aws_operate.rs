@@ -197,6 +197,7 @@ async fn the_control_function_dry_runs_a_changed_definition_against_the_inbox() 
     for n in [1, 2] {
         s.post_hook(token, &json!({ "n": n })).await;
     }
+    s.index().await;
     let changed = filtered.replace("n: 1", "n: 2");
     let (status, _, report) = s
         .http(
@@ -238,6 +239,7 @@ async fn the_control_function_searches_and_exports_in_parts_that_name_the_next()
         let (status, _, body) = s.post_hook(token, &json!({ "n": n, "email": email })).await;
         assert_eq!(status, 202, "{body}");
     }
+    s.index().await;
     let (status, _, found) = s
         .http(
             &s.control,
@@ -311,6 +313,7 @@ async fn a_bulk_retry_job_is_made_by_the_control_function_and_done_by_the_execut
         failed.push(id);
     }
     s.stub.set_default(Reply::status(200));
+    s.index().await;
     let body = json!({"action": "retry", "filter": {"workflow": "charge", "status": "failed"}});
     let (status, _, job) = s
         .http(

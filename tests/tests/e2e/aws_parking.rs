@@ -447,6 +447,7 @@ async fn a_once_trigger_is_recorded_at_deploy_and_waits_on_an_eventbridge_schedu
         )
         .await;
     assert_eq!(status, 200, "{again}");
+    s.index().await;
     let (_, _, listed) = s
         .http(&s.control, "GET", "/v1/runs?workflow=launch", &[], b"")
         .await;
@@ -503,6 +504,7 @@ async fn a_one_time_run_waits_on_a_scheduler_schedule_and_can_be_cancelled() {
             .any(|secs| expression == tripline_aws::queue::at_expression(*secs)),
         "{expression} for {at}"
     );
+    s.index().await;
     let (_, _, listed) = s
         .http(
             &s.control,

@@ -94,7 +94,9 @@ async fn an_async_webhook_run_goes_through_sqs_to_succeeded() {
         s.stub.requests()[1].body,
         json!({"order": "A-1", "reserved": 200})
     );
-    // The control API lists it and its message.
+    // The control API lists it and its message, once the executor has indexed it from
+    // the runs table's stream.
+    s.index().await;
     let (_, _, runs) = s
         .http(&s.control, "GET", "/v1/runs?workflow=orders", &[], b"")
         .await;
@@ -227,7 +229,14 @@ async fn a_run_recorded_but_never_enqueued_is_recovered_by_the_sweeper() {
         "nothing was enqueued"
     );
     assert_eq!(s.run(&run_id).await["status"], "queued");
-    // The sweeper's schedule fires (EventBridge's scheduled event).
+    // The stream's batch is indexed (the sweeper reads the index), then the sweeper's
+    // schedule fires (EventBridge's scheduled event).
+    // (The deploy's audit entry is indexed with it.)
+    assert_eq!(
+        s.index().await,
+        2,
+        "the run's item and the audit entry are indexed"
+    );
     let swept = s
         .executor
         .invoke(json!({

@@ -10,18 +10,28 @@ use tripline_aws::provision::IDEMPOTENCY;
 use tripline_aws::{DynamoStore, SqsQueue};
 use tripline_tests::aws::fresh;
 use tripline_tests::conformance::{Ports, T0};
+use tripline_tests::stream::RunsStream;
 
 async fn aws() -> (Ports, ()) {
     let (clients, settings) = fresh(None).await;
     let clock = Arc::new(ManualClock::new(T0));
     let ticker = clock.clone();
+    let store = DynamoStore::new(&clients, settings.clone());
+    let stream = Arc::new(RunsStream::new(&clients, &settings).await);
+    let indexer = store.clone();
     let ports = Ports {
-        store: Arc::new(DynamoStore::new(&clients, settings.clone())),
+        store: Arc::new(store),
         queue: Arc::new(SqsQueue::new(clients.sqs.clone(), settings.queue_url)),
         clock,
         advance: Box::new(move |d| {
             ticker.advance(d);
             Box::pin(tokio::time::sleep(d))
+        }),
+        index: Box::new(move || {
+            let (stream, store) = (stream.clone(), indexer.clone());
+            Box::pin(async move {
+                stream.index_with(&store).await;
+            })
         }),
     };
     (ports, ())
@@ -631,6 +641,10 @@ async fn a_message_that_shares_its_runs_id_is_listed_through_the_runs_index_entr
             }
         }
     };
+    RunsStream::new(&clients, &settings)
+        .await
+        .index_with(&store)
+        .await;
     let every = ["m6", "m5", "m4", "m3", "m2", "m1"];
     for limit in [1, 2, 50] {
         let all = InboxQuery {

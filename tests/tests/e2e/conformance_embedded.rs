@@ -22,6 +22,7 @@ async fn embedded() -> (Ports, tempfile::TempDir) {
             waker.wake();
             Box::pin(async {})
         }),
+        index: Box::new(|| Box::pin(async {})),
     };
     (ports, dir)
 }

@@ -7,6 +7,7 @@ mod aws_context;
 mod aws_cron;
 mod aws_flows;
 mod aws_idempotency;
+mod aws_index;
 mod aws_kafka;
 mod aws_keys;
 mod aws_operate;

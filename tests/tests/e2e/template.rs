@@ -4,7 +4,7 @@
 //! failures are reported, every function is built the same way with its own policy.
 //! (`tests/run` also runs cfn-lint and `sam validate --lint` on it.)
 
-use tripline_aws::provision::{IDEMPOTENCY, INBOX, RUNS, TableSpec, WORKFLOWS};
+use tripline_aws::provision::{IDEMPOTENCY, INBOX, INDEX, RUNS, TableSpec, WORKFLOWS};
 use tripline_tests::repo_root;
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -106,6 +106,12 @@ fn check_table(t: &Yaml, name: &str, spec: &TableSpec) {
         spec.ttl,
         "{name}: TTL attribute"
     );
+    let stream = p["StreamSpecification"]["StreamViewType"].as_str();
+    assert_eq!(
+        stream,
+        spec.stream.then_some("NEW_IMAGE"),
+        "{name}: its stream"
+    );
 }
 
 #[test]
@@ -115,6 +121,45 @@ fn the_tables_have_the_keys_and_indexes_the_store_uses() {
     check_table(&t, "RunsTable", &RUNS);
     check_table(&t, "InboxTable", &INBOX);
     check_table(&t, "IdempotencyTable", &IDEMPOTENCY);
+    check_table(&t, "IndexTable", &INDEX);
+}
+
+/// The runs table's stream reaches the step executor, which writes the listings' index:
+/// new items only, every batch delivered until it succeeds, and every function that may
+/// save a run may write the pages of one that ended late (`store/index.rs`).
+#[test]
+fn the_runs_tables_stream_feeds_the_index() {
+    let t = template();
+    let executor = &resource(&t, "StepExecutorFunction")["Properties"];
+    let index = &executor["Events"]["Index"];
+    assert_eq!(index["Type"].as_str(), Some("DynamoDB"));
+    let p = &index["Properties"];
+    assert_eq!(p["Stream"].as_str(), Some("RunsTable.StreamArn"));
+    assert_eq!(p["StartingPosition"].as_str(), Some("TRIM_HORIZON"));
+    assert!(
+        p["MaximumRetryAttempts"].is_badvalue(),
+        "a failed batch is retried until it succeeds"
+    );
+    let pattern = p["FilterCriteria"]["Filters"][0]["Pattern"]
+        .as_str()
+        .expect("a filter");
+    let pattern: serde_json::Value = serde_json::from_str(pattern).expect("JSON");
+    assert_eq!(pattern, serde_json::json!({"eventName": ["INSERT"]}));
+    let functions: Vec<&str> = t["Resources"]
+        .as_hash()
+        .expect("resources")
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::Function"))
+        .filter_map(|(name, _)| name.as_str())
+        .collect();
+    for name in functions {
+        let statements = &resource(&t, name)["Properties"]["Policies"][0]["Statement"];
+        let writes_pages = statements.as_vec().expect("statements").iter().any(|s| {
+            s["Action"].as_str() == Some("dynamodb:BatchWriteItem")
+                && s["Resource"].as_str() == Some("IndexTable.Arn")
+        });
+        assert!(writes_pages, "{name} may write index pages");
+    }
 }
 
 #[test]
@@ -441,10 +486,13 @@ fn each_function_may_do_only_what_it_does_to_the_tables() {
     ] {
         for (actions, resources) in dynamodb_statements(&t, name) {
             let has = |a: &str| actions.iter().any(|x| x == a);
-            assert!(
-                !has("dynamodb:BatchWriteItem"),
-                "{name}: nothing writes in batches"
-            );
+            if has("dynamodb:BatchWriteItem") {
+                assert_eq!(
+                    resources,
+                    ["IndexTable.Arn"],
+                    "{name}: only index pages are written in batches"
+                );
+            }
             if has("dynamodb:Scan") {
                 assert_eq!(
                     resources,

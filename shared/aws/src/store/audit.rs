@@ -1,6 +1,6 @@
 //! The audit log on DynamoDB: one item per entry in the runs table (`#audit/{id}`), listed
-//! newest first through the `by_workflow` index as if `#audit` were a workflow (its
-//! entries spread over the index's shards like any workflow's runs). The store expires nothing itself:
+//! newest first through the index's pages as if `#audit` were a workflow (`index.rs`;
+//! never in the listing of every run). The store expires nothing itself:
 //! DynamoDB's TTL deletes runs and messages (see `expires`), so `purge` has no work here.
 
 use async_trait::async_trait;
@@ -19,7 +19,6 @@ impl DynamoStore {
             .table_name(&self.settings.runs_table)
             .item("id", s(format!("{PARTITION}/{}", entry.id)))
             .item("workflow", s(PARTITION))
-            .item("wkey", s(workflow_key(PARTITION, &entry.id)))
             .item("ckey", s(time_key(entry.at, &entry.id)))
             .item("doc", s(doc))
             .condition_expression("attribute_not_exists(id)")

@@ -78,8 +78,6 @@ impl DynamoStore {
             ("v".into(), n(run.version)),
             ("at".into(), n(run.inserted_at.millis())),
             ("ckey".into(), s(time_key(run.inserted_at, &run.id))),
-            ("shard".into(), s(shard(&run.id))),
-            ("wkey".into(), s(workflow_key(&run.workflow, &run.id))),
         ]);
         if run.status.is_terminal()
             && let Some(keep) = run.retain.map(|d| d.std()).or(self.settings.retention)

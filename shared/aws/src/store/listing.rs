@@ -12,6 +12,8 @@ use super::*;
 impl DynamoStore {
     /// Up to `limit` entries below `below`, newest first, merged over the partitions of
     /// the listing (and of its `through` table); and whether any partition may hold more.
+    /// The runs table's partitions are the index table's pages (`index.rs`), the inbox's
+    /// its secondary indexes.
     pub(super) async fn keys_below(
         &self,
         l: &Listing<'_>,
@@ -20,8 +22,60 @@ impl DynamoStore {
     ) -> Result<(Vec<Entry>, bool), StoreError> {
         let tables =
             std::iter::once(((l.table, l.sort_key), false)).chain(l.through.map(|t| (t, true)));
+        let (paged, indexed): (Vec<_>, Vec<_>) =
+            tables.partition(|((table, _), _)| *table == self.settings.runs_table);
+        let partitions: Vec<(String, bool)> = paged
+            .into_iter()
+            .flat_map(|(_, through)| {
+                let parts: Vec<String> = match l.workflow {
+                    Some(w) => vec![index::workflow_partition(w)],
+                    None => index::time_partitions().collect(),
+                };
+                parts.into_iter().map(move |p| (p, through))
+            })
+            .collect();
+        let reads = partitions
+            .iter()
+            .map(|(p, _)| self.partition_below(p, below, limit));
+        let (pages, (mut keys, mut more)) = futures::future::try_join(
+            futures::future::try_join_all(reads),
+            self.index_keys_below(l, &indexed, below, limit),
+        )
+        .await?;
+        // Each partition is complete down to its frontier (the start of the last bucket it
+        // read whole), and holds at least `limit` distinct entries above it: so the newest
+        // `limit` of all the entries, the page, are all above the highest frontier, where
+        // every partition is complete. Below it, a partition may hold more.
+        more |= pages.iter().any(|(_, frontier)| frontier.is_some());
+        for ((entries, _), (_, through)) in pages.into_iter().zip(&partitions) {
+            keys.extend(entries.into_iter().map(|(key, id)| Entry {
+                key,
+                id,
+                through: *through,
+            }));
+        }
+        keys.sort_by(|a, b| b.key.cmp(&a.key).then(a.through.cmp(&b.through)));
+        // A page written twice (a stream batch delivered again) lists an entry twice.
+        keys.dedup_by(|a, b| a.key == b.key && a.through == b.through);
+        if keys.len() > limit {
+            keys.truncate(limit);
+            more = true;
+        }
+        Ok((keys, more))
+    }
+
+    /// [`Self::keys_below`] on secondary indexes: each partition's newest `limit` entries
+    /// below `below`.
+    async fn index_keys_below(
+        &self,
+        l: &Listing<'_>,
+        tables: &[((&str, &str), bool)],
+        below: &str,
+        limit: usize,
+    ) -> Result<(Vec<Entry>, bool), StoreError> {
         let parts: Vec<_> = tables
-            .flat_map(|(table, through)| {
+            .iter()
+            .flat_map(|&(table, through)| {
                 (0..SHARDS).map(move |i| match l.workflow {
                     Some(w) => (table, through, "by_workflow", "wkey", format!("{w}#{i}")),
                     None => (table, through, "by_time", "shard", i.to_string()),
@@ -59,11 +113,6 @@ impl DynamoStore {
                     });
                 }
             }
-        }
-        keys.sort_by(|a, b| b.key.cmp(&a.key));
-        if keys.len() > limit {
-            keys.truncate(limit);
-            more = true;
         }
         Ok((keys, more))
     }

@@ -7,6 +7,7 @@
 
 mod admit;
 mod audit;
+pub mod index;
 mod items;
 mod joined;
 mod listing;
@@ -368,6 +369,12 @@ impl Store for DynamoStore {
         let mut next = run.clone();
         next.version = run.version + 1;
         let item = self.run_item(&next).await?;
+        // Written first: a save that then loses its condition leaves an entry of a run that
+        // is there anyway, where the other order could leave a saved end unlisted.
+        let late = Self::late_end_pages(&next, &item);
+        if !late.is_empty() {
+            self.write_pages(late).await?;
+        }
         self.update_run(item, run.version).await?;
         Ok(next)
     }
