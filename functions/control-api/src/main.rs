@@ -2,14 +2,11 @@
 //! secrets, keys, the audit log) and the web console's pages, the same axum Routers as
 //! the local server's.
 
-use tripline_aws::http_api::client_addr;
-
 #[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     tripline_aws::init_tracing();
     let app = tripline_aws::control_app_from_env().await?;
     let router = tripline_app::http::control::router(app.clone())
-        .merge(tripline_app::http::console::router(app.clone()))
-        .layer(axum::middleware::map_request(client_addr));
-    lambda_http::run(tripline_aws::http_api::with_metrics(router, app)).await
+        .merge(tripline_app::http::console::router(app.clone()));
+    tripline_aws::http_api::run(tripline_aws::http_api::with_metrics(router, app)).await
 }

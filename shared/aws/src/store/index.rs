@@ -23,10 +23,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use tripline_app::ports::StoreError;
 use tripline_core::Run;
 
+use super::listing::{Entry, newest_first_once};
 use super::*;
 
 /// The span of time a page's entries fall in.
@@ -194,48 +194,36 @@ impl DynamoStore {
         if took <= i64::try_from(PAGE_MARGIN.as_millis()).unwrap_or(i64::MAX) {
             return Vec::new();
         }
-        let Some(indexed) = Indexed::of(item) else {
+        let Some(r) = Indexed::of(item) else {
             return Vec::new();
         };
-        pages(&[indexed])
+        let Some(prefix) = r.prefix() else {
+            return Vec::new();
+        };
+        let bucket = bucket_of(&r.ckey);
+        let mut bases = vec![workflow_partition(&r.workflow)];
+        if r.timed {
+            bases.push("t".into());
+        }
+        let expires = Some(expires + BUCKET_MS / 1000);
+        bases
             .iter()
-            .map(|p| page_item(p, Some(expires + BUCKET_MS / 1000)))
+            .map(|base| page_item(&page(base, bucket, prefix, vec![r.ckey.clone()]), expires))
             .collect()
     }
 
+    /// Puts the pages. `PutItem` rather than `BatchWriteItem`: the same write units, no
+    /// unprocessed items to retry, and no second operation's code in every function (the
+    /// control API's binary is near Lambda's 8 MiB budget).
     pub(super) async fn write_pages(&self, items: Vec<Item>) -> Result<(), StoreError> {
-        for chunk in items.chunks(25) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|item| {
-                    let put = PutRequest::builder().set_item(Some(item.clone())).build();
-                    put.map(|p| WriteRequest::builder().put_request(p).build())
-                        .map_err(|e| other("BatchWriteItem (index)", e))
-                })
-                .collect::<Result<_, _>>()?;
-            let mut tries = 0u32;
-            while !requests.is_empty() {
-                let out = self
-                    .db
-                    .batch_write_item()
-                    .request_items(&self.settings.index_table, requests)
-                    .send()
-                    .await
-                    .map_err(|e| failed("BatchWriteItem (index)", e))?;
-                requests = out
-                    .unprocessed_items
-                    .and_then(|mut u| u.remove(&self.settings.index_table))
-                    .unwrap_or_default();
-                tries += 1;
-                if !requests.is_empty() {
-                    if tries >= 8 {
-                        return Err(StoreError::Unavailable(
-                            "the index table kept refusing pages (throttled); the stream batch is delivered again".into(),
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(25 << tries.min(6))).await;
-                }
-            }
+        for item in items {
+            self.db
+                .put_item()
+                .table_name(&self.settings.index_table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(|e| failed("PutItem (index page)", e))?;
         }
         Ok(())
     }
@@ -247,9 +235,10 @@ impl DynamoStore {
     pub(super) async fn partition_below(
         &self,
         p: &str,
+        through: bool,
         below: &str,
         limit: usize,
-    ) -> Result<(Vec<(String, String)>, Option<String>), StoreError> {
+    ) -> Result<(Vec<Entry>, Option<String>), StoreError> {
         let upto = match below.get(..13).and_then(|t| t.parse::<i64>().ok()) {
             Some(_) => format!("{:013}", bucket_of(below) + BUCKET_MS),
             None => "~".to_string(),
@@ -283,7 +272,7 @@ impl DynamoStore {
                     }
                 }
                 bucket = Some(b.to_string());
-                read_page(&item, below, &mut current);
+                read_page(&item, below, through, &mut current);
             }
             start = out.last_evaluated_key;
             if start.is_none() {
@@ -295,14 +284,13 @@ impl DynamoStore {
 }
 
 /// A bucket read whole: its entries, newest first and each once, join the partition's.
-fn end_bucket(current: &mut Vec<(String, String)>, entries: &mut Vec<(String, String)>) {
-    current.sort_unstable_by(|a, b| b.cmp(a));
-    current.dedup();
+fn end_bucket(current: &mut Vec<Entry>, entries: &mut Vec<Entry>) {
+    newest_first_once(current);
     entries.append(current);
 }
 
-/// A page's entries below `below`, as (sort key, item id).
-fn read_page(item: &Item, below: &str, into: &mut Vec<(String, String)>) {
+/// A page's entries below `below`.
+fn read_page(item: &Item, below: &str, through: bool, into: &mut Vec<Entry>) {
     let prefix = get_s(item, "x").unwrap_or_default();
     let Some(AttributeValue::L(list)) = item.get("e") else {
         return;
@@ -311,7 +299,11 @@ fn read_page(item: &Item, below: &str, into: &mut Vec<(String, String)>) {
         if key.as_str() < below
             && let Some((_, id)) = key.split_once('#')
         {
-            into.push((key.clone(), format!("{prefix}{id}")));
+            into.push(Entry {
+                key: key.clone(),
+                id: format!("{prefix}{id}"),
+                through,
+            });
         }
     }
 }
@@ -392,12 +384,16 @@ mod tests {
         assert_eq!(pages[0].p, "w##audit");
         let item = page_item(&pages[0], None);
         let mut read = Vec::new();
-        read_page(&item, "~", &mut read);
+        read_page(&item, "~", false, &mut read);
+        let read: Vec<(&str, &str)> = read
+            .iter()
+            .map(|e| (e.key.as_str(), e.id.as_str()))
+            .collect();
         assert_eq!(
             read,
-            vec![(
-                "0000000001000#01JAUDIT000000000000000000".to_string(),
-                "#audit/01JAUDIT000000000000000000".to_string()
+            [(
+                "0000000001000#01JAUDIT000000000000000000",
+                "#audit/01JAUDIT000000000000000000"
             )]
         );
     }

@@ -36,27 +36,16 @@ impl DynamoStore {
             .collect();
         let reads = partitions
             .iter()
-            .map(|(p, _)| self.partition_below(p, below, limit));
-        let (pages, (mut keys, mut more)) = futures::future::try_join(
-            futures::future::try_join_all(reads),
-            self.index_keys_below(l, &indexed, below, limit),
-        )
-        .await?;
+            .map(|(p, through)| self.partition_below(p, *through, below, limit));
+        let pages = futures::future::try_join_all(reads).await?;
+        let (mut keys, mut more) = self.index_keys_below(l, &indexed, below, limit).await?;
         // Each partition is complete down to its frontier (the start of the last bucket it
         // read whole), and holds at least `limit` distinct entries above it: so the newest
         // `limit` of all the entries, the page, are all above the highest frontier, where
         // every partition is complete. Below it, a partition may hold more.
         more |= pages.iter().any(|(_, frontier)| frontier.is_some());
-        for ((entries, _), (_, through)) in pages.into_iter().zip(&partitions) {
-            keys.extend(entries.into_iter().map(|(key, id)| Entry {
-                key,
-                id,
-                through: *through,
-            }));
-        }
-        keys.sort_by(|a, b| b.key.cmp(&a.key).then(a.through.cmp(&b.through)));
-        // A page written twice (a stream batch delivered again) lists an entry twice.
-        keys.dedup_by(|a, b| a.key == b.key && a.through == b.through);
+        keys.extend(pages.into_iter().flat_map(|(entries, _)| entries));
+        newest_first_once(&mut keys);
         if keys.len() > limit {
             keys.truncate(limit);
             more = true;
@@ -214,9 +203,16 @@ impl DynamoStore {
 /// An index entry of a listing: its sort key (time and id), its item's id, and whether it
 /// is the `through` table's.
 pub(super) struct Entry {
-    key: String,
-    id: String,
-    through: bool,
+    pub key: String,
+    pub id: String,
+    pub through: bool,
+}
+
+/// Newest first, each entry once (pages written twice repeat entries); an id listed by
+/// both tables stays twice, once for each.
+pub(super) fn newest_first_once(entries: &mut Vec<Entry>) {
+    entries.sort_by(|a, b| b.key.cmp(&a.key).then(a.through.cmp(&b.through)));
+    entries.dedup_by(|a, b| a.key == b.key && a.through == b.through);
 }
 
 /// Decides whether a listed item belongs to the page (filters that the index cannot).
