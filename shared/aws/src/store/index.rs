@@ -170,14 +170,17 @@ impl DynamoStore {
     pub async fn index(&self, records: &[Indexed]) -> Result<usize, StoreError> {
         let keep = self.settings.retention;
         let pages = pages(records);
-        let items = pages.iter().map(|page| {
-            let ends = bucket_of(&page.k) + BUCKET_MS;
-            let expires = keep.map(|r| {
-                let life = i64::try_from((r + PAGE_MARGIN).as_millis()).unwrap_or(i64::MAX);
-                ends.saturating_add(life) / 1000
-            });
-            page_item(page, expires)
-        });
+        let items: Vec<Item> = pages
+            .iter()
+            .map(|page| {
+                let ends = bucket_of(&page.k) + BUCKET_MS;
+                let expires = keep.map(|r| {
+                    let life = i64::try_from((r + PAGE_MARGIN).as_millis()).unwrap_or(i64::MAX);
+                    ends.saturating_add(life) / 1000
+                });
+                page_item(page, expires)
+            })
+            .collect();
         // 16 at a time: a batch of 1,000 runs makes about 90 pages.
         use futures::stream::{self, StreamExt, TryStreamExt};
         stream::iter(items)
