@@ -810,13 +810,17 @@ async fn main() {
     // the deploy marker it looks at when the run ends, for flow triggers): items under
     // 4 KB, one RRU each.
     let reads = sum(&three.calls, &["DynamoDB.GetItem"]) * (run_size.div_ceil(4096)) as f64;
-    let total_wru = admission + finish;
+    // The listings' index pages, written by the executor from the runs table's stream:
+    // what the counter tallied beyond the run's own writes.
+    let tallied = three.calls.get(WRITE_UNITS).copied().unwrap_or(0.0);
+    let pages = (tallied - admission - finish).max(0.0);
+    let total_wru = admission + finish + pages;
     let ddb = total_wru * PRICE_WRU + reads * PRICE_RRU;
     let sqs_requests = prefixed(&three.calls, "SQS.") + three.esm.values().sum::<f64>();
     let sqs = sqs_requests * PRICE_SQS_REQUEST;
     let s3 = sum(&three.calls, &["S3.PutObject"]) * PRICE_S3_PUT
         + sum(&three.calls, &["S3.GetObject"]) * PRICE_S3_GET;
-    let lambda = 2.0 * PRICE_LAMBDA_REQUEST;
+    let lambda = (2.0 + three.index_invocations) * PRICE_LAMBDA_REQUEST;
     let api = PRICE_HTTP_API_REQUEST;
     println!("\n## Cost of a million three-step async runs (list prices, us-east-1, on-demand)\n");
     if joined {
@@ -824,7 +828,7 @@ async fn main() {
             "- items as stored: one item for the message and its run (the message deflated against the run's input), {queued_size} B when queued, {run_size} B finished (run records over 512 B are deflated)"
         );
         println!(
-            "- DynamoDB: admission {admission:.0} WRU (message and run {} + {index_entries:.0} index entries) + finish {finish:.0} WRU = {total_wru:.0} WRU × ${PRICE_WRU}/M = ${:.3}; reads {reads:.0} RRU × ${PRICE_RRU}/M = ${:.3}",
+            "- DynamoDB: admission {admission:.0} WRU (message and run {} + {index_entries:.0} index entries) + finish {finish:.0} WRU + index pages {pages:.2} WRU (the stream's batch of {RUNS} runs) = {total_wru:.2} WRU × ${PRICE_WRU}/M = ${:.3}; reads {reads:.0} RRU × ${PRICE_RRU}/M = ${:.3}",
             wru(queued_size),
             total_wru * PRICE_WRU,
             reads * PRICE_RRU
@@ -854,7 +858,8 @@ async fn main() {
         ddb + sqs + s3
     );
     println!(
-        "- plus Lambda requests (ingress + executor, 2 × ${PRICE_LAMBDA_REQUEST}/M) ${lambda:.2} and HTTP API requests ${api:.2}: **${:.2} per million runs** before Lambda duration",
+        "- plus Lambda requests (ingress + executor, and the executor's share of a stream batch: {:.2} × ${PRICE_LAMBDA_REQUEST}/M) ${lambda:.2} and HTTP API requests ${api:.2}: **${:.2} per million runs** before Lambda duration",
+        2.0 + three.index_invocations,
         ddb + sqs + s3 + lambda + api
     );
 

@@ -38,9 +38,12 @@ pub const TIME_PAGES: u64 = 4;
 /// How long a page outlives the stack's retention for its bucket.
 pub const PAGE_MARGIN: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// The most a page's entries take, so that a page stays one write unit (1,024 B with its
-/// key and attribute names).
-const PAGE_BYTES: usize = 900;
+/// What a page may weigh as DynamoDB bills it: one write unit.
+const PAGE_BYTES: usize = 1024;
+
+/// What a page weighs besides its partition, sort key, prefix and entries: the attribute
+/// names (`p`, `k`, `e`, `x`, `expires`), the list's and the number's bytes, and slack.
+const PAGE_OVERHEAD: usize = 40;
 
 /// An item that listings name, as its stream record's new image shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,8 +116,9 @@ pub(super) struct IndexPage {
     pub entries: Vec<String>,
 }
 
-/// The pages that list `records`: grouped by partition, bucket and id prefix, each cut at
-/// [`PAGE_BYTES`] of entries. The same records always make the same pages.
+/// The pages that list `records`: grouped by partition, bucket and id prefix, each cut
+/// where the next entry would take it over [`PAGE_BYTES`] (about 22 entries of 26-letter
+/// ids). The same records always make the same pages.
 pub(super) fn pages(records: &[Indexed]) -> Vec<IndexPage> {
     let mut groups: BTreeMap<(String, i64, &str), Vec<&str>> = BTreeMap::new();
     for r in records {
@@ -136,7 +140,10 @@ pub(super) fn pages(records: &[Indexed]) -> Vec<IndexPage> {
         for key in keys {
             if !chunk.is_empty() && size + key.len() + 1 > PAGE_BYTES {
                 out.push(page(&p, bucket, prefix, std::mem::take(&mut chunk)));
-                size = 0;
+            }
+            if chunk.is_empty() {
+                // The sort key repeats the first entry: `{bucket}#{first}#{count}`.
+                size = PAGE_OVERHEAD + p.len() + 2 + prefix.len() + (key.len() + 18);
             }
             size += key.len() + 1;
             chunk.push(key.to_string());
@@ -373,8 +380,8 @@ mod tests {
             .sum();
         assert_eq!(timed, 62, "every timed record once in the time partitions");
         for p in &pages {
-            let bytes: usize = p.entries.iter().map(|e| e.len() + 1).sum();
-            assert!(bytes <= PAGE_BYTES, "{bytes}");
+            let billed = billed_size(&page_item(p, Some(1_900_000_000)));
+            assert!(billed <= 1024, "{billed} B: {p:?}");
             let b = &p.k[..13];
             assert!(p.entries.iter().all(|e| bucket_of(e) == bucket_of(b)));
         }
@@ -384,6 +391,47 @@ mod tests {
             super::pages(&records),
             "the same records, the same pages"
         );
+    }
+
+    /// An item's size as DynamoDB bills it: names and values, a list's 3 bytes and 1 per
+    /// element, a number's digits halved and 1.
+    fn billed_size(item: &Item) -> usize {
+        fn value(v: &AttributeValue) -> usize {
+            match v {
+                AttributeValue::S(s) => s.len(),
+                AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+                AttributeValue::L(l) => 3 + l.iter().map(|e| 1 + value(e)).sum::<usize>(),
+                _ => 100,
+            }
+        }
+        item.iter().map(|(k, v)| k.len() + value(v)).sum()
+    }
+
+    #[test]
+    fn a_full_page_is_one_write_unit_whatever_its_names() {
+        let workflow = "w".repeat(100);
+        let records: Vec<Indexed> = (0..200)
+            .map(|i| Indexed {
+                id: format!("#audit/{i:040}"),
+                ckey: format!("{:013}#{i:040}", 1_000 + i),
+                workflow: workflow.clone(),
+                timed: true,
+            })
+            .collect();
+        let pages = pages(&records);
+        for p in &pages {
+            let billed = billed_size(&page_item(p, Some(1_900_000_000)));
+            assert!(billed <= 1024, "{billed} B with {} entries", p.entries.len());
+        }
+        let fullest = pages.iter().map(|p| billed_size(&page_item(p, Some(1)))).max();
+        assert!(fullest.is_some_and(|b| b > 900), "pages are filled: {fullest:?}");
+        let short = super::pages(&[run(1_000, "01JRUN00000000000000000000", "orders")]);
+        let many: Vec<Indexed> = (0..100)
+            .map(|i| run(1_000 + i, &format!("01JRUN{i:020}"), "orders"))
+            .collect();
+        let per_page = super::pages(&many)[0].entries.len();
+        assert!(per_page >= 21, "{per_page} entries of 26-letter ids a page");
+        assert_eq!(short.len(), 2);
     }
 
     #[test]
