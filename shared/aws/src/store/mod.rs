@@ -29,11 +29,12 @@ use crate::settings::Settings;
 
 type Item = HashMap<String, AttributeValue>;
 
-/// How many partitions each index of runs and messages spreads its writes over (`by_time`
-/// all records, `by_workflow` each workflow's); a listing queries them all and merges. An
+/// How many partitions each index of the inbox table spreads its writes over (`by_time`
+/// all messages, `by_workflow` each workflow's); a listing queries them all and merges. An
 /// index partition takes 1,000 writes a second, and DynamoDB cannot split one whose sort
-/// key only grows (ours begin with the time): 16 carry 16,000 new runs a second, and as
-/// many of one workflow (infra/capacity.md).
+/// key only grows (ours begin with the time): 16 carry 16,000 new messages a second, and
+/// as many of one workflow (infra/capacity.md). Runs are listed from the index table's
+/// pages instead (`index.rs`).
 pub const SHARDS: u64 = 16;
 
 /// Run records longer than this are stored deflated (when that is smaller).
