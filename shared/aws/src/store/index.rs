@@ -421,10 +421,20 @@ mod tests {
         let pages = pages(&records);
         for p in &pages {
             let billed = billed_size(&page_item(p, Some(1_900_000_000)));
-            assert!(billed <= 1024, "{billed} B with {} entries", p.entries.len());
+            assert!(
+                billed <= 1024,
+                "{billed} B with {} entries",
+                p.entries.len()
+            );
         }
-        let fullest = pages.iter().map(|p| billed_size(&page_item(p, Some(1)))).max();
-        assert!(fullest.is_some_and(|b| b > 900), "pages are filled: {fullest:?}");
+        let fullest = pages
+            .iter()
+            .map(|p| billed_size(&page_item(p, Some(1))))
+            .max();
+        assert!(
+            fullest.is_some_and(|b| b > 900),
+            "pages are filled: {fullest:?}"
+        );
         let short = super::pages(&[run(1_000, "01JRUN00000000000000000000", "orders")]);
         let many: Vec<Indexed> = (0..100)
             .map(|i| run(1_000 + i, &format!("01JRUN{i:020}"), "orders"))
