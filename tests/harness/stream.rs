@@ -115,10 +115,12 @@ impl RunsStream {
         let Some(event) = self.next_event().await else {
             return 0;
         };
-        let answer = tripline_aws::lambda::stream_batch(store, &event)
+        let records = tripline_aws::lambda::stream_records(&event);
+        store
+            .index(&records)
             .await
             .expect("the stream batch was indexed");
-        answer["indexed"].as_u64().unwrap_or(0) as usize
+        records.len()
     }
 
     /// Invokes the step executor with what was written since the last call.

@@ -78,30 +78,54 @@ pub async fn sqs_batch(
     response
 }
 
-/// Handles a batch of the runs table's stream: writes the index pages that list the
-/// items it created (`store/index.rs`). An error fails the batch, which the event source
-/// mapping delivers again (pages are written idempotently).
-pub async fn stream_batch(
-    store: &crate::DynamoStore,
-    event: &Value,
-) -> Result<Value, crate::BoxError> {
+/// The items a batch of the runs table's stream created that listings name.
+pub fn stream_records(event: &Value) -> Vec<Indexed> {
     let records = event
         .get("Records")
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
-    let indexed: Vec<Indexed> = records
+    records
         .iter()
         .filter(|r| r.get("eventName").and_then(Value::as_str) == Some("INSERT"))
         .filter_map(|r| Indexed::of_image(r.get("dynamodb")?.get("NewImage")?))
-        .collect();
+        .collect()
+}
+
+/// How much earlier than the sweeper's reach a run indexed late is checked (the
+/// functions' clocks may differ a little).
+const LATE_MARGIN: Duration = Duration::from_secs(60);
+
+/// Handles a batch of the runs table's stream: writes the index pages that list the
+/// items it created (`store/index.rs`). An error fails the batch, which the event source
+/// mapping delivers again (pages are written idempotently).
+///
+/// The sweeper finds runs never enqueued through these pages, and moves its watermark to
+/// `sweep_after` ago at each pass: a run indexed later than that after its admission (the
+/// mapping fell behind) may have been passed by already. So such runs are checked here,
+/// once their pages are written, and enqueued again if still `queued`.
+pub async fn stream_batch(
+    app: &App,
+    store: &crate::DynamoStore,
+    sweep_after: Duration,
+    event: &Value,
+) -> Result<Value, crate::BoxError> {
+    let indexed = stream_records(event);
     let pages = store.index(&indexed).await?;
+    let reach = app.clock.now().minus(sweep_after).plus(LATE_MARGIN);
+    let late: Vec<String> = indexed
+        .iter()
+        .filter(|r| r.timed && r.admitted_before(reach))
+        .map(|r| r.id.clone())
+        .collect();
+    let requeued = app.sweep_runs(&late).await?;
     tracing::debug!(
-        records = records.len(),
         indexed = indexed.len(),
         pages,
+        late = late.len(),
+        requeued,
         "stream batch indexed"
     );
-    Ok(json!({ "indexed": indexed.len(), "pages": pages }))
+    Ok(json!({ "indexed": indexed.len(), "pages": pages, "requeued": requeued }))
 }
 
 /// The step executor's handler: an SQS batch, a batch of the runs table's stream (the
@@ -118,7 +142,7 @@ pub async fn executor_event(
         .pointer("/Records/0/eventSource")
         .and_then(Value::as_str);
     if source == Some("aws:dynamodb") {
-        return stream_batch(store, &event).await;
+        return stream_batch(app, store, settings.sweep_after, &event).await;
     }
     if event.get("Records").is_some() {
         let batch: SqsEvent = serde_json::from_value(event)

@@ -229,11 +229,13 @@ async fn a_run_recorded_but_never_enqueued_is_recovered_by_the_sweeper() {
         "nothing was enqueued"
     );
     assert_eq!(s.run(&run_id).await["status"], "queued");
-    // The stream's batch is indexed (the sweeper reads the index), then the sweeper's
-    // schedule fires (EventBridge's scheduled event).
-    // (The deploy's audit entry is indexed with it.)
+    // The stream's batch is indexed in time (the sweeper reads the index; written here
+    // with the handler's page code alone, since this stack's executor sweeps after 0 s and
+    // would take any batch for a late one), then the sweeper's schedule fires
+    // (EventBridge's scheduled event). The deploy's audit entry is indexed with the run.
+    let store = tripline_aws::DynamoStore::new(&s.clients, s.settings.clone());
     assert_eq!(
-        s.index().await,
+        s.stream.index_with(&store).await,
         2,
         "the run's item and the audit entry are indexed"
     );
@@ -263,6 +265,40 @@ async fn a_run_recorded_but_never_enqueued_is_recovered_by_the_sweeper() {
         .await
         .expect("sweep");
     assert_eq!(again, json!({"swept": 0}));
+}
+
+/// The sweeper reads the listings' index, which the executor writes from the runs table's
+/// stream: when the stream falls behind, the sweeper can pass a run's time before the run
+/// is indexed. The indexer then checks such late runs itself.
+#[tokio::test]
+async fn a_never_enqueued_run_indexed_after_the_sweeper_passed_it_is_enqueued_by_the_indexer() {
+    let broken = format!("{}/123456789012/no-such-queue", endpoint());
+    let s = shape(&[("TRIPLINE_QUEUE_URL", broken.as_str())]).await;
+    s.deploy(
+        "orders",
+        &three_steps(&s.stub, "aws-orders-token-000000000009"),
+    )
+    .await;
+    let (status, _, body) = s
+        .post_hook("aws-orders-token-000000000009", &json!({"order": "L-1"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let run_id = body["run_id"].as_str().expect("run id").to_string();
+    // The sweeper runs before the stream is indexed: it finds nothing and moves on.
+    let swept = s
+        .executor
+        .invoke(json!({"detail-type": "Scheduled Event", "source": "aws.events"}))
+        .await
+        .expect("sweep");
+    assert_eq!(swept, json!({"swept": 0}));
+    // The stream's batch arrives late (this stack sweeps after 0 s): its run, still
+    // queued, is enqueued by the indexer.
+    let event = s.stream.next_event().await.expect("the stream has the run");
+    let answer = s.executor.invoke(event).await.expect("indexed");
+    assert_eq!(answer["requeued"], 1, "{answer}");
+    s.pump.drain(&s.executor, Duration::from_secs(30)).await;
+    assert_eq!(s.run(&run_id).await["status"], "succeeded");
+    assert_eq!(s.stub.requests().len(), 2);
 }
 
 #[tokio::test]

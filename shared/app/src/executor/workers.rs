@@ -37,6 +37,25 @@ impl App {
         Ok(ids.len())
     }
 
+    /// The sweeper's check of runs it may have passed by: where listings are indexed after
+    /// the runs are written (DynamoDB's, from its stream), a run indexed later than the
+    /// sweeper looked at its time is enqueued again here if it is still `queued`. Returns
+    /// how many were.
+    pub async fn sweep_runs(&self, ids: &[String]) -> Result<usize, StoreError> {
+        let mut sent = 0;
+        for id in ids {
+            let queued = self.store.run(id).await?;
+            if queued.is_some_and(|r| r.status == tripline_core::RunStatus::Queued) {
+                tracing::warn!(run_id = %id, "run indexed after the sweeper passed its time, still queued; enqueuing it again");
+                self.queue
+                    .send(&WorkItem::run(id.clone()), Duration::ZERO)
+                    .await?;
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
     /// Executor workers: receive work items and handle up to `concurrency` at once, until
     /// `shutdown` turns true; then stop receiving and let the items in hand finish within
     /// `grace` (what does not finish is redelivered after a restart).

@@ -84,6 +84,11 @@ impl Indexed {
         })
     }
 
+    /// Whether it was admitted before `at` (its `ckey`'s time).
+    pub fn admitted_before(&self, at: tripline_core::Timestamp) -> bool {
+        self.ckey.as_str() < format!("{:013}", at.millis().max(0)).as_str()
+    }
+
     /// What the id adds before the id in `ckey` (`#audit/` for audit entries; empty for
     /// runs): pages keep it once, not per entry.
     fn prefix(&self) -> Option<&str> {
