@@ -128,9 +128,46 @@ pub async fn stream_batch(
     Ok(json!({ "indexed": indexed.len(), "pages": pages, "requeued": requeued }))
 }
 
+/// An operator's `{"reindex": true, "from": ID, "limit": N}`: indexes the runs table again
+/// from its items, N (1,000 by default) a `Scan` ([`crate::DynamoStore::reindex`]), until
+/// the invocation has 10 seconds left, then
+/// answers where to go on (`"next"`, to send as `"from"`; `null` when done). Runs found
+/// still `queued` past the sweeper's reach are enqueued again, as for a late stream batch.
+pub async fn reindex_event(
+    app: &App,
+    store: &crate::DynamoStore,
+    sweep_after: Duration,
+    event: &Value,
+    deadline: tokio::time::Instant,
+) -> Result<Value, crate::BoxError> {
+    let mut from = event.get("from").and_then(Value::as_str).map(String::from);
+    let limit = event.get("limit").and_then(Value::as_i64).unwrap_or(1000);
+    let limit = i32::try_from(limit).unwrap_or(1000);
+    let (mut indexed, mut requeued) = (0, 0);
+    loop {
+        let (records, next) = store.reindex(from, limit).await?;
+        indexed += records.len();
+        let reach = app.clock.now().minus(sweep_after).plus(LATE_MARGIN);
+        let late: Vec<String> = records
+            .iter()
+            .filter(|r| r.timed && r.admitted_before(reach))
+            .map(|r| r.id.clone())
+            .collect();
+        requeued += app.sweep_runs(&late).await?;
+        from = next;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if from.is_none() || left < Duration::from_secs(10) {
+            break;
+        }
+    }
+    tracing::info!(indexed, requeued, next = ?from, "runs table indexed again");
+    Ok(json!({ "indexed": indexed, "requeued": requeued, "next": from }))
+}
+
 /// The step executor's handler: an SQS batch, a batch of the runs table's stream (the
-/// listings' index, written through `store`), or the sweeper's scheduled event
-/// (EventBridge `Scheduled Event`, or `{"sweep": true}`).
+/// listings' index, written through `store`), the sweeper's scheduled event
+/// (EventBridge `Scheduled Event`, or `{"sweep": true}`), or an operator's `{"reindex":
+/// true}` ([`reindex_event`]).
 pub async fn executor_event(
     app: &App,
     store: &crate::DynamoStore,
@@ -144,6 +181,9 @@ pub async fn executor_event(
     if source == Some("aws:dynamodb") {
         return stream_batch(app, store, settings.sweep_after, &event).await;
     }
+    if event.get("reindex").and_then(Value::as_bool) == Some(true) {
+        return reindex_event(app, store, settings.sweep_after, &event, deadline).await;
+    }
     if event.get("Records").is_some() {
         let batch: SqsEvent = serde_json::from_value(event)
             .map_err(|e| format!("the SQS event could not be read: {e}"))?;
@@ -155,7 +195,7 @@ pub async fn executor_event(
         let swept = app.sweep(settings.sweep_after).await?;
         return Ok(json!({ "swept": swept }));
     }
-    Err("the step executor takes SQS batches, the runs table's stream and the sweeper's scheduled event; this event is none of them".into())
+    Err("the step executor takes SQS batches, the runs table's stream, the sweeper's scheduled event and {\"reindex\": true}; this event is none of them".into())
 }
 
 /// The time an invocation must end by, from the runtime's deadline (ms since the epoch).

@@ -254,3 +254,61 @@ async fn pages_expire_after_their_runs_and_a_run_that_ends_late_gets_its_own() {
     };
     assert_eq!(every_page(&store, q).await, ["slow", "quick"]);
 }
+
+/// A stack whose runs were written before it had the index (or whose stream's records
+/// expired unread) is indexed again by the executor's `{"reindex": true}`, in parts.
+#[tokio::test]
+async fn the_executor_indexes_the_runs_table_again_in_parts() {
+    let (clients, settings) = fresh(None).await;
+    let store = DynamoStore::new(&clients, settings.clone());
+    let mut expected = Vec::new();
+    for i in 0..30u64 {
+        let id = format!("old{i:02}");
+        let at = T0.plus(Duration::from_millis(900 * i));
+        store.admit(admission(&id, "wf", at)).await.expect("admit");
+        expected.push(id);
+    }
+    expected.reverse();
+    let q = RunQuery {
+        limit: 7,
+        ..RunQuery::default()
+    };
+    assert!(
+        every_page(&store, q.clone()).await.is_empty(),
+        "nothing is indexed yet"
+    );
+    let config = tripline_aws::config_from_env().expect("config");
+    let app = tripline_aws::build_app(&clients, settings.clone(), config);
+    // Scans of 7 items, and a deadline that ends each invocation after its first scan
+    // (under 10 s left): the operator sends `next` back as `from`.
+    let soon = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut from = Value::Null;
+    let mut parts = 0;
+    loop {
+        let answer = tripline_aws::lambda::reindex_event(
+            &app,
+            &store,
+            tripline_aws::lambda::SWEEP_AFTER,
+            &json!({"reindex": true, "from": from, "limit": 7}),
+            soon,
+        )
+        .await
+        .expect("reindexed");
+        parts += 1;
+        from = answer["next"].clone();
+        if from.is_null() {
+            break;
+        }
+        assert!(parts < 100, "the re-index ends");
+    }
+    assert!(
+        parts >= 4,
+        "30 items in scans of 7 take at least 5 parts: {parts}"
+    );
+    assert_eq!(every_page(&store, q.clone()).await, expected);
+    let q = RunQuery {
+        workflow: Some("wf".into()),
+        ..q
+    };
+    assert_eq!(every_page(&store, q).await, expected);
+}

@@ -203,6 +203,35 @@ impl DynamoStore {
         Ok(pages.len())
     }
 
+    /// Indexes the runs table again from its items, one `Scan` page (up to `limit` items,
+    /// at most 1,000) from `from` (an item id where the last call stopped): for a stack
+    /// whose runs were written before it had the index, or whose stream's records expired
+    /// unread (24 hours). Returns the items it indexed and where to go on (`None`: done).
+    pub async fn reindex(
+        &self,
+        from: Option<String>,
+        limit: i32,
+    ) -> Result<(Vec<Indexed>, Option<String>), StoreError> {
+        let out = self
+            .db
+            .scan()
+            .table_name(&self.settings.runs_table)
+            .projection_expression("id, ckey, workflow")
+            .limit(limit.clamp(1, 1000))
+            .set_exclusive_start_key(from.map(|id| HashMap::from([("id".to_string(), s(id))])))
+            .send()
+            .await
+            .map_err(|e| failed("Scan (runs, to index them)", e))?;
+        let records: Vec<Indexed> = out.items().iter().filter_map(Indexed::of).collect();
+        self.index(&records).await?;
+        let next = out
+            .last_evaluated_key
+            .as_ref()
+            .and_then(|k| get_s(k, "id"))
+            .map(str::to_string);
+        Ok((records, next))
+    }
+
     /// The pages of a run that ended more than [`PAGE_MARGIN`] after it started, written
     /// by [`Self::write_pages`] once its end is saved: it outlives the pages that list it,
     /// so it gets pages of its own that expire with its item. Empty for any other run.
