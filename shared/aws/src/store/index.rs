@@ -4,7 +4,7 @@
 //! each listing. Instead, the step executor takes the runs table's stream (its `INSERT`s,
 //! in batches) and writes *pages* to the index table: each page holds the entries of one
 //! listing partition within one bucket of time ([`BUCKET_MS`]), as many as fit one write
-//! unit (about 23). A workflow's listing reads the partition `w#{workflow}`; the listing of
+//! unit (about 22). A workflow's listing reads the partition `w#{workflow}`; the listing of
 //! every run reads [`TIME_PAGES`] partitions `t#{n}` and merges them.
 //!
 //! A listing reads a partition's pages newest bucket first. Pages within a bucket are in
@@ -16,8 +16,8 @@
 //! reads once.
 //!
 //! A page expires [`PAGE_MARGIN`] after the stack's retention has passed for its bucket;
-//! a run that ends later than that after it started gets a page of its own that expires
-//! with it ([`DynamoStore::late_end_pages`]). A run still unended when its page expires
+//! a run that ends more than [`PAGE_MARGIN`] after it started gets pages of its own that
+//! expire with it ([`DynamoStore::late_end_pages`]). A run still unended when its page expires
 //! is read by its id but no longer listed (infra/dynamodb.md).
 
 use std::collections::{BTreeMap, HashMap};
