@@ -195,20 +195,7 @@ impl Rig {
         if got.is_empty() {
             return 0;
         }
-        let event = sqs_event(&got, &self.queue_arn);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        let settings = tripline_aws::lambda::ExecutorSettings {
-            sweep_after: tripline_aws::lambda::SWEEP_AFTER,
-        };
-        let answer = tripline_aws::lambda::executor_event(
-            &self.executor,
-            &self.indexer,
-            &settings,
-            event,
-            deadline,
-        )
-        .await
-        .expect("executor");
+        let answer = self.invoke_executor(sqs_event(&got, &self.queue_arn)).await;
         assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
         for m in &got {
             self.esm_sqs
@@ -228,6 +215,12 @@ impl Rig {
         let Some(event) = self.stream.next_event().await else {
             return false;
         };
+        self.invoke_executor(event).await;
+        true
+    }
+
+    /// The executor's handler with an event, as its Lambda function would be invoked.
+    async fn invoke_executor(&self, event: Value) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         let settings = tripline_aws::lambda::ExecutorSettings {
             sweep_after: tripline_aws::lambda::SWEEP_AFTER,
@@ -240,8 +233,7 @@ impl Rig {
             deadline,
         )
         .await
-        .expect("the stream batch was indexed");
-        true
+        .expect("the executor handled the event")
     }
 
     async fn item(

@@ -50,7 +50,8 @@ fn run(id: &str, workflow: &str, at: Timestamp) -> Run {
     )
 }
 
-fn message(id: &str, workflow: &str, at: Timestamp, outcome: Outcome) -> InboxMessage {
+/// A JSON webhook message `{"a":1}` of trigger `hook`.
+pub fn message(id: &str, workflow: &str, at: Timestamp, outcome: Outcome) -> InboxMessage {
     InboxMessage {
         id: id.into(),
         received_at: at,

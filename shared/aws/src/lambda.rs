@@ -95,6 +95,22 @@ pub fn stream_records(event: &Value) -> Vec<Indexed> {
 /// functions' clocks may differ a little).
 const LATE_MARGIN: Duration = Duration::from_secs(60);
 
+/// Of runs just indexed, those admitted before the sweeper's reach (it may have passed
+/// them already) are enqueued again if still `queued`; how many were.
+async fn requeue_late(
+    app: &App,
+    indexed: &[Indexed],
+    sweep_after: Duration,
+) -> Result<usize, tripline_app::ports::StoreError> {
+    let reach = app.clock.now().minus(sweep_after).plus(LATE_MARGIN);
+    let late: Vec<String> = indexed
+        .iter()
+        .filter(|r| r.timed && r.admitted_before(reach))
+        .map(|r| r.id.clone())
+        .collect();
+    app.sweep_runs(&late).await
+}
+
 /// Handles a batch of the runs table's stream: writes the index pages that list the
 /// items it created (`store/index.rs`). An error fails the batch, which the event source
 /// mapping delivers again (pages are written idempotently).
@@ -111,17 +127,10 @@ pub async fn stream_batch(
 ) -> Result<Value, crate::BoxError> {
     let indexed = stream_records(event);
     let pages = store.index(&indexed).await?;
-    let reach = app.clock.now().minus(sweep_after).plus(LATE_MARGIN);
-    let late: Vec<String> = indexed
-        .iter()
-        .filter(|r| r.timed && r.admitted_before(reach))
-        .map(|r| r.id.clone())
-        .collect();
-    let requeued = app.sweep_runs(&late).await?;
+    let requeued = requeue_late(app, &indexed, sweep_after).await?;
     tracing::debug!(
         indexed = indexed.len(),
         pages,
-        late = late.len(),
         requeued,
         "stream batch indexed"
     );
@@ -147,13 +156,7 @@ pub async fn reindex_event(
     loop {
         let (records, next) = store.reindex(from, limit).await?;
         indexed += records.len();
-        let reach = app.clock.now().minus(sweep_after).plus(LATE_MARGIN);
-        let late: Vec<String> = records
-            .iter()
-            .filter(|r| r.timed && r.admitted_before(reach))
-            .map(|r| r.id.clone())
-            .collect();
-        requeued += app.sweep_runs(&late).await?;
+        requeued += requeue_late(app, &records, sweep_after).await?;
         from = next;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if from.is_none() || left < Duration::from_secs(10) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Value, json};
-use tripline_app::ports::{Admission, InboxMessage, Outcome, RunQuery, Store, StoreError};
+use tripline_app::ports::{Admission, Outcome, RunQuery, Store, StoreError};
 use tripline_aws::DynamoStore;
 use tripline_core::run::{TriggerKind, TriggerRef};
 use tripline_core::{Run, RunStatus, Timestamp};
@@ -22,25 +22,10 @@ fn admission(id: &str, workflow: &str, at: Timestamp) -> Admission {
         id: "hook".into(),
     };
     let run = Run::new(id.into(), workflow, 1, trigger, json!({"n": id}), at);
-    let message = InboxMessage {
-        id: id.into(),
-        received_at: at,
-        workflow: workflow.into(),
-        trigger: "hook".into(),
-        method: "POST".into(),
-        path: "/hooks/x".into(),
-        query: String::new(),
-        headers: vec![],
-        content_type: None,
-        body: b"{}".to_vec(),
-        outcome: Outcome::Started {
-            run_ids: vec![id.into()],
-        },
-        scheduled_at: None,
-        kafka: None,
-        reprocess_of: None,
-        retain: None,
+    let outcome = Outcome::Started {
+        run_ids: vec![id.into()],
     };
+    let message = tripline_tests::conformance::message(id, workflow, at, outcome);
     Admission {
         message,
         runs: vec![run],
