@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tripline_core::definition::Gate;
-use tripline_core::run::{RunStatus, StepExecution, TriggerRef};
+use tripline_core::run::{RunStatus, TriggerRef};
 use tripline_core::{Run, Timestamp};
 
 use crate::App;
+use crate::metrics::StepTiming;
 use crate::ports::{
     self, Admission, Admitted, IdempotencyClaim, InboxMessage, Outcome, StoreError,
 };
@@ -187,27 +188,16 @@ impl App {
             run.retain = retain(&run.workflow);
         }
         // What to count once it is recorded: each run's start, and the end of one that
-        // ended before its admission (a sync trigger's pure run).
-        let counted: Vec<(String, &'static str, Option<RunStatus>, Vec<StepExecution>)> = admission
-            .runs
-            .iter()
-            .map(|r| {
-                let ended = r.status.is_terminal().then_some(r.status);
-                let steps = if ended.is_some() {
-                    r.step_executions.clone()
-                } else {
-                    Vec::new()
-                };
-                (r.workflow.clone(), r.trigger.kind.as_str(), ended, steps)
-            })
-            .collect();
+        // ended before its admission (a pure run that the webhook ran: `runs_here`).
+        let counted: Vec<Counted> = admission.runs.iter().map(Counted::of).collect();
         let admitted = self.store.admit(admission).await?;
         if matches!(admitted, Admitted::New { .. }) {
-            for (workflow, kind, ended, steps) in counted {
-                self.metrics.run_started(&workflow, kind);
-                if let Some(status) = ended {
-                    self.metrics.steps(&workflow, &steps);
-                    self.metrics.run_ended(&workflow, status.as_str());
+            for c in counted {
+                self.metrics.run_started(&c.workflow, c.kind);
+                if let Some((status, error, steps)) = c.ended {
+                    crate::executor::log_end(&c.workflow, status, error.as_deref());
+                    self.metrics.steps(&c.workflow, steps);
+                    self.metrics.run_ended(&c.workflow, status.as_str());
                 }
             }
         }
@@ -297,5 +287,27 @@ pub fn claim(
         key: format!("{workflow}/{trigger}/{key}"),
         expires_at: now.plus(window),
         held_by_message: false,
+    }
+}
+
+/// What [`App::admit`] counts and logs of a run once it is recorded.
+struct Counted {
+    workflow: String,
+    kind: &'static str,
+    /// A run that ended before its admission: its end, error and step timings.
+    ended: Option<(RunStatus, Option<String>, Vec<StepTiming>)>,
+}
+
+impl Counted {
+    fn of(run: &Run) -> Self {
+        let ended = run.status.is_terminal().then(|| {
+            let steps = run.step_executions.iter().map(StepTiming::from).collect();
+            (run.status, run.error.clone(), steps)
+        });
+        Self {
+            workflow: run.workflow.clone(),
+            kind: run.trigger.kind.as_str(),
+            ended,
+        }
     }
 }

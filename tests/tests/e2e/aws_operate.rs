@@ -175,8 +175,26 @@ async fn the_functions_print_what_each_invocation_counted_as_emf_lines() {
     assert_eq!(directive["Namespace"], "Tripline");
     assert_eq!(directive["Dimensions"], json!([["workflow", "outcome"]]));
     assert_eq!(find(&ingress, "runs_started_total")["trigger"], "webhook");
+    // Its one step is a transform: the ingress ran it before the admission, so the run's
+    // end and its step are counted there.
+    assert_eq!(find(&ingress, "runs_ended_total")["status"], "succeeded");
+    let steps = find(&ingress, "step_duration_seconds");
+    assert!(steps["step_duration_seconds"].is_array(), "{steps}");
+
+    // A run with an `http` step ends in the executor, which counts it.
+    let yaml = format!(
+        "id: called\ntriggers: [{{ type: manual }}]\nsteps:\n  - {{ id: c, type: http, url: \"{}/c\" }}\n",
+        s.stub.url
+    );
+    s.deploy("called", &yaml).await;
+    let id = s.start("called", &json!({})).await;
+    s.pump_until(&id, "succeeded", LIMIT).await;
     let executor = s.executor.emf();
-    assert_eq!(find(&executor, "runs_ended_total")["status"], "succeeded");
+    let ended = find(&executor, "runs_ended_total");
+    assert_eq!(
+        (ended["workflow"].as_str(), ended["status"].as_str()),
+        (Some("called"), Some("succeeded"))
+    );
     let steps = find(&executor, "step_duration_seconds");
     assert!(steps["step_duration_seconds"].is_array(), "{steps}");
 }

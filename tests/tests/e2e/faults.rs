@@ -142,6 +142,7 @@ id: faulty
 triggers:
   - type: webhook
     token: fault-token-aaaaaaaaaaaaaaaaa
+  - type: manual
 steps:
   - { id: t, type: transform, value: { n: "{{ trigger.body.n }}" } }
 "#;
@@ -262,8 +263,10 @@ async fn a_run_whose_write_failed_completes_once_the_store_recovers() {
     let base = format!("http://{}", server.addr);
     let client = reqwest::Client::new();
     store.fail_save.store(true, Ordering::SeqCst);
+    // Started by hand: a webhook's run of only a transform would run before its admission
+    // and never be saved by the executor.
     let resp = client
-        .post(format!("{base}/hooks/fault-token-aaaaaaaaaaaaaaaaa"))
+        .post(format!("{base}/v1/workflows/faulty/runs"))
         .json(&json!({"n": 7}))
         .send()
         .await

@@ -510,3 +510,121 @@ steps:
         "kept raw"
     );
 }
+
+const PURE: &str = r#"
+id: pure
+triggers:
+  - type: webhook
+    token: pure-token-aaaaaaaaaaaaaaaaa
+steps:
+  - id: check
+    type: fail
+    when: "trigger.body.fail | default(false)"
+    message: "refused {{ trigger.body.n }}"
+  - id: shape
+    type: transform
+    value: { body: "{{ trigger.body }}", seen: true }
+"#;
+
+/// An async run whose steps need no I/O runs before its admission and is written once,
+/// ended: its `202` already names its end, and nothing is left for the executor.
+#[tokio::test]
+async fn an_async_run_of_pure_steps_has_ended_when_its_webhook_answers() {
+    let app = app_with(PURE).await;
+    let (status, _, body) = app
+        .post_json(&hook("pure-token-aaaaaaaaaaaaaaaaa"), &json!({"n": 1}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "succeeded", "{body}");
+    let run_id = body["run_id"].as_str().expect("run id");
+    // Read at once, without waiting for an executor.
+    let (_, run) = app.get(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["final_output"], json!({"body": {"n": 1}, "seen": true}));
+    assert!(run["finished_at"].is_string(), "{run}");
+
+    let (status, _, body) = app
+        .post_json(
+            &hook("pure-token-aaaaaaaaaaaaaaaaa"),
+            &json!({"n": 2, "fail": true}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "a failed run is still accepted: {body}"
+    );
+    assert_eq!(body["status"], "failed", "{body}");
+    let (_, run) = app
+        .get(&format!(
+            "/v1/runs/{}",
+            body["run_id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(
+        run["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused 2")),
+        "{run}"
+    );
+
+    let (_, queued) = app.get("/v1/runs?status=queued").await;
+    assert_eq!(queued["items"], json!([]), "nothing was queued");
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "tripline_runs_started_total{workflow=\"pure\",trigger=\"webhook\"} 2",
+        "tripline_runs_ended_total{workflow=\"pure\",status=\"succeeded\"} 1",
+        "tripline_runs_ended_total{workflow=\"pure\",status=\"failed\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
+}
+
+/// A pure async run whose end has effects (a flow trigger listens to it, or a step writes
+/// the context store) is queued as before: those effects must not happen before the
+/// message is durably recorded.
+#[tokio::test]
+async fn an_async_pure_run_whose_end_has_effects_goes_through_the_executor() {
+    let listened = PURE
+        .replace("id: pure", "id: listened")
+        .replace("pure-token", "lstn-token");
+    let listener = "id: listener\ntriggers: [{ type: flow, workflow: listened }]\nsteps:\n  - { id: t, type: transform, value: \"{{ trigger.body.seen }}\" }\n";
+    let context = "id: context\ntriggers:\n  - { type: webhook, token: ctx-token-aaaaaaaaaaaaaaaaaa }\nsteps:\n  - { id: t, type: transform, value: 1, extract_to_context: { last: \"{{ trigger.body.n }}\" } }\n";
+    let app = spawn_app(
+        Opts::default()
+            .workflow("listened.yaml", &listened)
+            .workflow("listener.yaml", listener)
+            .workflow("context.yaml", context),
+    )
+    .await;
+    for token in [
+        "lstn-token-aaaaaaaaaaaaaaaaa",
+        "ctx-token-aaaaaaaaaaaaaaaaaa",
+    ] {
+        let (status, _, body) = app.post_json(&hook(token), &json!({"n": 3})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["status"], "queued", "{token}: {body}");
+        let run = app.wait_run(body["run_id"].as_str().expect("id")).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let (_, runs) = app.get("/v1/runs?workflow=listener").await;
+        if let Some(run) = runs["items"].as_array().and_then(|a| a.first()) {
+            let run = app.wait_run(run["run_id"].as_str().expect("id")).await;
+            assert_eq!(run["final_output"], json!(true), "{run}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no listener run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -13,6 +13,7 @@ use tripline_core::{Run, RunStatus, Workflow};
 
 use super::{DEADLINE_MARGIN, ExecError, Progress};
 use crate::App;
+use crate::metrics::StepTiming;
 use crate::ports::WorkItem;
 
 /// Where effects are performed, which decides what happens to those that need the
@@ -348,14 +349,7 @@ impl App {
             return Ok(Next::Go);
         }
         self.commit(pass, run).await?;
-        // A line per run is what an operator does not want at thousands of runs a second
-        // (the run record is the history): runs that ended as asked log at `debug`, those
-        // that did not at `info`, with their error.
-        if matches!(status, RunStatus::Succeeded | RunStatus::Cancelled) {
-            tracing::debug!(workflow = %run.workflow, status = status.as_str(), "run ended");
-        } else {
-            tracing::info!(workflow = %run.workflow, status = status.as_str(), error = run.error.as_deref().unwrap_or_default(), "run ended");
-        }
+        log_end(&run.workflow, status, run.error.as_deref());
         self.metrics.run_ended(&run.workflow, status.as_str());
         self.after_end(run).await;
         Ok(Next::Go)
@@ -432,7 +426,8 @@ impl App {
             Some(saved) => {
                 let before = pass.stored.step_executions.len();
                 if let Some(new) = saved.step_executions.get(before..) {
-                    self.metrics.steps(&saved.workflow, new);
+                    self.metrics
+                        .steps(&saved.workflow, new.iter().map(StepTiming::from));
                 }
                 Ok(saved)
             }
@@ -472,5 +467,21 @@ impl App {
                 }
             }
         }
+    }
+}
+
+/// A run's end, logged once it is written. A line per run is what an operator does not want
+/// at thousands of runs a second (the run record is the history): runs that ended as asked
+/// log at `debug`, those that did not at `info`, with their error.
+pub(crate) fn log_end(workflow: &str, status: RunStatus, error: Option<&str>) {
+    if matches!(status, RunStatus::Succeeded | RunStatus::Cancelled) {
+        tracing::debug!(workflow, status = status.as_str(), "run ended");
+    } else {
+        tracing::info!(
+            workflow,
+            status = status.as_str(),
+            error = error.unwrap_or_default(),
+            "run ended"
+        );
     }
 }

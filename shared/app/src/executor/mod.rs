@@ -25,6 +25,7 @@ use tripline_core::run::TriggerKind;
 use tripline_core::{Run, RunStatus, Timestamp, Workflow};
 
 pub use self::cancel::CancelError;
+pub(crate) use self::interpret::log_end;
 use self::interpret::{Interpreted, Mode, Performer};
 use crate::App;
 use crate::concurrency::Slot;

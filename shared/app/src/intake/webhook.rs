@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
-use tripline_core::Run;
 use tripline_core::definition::ResponseMode;
 use tripline_core::run::{TriggerKind, TriggerRef};
+use tripline_core::{Run, Workflow};
 
 use crate::App;
 use crate::admission::{IDEMPOTENCY_WINDOW, Refused};
@@ -148,8 +148,8 @@ impl App {
             .await
     }
 
-    /// Admits the run (after running it here when it is a pure sync run), and for a sync
-    /// trigger waits for its end within the budget.
+    /// Admits the run (after running it here when it needs no I/O: see [`runs_here`]),
+    /// and for a sync trigger waits for its end within the budget.
     async fn start_webhook_run(
         &self,
         hook: &Hook,
@@ -161,24 +161,12 @@ impl App {
         let run_id = run.id.clone();
         let sync = hook.trigger.response == ResponseMode::Sync;
         let wf = &hook.record.definition;
-        // Its end's effects (context-store writes, flow runs) happen before the admission;
-        // a repeated idempotency key would make them for a run never recorded, so such a
-        // request goes through the executor instead.
-        let end_effects = || {
-            wf.steps.iter().any(|s| !s.extract_to_context.is_empty())
-                || self.has_flow_listeners(&wf.id)
-        };
-        // A workflow with a concurrency limit takes a slot in the executor first, even sync.
         let mut deliver_after = false;
-        if sync
-            && wf.concurrency.is_none()
-            && wf.steps.iter().all(|s| s.action.is_pure())
-            && !(idempotency.is_some() && end_effects())
-        {
-            // A sync run that needs no I/O runs here and now, and is written once, ended.
-            // Boxed, like the other paths here that only sync or repeated requests take:
-            // inline, each made every request's state machine larger, and the handler's
-            // is copied whole into its box (43.6 KB with them inline, 10.6 KB boxed).
+        if self.runs_here(wf, sync, idempotency.is_some()) {
+            // A run that needs no I/O runs here and now, and is written once, ended.
+            // Boxed, like the other paths here that only some requests take: inline, each
+            // made every request's state machine larger, and the handler's is copied
+            // whole into its box (43.6 KB with them inline, 10.6 KB boxed).
             match Box::pin(self.run_before_admission(wf, run)).await {
                 Ok((ended, deferred)) => {
                     run = ended;
@@ -221,6 +209,31 @@ impl App {
             run_id,
             run,
         }
+    }
+
+    /// Whether a webhook's run is run to its end here, before its admission, and written
+    /// once, ended, instead of being queued for the executor: when every step is pure
+    /// (`transform`, `fail`, and `map`/`parallel` of those), which costs less than the
+    /// queue's hop, and no concurrency limit makes it wait for a slot in the executor.
+    ///
+    /// Its end's effects (context-store writes, flow runs) would then happen before the
+    /// admission is durable. A sync caller waits for them anyway, so a sync run takes this
+    /// path unless a repeated idempotency key could make them for a run never recorded.
+    /// An async run takes it only when its end has no such effects, so that the admission
+    /// is its one write: it is then exactly what the executor would have written, and the
+    /// `202` answers a run already ended (Temporal's eager start, for runs with no I/O).
+    fn runs_here(&self, wf: &Workflow, sync: bool, idempotency: bool) -> bool {
+        let end_effects = || {
+            wf.steps.iter().any(|s| !s.extract_to_context.is_empty())
+                || self.has_flow_listeners(&wf.id)
+        };
+        wf.concurrency.is_none()
+            && wf.steps.iter().all(|s| s.action.is_pure())
+            && if sync {
+                !(idempotency && end_effects())
+            } else {
+                !end_effects()
+            }
     }
 
     /// The run a repeated idempotency key maps to; a sync caller waits for it too.
