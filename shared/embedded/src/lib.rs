@@ -15,10 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use checkpoint::{Checkpoints, WAL_PAGES, note_wal};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Notify, oneshot};
 use tripline_app::ports::*;
 
+mod checkpoint;
 mod fresh;
 mod listing;
 mod queue;
@@ -150,9 +152,9 @@ struct Shared {
     conn: Arc<Mutex<Connection>>,
     /// Write jobs sent to the writer thread and not yet answered.
     pending: Arc<AtomicUsize>,
-    /// Set when a write on a caller's thread left the log due for a checkpoint, which only
-    /// the writer thread runs.
+    /// Set when a write on a caller's thread left the writer's part of a checkpoint due.
     checkpoint_due: Arc<AtomicBool>,
+    checkpoints: Arc<Checkpoints>,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     /// Told after a commit that made queue items receivable.
@@ -183,7 +185,7 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, rusqlite::Error
     conn.set_prepared_statement_cache_capacity(64);
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        // No automatic checkpoint: the writer thread runs them (see [`note_wal`]).
+        // No automatic checkpoint: see `checkpoint.rs`.
         conn.wal_hook(Some(note_wal));
         // Every commit is on disk before it is acknowledged.
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -275,11 +277,16 @@ impl EmbeddedStore {
         let conn = Arc::new(Mutex::new(writer));
         let pending = Arc::new(AtomicUsize::new(0));
         let checkpoint_due = Arc::new(AtomicBool::new(false));
-        let (thread_conn, thread_pending, due) =
-            (conn.clone(), pending.clone(), checkpoint_due.clone());
+        let checkpoints = Arc::new(Checkpoints::start(&path).map_err(db_err)?);
+        let (thread_conn, thread_pending, due, passes) = (
+            conn.clone(),
+            pending.clone(),
+            checkpoint_due.clone(),
+            checkpoints.clone(),
+        );
         std::thread::Builder::new()
             .name("tripline-writer".into())
-            .spawn(move || write_loop(&thread_conn, &thread_pending, &due, rx))
+            .spawn(move || write_loop(&thread_conn, &thread_pending, (&due, &passes), rx))
             .map_err(|source| OpenError::Folder {
                 path: dir.to_path_buf(),
                 source,
@@ -290,6 +297,7 @@ impl EmbeddedStore {
                 conn,
                 pending,
                 checkpoint_due,
+                checkpoints,
                 readers: Mutex::new(readers),
                 path,
                 queue_ready: Notify::new(),
@@ -380,9 +388,9 @@ impl EmbeddedStore {
         };
         run_group(&conn, vec![job]);
         drop(conn);
-        if WAL_PAGES.take() >= CHECKPOINT_PAGES {
-            // The log is due to be copied back: the writer thread does it, woken by an
-            // empty job, off this (async) thread.
+        if self.shared.checkpoints.after_commit(WAL_PAGES.take()) {
+            // The writer's part of a checkpoint is due: the writer thread does it, woken
+            // by an empty job, off this (async) thread.
             self.shared.checkpoint_due.store(true, SeqCst);
             let wake: Job = Box::new(|_| (true, Box::new(|_| ())));
             let _ = self.to_writer(wake);
@@ -443,7 +451,7 @@ const MAX_GROUP: usize = 128;
 fn write_loop(
     conn: &Mutex<Connection>,
     pending: &AtomicUsize,
-    checkpoint_due: &AtomicBool,
+    (checkpoint_due, checkpoints): (&AtomicBool, &Checkpoints),
     rx: mpsc::Receiver<Job>,
 ) {
     while let Ok(first) = rx.recv() {
@@ -457,47 +465,11 @@ fn write_loop(
         let jobs = batch.len();
         let conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         run_group(&conn, batch);
-        if WAL_PAGES.take() >= CHECKPOINT_PAGES || checkpoint_due.swap(false, SeqCst) {
-            checkpoint(&conn);
+        if checkpoints.after_commit(WAL_PAGES.take()) || checkpoint_due.swap(false, SeqCst) {
+            checkpoint::checkpoint(&conn);
         }
         drop(conn);
         pending.fetch_sub(jobs, SeqCst);
-    }
-}
-
-/// The threads that ran checkpoints, for tests.
-#[cfg(test)]
-static CHECKPOINTED_ON: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());
-
-/// The log's length, in pages, at which the writer thread copies it back into the database
-/// (SQLite's own default for its automatic checkpoint).
-const CHECKPOINT_PAGES: i32 = 1000;
-
-thread_local! {
-    /// The write-ahead log's length after this thread's last commit, told by [`note_wal`].
-    static WAL_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
-}
-
-/// The write connection's WAL hook, in place of SQLite's automatic checkpoint (which would
-/// run on whichever thread committed, a tokio worker's for a write made on the caller's
-/// thread, stalling every request on that worker): it only notes the log's length, and the
-/// writer thread checkpoints.
-fn note_wal(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
-    WAL_PAGES.set(pages);
-    Ok(())
-}
-
-/// Copies the write-ahead log into the database without waiting for readers (what SQLite's
-/// automatic checkpoint does); the log then starts again from its beginning at the next
-/// write, so it does not grow past about [`CHECKPOINT_PAGES`].
-fn checkpoint(conn: &Connection) {
-    #[cfg(test)]
-    CHECKPOINTED_ON
-        .lock()
-        .expect("names")
-        .push(std::thread::current().name().map(str::to_string));
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-        tracing::warn!(error = %e, "checkpointing the write-ahead log failed; it is tried again after the next commit");
     }
 }
 
@@ -671,11 +643,12 @@ mod writer_tests {
         assert_eq!(ran_on.as_deref(), Some("tripline-writer"));
     }
 
-    /// Writes on the caller's thread leave the checkpoints to the writer thread (SQLite's
-    /// automatic one would run on the caller's, an async worker), and the log still does
-    /// not grow past about a checkpoint's worth of pages.
+    /// Checkpoints run on the checkpoint thread, and the writer's part on the writer
+    /// thread, never on the caller's (an async worker, where SQLite's automatic one would
+    /// run); and the log does not grow past about a checkpoint's worth of pages, though a
+    /// pass made while writes go on never copies all of it.
     #[tokio::test]
-    async fn checkpoints_run_on_the_writer_thread_and_bound_the_log() {
+    async fn checkpoints_run_off_the_callers_thread_and_bound_the_log() {
         let dir = tempfile::tempdir().expect("tmp");
         let store = EmbeddedStore::open(dir.path()).expect("store");
         // About 4,000 pages in all: each write is a 16 KB row (four pages and more).
@@ -691,12 +664,13 @@ mod writer_tests {
                 .await
                 .expect("write");
         }
-        let names = CHECKPOINTED_ON.lock().expect("names").clone();
-        assert!(!names.is_empty(), "no checkpoint ran");
-        assert!(
-            names
-                .iter()
-                .all(|n| n.as_deref() == Some("tripline-writer")),
+        let names = checkpoint::CHECKPOINTED_ON.lock().expect("names").clone();
+        let on = |name: &str| names.iter().filter(|n| n.as_deref() == Some(name)).count();
+        assert!(on("tripline-checkpoint") > 0, "{names:?}");
+        assert!(on("tripline-writer") > 0, "{names:?}");
+        assert_eq!(
+            on("tripline-checkpoint") + on("tripline-writer"),
+            names.len(),
             "{names:?}"
         );
         let wal = std::fs::metadata(dir.path().join("tripline.db-wal")).expect("wal");
