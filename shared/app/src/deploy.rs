@@ -176,6 +176,14 @@ impl Deployments {
         self.registry.read().ok()?.latest.get(id).cloned()
     }
 
+    /// Whether any deployed workflow satisfies `f`, without copying the list (a webhook's
+    /// request asks this of the flow triggers).
+    pub fn any(&self, f: impl Fn(&WorkflowRecord) -> bool) -> bool {
+        self.registry
+            .read()
+            .is_ok_and(|r| r.latest.values().any(|rec| f(rec)))
+    }
+
     pub fn all(&self) -> Vec<Arc<WorkflowRecord>> {
         let mut v: Vec<_> = self
             .registry

@@ -40,7 +40,7 @@ impl App {
     /// Whether a deployed workflow has a flow trigger on `workflow` (as this process last
     /// saw the deploys).
     pub fn has_flow_listeners(&self, workflow: &str) -> bool {
-        self.deployments.all().iter().any(|rec| {
+        self.deployments.any(|rec| {
             rec.definition
                 .triggers
                 .iter()
