@@ -521,3 +521,56 @@ fn each_function_may_do_only_what_it_does_to_the_tables() {
         }
     }
 }
+
+/// An operator hears when listings fall behind the runs (the stream's iterator age) and
+/// when anything lands in a dead-letter queue, through the topic they name if they name one.
+#[test]
+fn alarms_watch_the_index_stream_and_every_dead_letter_queue() {
+    let t = template();
+    let alarm_on = |metric: &str, dimension: &str, value: &str| -> Vec<String> {
+        t["Resources"]
+            .as_hash()
+            .expect("resources")
+            .iter()
+            .filter(|(_, r)| r["Type"].as_str() == Some("AWS::CloudWatch::Alarm"))
+            .filter(|(_, r)| r["Properties"]["MetricName"].as_str() == Some(metric))
+            .filter(|(_, r)| {
+                let d = &r["Properties"]["Dimensions"][0];
+                d["Name"].as_str() == Some(dimension) && d["Value"].as_str() == Some(value)
+            })
+            .filter_map(|(name, _)| name.as_str().map(str::to_string))
+            .collect()
+    };
+    let lag = alarm_on("IteratorAge", "FunctionName", "StepExecutorFunction");
+    assert_eq!(lag.len(), 1, "one alarm on the stream's iterator age");
+    let p = &resource(&t, &lag[0])["Properties"];
+    assert!(p["Threshold"].as_i64().is_some_and(|ms| ms <= 300_000));
+    let queues: Vec<&str> = t["Resources"]
+        .as_hash()
+        .expect("resources")
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::SQS::Queue"))
+        .filter_map(|(name, _)| name.as_str())
+        .filter(|name| name.contains("DeadLetter"))
+        .collect();
+    assert_eq!(queues.len(), 3, "{queues:?}");
+    let mut alarms = lag;
+    for q in queues {
+        let on = alarm_on(
+            "ApproximateNumberOfMessagesVisible",
+            "QueueName",
+            &format!("{q}.QueueName"),
+        );
+        assert_eq!(on.len(), 1, "one alarm on {q}");
+        let p = &resource(&t, &on[0])["Properties"];
+        assert_eq!(p["Threshold"].as_i64(), Some(0), "{q}: the first item");
+        alarms.extend(on);
+    }
+    for name in alarms {
+        let actions = &resource(&t, &name)["Properties"]["AlarmActions"];
+        assert!(
+            format!("{actions:?}").contains("AlarmTopicArn"),
+            "{name} notifies the operator's topic: {actions:?}"
+        );
+    }
+}
