@@ -73,15 +73,17 @@ steps:
 """,
 }
 
-# An async workflow whose one step calls a downstream (the bare axum server, on loopback):
-# its runs are queued and the executor performs them, where the `ingest` and `three`
-# workflows, whose steps need no I/O, run before their admission.
-RELAY = """
-id: relay
+
+def http_workflow(wf_id, token, response, port):
+    """A workflow whose one step calls a downstream: the bare axum server, on loopback. The
+    async one's runs are queued and the executor performs them, where the `ingest` and
+    `three` workflows, whose steps need no I/O, run before their admission."""
+    return f"""
+id: {wf_id}
 triggers:
   - type: webhook
-    token: bench-relay-token-00000000001
-    response: async
+    token: {token}
+    response: {response}
 steps:
   - id: call
     type: http
@@ -90,20 +92,6 @@ steps:
     body: "{{{{ trigger.body }}}}"
 """
 
-# A sync workflow whose one step calls a downstream: the bare axum server, on loopback.
-SYNC_HTTP = """
-id: synchttp
-triggers:
-  - type: webhook
-    token: bench-synchttp-token-00000001
-    response: sync
-steps:
-  - id: call
-    type: http
-    method: POST
-    url: http://127.0.0.1:{port}/hooks/downstream
-    body: "{{{{ trigger.body }}}}"
-"""
 
 def lua_for(tmp, name):
     """A wrk script that POSTs the body in tests/data/NAME."""
@@ -462,10 +450,10 @@ def main():
     lua = luas["208 B"]
     ref_port = free_port()
     ref = start_axum(ref_port)
-    with open(os.path.join(wf_dir, "synchttp.yaml"), "w") as f:
-        f.write(SYNC_HTTP.format(port=ref_port))
-    with open(os.path.join(wf_dir, "relay.yaml"), "w") as f:
-        f.write(RELAY.format(port=ref_port))
+    for wf_id, token, response in [("synchttp", "bench-synchttp-token-00000001", "sync"),
+                                   ("relay", "bench-relay-token-00000000001", "async")]:
+        with open(os.path.join(wf_dir, f"{wf_id}.yaml"), "w") as f:
+            f.write(http_workflow(wf_id, token, response, ref_port))
     try:
         reference = {k: repeated(f"http://127.0.0.1:{ref_port}/hooks/x", 64, luas[k], ref.pid, tripline=False)
                      for k in BODIES}

@@ -25,6 +25,17 @@ pub struct Hook {
 struct Registry {
     hooks: HashMap<String, Hook>,
     latest: HashMap<String, Arc<WorkflowRecord>>,
+    /// How many of `latest`'s flow triggers listen to each workflow: a webhook's request
+    /// asks it (`App::has_flow_listeners`).
+    listened: HashMap<String, usize>,
+}
+
+/// The workflows a revision's flow triggers listen to.
+fn flow_targets(record: &WorkflowRecord) -> impl Iterator<Item = &String> {
+    record.definition.triggers.iter().filter_map(|t| match t {
+        Trigger::Flow(f) => Some(&f.workflow),
+        _ => None,
+    })
 }
 
 /// What is deployed now, plus a cache of every revision runs refer to.
@@ -176,12 +187,11 @@ impl Deployments {
         self.registry.read().ok()?.latest.get(id).cloned()
     }
 
-    /// Whether any deployed workflow satisfies `f`, without copying the list (a webhook's
-    /// request asks this of the flow triggers).
-    pub fn any(&self, f: impl Fn(&WorkflowRecord) -> bool) -> bool {
+    /// Whether a deployed workflow has a flow trigger on `workflow`.
+    pub fn listened_to(&self, workflow: &str) -> bool {
         self.registry
             .read()
-            .is_ok_and(|r| r.latest.values().any(|rec| f(rec)))
+            .is_ok_and(|r| r.listened.contains_key(workflow))
     }
 
     pub fn all(&self) -> Vec<Arc<WorkflowRecord>> {
@@ -199,10 +209,25 @@ impl Deployments {
             return;
         };
         reg.hooks.retain(|_, h| h.record.id != record.id);
-        if record.removed {
-            reg.latest.remove(&record.id);
-            return;
+        if let Some(before) = reg.latest.remove(&record.id) {
+            for target in flow_targets(&before) {
+                if let Some(n) = reg.listened.get_mut(target) {
+                    *n -= 1;
+                    if *n == 0 {
+                        reg.listened.remove(target);
+                    }
+                }
+            }
         }
+        if !record.removed {
+            for target in flow_targets(&record) {
+                *reg.listened.entry(target.clone()).or_default() += 1;
+            }
+            self.install_live(&mut reg, record);
+        }
+    }
+
+    fn install_live(&self, reg: &mut Registry, record: Arc<WorkflowRecord>) {
         for t in &record.definition.triggers {
             if let Trigger::Webhook(w) = t
                 && let Some(token) = &w.token

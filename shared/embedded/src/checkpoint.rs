@@ -15,11 +15,13 @@
 //!    a checkpoint that left nothing behind, which a pass made while commits go on never
 //!    does: without this part it would grow as long as writes kept coming.
 //!
-//! Measured under the same load (2026-12-07): the thread's passes took 3.5–3.9 ms at the
-//! median, the writer's part 1.8–2.2 ms (its two fsyncs are most of it: a second pass of
-//! the thread to shrink it further saved the writer a third and cost the thread as much
-//! again, with no change in the requests' p99), in all 0.4 s of the writer's time in 8 s
-//! against 0.93 s.
+//! Measured under the same load (2026-12-07, five instrumented 8 s loads): the thread's
+//! passes took 3.5–3.9 ms at the median; the writer's part, about 80–180 pages and two
+//! fsyncs, 1.7–2.1 ms; in all 0.38–0.53 s of the writer's time in 8 s, against 0.93 s.
+//! A second pass of the thread to shrink the writer's part was tried and left out: it cut
+//! the writer's time to 0.29–0.33 s and added a third to the thread's (1.0–1.1 s against
+//! 0.74–0.82 s), with no change in the requests' p99.
+//!
 //! Should the checkpoint thread fall behind, the writer copies the whole log itself once it
 //! reaches [`LIMIT_PAGES`], as SQLite would.
 

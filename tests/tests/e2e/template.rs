@@ -21,6 +21,17 @@ fn resource<'a>(t: &'a Yaml, name: &str) -> &'a Yaml {
     r
 }
 
+/// The template's resources of one `Type`, with their names.
+fn of_type<'a>(t: &'a Yaml, kind: &str) -> Vec<(&'a str, &'a Yaml)> {
+    t["Resources"]
+        .as_hash()
+        .expect("resources")
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+        .filter_map(|(name, r)| Some((name.as_str()?, r)))
+        .collect()
+}
+
 fn strings(y: &Yaml) -> Vec<String> {
     y.as_vec()
         .map(|v| {
@@ -145,14 +156,7 @@ fn the_runs_tables_stream_feeds_the_index() {
         .expect("a filter");
     let pattern: serde_json::Value = serde_json::from_str(pattern).expect("JSON");
     assert_eq!(pattern, serde_json::json!({"eventName": ["INSERT"]}));
-    let functions: Vec<&str> = t["Resources"]
-        .as_hash()
-        .expect("resources")
-        .iter()
-        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::Function"))
-        .filter_map(|(name, _)| name.as_str())
-        .collect();
-    for name in functions {
+    for (name, _) in of_type(&t, "AWS::Serverless::Function") {
         let statements = &resource(&t, name)["Properties"]["Policies"][0]["Statement"];
         let writes_pages = statements.as_vec().expect("statements").iter().any(|s| {
             s["Action"].as_str() == Some("dynamodb:PutItem")
@@ -528,29 +532,23 @@ fn each_function_may_do_only_what_it_does_to_the_tables() {
 fn alarms_watch_the_index_stream_and_every_dead_letter_queue() {
     let t = template();
     let alarm_on = |metric: &str, dimension: &str, value: &str| -> Vec<String> {
-        t["Resources"]
-            .as_hash()
-            .expect("resources")
-            .iter()
-            .filter(|(_, r)| r["Type"].as_str() == Some("AWS::CloudWatch::Alarm"))
+        of_type(&t, "AWS::CloudWatch::Alarm")
+            .into_iter()
             .filter(|(_, r)| r["Properties"]["MetricName"].as_str() == Some(metric))
             .filter(|(_, r)| {
                 let d = &r["Properties"]["Dimensions"][0];
                 d["Name"].as_str() == Some(dimension) && d["Value"].as_str() == Some(value)
             })
-            .filter_map(|(name, _)| name.as_str().map(str::to_string))
+            .map(|(name, _)| name.to_string())
             .collect()
     };
     let lag = alarm_on("IteratorAge", "FunctionName", "StepExecutorFunction");
     assert_eq!(lag.len(), 1, "one alarm on the stream's iterator age");
     let p = &resource(&t, &lag[0])["Properties"];
     assert!(p["Threshold"].as_i64().is_some_and(|ms| ms <= 300_000));
-    let queues: Vec<&str> = t["Resources"]
-        .as_hash()
-        .expect("resources")
-        .iter()
-        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::SQS::Queue"))
-        .filter_map(|(name, _)| name.as_str())
+    let queues: Vec<&str> = of_type(&t, "AWS::SQS::Queue")
+        .into_iter()
+        .map(|(name, _)| name)
         .filter(|name| name.contains("DeadLetter"))
         .collect();
     assert_eq!(queues.len(), 3, "{queues:?}");

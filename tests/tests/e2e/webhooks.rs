@@ -627,4 +627,18 @@ async fn an_async_pure_run_whose_end_has_effects_goes_through_the_executor() {
         assert!(start.elapsed() < Duration::from_secs(10), "no listener run");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // Once the listener listens to another workflow, nothing listens to `listened`: its
+    // runs end before their admission again.
+    let (status, body) = app
+        .deploy(
+            "listener",
+            &listener.replace("workflow: listened", "workflow: context"),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let (_, _, body) = app
+        .post_json(&hook("lstn-token-aaaaaaaaaaaaaaaaa"), &json!({"n": 4}))
+        .await;
+    assert_eq!(body["status"], "succeeded", "{body}");
 }

@@ -40,12 +40,7 @@ impl App {
     /// Whether a deployed workflow has a flow trigger on `workflow` (as this process last
     /// saw the deploys).
     pub fn has_flow_listeners(&self, workflow: &str) -> bool {
-        self.deployments.any(|rec| {
-            rec.definition
-                .triggers
-                .iter()
-                .any(|t| matches!(t, Trigger::Flow(f) if f.workflow == workflow))
-        })
+        self.deployments.listened_to(workflow)
     }
 
     /// Admits the runs that flow triggers start because `run` ended, and records them as
